@@ -1,0 +1,264 @@
+"""Build a validated :class:`Config` from a preset and ``key=value`` overrides; save and reload it.
+
+Everything that can be wrong with a configuration is reported here, before anything runs, as a
+:class:`ConfigError` that names the key and the fix. No value is ever evaluated as code: values are
+parsed as YAML scalars/lists by OmegaConf and checked against the dataclass types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from diffworld.config.presets import PRESETS
+from diffworld.config.schema import Config
+from diffworld.envs.games import UnknownGameError, resolve_game
+from diffworld.utils.atomic import atomic_write_text
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run: the message names the key and how to fix it."""
+
+
+def all_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, leaves only (``denoiser.optimizer.lr``, ...)."""
+    keys = []
+    for f in dataclasses.fields(schema):
+        name = prefix + f.name
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            keys += all_keys(type(sub), name + ".")
+        else:
+            keys.append(name)
+    return keys
+
+
+def close_keys(key: str, candidates: Sequence[str] | None = None, n: int = 3) -> list[str]:
+    """Valid keys that look like ``key``: by the whole dotted path, then by its last component."""
+    candidates = list(candidates or all_keys())
+    found = difflib.get_close_matches(key, candidates, n=n, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    by_leaf = {c.rsplit(".", 1)[-1]: c for c in candidates}
+    for match in difflib.get_close_matches(leaf, list(by_leaf), n=n, cutoff=0.6):
+        for c in candidates:
+            if c.rsplit(".", 1)[-1] == match and c not in found:
+                found.append(c)
+    return found[:n]
+
+
+def _suggest(key: str) -> str:
+    close = close_keys(key)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return f"{hint} Run 'diffworld config --keys' to list every key."
+
+
+def parse_overrides(args: Iterable[str]) -> dict[str, str]:
+    """Split ``key=value`` arguments; the last one wins for a repeated key."""
+    overrides: dict[str, str] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or not key:
+            example = "game=Pong seed=3 preset=quick"
+            raise ConfigError(f"Expected key=value, got {arg!r} (for example: {example}).")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _apply(cfg: DictConfig, key: str, value: Any, parsed_from_text: bool) -> None:
+    try:
+        if parsed_from_text:
+            # from_dotlist parses the value as YAML (numbers, booleans, lists) and never evaluates code.
+            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
+        else:
+            OmegaConf.update(cfg, key, value, merge=False)
+    except (ConfigKeyError, ConfigAttributeError):
+        raise ConfigError(f"Unknown configuration key {key!r}.{_suggest(key)}") from None
+    except ValidationError as e:
+        raise ConfigError(f"Bad value {value!r} for {key!r}: {e.msg.splitlines()[0]}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"Cannot set {key!r} to {value!r}: {str(e).splitlines()[0]}") from None
+
+
+def build_config(args: Iterable[str] = ()) -> Config:
+    """The run configuration for command-line arguments like ``game=Pong preset=quick seed=3``."""
+    overrides = parse_overrides(args)
+    preset = overrides.pop("preset", "atari100k")
+    if preset not in PRESETS:
+        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown preset {preset!r}.{hint} Presets: {', '.join(PRESETS)}.")
+
+    cfg = OmegaConf.structured(Config)
+    cfg.preset = preset
+    for key, value in PRESETS[preset].items():
+        _apply(cfg, key, value, parsed_from_text=False)
+    for key, value in overrides.items():
+        _apply(cfg, key, value, parsed_from_text=True)
+    return _finalize(cfg)
+
+
+def _finalize(cfg: DictConfig) -> Config:
+    try:
+        game = cfg.game
+    except MissingMandatoryValue:
+        raise ConfigError("No game given: add game=<Game>, for example game=Breakout.") from None
+    try:
+        cfg.game = resolve_game(game)
+    except UnknownGameError as e:
+        raise ConfigError(str(e)) from None
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, Config)
+    validate(config)
+    return config
+
+
+def validate(cfg: Config) -> None:
+    """Checks that types alone cannot express; each failure names the key and the fix."""
+    errors: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    for name in ("denoiser", "reward_model"):
+        model = getattr(cfg, name)
+        n = len(model.channels)
+        check(n > 0, f"{name}.channels must list at least one level.")
+        check(
+            len(model.depths) == n and len(model.attn_depths) == n,
+            f"{name}.channels, {name}.depths and {name}.attn_depths must have one entry per level "
+            f"(got {len(model.channels)}, {len(model.depths)}, {len(model.attn_depths)}).",
+        )
+        check(all(c > 0 for c in model.channels), f"{name}.channels must be positive.")
+        check(all(d > 0 for d in model.depths), f"{name}.depths must be positive.")
+    check(len(cfg.actor_critic.channels) > 0, "actor_critic.channels must list at least one block.")
+    for name in ("denoiser", "reward_model"):
+        downsamplings = len(getattr(cfg, name).channels) - 1
+        check(
+            cfg.env.size % 2**downsamplings == 0,
+            f"env.size={cfg.env.size} must be divisible by 2^(len({name}.channels) - 1).",
+        )
+    check(
+        cfg.denoiser.cond_channels % cfg.denoiser.num_cond_frames == 0,
+        "denoiser.cond_channels must be divisible by denoiser.num_cond_frames "
+        "(each past action gets cond_channels / num_cond_frames dims).",
+    )
+    check(cfg.denoiser.num_cond_frames >= 1, "denoiser.num_cond_frames must be >= 1.")
+    check(cfg.denoiser.num_autoregressive_steps >= 1, "denoiser.num_autoregressive_steps must be >= 1.")
+    s = cfg.denoiser.sampler
+    check(s.num_steps >= 1, "denoiser.sampler.num_steps must be >= 1.")
+    check(s.order in (1, 2), "denoiser.sampler.order must be 1 (Euler) or 2 (Heun).")
+    check(0 < s.sigma_min < s.sigma_max, "Need 0 < denoiser.sampler.sigma_min < denoiser.sampler.sigma_max.")
+    check(s.rho > 0, "denoiser.sampler.rho must be > 0.")
+    check(s.s_churn >= 0, "denoiser.sampler.s_churn must be >= 0.")
+    sd = cfg.denoiser.sigma_distribution
+    check(0 < sd.sigma_min < sd.sigma_max, "Need 0 < sigma_distribution.sigma_min < sigma_max.")
+    check(sd.scale > 0, "denoiser.sigma_distribution.scale must be > 0.")
+    check(cfg.denoiser.sigma_data > 0, "denoiser.sigma_data must be > 0.")
+    check(cfg.denoiser.ddpm_num_train_timesteps >= 1, "denoiser.ddpm_num_train_timesteps must be >= 1.")
+    check(
+        0 < cfg.denoiser.ddpm_beta_start < cfg.denoiser.ddpm_beta_end < 1,
+        "Need 0 < denoiser.ddpm_beta_start < denoiser.ddpm_beta_end < 1.",
+    )
+
+    for name in ("denoiser", "reward_model", "actor_critic"):
+        t = getattr(cfg, name).training
+        o = getattr(cfg, name).optimizer
+        check(t.batch_size >= 1, f"{name}.training.batch_size must be >= 1.")
+        check(t.grad_acc_steps >= 1, f"{name}.training.grad_acc_steps must be >= 1.")
+        check(t.steps_first_epoch >= 0 and t.steps_per_epoch >= 0, f"{name}.training steps must be >= 0.")
+        w = t.sample_weights
+        check(
+            len(w) > 0 and all(0 <= x <= 1 for x in w) and math.isclose(sum(w), 1.0, abs_tol=1e-6),
+            f"{name}.training.sample_weights must be probabilities summing to 1 (got {list(w)}).",
+        )
+        check(o.lr > 0, f"{name}.optimizer.lr must be > 0.")
+        check(o.weight_decay >= 0, f"{name}.optimizer.weight_decay must be >= 0.")
+        check(o.warmup_steps >= 0, f"{name}.optimizer.warmup_steps must be >= 0.")
+        check(o.max_grad_norm > 0, f"{name}.optimizer.max_grad_norm must be > 0.")
+
+    ac = cfg.actor_critic
+    check(0 < ac.gamma <= 1, "actor_critic.gamma must be in (0, 1].")
+    check(0 <= ac.lambda_ <= 1, "actor_critic.lambda_ must be in [0, 1].")
+    check(ac.imagination_horizon >= 1, "actor_critic.imagination_horizon must be >= 1.")
+    check(ac.temperature > 0, "actor_critic.temperature must be > 0.")
+    check(all(t > 0 for t in ac.temperature_per_game.values()), "actor_critic.temperature_per_game: > 0.")
+
+    c = cfg.collection
+    check(c.steps_per_epoch >= 1, "collection.steps_per_epoch must be >= 1.")
+    for key in ("total_env_steps", "initial_min_steps", "initial_max_steps"):
+        check(
+            getattr(c, key) % c.steps_per_epoch == 0,
+            f"collection.{key}={getattr(c, key)} must be a multiple of collection.steps_per_epoch="
+            f"{c.steps_per_epoch}.",
+        )
+    check(
+        0 < c.initial_min_steps <= c.initial_max_steps <= c.total_env_steps,
+        "Need 0 < collection.initial_min_steps <= initial_max_steps <= total_env_steps.",
+    )
+    check(0 <= c.train_epsilon <= 1 and 0 <= c.test_epsilon <= 1, "collection epsilons must be in [0, 1].")
+    check(c.test_every_epochs >= 1, "collection.test_every_epochs must be >= 1.")
+    check(c.num_test_episodes >= 0 and c.num_final_episodes >= 0, "collection episode counts must be >= 0.")
+
+    e = cfg.env
+    check(e.frame_skip >= 1, "env.frame_skip must be >= 1.")
+    check(e.noop_max >= 0, "env.noop_max must be >= 0.")
+    check(e.size >= 8, "env.size must be >= 8.")
+    check(e.max_frames_per_episode >= e.frame_skip, "env.max_frames_per_episode must be >= env.frame_skip.")
+    check(e.num_train_envs >= 1 and e.num_test_envs >= 1, "env.num_train_envs/num_test_envs must be >= 1.")
+    check(cfg.training.num_final_epochs >= 0, "training.num_final_epochs must be >= 0.")
+    check(cfg.training.save_agent_every >= 1, "training.save_agent_every must be >= 1.")
+    check(
+        cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
+        f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
+    )
+    if errors:
+        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errors))
+
+
+def reward_model_seq_length(cfg: Config) -> int:
+    """Reward/termination segments: burn-in on the conditioning frames, then the imagination horizon."""
+    return cfg.denoiser.num_cond_frames + cfg.actor_critic.imagination_horizon
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved configuration atomically as YAML."""
+    atomic_write_text(path, to_yaml(cfg))
+
+
+def load_config_file(path: Path) -> Config:
+    """Read a saved configuration back, checked against the current schema."""
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"No configuration file at {path}.") from None
+    except Exception as e:
+        raise ConfigError(f"Cannot parse configuration {path}: {e}") from None
+    cfg = OmegaConf.structured(Config)
+    try:
+        cfg = OmegaConf.merge(cfg, loaded)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        key = str(e.full_key)
+        hint = _suggest(key)
+        raise ConfigError(f"{path}: unknown key {key!r} (written by another version?).{hint}") from None
+    except ValidationError as e:
+        raise ConfigError(f"{path}: bad value for {e.full_key!r}: {e.msg.splitlines()[0]}") from None
+    assert isinstance(cfg, DictConfig)
+    return _finalize(cfg)

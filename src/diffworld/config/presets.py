@@ -1,0 +1,70 @@
+"""Named presets: dotted overrides applied on top of the paper's defaults.
+
+``atari100k`` is the paper. ``quick`` is small enough to show learning on a real game on 2 CPU cores in
+an hour. ``smoke`` runs end to end in seconds and exists for tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "atari100k": {},
+    "quick": {
+        "collection.total_env_steps": 20_000,
+        "collection.initial_min_steps": 2_000,
+        "collection.initial_max_steps": 4_000,
+        "collection.test_every_epochs": 20,
+        "collection.num_final_episodes": 20,
+        "training.num_final_epochs": 10,
+        "denoiser.channels": [32, 32, 64, 64],
+        "denoiser.cond_channels": 128,
+        "denoiser.training.steps_first_epoch": 1_000,
+        "denoiser.training.steps_per_epoch": 20,
+        "denoiser.training.batch_size": 16,
+        "reward_model.channels": [16, 16, 16, 16],
+        "reward_model.lstm_dim": 256,
+        "reward_model.training.steps_first_epoch": 1_000,
+        "reward_model.training.steps_per_epoch": 20,
+        "reward_model.training.batch_size": 16,
+        "actor_critic.channels": [16, 16, 32, 32],
+        "actor_critic.lstm_dim": 256,
+        "actor_critic.training.steps_first_epoch": 500,
+        "actor_critic.training.steps_per_epoch": 20,
+        "actor_critic.training.batch_size": 16,
+    },
+    "smoke": {
+        "env.max_frames_per_episode": 2_000,
+        "collection.total_env_steps": 300,
+        "collection.initial_min_steps": 100,
+        "collection.initial_max_steps": 200,
+        "collection.steps_per_epoch": 50,
+        "collection.test_every_epochs": 2,
+        "collection.num_test_episodes": 1,
+        "collection.num_final_episodes": 2,
+        "training.num_final_epochs": 1,
+        "training.save_agent_every": 2,
+        "denoiser.channels": [8, 8],
+        "denoiser.depths": [1, 1],
+        "denoiser.attn_depths": [False, False],
+        "denoiser.cond_channels": 16,
+        "denoiser.sampler.num_steps": 2,
+        "denoiser.training.steps_first_epoch": 3,
+        "denoiser.training.steps_per_epoch": 2,
+        "denoiser.training.batch_size": 4,
+        "reward_model.channels": [8, 8],
+        "reward_model.depths": [1, 1],
+        "reward_model.attn_depths": [False, False],
+        "reward_model.cond_channels": 16,
+        "reward_model.lstm_dim": 16,
+        "reward_model.training.steps_first_epoch": 3,
+        "reward_model.training.steps_per_epoch": 2,
+        "reward_model.training.batch_size": 4,
+        "actor_critic.channels": [8, 8, 8, 8],
+        "actor_critic.lstm_dim": 16,
+        "actor_critic.imagination_horizon": 4,
+        "actor_critic.training.steps_first_epoch": 3,
+        "actor_critic.training.steps_per_epoch": 2,
+        "actor_critic.training.batch_size": 4,
+    },
+}

@@ -1,0 +1,234 @@
+"""The configuration schema: every hyperparameter of the method, typed and documented.
+
+Defaults are the paper's values (``../shared/SPEC.md`` sections 1-6); section numbers below refer to it.
+The schema is plain dataclasses so that OmegaConf can validate keys and types of command-line overrides
+and so that code reads ``cfg.denoiser.sampler.num_steps`` with full type information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from omegaconf import MISSING
+
+
+class DiffusionKind(str, Enum):
+    """Which diffusion formulation the world model uses (SPEC 3; DDPM is the paper's ablation)."""
+
+    edm = "edm"
+    ddpm = "ddpm"
+
+
+@dataclass
+class EnvConfig:
+    """Atari 100k environment protocol (SPEC 1)."""
+
+    frame_skip: int = 4
+    """Agent steps repeat the action this many ALE frames; the observation max-pools the last two."""
+    noop_max: int = 30
+    """Resets play between 1 and ``noop_max`` no-op frames, drawn at random."""
+    size: int = 64
+    """Observations are RGB, resized to ``size`` x ``size`` with area interpolation."""
+    max_frames_per_episode: int = 108_000
+    """Standard episode cap in ALE frames (27,000 agent steps at frame skip 4): the episode is truncated."""
+    num_train_envs: int = 1
+    """Environments stepped in parallel by the training collector."""
+    num_test_envs: int = 1
+    """Environments stepped in parallel for test episodes."""
+
+
+@dataclass
+class CollectionConfig:
+    """Real-environment data collection (SPEC 1 and 2)."""
+
+    total_env_steps: int = 100_000
+    """Budget of real agent steps (Atari 100k: 400k frames)."""
+    initial_min_steps: int = 5_000
+    """The initial collection with the untrained (uniform) policy gathers at least this many steps."""
+    initial_max_steps: int = 10_000
+    """... and at most this many while waiting for enough minority-class rewards."""
+    initial_min_minority_rewards: int = 10
+    """Initial collection goes on until rewards of all sign classes but the most common number this many."""
+    steps_per_epoch: int = 100
+    """Real steps collected at the start of every epoch until the budget is spent."""
+    train_epsilon: float = 0.01
+    """Epsilon-greedy exploration of the training collector."""
+    test_epsilon: float = 0.0
+    """Epsilon of test episodes and of the final evaluation."""
+    test_every_epochs: int = 10
+    """Test episodes and world-model test losses every this many epochs."""
+    num_test_episodes: int = 4
+    """Test episodes played at each periodic evaluation."""
+    num_final_episodes: int = 100
+    """Test episodes of the final evaluation."""
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with linear warm-up and gradient clipping (SPEC 6)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    """Linear learning-rate warm-up from 0 over this many optimizer steps."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global L2 norm."""
+
+
+@dataclass
+class ComponentTrainingConfig:
+    """How much and on what one model trains each epoch (SPEC 2)."""
+
+    steps_first_epoch: int = 10_000
+    """Optimizer steps in the first epoch (the models start from scratch on the initial dataset)."""
+    steps_per_epoch: int = 400
+    """Optimizer steps in every later epoch."""
+    batch_size: int = 32
+    grad_acc_steps: int = 1
+    """Batches accumulated per optimizer step."""
+    sample_weights: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.1, 0.7])
+    """Probability of each quarter of the episodes in collection order (the newest quarter last)."""
+
+
+@dataclass
+class SigmaDistributionConfig:
+    """Training noise levels: sigma = exp(N(loc, scale^2)) clipped to [sigma_min, sigma_max] (SPEC 3)."""
+
+    loc: float = -0.4
+    scale: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 20.0
+
+
+@dataclass
+class SamplerConfig:
+    """Sampling of the next frame: Karras schedule, Euler or Heun, optional churn (SPEC 3; EDM Alg. 2)."""
+
+    num_steps: int = 3
+    """Denoising steps (number of denoiser calls with Euler)."""
+    sigma_min: float = 0.002
+    sigma_max: float = 5.0
+    rho: float = 7.0
+    order: int = 1
+    """1: Euler; 2: Heun (a second-order correction on every step but the last)."""
+    s_churn: float = 0.0
+    """Stochastic churn of EDM Algorithm 2 (0: deterministic sampling)."""
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+
+
+@dataclass
+class DenoiserConfig:
+    """The diffusion world model: U-Net F and its EDM (or DDPM) wrapper (SPEC 3)."""
+
+    kind: DiffusionKind = DiffusionKind.edm
+    """``edm`` (the paper) or ``ddpm`` (the paper's ablation, same network)."""
+    num_cond_frames: int = 4
+    """L: past frames and actions the next frame is conditioned on."""
+    cond_channels: int = 256
+    """Width of the conditioning vector; Fourier features of c_noise have this size, each of the L action
+    embeddings ``cond_channels // num_cond_frames``."""
+    channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64])
+    """U-Net channels per resolution level."""
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    """Residual blocks per level on the way down (the way up mirrors them)."""
+    attn_depths: list[bool] = field(default_factory=lambda: [False, False, False, False])
+    """Self-attention in the blocks of each level (the paper: none; the middle blocks always have it)."""
+    sigma_data: float = 0.5
+    sigma_offset_noise: float = 0.3
+    """Std of the per-image, per-channel constant added to the Gaussian noise (offset noise)."""
+    num_autoregressive_steps: int = 2
+    """Consecutive predictions per training segment (segments hold num_cond_frames + this many frames)."""
+    ddpm_num_train_timesteps: int = 1000
+    ddpm_beta_start: float = 1e-4
+    ddpm_beta_end: float = 0.02
+    sigma_distribution: SigmaDistributionConfig = field(default_factory=SigmaDistributionConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    training: ComponentTrainingConfig = field(default_factory=ComponentTrainingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class RewardTerminationConfig:
+    """Reward and termination model: conv encoder of frame pairs, LSTM, two classifier heads (SPEC 4)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    attn_depths: list[bool] = field(default_factory=lambda: [False, False, False, False])
+    cond_channels: int = 128
+    """Width of the action embedding that drives adaptive group norm."""
+    lstm_dim: int = 512
+    training: ComponentTrainingConfig = field(default_factory=ComponentTrainingConfig)
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(max_grad_norm=100.0))
+
+
+@dataclass
+class ActorCriticConfig:
+    """Actor-critic trained in imagination with lambda-returns and REINFORCE (SPEC 5)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
+    lstm_dim: int = 512
+    gamma: float = 0.985
+    lambda_: float = 0.95
+    value_loss_weight: float = 1.0
+    entropy_weight: float = 0.001
+    temperature: float = 1.0
+    """Temperature of the policy's action sampling in the real environment."""
+    temperature_per_game: dict[str, float] = field(default_factory=lambda: {"Freeway": 0.01})
+    """Per-game temperature overrides: the IRIS Freeway trick (IRIS paper, Appendix H) that DIAMOND used."""
+    imagination_horizon: int = 15
+    """H: imagined steps per trajectory."""
+    training: ComponentTrainingConfig = field(
+        default_factory=lambda: ComponentTrainingConfig(steps_first_epoch=5_000)
+    )
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(weight_decay=0.0, max_grad_norm=100.0)
+    )
+
+
+@dataclass
+class TrainingConfig:
+    """The schedule of a run (SPEC 2)."""
+
+    num_final_epochs: int = 50
+    """Epochs that train without collecting once the real-step budget is spent."""
+    model_free: bool = False
+    """Train the actor-critic on the real environment instead of in imagination (the paper's baseline)."""
+    save_agent_every: int = 5
+    """Keep a copy of the agent weights every this many epochs."""
+    compile: bool = False
+    """torch.compile the world model used in imagination."""
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = True
+    wandb: bool = False
+    """Log to Weights & Biases too (needs the ``wandb`` extra and a login)."""
+    wandb_project: str = "diffworld"
+
+
+@dataclass
+class Config:
+    """A whole run. ``game`` is required; everything else defaults to the paper's settings."""
+
+    game: str = MISSING
+    """Atari game, named as you like: ``Breakout``, ``breakout``, ``BreakoutNoFrameskip-v4``."""
+    seed: int = 0
+    """The one seed of the run: python, numpy, torch and environment seeds all derive from it."""
+    preset: str = "atari100k"
+    """Preset the run started from (``atari100k``, ``quick`` or ``smoke``); recorded for reference."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    run_dir: str | None = None
+    """Run folder; default ``runs/<game>/<date>_<time>_s<seed>``."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    reward_model: RewardTerminationConfig = field(default_factory=RewardTerminationConfig)
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
