@@ -1,1 +1,35 @@
+"""The diffusion world model: the U-Net F, its EDM wrapper (the paper) and the DDPM ablation (SPEC 3)."""
 
+from __future__ import annotations
+
+from diffworld.config.schema import DenoiserConfig, DiffusionKind
+from diffworld.models.diffusion.ddpm import DDPMDenoiser
+from diffworld.models.diffusion.edm import EDMDenoiser, edm_preconditioning, sample_sigma_training
+from diffworld.models.diffusion.sampling import karras_sigmas, quantize, sample
+from diffworld.models.diffusion.unet import DenoiserNetwork, UNet
+
+Denoiser = EDMDenoiser | DDPMDenoiser
+"""Either world model: both have ``forward(batch) -> (loss, metrics)`` and the same ``predict_next``."""
+
+
+def make_denoiser(cfg: DenoiserConfig, num_actions: int) -> Denoiser:
+    """The denoiser of kind ``cfg.kind`` for an environment with ``num_actions`` actions."""
+    kind = DiffusionKind(cfg.kind)
+    if kind is DiffusionKind.edm:
+        return EDMDenoiser(cfg, num_actions)
+    return DDPMDenoiser(cfg, num_actions)
+
+
+__all__ = [
+    "DDPMDenoiser",
+    "Denoiser",
+    "DenoiserNetwork",
+    "EDMDenoiser",
+    "UNet",
+    "edm_preconditioning",
+    "karras_sigmas",
+    "make_denoiser",
+    "quantize",
+    "sample",
+    "sample_sigma_training",
+]

@@ -1,0 +1,189 @@
+"""The actor-critic: a small conv encoder, an LSTM cell, zero-initialized policy and value heads (SPEC 5)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Categorical
+
+from diffworld.config.schema import ActorCriticConfig
+from diffworld.models.returns import lambda_returns
+
+LSTMState = tuple[Tensor, Tensor]
+"""``(h, c)`` of an LSTM: each (B, lstm_dim) for an ``nn.LSTMCell``, (1, B, lstm_dim) for an ``nn.LSTM``."""
+
+_GROUP_SIZE = 32
+
+
+def init_lstm(lstm: nn.LSTM | nn.LSTMCell) -> None:
+    """Xavier input weights, orthogonal recurrent weights, zero biases but a forget-gate bias of 1."""
+    for name, p in lstm.named_parameters():
+        if name.startswith("weight_ih"):
+            nn.init.xavier_uniform_(p)
+        elif name.startswith("weight_hh"):
+            nn.init.orthogonal_(p)
+        else:
+            nn.init.zeros_(p)
+            if name.startswith("bias_ih"):
+                n = p.size(0) // 4
+                nn.init.ones_(p[n : 2 * n])
+
+
+class SmallResBlock(nn.Module):
+    """Unconditioned residual block: GroupNorm, SiLU, 3x3 conv, plus a (1x1-projected if needed) skip."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(max(1, in_channels // _GROUP_SIZE), in_channels)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.skip = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip(x) + self.conv(F.silu(self.norm(x)))
+
+
+class ActorCritic(nn.Module):
+    """Policy and value of an observation given the recurrent state; the heads start at zero (uniform policy).
+
+    Encoder: 3x3 conv (3 to ``channels[0]``), then per entry of ``cfg.channels`` one ``SmallResBlock`` and a
+    2x2 max-pooling (64x64 to 4x4 with four entries), flattened into an ``nn.LSTMCell`` of ``cfg.lstm_dim``.
+    About 3.23 M parameters at the paper's settings.
+    """
+
+    def __init__(self, cfg: ActorCriticConfig, num_actions: int, img_size: int = 64) -> None:
+        super().__init__()
+        channels = list(cfg.channels)
+        feat_size = img_size // 2 ** len(channels)
+        if feat_size * 2 ** len(channels) != img_size:
+            raise ValueError(f"img_size {img_size} is not divisible by 2^{len(channels)}")
+        layers: list[nn.Module] = [nn.Conv2d(3, channels[0], kernel_size=3, padding=1)]
+        for c_in, c_out in zip([channels[0], *channels[:-1]], channels, strict=True):
+            layers += [SmallResBlock(c_in, c_out), nn.MaxPool2d(2)]
+        self.encoder = nn.Sequential(*layers, nn.Flatten())
+        self.num_actions = num_actions
+        self.lstm_dim = cfg.lstm_dim
+        self.lstm = nn.LSTMCell(channels[-1] * feat_size**2, cfg.lstm_dim)
+        self.actor = nn.Linear(cfg.lstm_dim, num_actions)
+        self.critic = nn.Linear(cfg.lstm_dim, 1)
+        init_lstm(self.lstm)
+        for head in (self.actor, self.critic):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None) -> LSTMState:
+        """Zero ``(hx, cx)`` for ``batch_size`` trajectories."""
+        weight = self.lstm.weight_hh
+        zeros = torch.zeros(batch_size, self.lstm_dim, device=device or weight.device, dtype=weight.dtype)
+        return zeros, zeros.clone()
+
+    def _heads(self, hx: Tensor) -> tuple[Tensor, Tensor]:
+        return self.actor(hx), self.critic(hx).squeeze(1)
+
+    def step(self, obs: Tensor, hx_cx: LSTMState | None = None) -> tuple[Tensor, Tensor, LSTMState]:
+        """One step: ``obs`` (B, 3, H, W) in [-1, 1] -> logits (B, A), value (B,), new ``(hx, cx)``.
+
+        ``hx_cx=None`` starts from the zero state.
+        """
+        hx, cx = self.lstm(self.encoder(obs), hx_cx)
+        logits, value = self._heads(hx)
+        return logits, value, (hx, cx)
+
+    def burn_in(self, obs_seq: Tensor, mask: Tensor, hx_cx: LSTMState | None = None) -> LSTMState:
+        """Recurrent state after ``obs_seq`` (B, T, 3, H, W), skipping steps where ``mask`` (B, T) is False.
+
+        A masked (padding) step leaves the state as it was, so left padding yields the state of the real
+        frames alone. The frames are encoded in one batch; only the LSTM cell runs step by step.
+        """
+        b, t = obs_seq.shape[:2]
+        feats = self.encoder(obs_seq.flatten(0, 1)).unflatten(0, (b, t))
+        hx, cx = self.initial_state(b, obs_seq.device) if hx_cx is None else hx_cx
+        for i in range(t):
+            new_hx, new_cx = self.lstm(feats[:, i], (hx, cx))
+            keep = mask[:, i, None]
+            hx, cx = torch.where(keep, new_hx, hx), torch.where(keep, new_cx, cx)
+        return hx, cx
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: Tensor,
+        hx_cx: LSTMState | None,
+        epsilon: float = 0.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, LSTMState]:
+        """Actions for collection and test episodes, and the new recurrent state to pass to the next call.
+
+        Each action is sampled from ``softmax(logits / temperature)``, or with probability ``epsilon``
+        replaced by a uniformly random one. ``generator`` (on ``obs``'s device) makes the draws reproducible.
+        """
+        logits, _, hx_cx = self.step(obs, hx_cx)
+        return sample_actions(logits, epsilon, temperature, generator), hx_cx
+
+
+def sample_actions(
+    logits: Tensor, epsilon: float, temperature: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Epsilon-greedy over sampling from ``softmax(logits / temperature)``: (B, A) logits -> (B,) int64."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    b, num_actions = logits.shape
+    explore = torch.rand(b, device=logits.device, generator=generator) < epsilon
+    random_actions = torch.randint(num_actions, (b,), device=logits.device, generator=generator)
+    return torch.where(explore, random_actions, actions)
+
+
+def actor_critic_loss(
+    logits: Tensor,
+    values: Tensor,
+    actions: Tensor,
+    rew: Tensor,
+    end: Tensor,
+    trunc: Tensor,
+    next_values: Tensor,
+    cfg: ActorCriticConfig,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """REINFORCE with a value baseline, value regression and an entropy bonus on imagined steps (SPEC 5).
+
+    ``logits`` (B, H, A) and ``values`` (B, H) carry gradients; ``actions``, ``rew``, ``end``, ``trunc``,
+    ``next_values`` are (B, H) (``next_values[:, t]``: critic's value after step ``t``, of the true final
+    observation where truncated). Targets are ``lambda_returns`` (sign-clipped rewards, no gradient)::
+
+        loss = mean(-log pi(a) * (G - V).detach()) + value_loss_weight * mean((V - G)^2)
+               - entropy_weight * mean(entropy)
+
+    Means run over the (B, H) steps, or over those where ``mask`` (B, H) is True. Metrics are detached.
+    """
+    returns = lambda_returns(rew, end, trunc, next_values.detach(), cfg.gamma, cfg.lambda_)
+    dist = Categorical(logits=logits)
+    log_probs = dist.log_prob(actions)
+    entropy = dist.entropy()
+    advantages = (returns - values).detach()
+
+    def mean(x: Tensor) -> Tensor:
+        if mask is None:
+            return x.mean()
+        return torch.where(mask, x, 0).sum() / mask.sum().clamp(min=1)
+
+    policy_loss = mean(-log_probs * advantages)
+    value_loss = cfg.value_loss_weight * mean((values - returns) ** 2)
+    entropy_mean = mean(entropy)
+    loss = policy_loss + value_loss - cfg.entropy_weight * entropy_mean
+    metrics = {
+        "loss": loss.detach(),
+        "policy_loss": policy_loss.detach(),
+        "value_loss": value_loss.detach(),
+        "entropy": entropy_mean.detach(),
+        "return": mean(returns),
+        "value": mean(values.detach()),
+        "advantage": mean(advantages),
+    }
+    return loss, metrics

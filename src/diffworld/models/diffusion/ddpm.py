@@ -1,0 +1,104 @@
+"""The DDPM ablation of the world model (Ho et al. 2020; SPEC 3): the same network F, epsilon prediction.
+
+Training draws t uniformly among ``ddpm_num_train_timesteps`` steps of a linear beta schedule and noises
+x_0 into x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, where eps is Gaussian noise plus the same offset
+noise as EDM; F predicts eps. F sees x_t unscaled (it already has unit variance), the noise-level input
+t / num_train_timesteps, and the past frames divided by sigma_data exactly as in EDM.
+
+Sampling is deterministic DDIM (Song et al. 2021, eta = 0) over ``num_steps`` timesteps evenly spaced
+from the last training timestep down to 0, so any number of steps from 1 to num_train_timesteps works.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from diffworld.config.schema import DenoiserConfig, SamplerConfig
+from diffworld.data.batch import Batch
+from diffworld.models.diffusion.edm import autoregressive_loss, check_segment_length, offset_noise
+from diffworld.models.diffusion.sampling import quantize
+from diffworld.models.diffusion.unet import DenoiserNetwork
+
+
+def linear_alphas_cumprod(beta_start: float, beta_end: float, num_train_timesteps: int) -> Tensor:
+    """abar_t = prod_{s <= t} (1 - beta_s) for betas linear from ``beta_start`` to ``beta_end``."""
+    betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+    return torch.cumprod(1 - betas, dim=0).float()
+
+
+def ddim_timesteps(num_steps: int, num_train_timesteps: int) -> list[int]:
+    """``num_steps`` timesteps evenly spaced from num_train_timesteps - 1 down to 0 (just the first for 1)."""
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
+    return torch.linspace(num_train_timesteps - 1, 0, num_steps).round().long().tolist()
+
+
+class DDPMDenoiser(nn.Module):
+    """The DDPM world model: epsilon prediction with F, its training loss and a DDIM sampler."""
+
+    alphas_cumprod: Tensor
+
+    def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = DenoiserNetwork(cfg, num_actions)
+        alphas_cumprod = linear_alphas_cumprod(
+            cfg.ddpm_beta_start, cfg.ddpm_beta_end, cfg.ddpm_num_train_timesteps
+        )
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+
+    def predict_epsilon(self, x_t: Tensor, t: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
+        """F's estimate of the noise in ``x_t`` (B, 3, H, W) at integer timesteps ``t`` (B,)."""
+        c_noise = t.float() / self.cfg.ddpm_num_train_timesteps
+        return self.net(x_t, c_noise, prev_obs / self.cfg.sigma_data, prev_act)
+
+    def _training_prediction(
+        self, prev_obs: Tensor, prev_act: Tensor, next_obs: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        t = torch.randint(self.cfg.ddpm_num_train_timesteps, (next_obs.size(0),), device=next_obs.device)
+        alpha_bar = self.alphas_cumprod[t][:, None, None, None]
+        eps = torch.randn_like(next_obs) + offset_noise(next_obs, self.cfg.sigma_offset_noise)
+        x_t = alpha_bar.sqrt() * next_obs + (1 - alpha_bar).sqrt() * eps
+        eps_hat = self.predict_epsilon(x_t, t, prev_obs, prev_act)
+        with torch.no_grad():
+            # One-shot estimate of x_0 from x_t and the predicted noise.
+            estimate = quantize((x_t - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt())
+        return eps_hat, eps, estimate
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss, metrics) on segments of num_cond_frames + num_autoregressive_steps frames."""
+        check_segment_length(batch, self.cfg)
+        loss = autoregressive_loss(batch, self.cfg.num_cond_frames, self._training_prediction)
+        return loss, {"loss_denoising": loss.detach()}
+
+    @torch.no_grad()
+    def predict_next(
+        self,
+        prev_obs: Tensor,
+        prev_act: Tensor,
+        sigmas: Tensor,
+        sampler_cfg: SamplerConfig,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample the next frames (B, 3, H, W), clamped and quantized, with ``sampler_cfg.num_steps``
+        deterministic DDIM steps. ``sigmas`` is ignored (it is there for the signature of the EDM model);
+        the initial noise is drawn like the training noise, offset included."""
+        timesteps = ddim_timesteps(sampler_cfg.num_steps, self.cfg.ddpm_num_train_timesteps)
+        alphas_cumprod = self.alphas_cumprod.tolist()
+        shape = prev_obs[:, -1].shape
+        eps = torch.randn(shape, generator=generator, device=prev_obs.device, dtype=prev_obs.dtype)
+        eps = eps + offset_noise(eps, self.cfg.sigma_offset_noise, generator)
+        x = (1 - alphas_cumprod[timesteps[0]]) ** 0.5 * eps
+        t_in = torch.ones(shape[0], dtype=torch.long, device=prev_obs.device)
+        for k, t in enumerate(timesteps):
+            alpha_bar = alphas_cumprod[t]
+            eps_hat = self.predict_epsilon(x, t * t_in, prev_obs, prev_act)
+            x_0 = ((x - (1 - alpha_bar) ** 0.5 * eps_hat) / alpha_bar**0.5).clamp(-1, 1)
+            if k + 1 == len(timesteps):
+                x = x_0
+            else:
+                # DDIM update (eta = 0): x_{t'} = sqrt(abar_t') x_0 + sqrt(1 - abar_t') eps_hat.
+                alpha_bar_next = alphas_cumprod[timesteps[k + 1]]
+                x = alpha_bar_next**0.5 * x_0 + (1 - alpha_bar_next) ** 0.5 * eps_hat
+        return quantize(x)

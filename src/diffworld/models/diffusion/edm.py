@@ -1,0 +1,173 @@
+"""The EDM diffusion world model (Karras et al. 2022, as configured by DIAMOND; SPEC 3).
+
+D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, past frames / sigma_data, past actions), with the
+preconditioning evaluated at s = sqrt(sigma^2 + sigma_offset_noise^2), the std of the training noise once
+offset noise is added. The training loss and its autoregressive structure are shared with the DDPM
+ablation (``ddpm.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from diffworld.config.schema import DenoiserConfig, SamplerConfig, SigmaDistributionConfig
+from diffworld.data.batch import Batch
+from diffworld.models.diffusion.sampling import quantize, sample
+from diffworld.models.diffusion.unet import DenoiserNetwork
+
+PredictFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+"""``predict(prev_obs, prev_act, next_obs) -> (model_output, target, estimate)``: one noisy training
+prediction of ``next_obs``; ``estimate`` is the clamped, quantized one-shot denoised frame (no grad)."""
+
+
+def edm_preconditioning(
+    sigma: Tensor, sigma_data: float, sigma_offset_noise: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(c_in, c_skip, c_out, c_noise) of EDM Table 1, each shaped like ``sigma``, with
+    s = sqrt(sigma^2 + sigma_offset_noise^2) in place of sigma (SPEC 3)."""
+    s = (sigma**2 + sigma_offset_noise**2).sqrt()
+    c_in = 1 / (s**2 + sigma_data**2).sqrt()
+    c_skip = sigma_data**2 / (s**2 + sigma_data**2)
+    c_out = s * sigma_data / (s**2 + sigma_data**2).sqrt()
+    c_noise = s.log() / 4
+    return c_in, c_skip, c_out, c_noise
+
+
+def sample_sigma_training(
+    num: int,
+    cfg: SigmaDistributionConfig,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(num,) training noise levels: sigma = exp(N(loc, scale^2)), clipped to [sigma_min, sigma_max]."""
+    log_sigma = torch.randn(num, generator=generator, device=device) * cfg.scale + cfg.loc
+    return log_sigma.exp().clamp(cfg.sigma_min, cfg.sigma_max)
+
+
+def offset_noise(x: Tensor, std: float, generator: torch.Generator | None = None) -> Tensor:
+    """(B, C, 1, 1) per-image, per-channel constants ~ N(0, std^2), to add to noise shaped like ``x``."""
+    return std * torch.randn(*x.shape[:2], 1, 1, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def add_noise(
+    x: Tensor, sigma: Tensor, sigma_offset_noise: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """x + sigma * eps + offset noise; ``x``: (B, C, H, W), ``sigma``: (B,)."""
+    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + sigma[:, None, None, None] * eps + offset_noise(x, sigma_offset_noise, generator)
+
+
+def masked_mse(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error over the samples where ``mask`` (B,) is True (0 when there are none)."""
+    per_sample = (output - target).pow(2).flatten(1).mean(dim=1)
+    return torch.where(mask, per_sample, 0).sum() / mask.sum().clamp(min=1)
+
+
+def autoregressive_loss(batch: Batch, num_cond_frames: int, predict: PredictFn) -> Tensor:
+    """The denoising loss of a segment of L + n frames, averaged over its n consecutive predictions.
+
+    Prediction i is conditioned on frames i..i+L-1 and actions i..i+L-1 and targets frame i+L; the loss
+    counts real targets only (``batch.frame_mask``). Each real target is then replaced, in the
+    conditioning of the later predictions, by the one-shot estimate of ``predict`` (no gradient).
+    """
+    num_predictions = batch.obs.size(1) - num_cond_frames
+    frame_mask = batch.frame_mask
+    obs = batch.obs.clone()
+    losses = []
+    for i in range(num_predictions):
+        j = i + num_cond_frames
+        model_output, target, estimate = predict(obs[:, i:j], batch.act[:, i:j], batch.obs[:, j])
+        losses.append(masked_mse(model_output, target, frame_mask[:, j]))
+        obs[:, j] = torch.where(frame_mask[:, j, None, None, None], estimate, obs[:, j])
+    return torch.stack(losses).mean()
+
+
+def check_segment_length(batch: Batch, cfg: DenoiserConfig) -> None:
+    """Raise unless the segments hold num_cond_frames + num_autoregressive_steps frames."""
+    expected = cfg.num_cond_frames + cfg.num_autoregressive_steps
+    if batch.obs.size(1) != expected:
+        raise ValueError(f"segments must hold {expected} frames, got {batch.obs.size(1)}")
+
+
+class EDMDenoiser(nn.Module):
+    """The EDM world model: denoiser D around the U-Net F, its training loss and its sampler."""
+
+    def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = DenoiserNetwork(cfg, num_actions)
+
+    def _model_output(
+        self, noisy_next_obs: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(F's output, c_skip, c_out), the latter two as (B, 1, 1, 1)."""
+        c_in, c_skip, c_out, c_noise = edm_preconditioning(
+            sigma, self.cfg.sigma_data, self.cfg.sigma_offset_noise
+        )
+        c_in, c_skip, c_out = (c[:, None, None, None] for c in (c_in, c_skip, c_out))
+        output = self.net(c_in * noisy_next_obs, c_noise, prev_obs / self.cfg.sigma_data, prev_act)
+        return output, c_skip, c_out
+
+    def denoise(self, noisy_next_obs: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
+        """D(x; sigma) = c_skip x + c_out F(...), not clamped.
+
+        ``noisy_next_obs``: (B, 3, H, W); ``sigma``: (B,); ``prev_obs``: (B, L, 3, H, W) in [-1, 1];
+        ``prev_act``: (B, L) int64.
+        """
+        output, c_skip, c_out = self._model_output(noisy_next_obs, sigma, prev_obs, prev_act)
+        return c_skip * noisy_next_obs + c_out * output
+
+    def _training_prediction(
+        self, prev_obs: Tensor, prev_act: Tensor, next_obs: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        sigma = sample_sigma_training(next_obs.size(0), self.cfg.sigma_distribution, next_obs.device)
+        noisy_next_obs = add_noise(next_obs, sigma, self.cfg.sigma_offset_noise)
+        output, c_skip, c_out = self._model_output(noisy_next_obs, sigma, prev_obs, prev_act)
+        # F's effective training target (EDM eq. 8), which makes the loss that of D on next_obs.
+        target = (next_obs - c_skip * noisy_next_obs) / c_out
+        with torch.no_grad():
+            estimate = quantize(c_skip * noisy_next_obs + c_out * output)
+        return output, target, estimate
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss, metrics) on segments of num_cond_frames + num_autoregressive_steps frames."""
+        check_segment_length(batch, self.cfg)
+        loss = autoregressive_loss(batch, self.cfg.num_cond_frames, self._training_prediction)
+        return loss, {"loss_denoising": loss.detach()}
+
+    @torch.no_grad()
+    def predict_next(
+        self,
+        prev_obs: Tensor,
+        prev_act: Tensor,
+        sigmas: Tensor,
+        sampler_cfg: SamplerConfig,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Sample the next frames (B, 3, H, W), clamped and quantized, given ``prev_obs`` (B, L, 3, H, W)
+        and ``prev_act`` (B, L), from noise at ``sigmas[0]`` along ``sigmas`` (ending with 0).
+
+        ``sampler_cfg`` gives the order and churn; its ``num_steps`` and sigma range are already in
+        ``sigmas`` (see ``karras_sigmas``).
+        """
+        shape = prev_obs[:, -1].shape
+        x = sigmas[0] * torch.randn(shape, generator=generator, device=prev_obs.device, dtype=prev_obs.dtype)
+
+        def denoise_fn(x: Tensor, sigma: Tensor) -> Tensor:
+            return self.denoise(x, sigma, prev_obs, prev_act)
+
+        x = sample(
+            denoise_fn,
+            x,
+            sigmas,
+            order=sampler_cfg.order,
+            s_churn=sampler_cfg.s_churn,
+            s_tmin=sampler_cfg.s_tmin,
+            s_tmax=sampler_cfg.s_tmax,
+            s_noise=sampler_cfg.s_noise,
+            generator=generator,
+        )
+        return quantize(x)
