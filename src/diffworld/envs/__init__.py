@@ -1,1 +1,17 @@
+"""Atari 100k environments: game names, the single-env preprocessing, and the parallel vector env."""
 
+from diffworld.envs.atari import Atari100kPreprocessing, make_atari_env
+from diffworld.envs.games import ATARI100K_GAMES, UnknownGameError, available_games, env_id, resolve_game
+from diffworld.envs.vector import AtariEnvs, StepResult
+
+__all__ = [
+    "ATARI100K_GAMES",
+    "Atari100kPreprocessing",
+    "AtariEnvs",
+    "StepResult",
+    "UnknownGameError",
+    "available_games",
+    "env_id",
+    "make_atari_env",
+    "resolve_game",
+]

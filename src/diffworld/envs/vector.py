@@ -1,0 +1,134 @@
+"""Several Atari 100k environments stepped in parallel, with the optional life-loss-terminal layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+
+import gymnasium as gym
+import numpy as np
+
+from diffworld.envs.atari import make_atari_env
+from diffworld.envs.games import resolve_game
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of all environments; every array has a leading ``num_envs`` dimension."""
+
+    obs: np.ndarray
+    """(n, size, size, 3) uint8: observation to act on next (the reset one where an episode ended)."""
+    reward: np.ndarray
+    """(n,) float32, raw (unclipped) game reward summed over the frame skip."""
+    terminated: np.ndarray
+    """(n,) bool: game over, or a life loss when ``life_loss_terminal``."""
+    truncated: np.ndarray
+    """(n,) bool: the frame cap was reached (and the game was not over)."""
+    final_obs: np.ndarray
+    """(n, size, size, 3) uint8: true last frame where ``terminated | truncated``, else equal to ``obs``."""
+    life_loss: np.ndarray
+    """(n,) bool: a life was lost during this step (reported whether or not it is terminal)."""
+
+    @property
+    def done(self) -> np.ndarray:
+        """(n,) bool: ``terminated | truncated``, the episodes that ended at this step."""
+        return self.terminated | self.truncated
+
+
+class AtariEnvs:
+    """``num_envs`` preprocessed Atari games stepped together, auto-resetting in the same step.
+
+    Env ``i`` is seeded with ``seed + i`` at its first reset; later resets (automatic at game over or frame
+    cap, or explicit ``reset()`` calls) continue that env's own RNG, so a run is reproducible from ``seed``.
+
+    With ``life_loss_terminal`` (training collection only), a life loss also ends the episode: ``terminated``
+    is set and ``final_obs`` is the current observation, but the game is not reset, so the next episode starts
+    from that very frame. Without it (test episodes), episodes run to game over.
+
+    Args:
+        asynchronous: one process per env (``AsyncVectorEnv``); default: only when ``num_envs > 1``.
+    """
+
+    def __init__(
+        self,
+        game: str,
+        num_envs: int,
+        seed: int,
+        life_loss_terminal: bool,
+        max_frames_per_episode: int = 108_000,
+        noop_max: int = 30,
+        frame_skip: int = 4,
+        size: int = 64,
+        asynchronous: bool | None = None,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.game = resolve_game(game)
+        self.num_envs = num_envs
+        self.life_loss_terminal = life_loss_terminal
+        # Seeds go through the factories (not reset(seed=...)) so that only the first reset is seeded.
+        env_fns = [
+            partial(
+                make_atari_env,
+                self.game,
+                seed + i,
+                max_frames_per_episode=max_frames_per_episode,
+                noop_max=noop_max,
+                frame_skip=frame_skip,
+                size=size,
+            )
+            for i in range(num_envs)
+        ]
+        use_processes = num_envs > 1 if asynchronous is None else asynchronous
+        vector_cls = gym.vector.AsyncVectorEnv if use_processes else gym.vector.SyncVectorEnv
+        same_step = gym.vector.AutoresetMode.SAME_STEP
+        self._envs: gym.vector.VectorEnv = vector_cls(env_fns, autoreset_mode=same_step)
+        self.action_meanings: list[str] = list(self._envs.get_attr("action_meanings")[0])
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_meanings)
+
+    def reset(self) -> np.ndarray:
+        """Reset every env; returns the (n, size, size, 3) uint8 observations."""
+        obs, _ = self._envs.reset()
+        return obs
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step every env with its action (shape (n,), integers in ``[0, num_actions)``)."""
+        obs, reward, terminated, truncated, info = self._envs.step(np.asarray(actions))
+        final_obs = obs.copy()
+        life_loss = np.asarray(info["life_loss"], dtype=bool).copy()
+        ended = np.flatnonzero(terminated | truncated)
+        if ended.size:
+            # SAME_STEP autoreset: obs/info of ended envs already come from the reset, the last step is in
+            # "final_obs"/"final_info".
+            final_obs[ended] = np.stack([info["final_obs"][i] for i in ended])
+            life_loss[ended] = np.asarray(info["final_info"]["life_loss"], dtype=bool)[ended]
+        if self.life_loss_terminal:
+            # The game goes on after a life loss, so the current observation is the episode's final frame,
+            # which final_obs already holds where the game itself did not end.
+            terminated = terminated | life_loss
+        return StepResult(
+            obs=obs,
+            reward=np.asarray(reward, dtype=np.float32),
+            terminated=np.asarray(terminated, dtype=bool),
+            truncated=np.asarray(truncated, dtype=bool),
+            final_obs=final_obs,
+            life_loss=life_loss,
+        )
+
+    def close(self) -> None:
+        self._envs.close()
+
+    def __enter__(self) -> AtariEnvs:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
