@@ -1,1 +1,46 @@
+"""Episodes, their storage (RAM + disk) and the segment sampler that feeds training.
 
+``Batch``, ``frame_mask`` and ``SegmentSampler`` need torch, whose import takes over a second: they are
+imported on first access, so processes that only store episodes (environment workers, dataset tools, the
+crash test's child processes) stay numpy-only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from diffworld.data.episode import Episode
+from diffworld.data.storage import (
+    CorruptEpisodeError,
+    EpisodeDataset,
+    episode_path,
+    has_enough_minority_rewards,
+)
+
+if TYPE_CHECKING:
+    from diffworld.data.batch import Batch, frame_mask
+    from diffworld.data.sampler import SegmentSampler
+
+_TORCH_EXPORTS = {
+    "Batch": "diffworld.data.batch",
+    "frame_mask": "diffworld.data.batch",
+    "SegmentSampler": "diffworld.data.sampler",
+}
+
+__all__ = [
+    "Batch",
+    "CorruptEpisodeError",
+    "Episode",
+    "EpisodeDataset",
+    "SegmentSampler",
+    "episode_path",
+    "frame_mask",
+    "has_enough_minority_rewards",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_EXPORTS:
+        return getattr(importlib.import_module(_TORCH_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

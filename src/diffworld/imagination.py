@@ -1,0 +1,340 @@
+"""Imagination: a batched environment simulated by the world model, and the actor-critic trained in it.
+
+``WorldModelEnv`` steps B imagined trajectories at once, in torch: each starts from L real frames and
+L-1 real actions drawn from the dataset (the reward/termination LSTM is burnt in on them), every step
+makes ONE batched denoiser call per denoising step, rewards and terminations are sampled from the
+predicted categoricals, trajectories are truncated at the horizon, and finished ones restart from new
+dataset segments on the spot. ``ImaginationVectorEnv`` exposes it with Gymnasium's vector-environment
+API (numpy, uint8 frames like the real Atari environments) so that other agents can train inside a
+world model; ``ImaginationEnv`` is the single-trajectory view that Gymnasium's checker accepts.
+
+``ImaginationActorCriticLoss`` rolls the policy out for H steps and returns the SPEC 5 loss, with the
+``forward(batch) -> (loss, metrics)`` contract shared by all models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import Tensor, nn
+
+from diffworld.config.schema import ActorCriticConfig, SamplerConfig
+from diffworld.data.batch import Batch
+from diffworld.data.sampler import SegmentSampler
+from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
+from diffworld.models.diffusion import Denoiser, karras_sigmas
+from diffworld.models.reward_termination import RewardTerminationModel
+
+
+@dataclass(frozen=True)
+class ImaginedStep:
+    """What one step of B imagined trajectories returns (all tensors on the world model's device)."""
+
+    obs: Tensor
+    """(B, 3, H, W) in [-1, 1]: the frame to act on next (a restarted trajectory's first where one ended)."""
+    rew: Tensor
+    """(B,) float32 in {-1, 0, 1}: sampled sign of the reward."""
+    end: Tensor
+    """(B,) bool: the termination model ended the trajectory."""
+    trunc: Tensor
+    """(B,) bool: the trajectory reached the horizon."""
+    final_obs: Tensor
+    """(B, 3, H, W): the imagined frame this step reached (differs from ``obs`` where end | trunc)."""
+    history: Tensor
+    """(B, L-1, 3, H, W): the frames before ``obs``; a recurrent agent burns in on them after a restart."""
+    history_mask: Tensor
+    """(B, L-1) bool: which history frames are real (segments may start before their episode)."""
+
+
+def _sample_categorical(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+class WorldModelEnv:
+    """B trajectories imagined at once by a denoiser and a reward/termination model (no gradients).
+
+    ``sampler`` draws the starting segments: ``seq_length = L - 1`` steps, i.e. L frames and L-1 actions;
+    the agent's action completes the L actions the denoiser conditions on.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        reward_model: RewardTerminationModel,
+        sampler: SegmentSampler,
+        sampler_cfg: SamplerConfig,
+        horizon: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        num_cond = denoiser.cfg.num_cond_frames
+        if sampler.seq_length != num_cond - 1:
+            raise ValueError(
+                f"the sampler must draw segments of num_cond_frames - 1 = {num_cond - 1} steps, "
+                f"got seq_length={sampler.seq_length}"
+            )
+        self.denoiser = denoiser
+        self.reward_model = reward_model
+        self.sampler = sampler
+        self.sampler_cfg = sampler_cfg
+        c = sampler_cfg
+        self.sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, sampler.device)
+        self.horizon = horizon
+        self.generator = generator
+        self.num_envs = sampler.batch_size
+        self.num_cond = num_cond
+        self._obs: Tensor | None = None  # (B, L, 3, H, W) the last L frames
+        self._frame_mask: Tensor | None = None  # (B, L) which of them are real
+        self._act: Tensor | None = None  # (B, L) actions; the last slot is filled by step()
+        self._rew_state: tuple[Tensor, Tensor] | None = None  # LSTM (h, c), each (1, B, D)
+        self._t: Tensor | None = None  # (B,) steps since each trajectory started
+
+    @property
+    def device(self) -> torch.device:
+        return self.sampler.device
+
+    @torch.no_grad()
+    def reset(self, batch: Batch | None = None) -> ImaginedStep:
+        """Start all B trajectories, from ``batch`` (L-1 step segments) or from new dataset segments."""
+        batch = self.sampler.sample() if batch is None else batch
+        b, frames = batch.obs.shape[:2]
+        if b != self.num_envs or frames != self.num_cond:
+            raise ValueError(f"need a batch of {self.num_envs} segments of {self.num_cond} frames")
+        self._obs = batch.obs.clone()
+        self._frame_mask = batch.frame_mask.clone()
+        self._act = torch.zeros(b, self.num_cond, dtype=torch.long, device=self.device)
+        self._act[:, :-1] = batch.act
+        self._t = torch.zeros(b, dtype=torch.long, device=self.device)
+        self._rew_state = self._burn_in_reward_model(batch)
+        obs = self._obs[:, -1]
+        zeros = torch.zeros(b, dtype=torch.bool, device=self.device)
+        return ImaginedStep(
+            obs=obs,
+            rew=zeros.float(),
+            end=zeros,
+            trunc=zeros,
+            final_obs=obs,
+            history=self._obs[:, :-1],
+            history_mask=self._frame_mask[:, :-1],
+        )
+
+    def _burn_in_reward_model(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        # Padding steps (segments starting before their episode) leave the state alone, as in training.
+        _, _, state = self.reward_model.predict(
+            batch.obs[:, :-1], batch.act, batch.obs[:, 1:], None, mask=batch.mask_padding
+        )
+        return state
+
+    @torch.no_grad()
+    def step(self, act: Tensor) -> ImaginedStep:
+        """Advance every trajectory by one step with actions ``act`` (B,) and restart the finished ones."""
+        if self._obs is None or self._act is None or self._t is None or self._frame_mask is None:
+            raise RuntimeError("call reset() before step()")
+        self._act[:, -1] = act
+        next_obs = self.denoiser.predict_next(
+            self._obs, self._act, self.sigmas, self.sampler_cfg, generator=self.generator
+        )
+        logits_rew, logits_end, self._rew_state = self.reward_model.predict(
+            self._obs[:, -1:], act[:, None], next_obs[:, None], self._rew_state
+        )
+        rew = (_sample_categorical(logits_rew[:, 0], self.generator) - 1).float()
+        end = _sample_categorical(logits_end[:, 0], self.generator).bool()
+        self._t += 1
+        trunc = (self._t >= self.horizon) & ~end
+
+        # Slide the conditioning window by one frame; the last action slot is filled by the next step().
+        self._obs = torch.cat([self._obs[:, 1:], next_obs[:, None]], dim=1)
+        self._frame_mask = torch.cat([self._frame_mask[:, 1:], self._frame_mask[:, -1:]], dim=1)
+        self._act = torch.cat([self._act[:, 1:], self._act[:, -1:]], dim=1)
+
+        done = end | trunc
+        if done.any():
+            self._restart(done.nonzero().squeeze(1))
+        return ImaginedStep(
+            obs=self._obs[:, -1],
+            rew=rew,
+            end=end,
+            trunc=trunc,
+            final_obs=next_obs,
+            history=self._obs[:, :-1],
+            history_mask=self._frame_mask[:, :-1],
+        )
+
+    def _restart(self, idx: Tensor) -> None:
+        assert self._obs is not None and self._act is not None and self._t is not None
+        assert self._frame_mask is not None and self._rew_state is not None
+        batch = self.sampler.sample(batch_size=len(idx))
+        self._obs[idx] = batch.obs
+        self._frame_mask[idx] = batch.frame_mask
+        self._act[idx, :-1] = batch.act
+        self._t[idx] = 0
+        h, c = self._burn_in_reward_model(batch)
+        self._rew_state[0][:, idx] = h
+        self._rew_state[1][:, idx] = c
+
+
+def _to_uint8_hwc(obs: Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] with 8-bit levels -> (..., H, W, 3) uint8, exactly (frames are quantized)."""
+    x = obs.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def _reseed(env: WorldModelEnv, seed: int) -> None:
+    env.sampler.rng = np.random.default_rng(seed)
+    if env.generator is not None:
+        env.generator.manual_seed(seed)
+
+
+class ImaginationVectorEnv(gym.vector.VectorEnv):
+    """Gymnasium vector-environment API over a ``WorldModelEnv``: uint8 (n, H, W, 3) frames, raw actions.
+
+    Finished trajectories restart in the same step (``AutoresetMode.SAME_STEP``): ``obs`` is the new
+    trajectory's first frame and ``info["final_obs"]`` the imagined frame the finished one reached.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, world_model_env: WorldModelEnv, num_actions: int) -> None:
+        self.core = world_model_env
+        self.num_envs = world_model_env.num_envs
+        size = world_model_env.sampler.dataset.frame_shape
+        self.single_observation_space = gym.spaces.Box(0, 255, size, dtype=np.uint8)
+        self.single_action_space = gym.spaces.Discrete(num_actions)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is not None:
+            _reseed(self.core, seed if isinstance(seed, int) else int(seed[0]))
+        return _to_uint8_hwc(self.core.reset().obs), {}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        act = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.core.device)
+        s = self.core.step(act)
+        done = (s.end | s.trunc).cpu().numpy()
+        info = {"final_obs": _to_uint8_hwc(s.final_obs), "_final_obs": done}
+        rew = s.rew.cpu().numpy().astype(np.float32)
+        return _to_uint8_hwc(s.obs), rew, s.end.cpu().numpy(), s.trunc.cpu().numpy(), info
+
+
+class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
+    """One imagined trajectory with the plain Gymnasium API (the world-model environment of batch size 1)."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(self, world_model_env: WorldModelEnv, num_actions: int) -> None:
+        if world_model_env.num_envs != 1:
+            raise ValueError("ImaginationEnv steps one trajectory: build its WorldModelEnv with batch size 1")
+        self.core = world_model_env
+        size = world_model_env.sampler.dataset.frame_shape
+        self.observation_space = gym.spaces.Box(0, 255, size, dtype=np.uint8)
+        self.action_space = gym.spaces.Discrete(num_actions)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is not None:
+            _reseed(self.core, seed)
+        return _to_uint8_hwc(self.core.reset().obs[0]), {}
+
+    def step(self, action: np.int64 | int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        act = torch.tensor([int(action)], dtype=torch.long, device=self.core.device)
+        s = self.core.step(act)
+        # A finished trajectory reports the frame it reached; the caller resets, as with any gym.Env.
+        return _to_uint8_hwc(s.final_obs[0]), float(s.rew[0]), bool(s.end[0]), bool(s.trunc[0]), {}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """H imagined steps of B trajectories, with what the actor-critic loss needs."""
+
+    logits: Tensor  # (B, H, A), with gradients
+    values: Tensor  # (B, H), with gradients
+    actions: Tensor  # (B, H)
+    rew: Tensor  # (B, H) in {-1, 0, 1}
+    end: Tensor  # (B, H) bool
+    trunc: Tensor  # (B, H) bool
+    next_values: Tensor  # (B, H) critic's value of the state each step reached (no gradients)
+
+
+def _burn_in_rows(actor_critic: ActorCritic, state: LSTMState, s: ImaginedStep, rows: Tensor) -> LSTMState:
+    """Replace the recurrent state of ``rows`` by one burnt in on their new trajectories' history."""
+    h_new, c_new = actor_critic.burn_in(s.history[rows], s.history_mask[rows])
+    h, c = state
+    h, c = h.clone(), c.clone()
+    h[rows], c[rows] = h_new, c_new
+    return h, c
+
+
+def imagine(actor_critic: ActorCritic, env: WorldModelEnv, batch: Batch, horizon: int) -> Rollout:
+    """Roll the policy out in the world model for ``horizon`` steps from the segments in ``batch``."""
+    s = env.reset(batch)
+    state = actor_critic.burn_in(s.history, s.history_mask)
+    logits, values, actions, rews, ends, truncs, dones, final_values = [], [], [], [], [], [], [], []
+    obs = s.obs
+    for t in range(horizon):
+        step_logits, value, state = actor_critic.step(obs, state)
+        action = torch.multinomial(step_logits.detach().softmax(-1), 1, generator=env.generator).squeeze(1)
+        s = env.step(action)
+        done = s.end | s.trunc
+        final_value = torch.zeros_like(value)
+        if done.any():
+            rows = done.nonzero().squeeze(1)
+            with torch.no_grad():
+                # Bootstrapping at truncation needs the value of the frame the trajectory reached.
+                h, c = state
+                _, final_value[rows], _ = actor_critic.step(s.final_obs[rows], (h[rows], c[rows]))
+            if t < horizon - 1:
+                state = _burn_in_rows(actor_critic, state, s, rows)
+        logits.append(step_logits)
+        values.append(value)
+        actions.append(action)
+        rews.append(s.rew)
+        ends.append(s.end)
+        truncs.append(s.trunc)
+        dones.append(done)
+        final_values.append(final_value)
+        obs = s.obs
+    with torch.no_grad():
+        _, last_value, _ = actor_critic.step(obs, state)
+    values_t = torch.stack(values, dim=1)
+    # Where a trajectory goes on, the state it reached is the next step's: reuse that value estimate.
+    next_values = torch.cat([values_t[:, 1:].detach(), last_value[:, None]], dim=1)
+    next_values = torch.where(torch.stack(dones, dim=1), torch.stack(final_values, dim=1), next_values)
+    return Rollout(
+        logits=torch.stack(logits, dim=1),
+        values=values_t,
+        actions=torch.stack(actions, dim=1),
+        rew=torch.stack(rews, dim=1),
+        end=torch.stack(ends, dim=1),
+        trunc=torch.stack(truncs, dim=1),
+        next_values=next_values,
+    )
+
+
+class ImaginationActorCriticLoss(nn.Module):
+    """``forward(batch) -> (loss, metrics)`` for the actor-critic: imagine from ``batch``, then SPEC 5's loss.
+
+    Only the actor-critic's parameters are registered: the world model is used, not trained, here.
+    """
+
+    def __init__(self, actor_critic: ActorCritic, env: WorldModelEnv, cfg: ActorCriticConfig) -> None:
+        super().__init__()
+        self.actor_critic = actor_critic
+        self.env = env
+        self.cfg = cfg
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        r = imagine(self.actor_critic, self.env, batch, self.cfg.imagination_horizon)
+        return actor_critic_loss(
+            r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, self.cfg
+        )
