@@ -26,10 +26,11 @@ from omegaconf.errors import (
 from diffworld.config.presets import PRESETS
 from diffworld.config.schema import Config
 from diffworld.envs.games import UnknownGameError, resolve_game
+from diffworld.errors import UserError
 from diffworld.utils.atomic import atomic_write_text
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot run: the message names the key and how to fix it."""
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from diffworld.data.episode import Episode
+from diffworld.errors import UserError
 from diffworld.utils.atomic import atomic_write, remove_temp_files
 
 DEFAULT_FRAME_SHAPE = (64, 64, 3)
@@ -34,7 +35,7 @@ _FIELDS = ("obs", "act", "rew", "terminated", "truncated")
 _FRAME_RESERVE_PER_STEP = 1 + 1 / 8
 
 
-class CorruptEpisodeError(RuntimeError):
+class CorruptEpisodeError(UserError, RuntimeError):
     """An episode file exists but cannot be read back."""
 
 

@@ -109,6 +109,32 @@ class Atari100kPreprocessing(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
         info = self._info(life_loss=self._lives < lives_before)
         return self._observe(pool=frames_played > 1), reward, terminated, truncated, info
 
+    def get_state(self) -> dict[str, Any]:
+        """Everything that decides this env's future frames, to continue exactly with ``set_state``.
+
+        The emulator (with its RNG), the generator of the reset no-op counts, the life count the next step
+        compares against, and a first-reset seed not used yet. The raw-frame buffer is left out: every step
+        and reset overwrites what it reads. Values are bytes, str, ints, None and dicts of them, so the state
+        survives ``torch.save`` / ``torch.load(weights_only=True)``. Settings (game, frame cap, no-op max,
+        ...) are not part of it: restore into an env made with the same ones.
+        """
+        return {
+            "ale": self._ale.cloneState(include_rng=True).serialize(),
+            "np_random": self.np_random.bit_generator.state,
+            "lives": self._lives,
+            "pending_seed": self._pending_seed,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Put the env back where ``get_state`` found it (the env need not have been reset)."""
+        self._ale.restoreState(ale_py.ALEState(state["ale"]))
+        self.np_random.bit_generator.state = state["np_random"]
+        self._lives = int(state["lives"])
+        self._pending_seed = state["pending_seed"]
+
+    # An attribute as well, so that a vector env's ``set_attr`` can hand every env its own state.
+    state = property(get_state, set_state)
+
     def _observe(self, pool: bool) -> np.ndarray:
         # Max-pooling two consecutive frames shows the sprites that Atari games draw every other frame.
         screen = np.maximum(self._frames[0], self._frames[1]) if pool else self._frames[0]

@@ -11,12 +11,14 @@ import functools
 import json
 from importlib import resources
 
+from diffworld.errors import UserError
+
 _ENV_SUFFIX = "NoFrameskip-v4"
 # Normalised form of the suffix, so that "BreakoutNoFrameskip-v4" resolves like "Breakout".
 _NORMALISED_SUFFIX = "noframeskipv4"
 
 
-class UnknownGameError(ValueError):
+class UnknownGameError(UserError, ValueError):
     """Raised for a game name that has no ``<Game>NoFrameskip-v4`` registration in ale-py."""
 
 

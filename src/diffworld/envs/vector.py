@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -83,7 +84,9 @@ class AtariEnvs:
         use_processes = num_envs > 1 if asynchronous is None else asynchronous
         vector_cls = gym.vector.AsyncVectorEnv if use_processes else gym.vector.SyncVectorEnv
         same_step = gym.vector.AutoresetMode.SAME_STEP
-        self._envs: gym.vector.VectorEnv = vector_cls(env_fns, autoreset_mode=same_step)
+        self._envs: gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv = vector_cls(
+            env_fns, autoreset_mode=same_step
+        )
         self.action_meanings: list[str] = list(self._envs.get_attr("action_meanings")[0])
 
     @property
@@ -118,6 +121,20 @@ class AtariEnvs:
             final_obs=final_obs,
             life_loss=life_loss,
         )
+
+    def get_states(self) -> list[dict[str, Any]]:
+        """The state of every env (see ``Atari100kPreprocessing.get_state``), for ``set_states``."""
+        return list(self._envs.call("get_state"))
+
+    def set_states(self, states: list[dict[str, Any]]) -> None:
+        """Continue exactly where ``get_states`` was called, in envs made with the same settings.
+
+        The vector env itself holds nothing between steps (same-step autoreset), so the envs' states suffice.
+        """
+        if len(states) != self.num_envs:
+            raise ValueError(f"expected {self.num_envs} env states, got {len(states)}")
+        # set_attr with a list hands env i its own value (``call`` would pass the same arguments to all).
+        self._envs.set_attr("state", list(states))
 
     def close(self) -> None:
         self._envs.close()

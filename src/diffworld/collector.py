@@ -1,0 +1,217 @@
+"""Real-environment collection: the current policy steps the Atari envs and the stream becomes ``Episode``s.
+
+The ``Collector`` keeps, per env, the running episode (frames from its first one, actions, raw rewards) and
+the policy's LSTM state. When an episode ends (game over, frame cap, or a life loss in training mode) it is
+stored with its true final frame and the env's LSTM state starts again from zero, as in the official code.
+Its ``state_dict`` holds everything the future of the collection depends on, environments included, so a
+run resumed from a checkpoint takes the very same actions and sees the very same frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffworld.data.episode import Episode
+from diffworld.data.storage import EpisodeDataset
+from diffworld.envs.vector import AtariEnvs
+from diffworld.models.actor_critic import ActorCritic
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """Summary of one completed episode."""
+
+    episode_return: float
+    """Sum of the raw (unclipped) rewards."""
+    length: int
+    """Agent steps."""
+    terminated: bool
+    """Game over, or a life loss when the envs treat it as terminal."""
+    truncated: bool
+    """The frame cap was reached."""
+
+
+class Collector:
+    """Steps ``envs`` with ``actor_critic`` in the loop and stores the completed episodes in ``dataset``.
+
+    Observations reach the policy as float (n, 3, H, W) in [-1, 1], all envs in one call. Every random draw
+    goes through ``generator`` (on ``device``) and the envs' own seeded generators, so collection is
+    reproducible from the seeds and resumable with ``state_dict`` / ``load_state_dict``.
+
+    Args:
+        envs: the environments; training collection uses ``life_loss_terminal=True``, test episodes False.
+        actor_critic: the policy, used as it is at each step (the trainer updates it between calls).
+        epsilon: probability of a uniformly random action instead of a sampled one.
+        temperature: of the policy's action sampling (SPEC 5, Freeway).
+        device: where the policy runs.
+        generator: torch generator on ``device`` for the action draws.
+        dataset: where completed episodes go; None keeps only their stats.
+    """
+
+    def __init__(
+        self,
+        envs: AtariEnvs,
+        actor_critic: ActorCritic,
+        *,
+        epsilon: float,
+        temperature: float,
+        device: torch.device,
+        generator: torch.Generator,
+        dataset: EpisodeDataset | None,
+    ) -> None:
+        self.envs = envs
+        self.actor_critic = actor_critic
+        self.epsilon = epsilon
+        self.temperature = temperature
+        self.device = device
+        self.generator = generator
+        self.dataset = dataset
+        self.num_steps_total = 0
+        self.num_episodes_total = 0
+        # Running episode of each env; empty lists until the envs are first reset (``_started``).
+        self._frames: list[list[np.ndarray]] = []
+        self._actions: list[list[int]] = []
+        self._rewards: list[list[float]] = []
+        self._hx_cx: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def _started(self) -> bool:
+        return bool(self._frames)
+
+    def collect_steps(self, num_steps: int) -> list[EpisodeStats]:
+        """Take exactly ``num_steps`` agent steps in all, continuing the running episodes.
+
+        The envs advance together, so ``num_steps`` must be a multiple of the number of envs (each env takes
+        ``num_steps / n`` steps). Returns the stats of the episodes completed meanwhile, in order of
+        completion (envs in index order within a step); episodes still running go on at the next call.
+        """
+        n = self.envs.num_envs
+        if num_steps < 0 or num_steps % n != 0:
+            raise ValueError(
+                f"num_steps must be a non-negative multiple of the number of envs ({n}), got {num_steps}: "
+                f"all envs step together, so any other total would take steps that are not counted"
+            )
+        if not self._started:
+            self._start()
+        stats = []
+        all_active = np.ones(n, dtype=bool)
+        for _ in range(num_steps // n):
+            stats += [self._record(episode) for _, episode in self._step(all_active)]
+        return stats
+
+    def collect_episodes(self, num_episodes: int) -> list[EpisodeStats]:
+        """Reset every env and play until ``num_episodes`` fresh episodes are complete (test episodes).
+
+        Episode ``k`` is the ``k // n``-th episode of env ``k % n``: the episodes are fixed before they are
+        played, so short episodes are not over-represented, as they would be by keeping the first
+        ``num_episodes`` to finish. An env whose share is done keeps stepping (the envs step together) but
+        its further steps are neither counted nor stored. Returns the stats in order of ``k``; the episodes
+        go to ``dataset`` in order of completion. Running episodes are dropped at the start, and none is
+        left running at the end: the next ``collect_steps`` starts from a reset.
+        """
+        if num_episodes < 1:
+            raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+        n = self.envs.num_envs
+        self._start()
+        remaining = np.array([len(range(i, num_episodes, n)) for i in range(n)])
+        per_env: list[list[EpisodeStats]] = [[] for _ in range(n)]
+        while remaining.any():
+            for i, episode in self._step(remaining > 0):
+                per_env[i].append(self._record(episode))
+                remaining[i] -= 1
+        self._frames, self._actions, self._rewards, self._hx_cx = [], [], [], None
+        return [per_env[k % n][k // n] for k in range(num_episodes)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue collecting exactly from here, envs included.
+
+        Only tensors, python scalars, str, bytes, None, lists and dicts, so that it loads with
+        ``torch.load(weights_only=True)``. The policy's weights and the dataset are not part of it.
+        """
+        return {
+            "num_steps_total": self.num_steps_total,
+            "num_episodes_total": self.num_episodes_total,
+            "frames": [torch.from_numpy(np.stack(frames)) for frames in self._frames],
+            "actions": [torch.tensor(actions, dtype=torch.int64) for actions in self._actions],
+            "rewards": [torch.tensor(rewards, dtype=torch.float32) for rewards in self._rewards],
+            "hx_cx": None if self._hx_cx is None else [state.cpu() for state in self._hx_cx],
+            "generator": self.generator.get_state(),
+            "envs": self.envs.get_states(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a ``state_dict`` into this collector, whose envs must have the same game and settings."""
+        if len(state["envs"]) != self.envs.num_envs:
+            raise ValueError(f"the state has {len(state['envs'])} envs, this collector {self.envs.num_envs}")
+        self.envs.set_states(state["envs"])
+        self.generator.set_state(state["generator"])
+        self.num_steps_total = int(state["num_steps_total"])
+        self.num_episodes_total = int(state["num_episodes_total"])
+        self._frames = [list(frames.numpy()) for frames in state["frames"]]
+        self._actions = [actions.tolist() for actions in state["actions"]]
+        self._rewards = [rewards.tolist() for rewards in state["rewards"]]
+        hx_cx = state["hx_cx"]
+        self._hx_cx = None if hx_cx is None else (hx_cx[0].to(self.device), hx_cx[1].to(self.device))
+
+    def _start(self) -> None:
+        """Reset every env and begin fresh episodes with a zero LSTM state."""
+        obs = self.envs.reset()
+        n = self.envs.num_envs
+        self._frames = [[obs[i].copy()] for i in range(n)]
+        self._actions = [[] for _ in range(n)]
+        self._rewards = [[] for _ in range(n)]
+        self._hx_cx = self.actor_critic.initial_state(n, self.device)
+
+    def _step(self, active: np.ndarray) -> list[tuple[int, Episode]]:
+        """One policy call and one step of every env; returns the episodes of ``active`` envs that ended.
+
+        Inactive envs keep only their current frame; their steps are not counted.
+        """
+        obs = np.stack([frames[-1] for frames in self._frames])
+        obs_t = torch.from_numpy(obs).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        actions_t, (hx, cx) = self.actor_critic.act(
+            obs_t, self._hx_cx, self.epsilon, self.temperature, self.generator
+        )
+        actions = actions_t.cpu().numpy()
+        result = self.envs.step(actions)
+        done_t = torch.from_numpy(result.done).to(self.device)[:, None]
+        self._hx_cx = (hx.masked_fill(done_t, 0), cx.masked_fill(done_t, 0))
+
+        ended = []
+        for i in range(self.envs.num_envs):
+            # Copies: a view would keep the whole (n, H, W, C) batch alive for as long as the episode runs.
+            next_obs = result.obs[i].copy()
+            if not active[i]:
+                self._frames[i] = [next_obs]
+                continue
+            self.num_steps_total += 1
+            self._frames[i].append(result.final_obs[i].copy())
+            self._actions[i].append(int(actions[i]))
+            self._rewards[i].append(float(result.reward[i]))
+            if result.done[i]:
+                episode = Episode.from_steps(
+                    self._frames[i],
+                    self._actions[i],
+                    self._rewards[i],
+                    terminated=bool(result.terminated[i]),
+                    truncated=bool(result.truncated[i]),
+                )
+                ended.append((i, episode))
+                # After a life loss (training mode) the game goes on: next_obs is the final frame again.
+                self._frames[i], self._actions[i], self._rewards[i] = [next_obs], [], []
+        return ended
+
+    def _record(self, episode: Episode) -> EpisodeStats:
+        if self.dataset is not None:
+            self.dataset.add(episode)
+        self.num_episodes_total += 1
+        return EpisodeStats(
+            episode_return=float(episode.rew.sum(dtype=np.float64)),
+            length=len(episode),
+            terminated=bool(episode.terminated[-1]),
+            truncated=bool(episode.truncated[-1]),
+        )

@@ -1,0 +1,104 @@
+"""Test episodes of a trained policy and the ``eval.json`` report (training and ``diffworld eval``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffworld import __version__
+from diffworld.config.schema import Config
+from diffworld.evaluation.scores import human_normalized_score
+from diffworld.utils.atomic import atomic_write_text
+from diffworld.utils.seeding import derive_seed
+
+
+def evaluation_report(
+    cfg: Config,
+    returns: list[float],
+    lengths: list[int],
+    *,
+    epsilon: float,
+    env_steps: int,
+    train_seconds: float | None,
+    eval_seconds: float,
+    checkpoint_epoch: int | None,
+) -> dict[str, Any]:
+    """The content of ``eval.json``: episode returns, their mean and std, and the human-normalized score."""
+    r = np.asarray(returns, dtype=np.float64)
+    mean = float(r.mean()) if len(r) else float("nan")
+    return {
+        "game": cfg.game,
+        "seed": cfg.seed,
+        "preset": cfg.preset,
+        "num_episodes": len(returns),
+        "returns": [float(x) for x in returns],
+        "lengths": [int(x) for x in lengths],
+        "mean": mean,
+        "std": float(r.std()) if len(r) else float("nan"),
+        "hns": human_normalized_score(cfg.game, mean) if len(r) else None,
+        "epsilon": epsilon,
+        "env_steps": env_steps,
+        "epoch": checkpoint_epoch,
+        "train_wall_clock_seconds": train_seconds,
+        "eval_wall_clock_seconds": eval_seconds,
+        "diffworld_version": __version__,
+    }
+
+
+def write_eval_json(report: dict[str, Any], path: Path) -> None:
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
+def evaluate_policy(
+    actor_critic: torch.nn.Module,
+    cfg: Config,
+    *,
+    num_episodes: int,
+    epsilon: float,
+    device: torch.device,
+    env_steps: int,
+    train_seconds: float | None,
+    checkpoint_epoch: int | None,
+    num_envs: int | None = None,
+) -> dict[str, Any]:
+    """Play ``num_episodes`` test episodes (to game over) with the policy; return the ``eval.json`` report."""
+    from diffworld.collector import Collector
+    from diffworld.envs import AtariEnvs
+
+    t0 = time.monotonic()
+    envs = AtariEnvs(
+        cfg.game,
+        num_envs or cfg.env.num_test_envs,
+        derive_seed(cfg.seed, "eval_env"),
+        False,
+        max_frames_per_episode=cfg.env.max_frames_per_episode,
+        noop_max=cfg.env.noop_max,
+        frame_skip=cfg.env.frame_skip,
+        size=cfg.env.size,
+    )
+    with envs:
+        collector = Collector(
+            envs,
+            actor_critic,
+            epsilon=epsilon,
+            temperature=cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature),
+            device=device,
+            generator=torch.Generator(device).manual_seed(derive_seed(cfg.seed, "eval_policy")),
+            dataset=None,
+        )
+        stats = collector.collect_episodes(num_episodes)
+    return evaluation_report(
+        cfg,
+        [s.episode_return for s in stats],
+        [s.length for s in stats],
+        epsilon=epsilon,
+        env_steps=env_steps,
+        train_seconds=train_seconds,
+        eval_seconds=time.monotonic() - t0,
+        checkpoint_epoch=checkpoint_epoch,
+    )

@@ -1,0 +1,298 @@
+"""Training-state checkpoints that survive a crash at any moment and load without running code.
+
+A run folder holds ``state.pt``, the latest checkpoint, and ``state.backup.pt``, the one before it. Both
+are written with ``torch.save`` and read with ``torch.load(weights_only=True)``, which accepts only
+tensors and plain Python values and refuses (without executing anything) a pickle that names any other
+class or function. :func:`save_checkpoint` passes the state through :func:`to_safe`, which turns what that
+loader cannot read (numpy arrays and scalars) into what it can and rejects anything else, so that a bad
+state fails when it is saved rather than when a resumed run loads it; :func:`load_checkpoint` undoes the
+conversion with :func:`from_safe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import random
+import re
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffworld.agent import weights_to_bytes
+from diffworld.errors import UserError
+from diffworld.utils.atomic import TEMP_SUFFIX, atomic_write_bytes, fsync_directory, temp_path_for
+
+STATE_FILE = "state.pt"
+BACKUP_FILE = "state.backup.pt"
+
+logger = logging.getLogger(__name__)
+
+_NDARRAY_KEY = "__diffworld_ndarray__"
+"""Marks the dict that :func:`to_safe` makes of a numpy array: ``{_NDARRAY_KEY: dtype, "shape", "data"}``."""
+
+# Exact types: a subclass (an IntEnum, a str Enum) is pickled by reference to its class, which
+# weights-only loading refuses.
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.Size)
+
+
+class CheckpointError(UserError, RuntimeError):
+    """Neither checkpoint file of a run folder can be loaded."""
+
+
+class _UnusableCheckpoint(Exception):
+    """One checkpoint file cannot be used; the message says why."""
+
+
+def to_safe(obj: Any) -> Any:
+    """``obj`` made loadable by ``torch.load(weights_only=True)``; :func:`from_safe` undoes it.
+
+    Tensors, ``None``, ``bool``, ``int`` (any size), ``float``, ``complex``, ``str``, ``bytes`` and
+    ``torch.Size`` are kept; ``list``, ``tuple``, ``dict`` and ``OrderedDict`` (with the ``_metadata`` of
+    module state dicts) are converted item by item; numpy scalars become Python scalars and numpy arrays
+    become a marked dict holding their bytes. Anything else raises ``TypeError`` naming where it is.
+    """
+    return _to_safe(obj, "state")
+
+
+def _to_safe(obj: Any, where: str) -> Any:
+    if isinstance(obj, Tensor) or type(obj) in _PLAIN_TYPES:
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject or obj.dtype.fields is not None:
+            raise TypeError(f"{where}: numpy arrays of dtype {obj.dtype} cannot be stored in a checkpoint.")
+        data = torch.from_numpy(np.frombuffer(obj.tobytes(), dtype=np.uint8).copy())
+        return {_NDARRAY_KEY: obj.dtype.str, "shape": list(obj.shape), "data": data}
+    if type(obj) in (list, tuple):
+        return type(obj)(_to_safe(item, f"{where}[{i}]") for i, item in enumerate(obj))
+    if type(obj) in (dict, OrderedDict):
+        converted = type(obj)(
+            (_to_safe(key, f"{where} (key {key!r})"), _to_safe(value, f"{where}[{key!r}]"))
+            for key, value in obj.items()
+        )
+        if type(obj) is OrderedDict:
+            # Module state dicts carry per-module versions in the attribute ``_metadata``.
+            vars(converted).update(_to_safe(vars(obj), f"{where} (attributes)"))
+        return converted
+    raise TypeError(
+        f"{where}: cannot store a {type(obj).__module__}.{type(obj).__qualname__} in a checkpoint; only "
+        "tensors, numpy arrays and scalars, None, bool, int, float, complex, str, bytes, and lists, tuples "
+        "and dicts of these are allowed (store an object's state_dict(), or an enum's value)."
+    )
+
+
+def from_safe(obj: Any) -> Any:
+    """Undo :func:`to_safe`: numpy arrays come back (as writable copies); everything else is unchanged."""
+    if type(obj) in (list, tuple):
+        return type(obj)(from_safe(item) for item in obj)
+    if type(obj) in (dict, OrderedDict):
+        if _NDARRAY_KEY in obj:
+            data = obj["data"].numpy().tobytes()
+            return np.frombuffer(data, dtype=np.dtype(obj[_NDARRAY_KEY])).reshape(obj["shape"]).copy()
+        converted = type(obj)((key, from_safe(value)) for key, value in obj.items())
+        if type(obj) is OrderedDict:
+            vars(converted).update(vars(obj))
+        return converted
+    return obj
+
+
+def _looks_complete(path: Path) -> bool:
+    """Whether ``path`` ends with a zip directory, as a fully written ``torch.save`` file does.
+
+    Cheap (it reads the end of the file); catches truncated, empty and overwritten files, not bit flips.
+    """
+    return path.is_file() and zipfile.is_zipfile(path)
+
+
+def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
+    """Whether ``directory`` holds a checkpoint to resume from (``state.pt`` or its backup)."""
+    directory = Path(directory)
+    return (directory / STATE_FILE).exists() or (directory / BACKUP_FILE).exists()
+
+
+def save_checkpoint(state: dict[str, Any], directory: str | os.PathLike[str]) -> Path:
+    """Write ``state`` to ``directory/state.pt``, keeping the previous one as ``state.backup.pt``.
+
+    ``state`` goes through :func:`to_safe` first, so an object that could not be loaded back raises
+    ``TypeError`` here, before any file changes. The steps, and what a crash (or power loss) right after
+    each leaves on disk, with ``N`` the new state and ``N-1``, ``N-2`` the two previous saves:
+
+    1. ``torch.save`` to a temporary file in ``directory``, then fsync it. Crash: ``state.pt`` = N-1,
+       ``state.backup.pt`` = N-2, plus a temporary file that the next save deletes.
+    2. ``os.replace(state.pt, state.backup.pt)``, skipped when there is no ``state.pt`` or it is
+       incomplete (then the backup, the last good save, is kept). Crash: no ``state.pt``,
+       ``state.backup.pt`` = N-1; :func:`load_checkpoint` warns and resumes from the backup.
+    3. ``os.replace(temporary file, state.pt)``. Now ``state.pt`` = N, ``state.backup.pt`` = N-1.
+    4. fsync ``directory``, making both renames durable. A power loss before it may persist either,
+       both or none of the renames; as the new file was fsynced before them, every combination leaves
+       complete files only, and at least one of N-1 and N.
+
+    The new state is written before the old one is moved, so ``state.pt`` is missing only between two
+    renames; at every moment one complete checkpoint exists. Only one process may save into
+    ``directory`` (step 1 deletes temporary files that earlier, interrupted saves left).
+    """
+    safe = to_safe(state)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path, backup = directory / STATE_FILE, directory / BACKUP_FILE
+    for stale in directory.glob(f".{STATE_FILE}.*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "xb") as file:
+            torch.save(safe, file)
+            file.flush()
+            os.fsync(file.fileno())
+        if _looks_complete(path):
+            os.replace(path, backup)
+        elif path.exists():
+            logger.warning("Checkpoint %s is incomplete; keeping %s as the backup.", path, backup)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    fsync_directory(directory)
+    return path
+
+
+def _refusal(error: pickle.UnpicklingError) -> str:
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if found:
+        what = f"it references {found.group(1)}, which is neither a tensor nor a plain Python value"
+    else:
+        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", str(error))
+        what = f"its content is not allowed ({detail.group(1) if detail else 'unknown reason'})"
+    return f"{what}; weights-only loading refused it without running any code"
+
+
+def _load_state(path: Path, required_keys: Iterable[str], map_location: str | torch.device) -> dict[str, Any]:
+    if not path.exists():
+        raise _UnusableCheckpoint("the file is missing")
+    if not _looks_complete(path):
+        raise _UnusableCheckpoint(
+            f"the file ({path.stat().st_size} bytes) is not a complete torch.save archive "
+            "(truncated, empty or overwritten)"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _UnusableCheckpoint(_refusal(e)) from None
+    except Exception as e:  # torch reports corrupted archives with RuntimeError, OSError, EOFError, ...
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise _UnusableCheckpoint(f"it cannot be read ({type(e).__name__}: {first_line})") from None
+    if not isinstance(state, dict):
+        raise _UnusableCheckpoint(f"it holds a {type(state).__name__}, not a dict")
+    missing = [key for key in required_keys if key not in state]
+    if missing:
+        raise _UnusableCheckpoint(f"it lacks the required entries {missing}")
+    return state
+
+
+def load_checkpoint(
+    directory: str | os.PathLike[str],
+    required_keys: Iterable[str] = (),
+    map_location: str | torch.device = "cpu",
+) -> tuple[dict[str, Any], Path]:
+    """The training state saved in ``directory`` and the file it came from.
+
+    Reads ``state.pt``; if it is missing, corrupted, refused by weights-only loading, or lacks one of
+    ``required_keys``, logs a warning saying why and reads ``state.backup.pt`` (the previous save) instead.
+    Tensors are loaded onto ``map_location``. Numpy arrays stored by :func:`to_safe` come back as arrays.
+
+    Raises:
+        CheckpointError: neither file can be used; the message gives both reasons.
+    """
+    directory = Path(directory)
+    required_keys = list(required_keys)
+    path, backup = directory / STATE_FILE, directory / BACKUP_FILE
+    try:
+        return from_safe(_load_state(path, required_keys, map_location)), path
+    except _UnusableCheckpoint as e:
+        reason = str(e)
+    logger.warning("Cannot resume from %s: %s. Falling back to the previous save, %s.", path, reason, backup)
+    try:
+        return from_safe(_load_state(backup, required_keys, map_location)), backup
+    except _UnusableCheckpoint as e:
+        backup_reason = str(e)
+    raise CheckpointError(
+        f"No usable checkpoint in {directory}:\n"
+        f"  {path}: {reason}\n"
+        f"  {backup}: {backup_reason}\n"
+        "This run cannot be resumed from this folder. Restore the folder from a copy if you have one, or "
+        "start a new run (another run_dir). The copies of the agent weights kept every few epochs "
+        "(agent_epoch_*.safetensors) are separate files and not affected."
+    )
+
+
+def save_agent_copy(agent_state: dict[str, Tensor], directory: str | os.PathLike[str], epoch: int) -> Path:
+    """Keep the agent's weights of ``epoch`` as ``directory/agent_epoch_{epoch:04d}.safetensors``.
+
+    The file has the format of an exported agent's weights (``diffworld.agent.load_agent_weights``
+    reads it) and records the epoch in its safetensors metadata.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"agent_epoch_{epoch:04d}.safetensors"
+    atomic_write_bytes(path, weights_to_bytes(agent_state, metadata={"epoch": str(epoch)}))
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of python's, numpy's and torch's global generators (and CUDA's, when available).
+
+    The result holds only checkpoint-safe values (see :func:`to_safe`); restore it with
+    :func:`set_rng_state`.
+    """
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": to_safe(np.random.get_state(legacy=False)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global generators saved by :func:`rng_state`.
+
+    CUDA generators are restored on the devices that both the saving and this process have; a warning
+    says when the counts differ, as the random draws then cannot all be reproduced.
+    """
+    random.setstate(state["python"])
+    np.random.set_state(from_safe(state["numpy"]))
+    # Generator states must be CPU byte tensors, whatever map_location the checkpoint was loaded with.
+    torch.set_rng_state(state["torch"].cpu())
+    saved_cuda = state.get("cuda", [])
+    num_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if len(saved_cuda) != num_devices:
+        logger.warning(
+            "The checkpoint has CUDA generator states for %d devices, this process sees %d: random draws "
+            "on the GPU will differ from those of an uninterrupted run.",
+            len(saved_cuda),
+            num_devices,
+        )
+    for device, cuda_state in enumerate(saved_cuda[:num_devices]):
+        torch.cuda.set_rng_state(cuda_state.cpu(), device)
+
+
+def generator_state(rng: np.random.Generator) -> dict[str, Any]:
+    """The state of a numpy generator, checkpoint-safe (its 128-bit integers survive weights-only loading)."""
+    return to_safe(rng.bit_generator.state)
+
+
+def set_generator_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
+    """Restore ``rng`` to a state from :func:`generator_state` (of a generator of the same kind)."""
+    rng.bit_generator.state = from_safe(state)

@@ -1,0 +1,35 @@
+"""AdamW with decoupled weight decay on weight matrices and kernels only, and linear warm-up (SPEC 6)."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+
+from diffworld.config.schema import OptimizerConfig
+
+
+def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> AdamW:
+    """AdamW where biases, normalization parameters and embeddings are not decayed.
+
+    Decaying a norm's scale or an embedding pulls them toward zero for no regularization benefit, which
+    is why the usual practice (minGPT, IRIS, DIAMOND) exempts them.
+    """
+    no_decay_modules = (nn.Embedding, nn.GroupNorm, nn.LayerNorm)
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            exempt = isinstance(module, no_decay_modules) or param.ndim < 2 or name.startswith("bias")
+            (no_decay if exempt else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return AdamW(groups, lr=cfg.lr, eps=cfg.eps)
+
+
+def make_warmup_scheduler(optimizer: AdamW, warmup_steps: int) -> LambdaLR:
+    """Learning rate ramps linearly to its value over ``warmup_steps`` optimizer steps, then stays."""
+    return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))

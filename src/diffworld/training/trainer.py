@@ -1,0 +1,486 @@
+"""The training run: SPEC 2's schedule of collection, world-model training and imagination.
+
+1. Initial collection with the untrained (uniform) policy: ``initial_min_steps``, then chunks of
+   ``steps_per_epoch`` until the minority reward classes hold enough rewards (or ``initial_max_steps``).
+2. Epochs until the real-step budget is spent, then ``num_final_epochs`` more without collection. Each
+   epoch: collect, train the denoiser, the reward/termination model, then the actor-critic in imagination;
+   every ``test_every_epochs``: test episodes and world-model test losses.
+3. The final evaluation (``num_final_episodes`` test episodes) writes ``eval.json``.
+
+The whole state is checkpointed after every initial-collection chunk and every epoch; a resumed run
+continues from the last checkpoint with the same random streams, environments and running episodes.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from diffworld.agent import Agent, export_agent
+from diffworld.collector import Collector, EpisodeStats
+from diffworld.config.loading import reward_model_seq_length, save_config
+from diffworld.config.schema import ComponentTrainingConfig, Config, OptimizerConfig
+from diffworld.data import Batch, EpisodeDataset, SegmentSampler, has_enough_minority_rewards
+from diffworld.envs import AtariEnvs
+from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
+from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
+from diffworld.training.checkpoint import (
+    generator_state,
+    load_checkpoint,
+    rng_state,
+    save_agent_copy,
+    save_checkpoint,
+    set_generator_state,
+    set_rng_state,
+)
+from diffworld.training.logger import MetricsLogger
+from diffworld.training.optim import make_optimizer, make_warmup_scheduler
+from diffworld.training.run_dir import CONFIG_FILE, EVAL_FILE, checkpoint_dir, create_run_dir, dataset_dir
+from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
+
+COMPONENTS = ("denoiser", "reward_model", "actor_critic")
+CHECKPOINT_KEYS = (
+    "counters",
+    "agent",
+    "optimizers",
+    "schedulers",
+    "rng",
+    "samplers",
+    "generators",
+    "collector",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Counters:
+    """Where the run stands; saved in every checkpoint."""
+
+    phase: str = "initial"
+    """``initial`` (collecting the initial dataset), ``epochs``, ``final`` (evaluation) or ``done``."""
+    epoch: int = 0
+    num_epochs_collect: int = 0
+    """Epochs that collect; known once the initial collection is over."""
+    num_updates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0))
+    train_seconds: float = 0.0
+    """Wall-clock seconds spent in this run up to the last checkpoint, summed over resumes."""
+
+
+@dataclass
+class Component:
+    """One model with what trains it: ``model(batch) -> (loss, metrics)``, its sampler and optimizer."""
+
+    model: nn.Module
+    sampler: SegmentSampler
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    training: ComponentTrainingConfig
+    optim_cfg: OptimizerConfig
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        c = cfg.collection
+
+        env_kwargs = {
+            "max_frames_per_episode": cfg.env.max_frames_per_episode,
+            "noop_max": cfg.env.noop_max,
+            "frame_skip": cfg.env.frame_skip,
+            "size": cfg.env.size,
+        }
+        self.train_envs = AtariEnvs(
+            cfg.game, cfg.env.num_train_envs, derive_seed(cfg.seed, "train_env"), True, **env_kwargs
+        )
+        self.test_envs = AtariEnvs(
+            cfg.game, cfg.env.num_test_envs, derive_seed(cfg.seed, "test_env"), False, **env_kwargs
+        )
+        self.num_actions = self.train_envs.num_actions
+        self.agent = Agent.build(cfg, self.num_actions).to(self.device)
+
+        frame_shape = (cfg.env.size, cfg.env.size, 3)
+        capacity = c.total_env_steps + c.steps_per_epoch
+        if resume:
+            state, used = load_checkpoint(checkpoint_dir(self.run_dir), CHECKPOINT_KEYS)
+            tqdm.write(f"Resuming from {used}")
+            self.dataset = _load_dataset(self.run_dir, state["dataset_num_episodes"], frame_shape, capacity)
+        else:
+            state = None
+            create_run_dir(self.run_dir)
+            save_config(cfg, self.run_dir / CONFIG_FILE)
+            self.dataset = EpisodeDataset(
+                dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
+            )
+
+        temperature = cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature)
+        self.generators = {
+            name: torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, name))
+            for name in ("collector", "test_collector", "imagination")
+        }
+        self.collector = Collector(
+            self.train_envs,
+            self.agent.actor_critic,
+            epsilon=c.train_epsilon,
+            temperature=temperature,
+            device=self.device,
+            generator=self.generators["collector"],
+            dataset=self.dataset,
+        )
+        self.test_collector = Collector(
+            self.test_envs,
+            self.agent.actor_critic,
+            epsilon=c.test_epsilon,
+            temperature=temperature,
+            device=self.device,
+            generator=self.generators["test_collector"],
+            dataset=None,
+        )
+        self.components = self._build_components()
+
+        self.counters = Counters()
+        self._clock = time.monotonic()
+        if state is not None:
+            self._load_state(state)
+        self.logger = MetricsLogger(
+            self.run_dir,
+            tensorboard=cfg.logging.tensorboard,
+            resume_epoch=self.counters.epoch if resume else None,
+            purge_step=self.collector.num_steps_total if resume else None,
+        )
+        if not resume:
+            self._save_checkpoint()
+
+    def _build_components(self) -> dict[str, Component]:
+        cfg = self.cfg
+        num_cond = cfg.denoiser.num_cond_frames
+
+        def sampler(name: str, seq_length: int, beyond_end: bool) -> SegmentSampler:
+            training = getattr(cfg, name).training
+            return SegmentSampler(
+                self.dataset,
+                training.batch_size,
+                seq_length,
+                training.sample_weights,
+                beyond_end,
+                rng=make_rng(cfg.seed, f"sampler/{name}"),
+                device=self.device,
+            )
+
+        ac_sampler = sampler("actor_critic", num_cond - 1, False)
+        wm_env = WorldModelEnv(
+            self.agent.denoiser,
+            self.agent.reward_model,
+            ac_sampler,
+            cfg.denoiser.sampler,
+            cfg.actor_critic.imagination_horizon,
+            self.generators["imagination"],
+        )
+        models: dict[str, tuple[nn.Module, SegmentSampler]] = {
+            "denoiser": (
+                self.agent.denoiser,
+                sampler("denoiser", num_cond + cfg.denoiser.num_autoregressive_steps - 1, False),
+            ),
+            "reward_model": (
+                self.agent.reward_model,
+                sampler("reward_model", reward_model_seq_length(cfg), True),
+            ),
+            "actor_critic": (
+                ImaginationActorCriticLoss(self.agent.actor_critic, wm_env, cfg.actor_critic),
+                ac_sampler,
+            ),
+        }
+        components = {}
+        for name, (model, model_sampler) in models.items():
+            model_cfg = getattr(cfg, name)
+            optimizer = make_optimizer(model, model_cfg.optimizer)
+            components[name] = Component(
+                model=model,
+                sampler=model_sampler,
+                optimizer=optimizer,
+                scheduler=make_warmup_scheduler(optimizer, model_cfg.optimizer.warmup_steps),
+                training=model_cfg.training,
+                optim_cfg=model_cfg.optimizer,
+            )
+        return components
+
+    # ----------------------------------------------------------------------------------------- the schedule
+
+    @property
+    def num_epochs(self) -> int:
+        return self.counters.num_epochs_collect + self.cfg.training.num_final_epochs
+
+    def elapsed_seconds(self) -> float:
+        """Wall-clock seconds of the whole run so far, over all resumes."""
+        return self.counters.train_seconds + time.monotonic() - self._clock
+
+    def run(self) -> dict[str, Any] | None:
+        """Run (or finish) the schedule; returns the final evaluation report."""
+        try:
+            if self.counters.phase == "initial":
+                self._initial_collection()
+            epochs = tqdm(
+                total=self.num_epochs,
+                initial=self.counters.epoch,
+                desc="epochs",
+                unit="epoch",
+                dynamic_ncols=True,
+            )
+            with epochs:
+                while self.counters.phase == "epochs":
+                    self._run_epoch()
+                    epochs.update(1)
+                    epochs.set_postfix(env_steps=self.collector.num_steps_total)
+            if self.counters.phase == "final":
+                return self._final_evaluation()
+            return None
+        finally:
+            self.logger.close()
+            self.train_envs.close()
+            self.test_envs.close()
+
+    def _initial_collection(self) -> None:
+        c = self.cfg.collection
+        with tqdm(
+            total=c.initial_min_steps, desc="initial collection", unit="step", dynamic_ncols=True
+        ) as bar:
+            bar.update(self.collector.num_steps_total)
+            while True:
+                done_min = self.collector.num_steps_total >= c.initial_min_steps
+                counts = self.dataset.reward_sign_counts()
+                if done_min and (
+                    has_enough_minority_rewards(counts, c.initial_min_minority_rewards)
+                    or self.collector.num_steps_total >= c.initial_max_steps
+                ):
+                    break
+                stats = self.collector.collect_steps(c.steps_per_epoch)
+                bar.total = max(bar.total, self.collector.num_steps_total)
+                bar.update(c.steps_per_epoch)
+                bar.set_postfix(episodes=self.dataset.num_episodes, rewards=counts.tolist())
+                self.logger.log(
+                    _episode_metrics("collection/train", stats),
+                    epoch=0,
+                    env_steps=self.collector.num_steps_total,
+                )
+                self._save_checkpoint()
+        remaining = c.total_env_steps - self.collector.num_steps_total
+        self.counters.num_epochs_collect = max(0, math.ceil(remaining / c.steps_per_epoch))
+        self.counters.phase = "epochs" if self.num_epochs > 0 else "final"
+        self._save_checkpoint()
+
+    def _run_epoch(self) -> None:
+        t0 = time.monotonic()
+        counters, cfg = self.counters, self.cfg
+        counters.epoch += 1
+        metrics: dict[str, float] = {}
+        if counters.epoch <= counters.num_epochs_collect:
+            stats = self.collector.collect_steps(cfg.collection.steps_per_epoch)
+            metrics |= _episode_metrics("collection/train", stats)
+        for name in COMPONENTS:
+            if cfg.training.model_free and name != "actor_critic":
+                continue
+            training = self.components[name].training
+            steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
+            metrics |= self._train_component(name, steps)
+        if counters.epoch % cfg.collection.test_every_epochs == 0:
+            metrics |= self._test()
+        metrics["time/epoch_seconds"] = time.monotonic() - t0
+        metrics["time/total_hours"] = self.elapsed_seconds() / 3600
+        self.logger.log(metrics, epoch=counters.epoch, env_steps=self.collector.num_steps_total)
+        if counters.epoch % cfg.training.save_agent_every == 0:
+            save_agent_copy(self.agent.state_dict(), checkpoint_dir(self.run_dir), counters.epoch)
+        if counters.epoch >= self.num_epochs:
+            counters.phase = "final"
+        self._save_checkpoint()
+
+    def _train_component(self, name: str, steps: int) -> dict[str, float]:
+        component = self.components[name]
+        model = component.model
+        # The world model only generates while the actor-critic learns in imagination.
+        self.agent.eval()
+        model.train()
+        sums: dict[str, Tensor] = {}
+        for _ in tqdm(range(steps), desc=name, leave=False, dynamic_ncols=True, disable=steps == 0):
+            for _ in range(component.training.grad_acc_steps):
+                loss, step_metrics = model(component.sampler.sample())
+                (loss / component.training.grad_acc_steps).backward()
+                for key, value in step_metrics.items():
+                    sums[key] = sums.get(key, 0) + value
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), component.optim_cfg.max_grad_norm)
+            sums["grad_norm"] = (
+                sums.get("grad_norm", 0) + grad_norm.detach() * component.training.grad_acc_steps
+            )
+            component.optimizer.step()
+            component.optimizer.zero_grad(set_to_none=True)
+            component.scheduler.step()
+            self.counters.num_updates[name] += 1
+        self.agent.eval()
+        n = max(1, steps * component.training.grad_acc_steps)
+        metrics = {f"{name}/train/{key}": float(value) / n for key, value in sums.items()}
+        if steps:
+            metrics[f"{name}/train/lr"] = component.scheduler.get_last_lr()[0]
+        return metrics
+
+    @torch.no_grad()
+    def _test(self) -> dict[str, float]:
+        """Test episodes, then the world model's losses on them (a fresh test dataset each time)."""
+        test_dataset = EpisodeDataset(frame_shape=self.dataset.frame_shape)
+        self.test_collector.dataset = test_dataset
+        stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
+        metrics = _episode_metrics("collection/test", stats)
+        if self.cfg.training.model_free or test_dataset.num_episodes == 0:
+            return metrics
+        for name in ("denoiser", "reward_model"):
+            component = self.components[name]
+            sums: dict[str, float] = {}
+            num_batches = 0
+            for batch in _traverse(test_dataset, component.sampler):
+                _, batch_metrics = component.model(batch)
+                for key, value in batch_metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                num_batches += 1
+            metrics |= {f"{name}/test/{key}": value / max(1, num_batches) for key, value in sums.items()}
+        return metrics
+
+    def _final_evaluation(self) -> dict[str, Any]:
+        c = self.cfg.collection
+        tqdm.write(f"Final evaluation: {c.num_final_episodes} test episodes")
+        report = evaluate_policy(
+            self.agent.actor_critic,
+            self.cfg,
+            num_episodes=c.num_final_episodes,
+            epsilon=c.test_epsilon,
+            device=self.device,
+            env_steps=self.collector.num_steps_total,
+            train_seconds=self.elapsed_seconds(),
+            checkpoint_epoch=self.counters.epoch,
+        )
+        write_eval_json(report, self.run_dir / EVAL_FILE)
+        final = {"evaluation/final/return_mean": report["mean"], "evaluation/final/return_std": report["std"]}
+        if report["hns"] is not None:
+            final["evaluation/final/hns"] = report["hns"]
+        self.logger.log(final, epoch=self.counters.epoch, env_steps=self.collector.num_steps_total)
+        export_agent(
+            self.agent,
+            self.cfg,
+            self.num_actions,
+            self.run_dir / "agent",
+            metadata={"epoch": self.counters.epoch, "env_steps": self.collector.num_steps_total},
+            overwrite=True,
+        )
+        self.counters.phase = "done"
+        self._save_checkpoint()
+        tqdm.write(
+            f"Final evaluation on {self.cfg.game}: mean return {report['mean']:.2f} +- {report['std']:.2f} "
+            f"over {report['num_episodes']} episodes"
+            + (f", human-normalized score {report['hns']:.3f}" if report["hns"] is not None else "")
+        )
+        return report
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self) -> None:
+        now = time.monotonic()
+        self.counters.train_seconds += now - self._clock
+        self._clock = now
+        state = {
+            "counters": asdict(self.counters),
+            "agent": self.agent.state_dict(),
+            "optimizers": {name: c.optimizer.state_dict() for name, c in self.components.items()},
+            "schedulers": {name: c.scheduler.state_dict() for name, c in self.components.items()},
+            "rng": rng_state(),
+            "samplers": {name: generator_state(c.sampler.rng) for name, c in self.components.items()},
+            "generators": {name: g.get_state() for name, g in self.generators.items()},
+            "collector": self.collector.state_dict(),
+            "test_collector": self.test_collector.state_dict(),
+            "dataset_num_episodes": self.dataset.num_episodes,
+            "num_actions": self.num_actions,
+        }
+        save_checkpoint(state, checkpoint_dir(self.run_dir))
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        counters = dict(state["counters"])
+        self.counters = Counters(**counters)
+        self.agent.load_state_dict(state["agent"])
+        for name, component in self.components.items():
+            component.optimizer.load_state_dict(state["optimizers"][name])
+            component.scheduler.load_state_dict(state["schedulers"][name])
+            set_generator_state(component.sampler.rng, state["samplers"][name])
+        for name, generator in self.generators.items():
+            generator.set_state(state["generators"][name])
+        self.collector.load_state_dict(state["collector"])
+        self.test_collector.load_state_dict(state["test_collector"])
+        set_rng_state(state["rng"])
+
+
+def _episode_metrics(prefix: str, stats: list[EpisodeStats]) -> dict[str, float]:
+    if not stats:
+        return {}
+    returns = np.array([s.episode_return for s in stats], dtype=np.float64)
+    lengths = np.array([s.length for s in stats], dtype=np.float64)
+    return {
+        f"{prefix}/return_mean": float(returns.mean()),
+        f"{prefix}/return_std": float(returns.std()),
+        f"{prefix}/length_mean": float(lengths.mean()),
+        f"{prefix}/num_episodes": float(len(stats)),
+    }
+
+
+def _traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch]:
+    """Every step of ``dataset`` once, in segments shaped like ``sampler``'s (padding where needed)."""
+    seq = sampler.seq_length
+    ids, starts = [], []
+    for episode_id, length in enumerate(dataset.lengths.tolist()):
+        episode_starts = np.arange(0, length, seq)
+        if not sampler.can_sample_beyond_end:
+            # Segments must end inside the episode: the last one shifts left (and may pad on the left).
+            episode_starts = np.minimum(episode_starts, length - seq)
+            episode_starts = np.unique(episode_starts)
+        ids.append(np.full(len(episode_starts), episode_id))
+        starts.append(episode_starts)
+    all_ids, all_starts = np.concatenate(ids), np.concatenate(starts)
+    view = SegmentSampler(
+        dataset,
+        sampler.batch_size,
+        seq,
+        None,
+        sampler.can_sample_beyond_end,
+        rng=sampler.rng,
+        device=sampler.device,
+    )
+    for i in range(0, len(all_ids), sampler.batch_size):
+        yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])
+
+
+def _load_dataset(
+    run_dir: Path, num_episodes: int, frame_shape: tuple[int, int, int], capacity: int
+) -> EpisodeDataset:
+    """The checkpoint's episodes; later ones (collected after it, then lost to a crash) are moved aside."""
+    directory = dataset_dir(run_dir)
+    extra = sorted(p for p in directory.glob("episode_*.npz") if int(p.stem.split("_")[1]) >= num_episodes)
+    if extra:
+        aside = run_dir / "dataset" / f"after_checkpoint_{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir(parents=True)
+        for path in extra:
+            shutil.move(str(path), aside / path.name)
+        tqdm.write(f"Moved {len(extra)} episode(s) collected after the checkpoint to {aside}")
+    return EpisodeDataset.load(
+        directory, max_episodes=num_episodes, frame_shape=frame_shape, capacity_steps=capacity
+    )

@@ -1,0 +1,107 @@
+"""End to end on the smoke preset: the run folder, metrics, eval.json, export/eval, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from diffworld.cli import main
+from diffworld.config import build_config, load_config_file
+from diffworld.data import EpisodeDataset
+from diffworld.training.logger import read_metrics
+from diffworld.training.trainer import Trainer
+
+SMOKE = ["game=Breakout", "preset=smoke", "seed=1"]
+
+
+def _train(run_dir: Path, *extra: str) -> dict[str, Any] | None:
+    cfg = build_config([*SMOKE, f"run_dir={run_dir}", *extra])
+    return Trainer(cfg, run_dir).run()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("smoke") / "run"
+    _train(path)
+    return path
+
+
+def test_run_folder_contents(run_dir: Path) -> None:
+    cfg = load_config_file(run_dir / "config.yaml")
+    assert cfg == build_config([*SMOKE, f"run_dir={run_dir}"])
+    assert (run_dir / "checkpoints" / "state.pt").is_file()
+    assert (run_dir / "checkpoints" / "state.backup.pt").is_file()
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("agent_epoch_*.safetensors"))
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "agent" / "agent.safetensors").is_file() and (
+        run_dir / "agent" / "agent.json"
+    ).is_file()
+    dataset = EpisodeDataset.load(run_dir / "dataset" / "train")
+    assert dataset.num_episodes > 0
+    # Every collected step is in the dataset, except those of the episodes still running at the end.
+    records = read_metrics(run_dir)
+    assert dataset.num_steps <= records[-1]["env_steps"] == cfg.collection.total_env_steps
+
+
+def test_metrics(run_dir: Path) -> None:
+    cfg = load_config_file(run_dir / "config.yaml")
+    records = read_metrics(run_dir)
+    epochs = [r for r in records if r["epoch"] > 0 and "time/epoch_seconds" in r]
+    num_epochs_collect = (
+        cfg.collection.total_env_steps - records[0]["env_steps"]
+    ) // cfg.collection.steps_per_epoch
+    assert [r["epoch"] for r in epochs] == list(range(1, len(epochs) + 1))
+    assert len(epochs) >= cfg.training.num_final_epochs + 1
+    assert epochs[-1]["env_steps"] == cfg.collection.total_env_steps
+    for key in ("denoiser/train/loss_denoising", "reward_model/train/loss", "actor_critic/train/policy_loss"):
+        assert all(key in r for r in epochs), key
+    tested = [r for r in epochs if r["epoch"] % cfg.collection.test_every_epochs == 0]
+    assert tested and all(
+        "collection/test/return_mean" in r and "denoiser/test/loss_denoising" in r for r in tested
+    )
+    assert all(r["env_steps"] <= cfg.collection.total_env_steps for r in records)
+    assert num_epochs_collect >= 0
+    assert "evaluation/final/return_mean" in records[-1]
+
+
+def test_eval_json(run_dir: Path) -> None:
+    report = json.loads((run_dir / "eval.json").read_text())
+    cfg = load_config_file(run_dir / "config.yaml")
+    assert report["game"] == "Breakout" and report["seed"] == 1
+    assert len(report["returns"]) == report["num_episodes"] == cfg.collection.num_final_episodes
+    assert report["mean"] == pytest.approx(sum(report["returns"]) / len(report["returns"]))
+    assert report["hns"] == pytest.approx((report["mean"] - 1.7) / (30.5 - 1.7))
+    assert report["env_steps"] == cfg.collection.total_env_steps
+    assert report["train_wall_clock_seconds"] > 0
+
+
+def test_export_and_eval_round_trip(run_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "agent"
+    assert main(["export", str(run_dir), str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["agent.json", "agent.safetensors"]
+    assert main(["export", str(run_dir), str(folder)]) == 2  # never overwritten silently
+    assert main(["eval", str(folder), "--episodes", "2", "--device", "cpu"]) == 0
+    from_folder = json.loads((folder / "eval.json").read_text())
+    out = tmp_path / "from_run.json"
+    assert main(["eval", str(run_dir), "--episodes", "2", "--device", "cpu", "--out", str(out)]) == 0
+    from_run = json.loads(out.read_text())
+    # Same weights, same evaluation seed: the same episodes.
+    assert from_folder["returns"] == from_run["returns"] and len(from_run["returns"]) == 2
+
+
+def test_existing_run_folder_is_never_overwritten(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", *SMOKE, f"run_dir={run_dir}"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_same_seed_same_metrics(run_dir: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    _train(again)
+
+    def comparable(path: Path) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(path)]
+
+    assert comparable(again) == comparable(run_dir)
