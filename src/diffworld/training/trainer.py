@@ -245,9 +245,11 @@ class Trainer:
             )
             with epochs:
                 while self.counters.phase == "epochs":
-                    self._run_epoch()
+                    metrics = self._run_epoch()
                     epochs.update(1)
-                    epochs.set_postfix(env_steps=self.collector.num_steps_total)
+                    epochs.set_postfix(
+                        _progress_summary(metrics, self.collector.num_steps_total), refresh=True
+                    )
             if self.counters.phase == "final":
                 return self._final_evaluation()
             return None
@@ -263,7 +265,8 @@ class Trainer:
         ) as bar:
             bar.update(self.collector.num_steps_total)
             while True:
-                done_min = self.collector.num_steps_total >= c.initial_min_steps
+                # Only complete episodes are stored: training needs at least one, whatever the step counts.
+                done_min = self.collector.num_steps_total >= c.initial_min_steps and self.dataset.num_episodes > 0
                 counts = self.dataset.reward_sign_counts()
                 if done_min and (
                     has_enough_minority_rewards(counts, c.initial_min_minority_rewards)
@@ -285,7 +288,7 @@ class Trainer:
         self.counters.phase = "epochs" if self.num_epochs > 0 else "final"
         self._save_checkpoint()
 
-    def _run_epoch(self) -> None:
+    def _run_epoch(self) -> dict[str, float]:
         t0 = time.monotonic()
         counters, cfg = self.counters, self.cfg
         counters.epoch += 1
@@ -309,6 +312,7 @@ class Trainer:
         if counters.epoch >= self.num_epochs:
             counters.phase = "final"
         self._save_checkpoint()
+        return metrics
 
     def _train_component(self, name: str, steps: int) -> dict[str, float]:
         component = self.components[name]
@@ -428,6 +432,22 @@ class Trainer:
         self.collector.load_state_dict(state["collector"])
         self.test_collector.load_state_dict(state["test_collector"])
         set_rng_state(state["rng"])
+
+
+_PROGRESS_KEYS = {
+    "den": "denoiser/train/loss_denoising",
+    "rew": "reward_model/train/loss",
+    "ac": "actor_critic/train/loss",
+    "ret": "collection/train/return_mean",
+    "test": "collection/test/return_mean",
+}
+
+
+def _progress_summary(metrics: dict[str, float], env_steps: int) -> dict[str, str]:
+    """The epoch bar's postfix: env steps and the latest losses and returns."""
+    summary = {"env_steps": str(env_steps)}
+    summary |= {short: f"{metrics[key]:.3g}" for short, key in _PROGRESS_KEYS.items() if key in metrics}
+    return summary
 
 
 def _episode_metrics(prefix: str, stats: list[EpisodeStats]) -> dict[str, float]:
