@@ -26,7 +26,9 @@ from diffworld.training.trainer import COMPONENTS, Trainer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("overrides", nargs="*", default=["preset=atari100k", "game=Boxing"])
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per model")
     parser.add_argument("--warmup", type=int, default=1)
@@ -67,7 +69,9 @@ def main() -> None:
         "epoch_breakdown_seconds": {**per_epoch, "collection": collection},
     }
     for name in COMPONENTS:
-        print(f"{name:>14}: {seconds[name]:8.3f} s/step  x {getattr(cfg, name).training.steps_per_epoch} steps")
+        print(
+            f"{name:>14}: {seconds[name]:8.3f} s/step  x {getattr(cfg, name).training.steps_per_epoch} steps"
+        )
     print(f"{'collection':>14}: {collect_seconds_per_step * 1000:8.2f} ms/env step")
     print(f"projected epoch: {epoch_seconds:.1f} s")
     if args.json:

@@ -133,6 +133,8 @@ def test_semantic_checks_name_the_key() -> None:
         build_config(["game=Pong", "collection.initial_min_steps=5050"])
     with pytest.raises(ConfigError, match="order"):
         build_config(["game=Pong", "denoiser.sampler.order=3"])
+    with pytest.raises(ConfigError, match="model_free"):
+        build_config(["game=Pong", "training.model_free=true"])
 
 
 def test_values_are_never_evaluated_as_code() -> None:

@@ -221,6 +221,16 @@ def validate(cfg: Config) -> None:
     check(e.max_frames_per_episode >= e.frame_skip, "env.max_frames_per_episode must be >= env.frame_skip.")
     check(e.num_train_envs >= 1 and e.num_test_envs >= 1, "env.num_train_envs/num_test_envs must be >= 1.")
     check(cfg.training.num_final_epochs >= 0, "training.num_final_epochs must be >= 0.")
+    check(
+        not cfg.training.model_free,
+        "training.model_free=true (the actor-critic trained on the real environment) is not available "
+        "in this version yet; leave it false.",
+    )
+    check(
+        not cfg.logging.wandb,
+        "logging.wandb=true is not available in this version yet: metrics go to metrics.jsonl and "
+        "TensorBoard.",
+    )
     check(cfg.training.save_agent_every >= 1, "training.save_agent_every must be >= 1.")
     check(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),

@@ -35,15 +35,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 class MetricsLogger:
     """Appends records to ``metrics.jsonl`` (flushed and fsynced: a record written survives a crash).
 
-    ``resume_epoch`` drops the records of epochs after the checkpoint a resumed run restarts from, so the
-    file never holds an epoch twice; TensorBoard is told the same with ``purge_step``.
+    ``keep_records``, for a resumed run, is the number of records its checkpoint had seen: later ones were
+    logged by work the crash undid and that the resumed run redoes, so they are dropped and the file never
+    holds a record twice. TensorBoard is told the same with ``purge_step``.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_epoch: int | None, purge_step: int | None):
+    def __init__(
+        self, run_dir: Path, tensorboard: bool, keep_records: int | None = None, purge_step: int | None = None
+    ) -> None:
         self.path = Path(run_dir) / METRICS_FILE
-        if resume_epoch is not None:
-            kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= resume_epoch]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        records = read_metrics(run_dir)
+        if keep_records is not None:
+            records = records[:keep_records]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        self.num_records = len(records)
         self._file = self.path.open("a")
         self._writer = None
         if tensorboard:
@@ -56,6 +61,7 @@ class MetricsLogger:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        self.num_records += 1
         if self._writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):

@@ -79,6 +79,8 @@ class Counters:
     num_updates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0))
     train_seconds: float = 0.0
     """Wall-clock seconds spent in this run up to the last checkpoint, summed over resumes."""
+    num_records: int = 0
+    """Records in ``metrics.jsonl`` when the checkpoint was saved."""
 
 
 @dataclass
@@ -162,8 +164,9 @@ class Trainer:
         self.logger = MetricsLogger(
             self.run_dir,
             tensorboard=cfg.logging.tensorboard,
-            resume_epoch=self.counters.epoch if resume else None,
-            purge_step=self.collector.num_steps_total if resume else None,
+            keep_records=self.counters.num_records if resume else None,
+            # Records at the checkpoint's env steps were logged before it: keep them in TensorBoard too.
+            purge_step=self.collector.num_steps_total + 1 if resume else None,
         )
         if not resume:
             self._save_checkpoint()
@@ -266,7 +269,9 @@ class Trainer:
             bar.update(self.collector.num_steps_total)
             while True:
                 # Only complete episodes are stored: training needs at least one, whatever the step counts.
-                done_min = self.collector.num_steps_total >= c.initial_min_steps and self.dataset.num_episodes > 0
+                done_min = (
+                    self.collector.num_steps_total >= c.initial_min_steps and self.dataset.num_episodes > 0
+                )
                 counts = self.dataset.reward_sign_counts()
                 if done_min and (
                     has_enough_minority_rewards(counts, c.initial_min_minority_rewards)
@@ -297,8 +302,6 @@ class Trainer:
             stats = self.collector.collect_steps(cfg.collection.steps_per_epoch)
             metrics |= _episode_metrics("collection/train", stats)
         for name in COMPONENTS:
-            if cfg.training.model_free and name != "actor_critic":
-                continue
             training = self.components[name].training
             steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
             metrics |= self._train_component(name, steps)
@@ -349,7 +352,7 @@ class Trainer:
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
         metrics = _episode_metrics("collection/test", stats)
-        if self.cfg.training.model_free or test_dataset.num_episodes == 0:
+        if test_dataset.num_episodes == 0:
             return metrics
         for name in ("denoiser", "reward_model"):
             component = self.components[name]
@@ -404,6 +407,7 @@ class Trainer:
         now = time.monotonic()
         self.counters.train_seconds += now - self._clock
         self._clock = now
+        self.counters.num_records = self.logger.num_records
         state = {
             "counters": asdict(self.counters),
             "agent": self.agent.state_dict(),
