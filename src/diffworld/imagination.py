@@ -15,7 +15,7 @@ world model; ``ImaginationEnv`` is the single-trajectory view that Gymnasium's c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -196,7 +196,7 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
     trajectory's first frame and ``info["final_obs"]`` the imagined frame the finished one reached.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012 (Gymnasium's convention)
 
     def __init__(self, world_model_env: WorldModelEnv, num_actions: int) -> None:
         self.core = world_model_env
@@ -228,7 +228,7 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
 class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
     """One imagined trajectory with the plain Gymnasium API (the world-model environment of batch size 1)."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
 
     def __init__(self, world_model_env: WorldModelEnv, num_actions: int) -> None:
         if world_model_env.num_envs != 1:

@@ -60,6 +60,10 @@ def close_keys(key: str, candidates: Sequence[str] | None = None, n: int = 3) ->
     return found[:n]
 
 
+def _first_line(error: OmegaConfBaseException) -> str:
+    return str(getattr(error, "msg", None) or error).splitlines()[0]
+
+
 def _suggest(key: str) -> str:
     close = close_keys(key)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -88,7 +92,7 @@ def _apply(cfg: DictConfig, key: str, value: Any, parsed_from_text: bool) -> Non
     except (ConfigKeyError, ConfigAttributeError):
         raise ConfigError(f"Unknown configuration key {key!r}.{_suggest(key)}") from None
     except ValidationError as e:
-        raise ConfigError(f"Bad value {value!r} for {key!r}: {e.msg.splitlines()[0]}") from None
+        raise ConfigError(f"Bad value {value!r} for {key!r}: {_first_line(e)}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"Cannot set {key!r} to {value!r}: {str(e).splitlines()[0]}") from None
 
@@ -270,6 +274,6 @@ def load_config_file(path: Path) -> Config:
         hint = _suggest(key)
         raise ConfigError(f"{path}: unknown key {key!r} (written by another version?).{hint}") from None
     except ValidationError as e:
-        raise ConfigError(f"{path}: bad value for {e.full_key!r}: {e.msg.splitlines()[0]}") from None
+        raise ConfigError(f"{path}: bad value for {e.full_key!r}: {_first_line(e)}") from None
     assert isinstance(cfg, DictConfig)
     return _finalize(cfg)

@@ -13,6 +13,7 @@ import torch
 from diffworld import __version__
 from diffworld.config.schema import Config
 from diffworld.evaluation.scores import human_normalized_score
+from diffworld.models.actor_critic import ActorCritic
 from diffworld.utils.atomic import atomic_write_text
 from diffworld.utils.seeding import derive_seed
 
@@ -55,7 +56,7 @@ def write_eval_json(report: dict[str, Any], path: Path) -> None:
 
 
 def evaluate_policy(
-    actor_critic: torch.nn.Module,
+    actor_critic: ActorCritic,
     cfg: Config,
     *,
     num_episodes: int,
@@ -68,19 +69,10 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Play ``num_episodes`` test episodes (to game over) with the policy; return the ``eval.json`` report."""
     from diffworld.collector import Collector
-    from diffworld.envs import AtariEnvs
+    from diffworld.envs.from_config import make_envs
 
     t0 = time.monotonic()
-    envs = AtariEnvs(
-        cfg.game,
-        num_envs or cfg.env.num_test_envs,
-        derive_seed(cfg.seed, "eval_env"),
-        False,
-        max_frames_per_episode=cfg.env.max_frames_per_episode,
-        noop_max=cfg.env.noop_max,
-        frame_skip=cfg.env.frame_skip,
-        size=cfg.env.size,
-    )
+    envs = make_envs(cfg, num_envs or cfg.env.num_test_envs, "eval_env", life_loss_terminal=False)
     with envs:
         collector = Collector(
             envs,

@@ -16,7 +16,8 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> AdamW:
     is why the usual practice (minGPT, IRIS, DIAMOND) exempts them.
     """
     no_decay_modules = (nn.Embedding, nn.GroupNorm, nn.LayerNorm)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:

@@ -31,7 +31,7 @@ from diffworld.collector import Collector, EpisodeStats
 from diffworld.config.loading import reward_model_seq_length, save_config
 from diffworld.config.schema import ComponentTrainingConfig, Config, OptimizerConfig
 from diffworld.data import Batch, EpisodeDataset, SegmentSampler, has_enough_minority_rewards
-from diffworld.envs import AtariEnvs
+from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.training.checkpoint import (
@@ -103,18 +103,8 @@ class Trainer:
         seed_everything(cfg.seed)
         c = cfg.collection
 
-        env_kwargs = {
-            "max_frames_per_episode": cfg.env.max_frames_per_episode,
-            "noop_max": cfg.env.noop_max,
-            "frame_skip": cfg.env.frame_skip,
-            "size": cfg.env.size,
-        }
-        self.train_envs = AtariEnvs(
-            cfg.game, cfg.env.num_train_envs, derive_seed(cfg.seed, "train_env"), True, **env_kwargs
-        )
-        self.test_envs = AtariEnvs(
-            cfg.game, cfg.env.num_test_envs, derive_seed(cfg.seed, "test_env"), False, **env_kwargs
-        )
+        self.train_envs = make_envs(cfg, cfg.env.num_train_envs, "train_env", life_loss_terminal=True)
+        self.test_envs = make_envs(cfg, cfg.env.num_test_envs, "test_env", life_loss_terminal=False)
         self.num_actions = self.train_envs.num_actions
         self.agent = Agent.build(cfg, self.num_actions).to(self.device)
 
@@ -342,13 +332,13 @@ class Trainer:
         n = max(1, steps * component.training.grad_acc_steps)
         metrics = {f"{name}/train/{key}": float(value) / n for key, value in sums.items()}
         if steps:
-            metrics[f"{name}/train/lr"] = component.scheduler.get_last_lr()[0]
+            metrics[f"{name}/train/lr"] = float(component.scheduler.get_last_lr()[0])
         return metrics
 
     @torch.no_grad()
     def _test(self) -> dict[str, float]:
         """Test episodes, then the world model's losses on them (a fresh test dataset each time)."""
-        test_dataset = EpisodeDataset(frame_shape=self.dataset.frame_shape)
+        test_dataset = EpisodeDataset(frame_shape=(self.cfg.env.size, self.cfg.env.size, 3))
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
         metrics = _episode_metrics("collection/test", stats)

@@ -1,0 +1,21 @@
+"""The run's environments, built from its configuration."""
+
+from __future__ import annotations
+
+from diffworld.config.schema import Config
+from diffworld.envs.vector import AtariEnvs
+from diffworld.utils.seeding import derive_seed
+
+
+def make_envs(cfg: Config, num_envs: int, purpose: str, life_loss_terminal: bool) -> AtariEnvs:
+    """Atari 100k environments of the run's game, seeded from the run seed and ``purpose``."""
+    return AtariEnvs(
+        cfg.game,
+        num_envs,
+        derive_seed(cfg.seed, purpose),
+        life_loss_terminal,
+        max_frames_per_episode=cfg.env.max_frames_per_episode,
+        noop_max=cfg.env.noop_max,
+        frame_skip=cfg.env.frame_skip,
+        size=cfg.env.size,
+    )
