@@ -82,3 +82,18 @@ def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path) -> None:
     time.sleep(0.01)
     assert _run(["train", "--resume", str(run_dir)], kill_after=None) == 0
     assert ((run_dir / "eval.json").read_text(), _comparable(run_dir)) == before
+
+
+def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    for run_dir in (unbroken, broken):
+        assert _run(["train", *ARGS, f"run_dir={run_dir}"], kill_after=None) == 0
+    # What a kill between writing config.yaml and the first checkpoint leaves: no checkpoint at all.
+    for name in ("state.pt", "state.backup.pt"):
+        (broken / "checkpoints" / name).unlink()
+    (broken / "eval.json").unlink()
+    assert _run(["train", "--resume", str(broken)], kill_after=None) == 0
+    assert list((broken / "dataset").glob("after_checkpoint_*/episode_*.npz"))  # moved aside, not deleted
+    report, expected = (json.loads((d / "eval.json").read_text()) for d in (broken, unbroken))
+    assert report["returns"] == expected["returns"] and report["env_steps"] == expected["env_steps"]
+    assert _comparable(broken) == _comparable(unbroken)

@@ -36,6 +36,7 @@ from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.training.checkpoint import (
     generator_state,
+    has_checkpoint,
     load_checkpoint,
     rng_state,
     save_agent_copy,
@@ -110,13 +111,24 @@ class Trainer:
 
         frame_shape = (cfg.env.size, cfg.env.size, 3)
         capacity = c.total_env_steps + c.steps_per_epoch
-        if resume:
+        resumable = resume and has_checkpoint(checkpoint_dir(self.run_dir))
+        if resumable:
             state, used = load_checkpoint(checkpoint_dir(self.run_dir), CHECKPOINT_KEYS)
             tqdm.write(f"Resuming from {used}")
-            self.dataset = _load_dataset(self.run_dir, state["dataset_num_episodes"], frame_shape, capacity)
+            _set_aside_episodes(self.run_dir, keep=state["dataset_num_episodes"])
+            self.dataset = EpisodeDataset.load(
+                dataset_dir(self.run_dir),
+                max_episodes=state["dataset_num_episodes"],
+                frame_shape=frame_shape,
+                capacity_steps=capacity,
+            )
         else:
             state = None
-            create_run_dir(self.run_dir)
+            if resume:
+                tqdm.write(f"{self.run_dir} was stopped before its first checkpoint: starting it over")
+                _set_aside_episodes(self.run_dir, keep=0)
+            else:
+                create_run_dir(self.run_dir)
             save_config(cfg, self.run_dir / CONFIG_FILE)
             self.dataset = EpisodeDataset(
                 dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
@@ -156,9 +168,9 @@ class Trainer:
             tensorboard=cfg.logging.tensorboard,
             keep_records=self.counters.num_records if resume else None,
             # Records at the checkpoint's env steps were logged before it: keep them in TensorBoard too.
-            purge_step=self.collector.num_steps_total + 1 if resume else None,
+            purge_step=self.collector.num_steps_total + (1 if resumable else 0) if resume else None,
         )
-        if not resume:
+        if not resumable:
             self._save_checkpoint()
 
     def _build_components(self) -> dict[str, Component]:
@@ -483,18 +495,14 @@ def _traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batc
         yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])
 
 
-def _load_dataset(
-    run_dir: Path, num_episodes: int, frame_shape: tuple[int, int, int], capacity: int
-) -> EpisodeDataset:
-    """The checkpoint's episodes; later ones (collected after it, then lost to a crash) are moved aside."""
+def _set_aside_episodes(run_dir: Path, keep: int) -> None:
+    """Move episode files with ids >= ``keep`` (collected after the checkpoint, lost to a crash) aside."""
     directory = dataset_dir(run_dir)
-    extra = sorted(p for p in directory.glob("episode_*.npz") if int(p.stem.split("_")[1]) >= num_episodes)
-    if extra:
-        aside = run_dir / "dataset" / f"after_checkpoint_{time.strftime('%Y%m%d-%H%M%S')}"
-        aside.mkdir(parents=True)
-        for path in extra:
-            shutil.move(str(path), aside / path.name)
-        tqdm.write(f"Moved {len(extra)} episode(s) collected after the checkpoint to {aside}")
-    return EpisodeDataset.load(
-        directory, max_episodes=num_episodes, frame_shape=frame_shape, capacity_steps=capacity
-    )
+    extra = sorted(p for p in directory.glob("episode_*.npz") if int(p.stem.split("_")[1]) >= keep)
+    if not extra:
+        return
+    aside = run_dir / "dataset" / f"after_checkpoint_{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir(parents=True, exist_ok=True)
+    for path in extra:
+        shutil.move(str(path), aside / path.name)
+    tqdm.write(f"Moved {len(extra)} episode(s) collected after the last checkpoint to {aside}")
