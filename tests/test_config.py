@@ -133,8 +133,9 @@ def test_semantic_checks_name_the_key() -> None:
         build_config(["game=Pong", "collection.initial_min_steps=5050"])
     with pytest.raises(ConfigError, match="order"):
         build_config(["game=Pong", "denoiser.sampler.order=3"])
+    assert build_config(["game=Pong", "training.model_free=true"]).training.model_free
     with pytest.raises(ConfigError, match="model_free"):
-        build_config(["game=Pong", "training.model_free=true"])
+        build_config(["game=Pong", "training.model_free=true", "actor_critic.training.steps_per_epoch=0"])
 
 
 def test_values_are_never_evaluated_as_code() -> None:

@@ -115,6 +115,108 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_play(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.dataset:
+        from diffworld.viz.dataset_browser import run_browser
+
+        run_browser(Path(args.source), scale=args.scale, fps=args.fps, max_frames=args.max_frames)
+        return 0
+    from diffworld.viz.play import ENV_CHOICES, run_play
+
+    run_play(
+        Path(args.source),
+        env=ENV_CHOICES[args.env],
+        human=args.human,
+        horizon=args.horizon,
+        fps=args.fps,
+        scale=args.scale,
+        record_dir=Path(args.record_dir) if args.record_dir else None,
+        seed=args.seed,
+        device=args.device,
+        max_frames=args.max_frames,
+    )
+    return 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from diffworld.viz.video import run_video
+
+    frames = run_video(
+        Path(args.source),
+        Path(args.out),
+        steps=args.steps,
+        start=args.start,
+        scale=args.scale,
+        fps=args.fps,
+        denoising_steps=args.denoising_steps,
+        seed=args.seed,
+        device=args.device,
+    )
+    height, width = frames.shape[1:3]
+    print(f"Wrote {args.out}: {len(frames)} frames of {width}x{height}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from diffworld.viz.plots import plot_runs
+
+    out = plot_runs([Path(p) for p in args.run_dirs], Path(args.out), keys=args.keys, x=args.x)
+    print(f"Wrote {out}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from diffworld.cluster.plan import plan_sweep
+    from diffworld.cluster.sweep import Executor, SweepOptions, run_sweep, sweep_finished
+
+    plan = plan_sweep(args.overrides)  # validates everything before Ray starts
+    options = SweepOptions(
+        max_retries=args.max_retries, refresh=args.refresh, report_reps=None if args.no_report else args.reps
+    )
+
+    def ray_executor() -> Executor:  # started only when some run is left to train
+        from diffworld.cluster.ray_backend import RayExecutor
+
+        return RayExecutor(
+            sys.stdout,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run,
+            local_cpus=args.num_cpus,
+        )
+
+    return 0 if sweep_finished(run_sweep(plan, ray_executor, options)) else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from diffworld.evaluation.report import METRIC_TITLES, build_report
+
+    sources = [Path(s) for s in args.sources]
+    if args.out:
+        out = Path(args.out)
+    elif len(sources) == 1 and sources[0].is_dir() and not (sources[0] / "eval.json").is_file():
+        out = sources[0] / "report"  # a sweep folder keeps its report
+    else:
+        out = Path("report")
+    report = build_report(sources, out, reps=args.reps, seed=args.seed, label=args.label)
+    for name, aggregates in report["aggregates"].items():
+        figures = ", ".join(
+            f"{METRIC_TITLES[m]} {a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
+            for m, a in aggregates.items()
+        )
+        print(f"{name}: {figures}")
+    print(f"Wrote {out / 'report.md'}, {out / 'report.json'} and the plots")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffworld",
@@ -143,10 +245,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing agent folder")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser(
+        "play",
+        help="play inside the world model or the real game, as the policy or yourself (pygame); "
+        "--dataset browses stored episodes",
+    )
+    p.add_argument(
+        "source", help="a run folder or an exported agent folder (--dataset: or a folder of episodes)"
+    )
+    p.add_argument("--dataset", action="store_true", help="browse the stored episodes instead of playing")
+    p.add_argument("--env", choices=["world-model", "test", "train"], default="world-model", help="start in")
+    p.add_argument("--human", action="store_true", help="start with you in control (default: the policy)")
+    p.add_argument("--horizon", type=int, default=1000, help="imagination horizon (steps) in the world model")
+    p.add_argument("--fps", type=float, default=15.0, help="frames per second at most (0: no limit)")
+    p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
+    p.add_argument("--record-dir", help="where recorded episodes go (default: recordings/<game>/<time>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--max-frames", type=int, help="quit after this many frames (headless and scripted runs)")
+    p.set_defaults(func=_cmd_play)
+
+    p = sub.add_parser(
+        "video", help="a real episode and the world model's imagination of it, side by side (no screen)"
+    )
+    p.add_argument("source", help="a run folder or an exported agent folder")
+    p.add_argument("--out", required=True, help="the video file: .mp4 or .gif")
+    p.add_argument("--steps", type=int, default=100, help="imagined steps")
+    p.add_argument("--start", type=int, default=0, help="real steps before the world model's context")
+    p.add_argument("--denoising-steps", action="store_true", help="show each denoising step too")
+    p.add_argument("--scale", type=int, default=4, help="video pixels per frame pixel")
+    p.add_argument("--fps", type=float, default=15.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.set_defaults(func=_cmd_video)
+
+    p = sub.add_parser("plot", help="learning curves of one or more runs (metrics.jsonl) as a PNG")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="learning_curves.png", help="the PNG (default: learning_curves.png)")
+    p.add_argument("--keys", nargs="+", help="plot these metric keys instead of returns and losses")
+    p.add_argument("--x", choices=["env_steps", "epoch"], default="env_steps", help="the x axis")
+    p.set_defaults(func=_cmd_plot)
+
     p = sub.add_parser("config", help="print the resolved configuration for a preset and overrides")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument("--keys", action="store_true", help="list every configuration key instead")
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser(
+        "sweep", help="one training run per (game, seed) on Ray; re-running it resumes unfinished runs"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="games=<list|atari100k> seeds=<n|list> [sweep_dir=<folder>] and training overrides as for "
+        "'diffworld train' (preset=quick ...)",
+    )
+    p.add_argument(
+        "--address",
+        help="an existing Ray cluster: auto (on one of its nodes) or ray://<head>:10001; "
+        "default: start a Ray instance on this machine",
+    )
+    p.add_argument("--cpus-per-run", type=float, default=1, help="CPUs each run asks for (default 1)")
+    p.add_argument(
+        "--gpus-per-run",
+        type=float,
+        help="GPUs each run asks for (default: 1 if the cluster has any, else 0)",
+    )
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--max-retries", type=int, default=3, help="resumes of a failed run (default 3)")
+    p.add_argument("--refresh", type=float, default=10.0, help="seconds between table updates (default 10)")
+    p.add_argument("--reps", type=int, default=50_000, help="bootstrap replications of the final report")
+    p.add_argument("--no-report", action="store_true", help="no score report when the sweep is done")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="Atari 100k score report (rliable): aggregates with CIs, tables, plots")
+    p.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="sweep or run folders, eval.json or score JSON files"
+    )
+    p.add_argument("--out", help="report folder (default: <sweep>/report for one sweep folder, else report)")
+    p.add_argument("--reps", type=int, default=50_000, help="bootstrap replications (default 50000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--label", help="the name of these scores in tables and plots")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("games", help="list the Atari games you can name")
     p.add_argument("--atari100k", action="store_true", help="only the 26 games of the benchmark")

@@ -8,7 +8,8 @@ dataset segments on the spot. ``ImaginationVectorEnv`` exposes it with Gymnasium
 API (numpy, uint8 frames like the real Atari environments) so that other agents can train inside a
 world model; ``ImaginationEnv`` is the single-trajectory view that Gymnasium's checker accepts.
 
-``ImaginationActorCriticLoss`` rolls the policy out for H steps and returns the SPEC 5 loss, with the
+``ImaginationActorCriticLoss`` rolls the policy out for H steps (``diffworld.rollout``, the loop shared with
+the real-environment baseline of ``diffworld.model_free``) and returns the SPEC 5 loss, with the
 ``forward(batch) -> (loss, metrics)`` contract shared by all models.
 """
 
@@ -29,22 +30,18 @@ from diffworld.data.sampler import SegmentSampler
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
 from diffworld.models.diffusion import Denoiser, karras_sigmas
 from diffworld.models.reward_termination import RewardTerminationModel
+from diffworld.rollout import EnvStep, Rollout, rollout
 
 
 @dataclass(frozen=True)
-class ImaginedStep:
-    """What one step of B imagined trajectories returns (all tensors on the world model's device)."""
+class ImaginedStep(EnvStep):
+    """What one step of B imagined trajectories returns (all tensors on the world model's device).
 
-    obs: Tensor
-    """(B, 3, H, W) in [-1, 1]: the frame to act on next (a restarted trajectory's first where one ended)."""
-    rew: Tensor
-    """(B,) float32 in {-1, 0, 1}: sampled sign of the reward."""
-    end: Tensor
-    """(B,) bool: the termination model ended the trajectory."""
-    trunc: Tensor
-    """(B,) bool: the trajectory reached the horizon."""
-    final_obs: Tensor
-    """(B, 3, H, W): the imagined frame this step reached (differs from ``obs`` where end | trunc)."""
+    ``obs``: the frame to act on next (a restarted trajectory's first where one ended); ``rew``: sampled
+    sign of the reward; ``end``: the termination model ended the trajectory; ``trunc``: it reached the
+    horizon; ``final_obs``: the imagined frame this step reached (differs from ``obs`` where end | trunc).
+    """
+
     history: Tensor
     """(B, L-1, 3, H, W): the frames before ``obs``; a recurrent agent burns in on them after a restart."""
     history_mask: Tensor
@@ -253,19 +250,6 @@ class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
         return _to_uint8_hwc(s.final_obs[0]), float(s.rew[0]), bool(s.end[0]), bool(s.trunc[0]), {}
 
 
-@dataclass(frozen=True)
-class Rollout:
-    """H imagined steps of B trajectories, with what the actor-critic loss needs."""
-
-    logits: Tensor  # (B, H, A), with gradients
-    values: Tensor  # (B, H), with gradients
-    actions: Tensor  # (B, H)
-    rew: Tensor  # (B, H) in {-1, 0, 1}
-    end: Tensor  # (B, H) bool
-    trunc: Tensor  # (B, H) bool
-    next_values: Tensor  # (B, H) critic's value of the state each step reached (no gradients)
-
-
 def _burn_in_rows(actor_critic: ActorCritic, state: LSTMState, s: ImaginedStep, rows: Tensor) -> LSTMState:
     """Replace the recurrent state of ``rows`` by one burnt in on their new trajectories' history."""
     h_new, c_new = actor_critic.burn_in(s.history[rows], s.history_mask[rows])
@@ -275,50 +259,39 @@ def _burn_in_rows(actor_critic: ActorCritic, state: LSTMState, s: ImaginedStep, 
     return h, c
 
 
+class _Imagination:
+    """``PolicyEnv`` view of a ``WorldModelEnv`` for one rollout from the segments in ``batch``.
+
+    The recurrent state is burnt in on the segments' frames, and on the history of every trajectory that
+    restarts from a new segment; nothing carries over to the next rollout.
+    """
+
+    def __init__(self, env: WorldModelEnv, batch: Batch) -> None:
+        self.env = env
+        self.batch = batch
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        return self.env.generator
+
+    def start(self, actor_critic: ActorCritic) -> tuple[Tensor, LSTMState]:
+        s = self.env.reset(self.batch)
+        return s.obs, actor_critic.burn_in(s.history, s.history_mask)
+
+    def step(self, act: Tensor) -> ImaginedStep:
+        return self.env.step(act)
+
+    def restart(self, actor_critic: ActorCritic, state: LSTMState, s: EnvStep, rows: Tensor) -> LSTMState:
+        assert isinstance(s, ImaginedStep)
+        return _burn_in_rows(actor_critic, state, s, rows)
+
+    def stop(self, state: LSTMState) -> None:
+        pass
+
+
 def imagine(actor_critic: ActorCritic, env: WorldModelEnv, batch: Batch, horizon: int) -> Rollout:
     """Roll the policy out in the world model for ``horizon`` steps from the segments in ``batch``."""
-    s = env.reset(batch)
-    state = actor_critic.burn_in(s.history, s.history_mask)
-    logits, values, actions, rews, ends, truncs, dones, final_values = [], [], [], [], [], [], [], []
-    obs = s.obs
-    for t in range(horizon):
-        step_logits, value, state = actor_critic.step(obs, state)
-        action = torch.multinomial(step_logits.detach().softmax(-1), 1, generator=env.generator).squeeze(1)
-        s = env.step(action)
-        done = s.end | s.trunc
-        final_value = torch.zeros_like(value)
-        if done.any():
-            rows = done.nonzero().squeeze(1)
-            with torch.no_grad():
-                # Bootstrapping at truncation needs the value of the frame the trajectory reached.
-                h, c = state
-                _, final_value[rows], _ = actor_critic.step(s.final_obs[rows], (h[rows], c[rows]))
-            if t < horizon - 1:
-                state = _burn_in_rows(actor_critic, state, s, rows)
-        logits.append(step_logits)
-        values.append(value)
-        actions.append(action)
-        rews.append(s.rew)
-        ends.append(s.end)
-        truncs.append(s.trunc)
-        dones.append(done)
-        final_values.append(final_value)
-        obs = s.obs
-    with torch.no_grad():
-        _, last_value, _ = actor_critic.step(obs, state)
-    values_t = torch.stack(values, dim=1)
-    # Where a trajectory goes on, the state it reached is the next step's: reuse that value estimate.
-    next_values = torch.cat([values_t[:, 1:].detach(), last_value[:, None]], dim=1)
-    next_values = torch.where(torch.stack(dones, dim=1), torch.stack(final_values, dim=1), next_values)
-    return Rollout(
-        logits=torch.stack(logits, dim=1),
-        values=values_t,
-        actions=torch.stack(actions, dim=1),
-        rew=torch.stack(rews, dim=1),
-        end=torch.stack(ends, dim=1),
-        trunc=torch.stack(truncs, dim=1),
-        next_values=next_values,
-    )
+    return rollout(actor_critic, _Imagination(env, batch), horizon)
 
 
 class ImaginationActorCriticLoss(nn.Module):

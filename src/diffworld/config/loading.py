@@ -226,9 +226,9 @@ def validate(cfg: Config) -> None:
     check(e.num_train_envs >= 1 and e.num_test_envs >= 1, "env.num_train_envs/num_test_envs must be >= 1.")
     check(cfg.training.num_final_epochs >= 0, "training.num_final_epochs must be >= 0.")
     check(
-        not cfg.training.model_free,
-        "training.model_free=true (the actor-critic trained on the real environment) is not available "
-        "in this version yet; leave it false.",
+        not cfg.training.model_free or cfg.actor_critic.training.steps_per_epoch >= 1,
+        "training.model_free=true needs actor_critic.training.steps_per_epoch >= 1: its epochs train the "
+        "actor-critic on real rollouts until collection.total_env_steps are spent.",
     )
     check(
         not cfg.logging.wandb,
@@ -236,6 +236,7 @@ def validate(cfg: Config) -> None:
         "TensorBoard.",
     )
     check(cfg.training.save_agent_every >= 1, "training.save_agent_every must be >= 1.")
+    check(cfg.logging.video_steps >= 0, "logging.video_steps must be >= 0 (0: no video).")
     check(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",

@@ -78,5 +78,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "actor_critic.training.steps_first_epoch": 3,
         "actor_critic.training.steps_per_epoch": 2,
         "actor_critic.training.batch_size": 4,
+        "logging.video_steps": 8,
     },
 }

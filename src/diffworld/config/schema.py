@@ -196,7 +196,16 @@ class TrainingConfig:
     num_final_epochs: int = 50
     """Epochs that train without collecting once the real-step budget is spent."""
     model_free: bool = False
-    """Train the actor-critic on the real environment instead of in imagination (the paper's baseline)."""
+    """Train the actor-critic on the real environment instead of in imagination (the paper's baseline switch).
+
+    Same loss (SPEC 5) on real rollouts of ``actor_critic.imagination_horizon`` steps in
+    ``actor_critic.training.batch_size`` environments (life loss terminal, as in training collection), the
+    LSTM state carried from rollout to rollout. Their steps are spent from ``collection.total_env_steps``:
+    no initial collection and no collector steps, the world model is not trained, and epochs of
+    ``actor_critic.training`` steps (each ``batch_size * imagination_horizon`` real steps) go on until the
+    budget is spent (the paper's settings: 209 updates, all in the first epoch; lower ``steps_first_epoch``
+    and ``steps_per_epoch`` for more metrics records); ``num_final_epochs`` does not apply.
+    """
     save_agent_every: int = 5
     """Keep a copy of the agent weights every this many epochs."""
     compile: bool = False
@@ -209,6 +218,10 @@ class LoggingConfig:
     wandb: bool = False
     """Log to Weights & Biases too (needs the ``wandb`` extra and a login)."""
     wandb_project: str = "diffworld"
+    video_steps: int = 50
+    """At each test, a video of the first test episode beside the world model's imagination from the same
+    start (its first L frames and actions, then its actions) goes to TensorBoard, this many predicted frames
+    long (0: no video). Costs this many batch-1 samplings of the next frame."""
 
 
 @dataclass

@@ -57,6 +57,8 @@ def load_trained_agent(source: Path, device: str = "auto") -> TrainedAgent:
         num_actions=num_actions,
         device=dev,
         epoch=int(state["counters"]["epoch"]),
-        env_steps=int(state["collector"]["num_steps_total"]),
+        # A model-free run's real steps were taken by its actor-critic's rollouts (``training.model_free``).
+        env_steps=int(state["collector"]["num_steps_total"])
+        + int(state.get("model_free", {}).get("num_steps_total", 0)),
         train_seconds=float(state["counters"]["train_seconds"]),
     )

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from diffworld.utils.atomic import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
@@ -67,6 +69,31 @@ class MetricsLogger:
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self._writer.add_scalar(key, value, global_step=env_steps)
             self._writer.flush()
+
+    @property
+    def has_tensorboard(self) -> bool:
+        return self._writer is not None
+
+    def log_video(self, tag: str, frames: np.ndarray, *, env_steps: int, fps: float = 15) -> None:
+        """Write (T, H, W, 3) uint8 ``frames`` to TensorBoard as an animated GIF (its Images tab plays it).
+
+        ``SummaryWriter.add_video`` would need moviepy's ``moviepy.editor``, which moviepy 2 removed; the GIF
+        is encoded with Pillow (a dependency of TensorBoard) and written as the same image summary. Does
+        nothing without TensorBoard.
+        """
+        if self._writer is None:
+            return
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        from diffworld.viz.video import encode_gif
+
+        _, height, width, channels = frames.shape
+        image = Summary.Image(
+            height=height, width=width, colorspace=channels, encoded_image_string=encode_gif(frames, fps)
+        )
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self._writer._get_file_writer().add_summary(summary, global_step=env_steps)
+        self._writer.flush()
 
     def close(self) -> None:
         self._file.close()

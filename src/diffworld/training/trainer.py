@@ -7,6 +7,12 @@
    every ``test_every_epochs``: test episodes and world-model test losses.
 3. The final evaluation (``num_final_episodes`` test episodes) writes ``eval.json``.
 
+With ``training.model_free`` (the baseline), the actor-critic learns from real rollouts instead
+(``diffworld.model_free``) and every one of their steps is spent from ``collection.total_env_steps``:
+no initial collection, no collector steps, no world-model training (the denoiser and the reward/termination
+model stay as initialized, their test losses are not logged); epochs of actor-critic steps go on until the
+budget is spent, and ``num_final_epochs`` does not apply (without real steps there is nothing to learn from).
+
 The whole state is checkpointed after every initial-collection chunk and every epoch; a resumed run
 continues from the last checkpoint with the same random streams, environments and running episodes.
 """
@@ -34,6 +40,7 @@ from diffworld.data import Batch, EpisodeDataset, SegmentSampler, has_enough_min
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
+from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
 from diffworld.training.checkpoint import (
     generator_state,
     has_checkpoint,
@@ -168,7 +175,7 @@ class Trainer:
             tensorboard=cfg.logging.tensorboard,
             keep_records=self.counters.num_records if resume else None,
             # Records at the checkpoint's env steps were logged before it: keep them in TensorBoard too.
-            purge_step=self.collector.num_steps_total + (1 if resumable else 0) if resume else None,
+            purge_step=self.env_steps + (1 if resumable else 0) if resume else None,
         )
         if not resumable:
             self._save_checkpoint()
@@ -190,14 +197,27 @@ class Trainer:
             )
 
         ac_sampler = sampler("actor_critic", num_cond - 1, False)
-        wm_env = WorldModelEnv(
-            self.agent.denoiser,
-            self.agent.reward_model,
-            ac_sampler,
-            cfg.denoiser.sampler,
-            cfg.actor_critic.imagination_horizon,
-            self.generators["imagination"],
-        )
+        ac_loss: nn.Module
+        if cfg.training.model_free:
+            # The baseline: real rollouts in envs of their own, every step spent from the run's budget.
+            envs = make_envs(cfg, cfg.actor_critic.training.batch_size, "model_free", life_loss_terminal=True)
+            generator = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, "model_free"))
+            ac_loss = ModelFreeActorCriticLoss(
+                self.agent.actor_critic,
+                RealEnvRollouts(envs, self.device, generator),
+                cfg.actor_critic,
+                max_env_steps=cfg.collection.total_env_steps,
+            )
+        else:
+            wm_env = WorldModelEnv(
+                self.agent.denoiser,
+                self.agent.reward_model,
+                ac_sampler,
+                cfg.denoiser.sampler,
+                cfg.actor_critic.imagination_horizon,
+                self.generators["imagination"],
+            )
+            ac_loss = ImaginationActorCriticLoss(self.agent.actor_critic, wm_env, cfg.actor_critic)
         models: dict[str, tuple[nn.Module, SegmentSampler]] = {
             "denoiser": (
                 self.agent.denoiser,
@@ -207,10 +227,7 @@ class Trainer:
                 self.agent.reward_model,
                 sampler("reward_model", reward_model_seq_length(cfg), True),
             ),
-            "actor_critic": (
-                ImaginationActorCriticLoss(self.agent.actor_critic, wm_env, cfg.actor_critic),
-                ac_sampler,
-            ),
+            "actor_critic": (ac_loss, ac_sampler),
         }
         components = {}
         for name, (model, model_sampler) in models.items():
@@ -230,7 +247,21 @@ class Trainer:
 
     @property
     def num_epochs(self) -> int:
+        if self._model_free is not None:
+            return self.counters.num_epochs_collect
         return self.counters.num_epochs_collect + self.cfg.training.num_final_epochs
+
+    @property
+    def _model_free(self) -> ModelFreeActorCriticLoss | None:
+        """The actor-critic's loss on real rollouts with ``training.model_free``, else None."""
+        model = self.components["actor_critic"].model
+        return model if isinstance(model, ModelFreeActorCriticLoss) else None
+
+    @property
+    def env_steps(self) -> int:
+        """Real agent steps taken so far: training collection, plus the model-free rollouts' steps."""
+        model_free = self._model_free
+        return self.collector.num_steps_total + (0 if model_free is None else model_free.env.num_steps_total)
 
     def elapsed_seconds(self) -> float:
         """Wall-clock seconds of the whole run so far, over all resumes."""
@@ -240,7 +271,10 @@ class Trainer:
         """Run (or finish) the schedule; returns the final evaluation report."""
         try:
             if self.counters.phase == "initial":
-                self._initial_collection()
+                if self._model_free is not None:
+                    self._plan_model_free()
+                else:
+                    self._initial_collection()
             epochs = tqdm(
                 total=self.num_epochs,
                 initial=self.counters.epoch,
@@ -252,9 +286,7 @@ class Trainer:
                 while self.counters.phase == "epochs":
                     metrics = self._run_epoch()
                     epochs.update(1)
-                    epochs.set_postfix(
-                        _progress_summary(metrics, self.collector.num_steps_total), refresh=True
-                    )
+                    epochs.set_postfix(_progress_summary(metrics, self.env_steps), refresh=True)
             if self.counters.phase == "final":
                 return self._final_evaluation()
             return None
@@ -262,6 +294,8 @@ class Trainer:
             self.logger.close()
             self.train_envs.close()
             self.test_envs.close()
+            if self._model_free is not None:
+                self._model_free.env.envs.close()
 
     def _initial_collection(self) -> None:
         c = self.cfg.collection
@@ -295,23 +329,39 @@ class Trainer:
         self.counters.phase = "epochs" if self.num_epochs > 0 else "final"
         self._save_checkpoint()
 
+    def _plan_model_free(self) -> None:
+        """The model-free schedule: as many epochs of actor-critic steps as the real-step budget funds."""
+        assert self._model_free is not None
+        t = self.cfg.actor_critic.training
+        updates = -(-self._model_free.rollouts_left // t.grad_acc_steps)
+        if updates <= t.steps_first_epoch:
+            epochs = min(updates, 1)
+        else:
+            epochs = 1 + -(-(updates - t.steps_first_epoch) // t.steps_per_epoch)  # validated >= 1
+        self.counters.num_epochs_collect = epochs
+        self.counters.phase = "epochs" if epochs > 0 else "final"
+        self._save_checkpoint()
+
     def _run_epoch(self) -> dict[str, float]:
         t0 = time.monotonic()
         counters, cfg = self.counters, self.cfg
         counters.epoch += 1
         metrics: dict[str, float] = {}
-        if counters.epoch <= counters.num_epochs_collect:
+        model_free = self._model_free
+        if counters.epoch <= counters.num_epochs_collect and model_free is None:
             stats = self.collector.collect_steps(cfg.collection.steps_per_epoch)
             metrics |= _episode_metrics("collection/train", stats)
-        for name in COMPONENTS:
+        for name in COMPONENTS if model_free is None else ("actor_critic",):
             training = self.components[name].training
             steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
             metrics |= self._train_component(name, steps)
+        if model_free is not None:
+            metrics |= _episode_metrics("collection/model_free", model_free.env.pop_episodes())
         if counters.epoch % cfg.collection.test_every_epochs == 0:
             metrics |= self._test()
         metrics["time/epoch_seconds"] = time.monotonic() - t0
         metrics["time/total_hours"] = self.elapsed_seconds() / 3600
-        self.logger.log(metrics, epoch=counters.epoch, env_steps=self.collector.num_steps_total)
+        self.logger.log(metrics, epoch=counters.epoch, env_steps=self.env_steps)
         if counters.epoch % cfg.training.save_agent_every == 0:
             save_agent_copy(self.agent.state_dict(), checkpoint_dir(self.run_dir), counters.epoch)
         if counters.epoch >= self.num_epochs:
@@ -325,25 +375,31 @@ class Trainer:
         # The world model only generates while the actor-critic learns in imagination.
         self.agent.eval()
         model.train()
+        model_free = model if isinstance(model, ModelFreeActorCriticLoss) else None
         sums: dict[str, Tensor] = {}
+        num_batches_done = 0
         for _ in tqdm(range(steps), desc=name, leave=False, dynamic_ncols=True, disable=steps == 0):
-            for _ in range(component.training.grad_acc_steps):
-                loss, step_metrics = model(component.sampler.sample())
-                (loss / component.training.grad_acc_steps).backward()
+            num_batches = component.training.grad_acc_steps
+            if model_free is not None:  # real rollouts, each funded by the budget: stop when it is spent
+                num_batches = min(num_batches, model_free.rollouts_left)
+                if num_batches == 0:
+                    break
+            for _ in range(num_batches):
+                loss, step_metrics = model(None if model_free is not None else component.sampler.sample())
+                (loss / num_batches).backward()
                 for key, value in step_metrics.items():
                     sums[key] = sums.get(key, 0) + value
+            num_batches_done += num_batches
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), component.optim_cfg.max_grad_norm)
-            sums["grad_norm"] = (
-                sums.get("grad_norm", 0) + grad_norm.detach() * component.training.grad_acc_steps
-            )
+            sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.detach() * num_batches
             component.optimizer.step()
             component.optimizer.zero_grad(set_to_none=True)
             component.scheduler.step()
             self.counters.num_updates[name] += 1
         self.agent.eval()
-        n = max(1, steps * component.training.grad_acc_steps)
+        n = max(1, num_batches_done)
         metrics = {f"{name}/train/{key}": float(value) / n for key, value in sums.items()}
-        if steps:
+        if num_batches_done:
             metrics[f"{name}/train/lr"] = float(component.scheduler.get_last_lr()[0])
         return metrics
 
@@ -354,8 +410,8 @@ class Trainer:
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
         metrics = _episode_metrics("collection/test", stats)
-        if test_dataset.num_episodes == 0:
-            return metrics
+        if test_dataset.num_episodes == 0 or self.cfg.training.model_free:
+            return metrics  # a model-free run has no world model to test
         for name in ("denoiser", "reward_model"):
             component = self.components[name]
             sums: dict[str, float] = {}
@@ -366,6 +422,19 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + float(value)
                 num_batches += 1
             metrics |= {f"{name}/test/{key}": value / max(1, num_batches) for key, value in sums.items()}
+        if self.cfg.logging.video_steps > 0:
+            from diffworld.viz.video import log_test_video
+
+            # Real | imagined from the same start, to TensorBoard; its own generator leaves the run's alone.
+            log_test_video(
+                self.logger,
+                self.agent.denoiser,
+                self.cfg.denoiser.sampler,
+                test_dataset,
+                self.cfg.logging.video_steps,
+                env_steps=self.env_steps,
+                seed=derive_seed(self.cfg.seed, f"video/{self.counters.epoch}"),
+            )
         return metrics
 
     def _final_evaluation(self) -> dict[str, Any]:
@@ -377,7 +446,7 @@ class Trainer:
             num_episodes=c.num_final_episodes,
             epsilon=c.test_epsilon,
             device=self.device,
-            env_steps=self.collector.num_steps_total,
+            env_steps=self.env_steps,
             train_seconds=self.elapsed_seconds(),
             checkpoint_epoch=self.counters.epoch,
         )
@@ -385,13 +454,13 @@ class Trainer:
         final = {"evaluation/final/return_mean": report["mean"], "evaluation/final/return_std": report["std"]}
         if report["hns"] is not None:
             final["evaluation/final/hns"] = report["hns"]
-        self.logger.log(final, epoch=self.counters.epoch, env_steps=self.collector.num_steps_total)
+        self.logger.log(final, epoch=self.counters.epoch, env_steps=self.env_steps)
         export_agent(
             self.agent,
             self.cfg,
             self.num_actions,
             self.run_dir / "agent",
-            metadata={"epoch": self.counters.epoch, "env_steps": self.collector.num_steps_total},
+            metadata={"epoch": self.counters.epoch, "env_steps": self.env_steps},
             overwrite=True,
         )
         self.counters.phase = "done"
@@ -423,6 +492,8 @@ class Trainer:
             "dataset_num_episodes": self.dataset.num_episodes,
             "num_actions": self.num_actions,
         }
+        if self._model_free is not None:
+            state["model_free"] = self._model_free.env.state_dict()
         save_checkpoint(state, checkpoint_dir(self.run_dir))
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -437,6 +508,8 @@ class Trainer:
             generator.set_state(state["generators"][name])
         self.collector.load_state_dict(state["collector"])
         self.test_collector.load_state_dict(state["test_collector"])
+        if self._model_free is not None:
+            self._model_free.env.load_state_dict(state["model_free"])
         set_rng_state(state["rng"])
 
 
@@ -446,6 +519,7 @@ _PROGRESS_KEYS = {
     "ac": "actor_critic/train/loss",
     "ret": "collection/train/return_mean",
     "test": "collection/test/return_mean",
+    "mf": "collection/model_free/return_mean",
 }
 
 

@@ -1,0 +1,365 @@
+"""The Atari 100k score report: aggregate human-normalized scores with confidence intervals (rliable).
+
+Conventions (rliable's, which the paper and SPEC section 1 follow), on the matrix of human-normalized
+scores with one row per run (seed) and one column per game:
+
+- **mean**: mean over games of the per-game mean (with as many runs per game, the mean over all runs).
+- **median**: median over games of the per-game mean, ``rliable.metrics.aggregate_median``. On the
+  paper's scores this gives the published 0.373; the median over all 130 runs would give 0.338.
+- **IQM**: the interquartile mean, the 25 %-trimmed mean over all runs x games together.
+- **optimality gap**: ``1 - mean(min(HNS, 1))`` over all runs x games: how far below human level.
+
+Each comes with a 95 % stratified-bootstrap confidence interval (runs resampled within each game,
+percentile method). rliable draws its bootstrap indices from numpy's *global* generator and ignores its
+``random_state`` argument, so :func:`compute_report` seeds the global generator for the computation and
+puts its state back afterwards: the same inputs and seed give the same intervals.
+
+Inputs are sweep folders (every run folder below them), run folders and ``eval.json`` files (a run's score
+is the mean return of its final evaluation), and score JSON files in the paper-scores format
+(``{game: [score of each run]}``). :func:`build_report` writes ``report.json``, ``report.md`` and the PNG
+plots of :mod:`diffworld.evaluation.report_plots`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffworld.errors import UserError
+from diffworld.evaluation.scores import human_normalized_score, paper_scores, reference_scores
+from diffworld.training.run_dir import EVAL_FILE
+from diffworld.utils.atomic import atomic_write_text
+
+METRICS = ("mean", "median", "iqm", "optimality_gap")
+METRIC_TITLES = {"mean": "Mean", "median": "Median", "iqm": "IQM", "optimality_gap": "Optimality gap"}
+PAPER_LABEL = "DIAMOND (paper)"
+DEFAULT_REPS = 50_000
+"""rliable's default number of bootstrap replications for the aggregate metrics (about 10 s here)."""
+MAX_PROFILE_REPS = 2_000
+"""rliable's default for performance-profile bands: each replication evaluates every threshold."""
+PROFILE_TAUS = np.linspace(0.0, 8.0, 81)
+"""HNS thresholds of the performance profile, as in rliable's Atari 100k figures."""
+CONFIDENCE = 0.95
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+
+
+class ReportError(UserError, ValueError):
+    """Inputs that cannot make a report: the message names the file and the fix."""
+
+
+@dataclass
+class Scores:
+    """Final scores (raw returns, one per run) per game, and where each run's score came from."""
+
+    per_game: dict[str, list[float]] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per eval.json read: game, seed, preset, env_steps, score, path."""
+
+    def add(self, game: str, score: float) -> None:
+        if game not in reference_scores():
+            raise ReportError(
+                f"{game} is not an Atari 100k game, so it has no human-normalized score; report only the 26 "
+                "benchmark games ('diffworld games --atari100k')."
+            )
+        if not math.isfinite(score):
+            raise ReportError(f"A score of {game} is {score}: every run needs a finite final score.")
+        self.per_game.setdefault(game, []).append(float(score))
+
+
+def collect_scores(sources: Sequence[Path]) -> Scores:
+    """Read the scores of sweep folders, run folders, ``eval.json`` files and score JSON files."""
+    if not sources:
+        raise ReportError("Nothing to report: give a sweep folder, run folders or a score JSON file.")
+    scores = Scores()
+    eval_files: dict[Path, None] = {}  # ordered set: a run reached twice (sweep and run folder) counts once
+    for source in sources:
+        if source.is_dir():
+            found = (
+                [source / EVAL_FILE] if (source / EVAL_FILE).is_file() else sorted(source.rglob(EVAL_FILE))
+            )
+            if not found:
+                raise ReportError(
+                    f"{source} holds no finished run (no {EVAL_FILE} in it or below it): finish its runs "
+                    f"('diffworld train --resume <run>' or re-run the sweep) or pass other folders."
+                )
+            eval_files.update(dict.fromkeys(path.resolve() for path in found))
+        elif source.is_file():
+            data = _read_json(source)
+            if _is_eval_json(data):
+                eval_files[source.resolve()] = None
+            else:
+                _add_score_file(scores, source, data)
+        else:
+            raise ReportError(f"{source} does not exist.")
+    seen: dict[tuple[str, Any], Path] = {}
+    for path in eval_files:
+        data = _read_json(path)
+        if not _is_eval_json(data):
+            raise ReportError(f"{path} is not a diffworld eval.json (it lacks 'game' or 'mean').")
+        key = (data["game"], data.get("seed"))
+        if key in seen:
+            raise ReportError(
+                f"Two runs of {key[0]} with seed {key[1]}: {seen[key]} and {path}. Pass only one of them."
+            )
+        seen[key] = path
+        scores.add(data["game"], data["mean"])
+        scores.runs.append(
+            {
+                "game": data["game"],
+                "seed": data.get("seed"),
+                "preset": data.get("preset"),
+                "env_steps": data.get("env_steps"),
+                "score": data["mean"],
+                "path": str(path),
+            }
+        )
+    return scores
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"Cannot read {path} as JSON ({e}).") from None
+
+
+def _is_eval_json(data: Any) -> bool:
+    return isinstance(data, dict) and "game" in data and "mean" in data
+
+
+def _add_score_file(scores: Scores, path: Path, data: Any) -> None:
+    if not (
+        isinstance(data, dict)
+        and data
+        and all(
+            isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            for v in data.values()
+        )
+    ):
+        raise ReportError(
+            f"{path} is neither an eval.json nor a score file like the paper's "
+            '({"Alien": [703.1, 683.6, ...], ...}: each game\'s final score per run).'
+        )
+    for game, values in data.items():
+        for value in values:
+            scores.add(game, value)
+
+
+def _check_dependencies() -> None:
+    try:
+        import matplotlib  # noqa: F401
+        import rliable  # noqa: F401
+    except ImportError as e:
+        raise ReportError(f"The score report needs {e.name}: pip install 'diffworld[report]'.") from None
+
+
+def hns_matrix(per_game: dict[str, list[float]]) -> tuple[list[str], np.ndarray]:
+    """Games (sorted) and the ``(runs, games)`` matrix of human-normalized scores rliable works on."""
+    games = sorted(per_game)
+    counts = {game: len(per_game[game]) for game in games}
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{game}: {n}" for game, n in counts.items())
+        raise ReportError(
+            f"Every game needs the same number of runs for the stratified bootstrap, got {detail}. Finish "
+            "the missing runs, or pass only runs that make equal counts."
+        )
+    columns = [[human_normalized_score(game, s) for s in per_game[game]] for game in games]
+    return games, np.array(columns, dtype=np.float64).T
+
+
+def _aggregates(matrix: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array(
+        [
+            metrics.aggregate_mean(matrix),
+            metrics.aggregate_median(matrix),
+            metrics.aggregate_iqm(matrix),
+            metrics.aggregate_optimality_gap(matrix),
+        ]
+    )
+
+
+@contextlib.contextmanager
+def _global_numpy_seed(seed: int) -> Iterator[None]:
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _estimates(
+    matrices: dict[str, np.ndarray], func: Callable[[np.ndarray], np.ndarray], reps: int, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from rliable import library
+
+    with _global_numpy_seed(seed):
+        return library.get_interval_estimates(matrices, func, reps=reps, confidence_interval_size=CONFIDENCE)
+
+
+def _profiles(
+    matrices: dict[str, np.ndarray], reps: int, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Score distributions: the fraction of all runs x games with HNS above each threshold, with bands."""
+    from rliable import library
+
+    with _global_numpy_seed(seed):
+        return library.create_performance_profile(
+            matrices, PROFILE_TAUS, reps=reps, confidence_interval_size=CONFIDENCE
+        )
+
+
+def compute_report(
+    per_game: dict[str, list[float]], *, label: str, reps: int = DEFAULT_REPS, seed: int = 0
+) -> dict[str, Any]:
+    """The report's content (what ``report.json`` holds), for scores per game and run.
+
+    The paper's DIAMOND scores on the same games are computed alongside, unless the scores are the
+    paper's own.
+    """
+    if reps < 1:
+        raise ReportError(f"--reps must be at least 1 (got {reps}).")
+    _check_dependencies()
+    games, matrix = hns_matrix(per_game)
+    paper = {game: paper_scores()[game] for game in games}
+    matrices = {label: matrix}
+    if paper != per_game:
+        matrices[PAPER_LABEL] = hns_matrix(paper)[1]
+    points, intervals = _estimates(matrices, _aggregates, reps, seed)
+    profile_points, profile_intervals = _profiles(matrices, min(reps, MAX_PROFILE_REPS), seed)
+    return {
+        "label": label,
+        "games": games,
+        "num_games": len(games),
+        "runs_per_game": int(matrix.shape[0]),
+        "bootstrap": {"reps": reps, "profile_reps": min(reps, MAX_PROFILE_REPS), "seed": seed},
+        "confidence": CONFIDENCE,
+        "aggregates": {
+            name: {
+                metric: {
+                    "value": float(points[name][i]),
+                    "ci_low": float(intervals[name][0, i]),
+                    "ci_high": float(intervals[name][1, i]),
+                }
+                for i, metric in enumerate(METRICS)
+            }
+            for name in matrices
+        },
+        "performance_profile": {
+            "tau": PROFILE_TAUS.tolist(),
+            **{
+                name: {
+                    "fraction": profile_points[name].tolist(),
+                    "ci_low": profile_intervals[name][0].tolist(),
+                    "ci_high": profile_intervals[name][1].tolist(),
+                }
+                for name in matrices
+            },
+        },
+        "per_game": [_game_row(game, per_game[game], matrix[:, j]) for j, game in enumerate(games)],
+    }
+
+
+def _game_row(game: str, scores: list[float], hns: np.ndarray) -> dict[str, Any]:
+    ref = reference_scores()[game]
+    paper_mean = float(np.mean(paper_scores()[game]))
+    return {
+        "game": game,
+        "scores": scores,
+        "mean_score": float(np.mean(scores)),
+        "hns": hns.tolist(),
+        "mean_hns": float(hns.mean()),
+        "random": ref["random"],
+        "human": ref["human"],
+        "paper_mean_score": paper_mean,
+        "paper_hns": human_normalized_score(game, paper_mean),
+    }
+
+
+def build_report(
+    sources: Sequence[Path], out: Path, *, reps: int = DEFAULT_REPS, seed: int = 0, label: str | None = None
+) -> dict[str, Any]:
+    """Collect the scores of ``sources``, compute the report, write it to ``out`` and return it."""
+    scores = collect_scores(sources)
+    if label is None:
+        only_score_file = len(sources) == 1 and sources[0].is_file() and not scores.runs
+        label = sources[0].stem if only_score_file else "diffworld"
+    report = compute_report(scores.per_game, label=label, reps=reps, seed=seed)
+    report["runs"] = scores.runs
+    report["sources"] = [str(s) for s in sources]
+    write_report(report, out)
+    return report
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """``report.json``, ``report.md`` and the plots, in ``out`` (created; earlier report files replaced)."""
+    _check_dependencies()
+    from diffworld.evaluation.report_plots import draw_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    report["plots"] = draw_plots(report, out)
+    atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / REPORT_MD, to_markdown(report))
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    label, aggregates = report["label"], report["aggregates"]
+    names = list(aggregates)
+    bootstrap = report["bootstrap"]
+    lines = [
+        f"# Atari 100k score report: {label}",
+        "",
+        f"{report['num_games']} games x {report['runs_per_game']} run(s) per game. Human-normalized score "
+        "(HNS) = (score - random) / (human - random). Mean and median: over games, of each game's mean over "
+        "runs; IQM: 25 %-trimmed mean over all runs x games; optimality gap: 1 - mean(min(HNS, 1)) over all "
+        f"runs x games (lower is better). Brackets: {report['confidence']:.0%} stratified-bootstrap "
+        f"confidence intervals ({bootstrap['reps']} replications, seed {bootstrap['seed']}).",
+    ]
+    if report["num_games"] < len(reference_scores()):
+        lines += [
+            "",
+            f"Only {report['num_games']} of the {len(reference_scores())} benchmark games: the "
+            "aggregates are not comparable with the paper's full-benchmark figures.",
+        ]
+    if report["runs_per_game"] == 1:
+        lines += ["", "One run per game: the bootstrap has nothing to resample, the intervals are points."]
+    presets = sorted({str(run["preset"]) for run in report.get("runs", [])})
+    steps = sorted({run["env_steps"] for run in report.get("runs", []) if run["env_steps"] is not None})
+    if presets:
+        lines += [
+            "",
+            f"Runs: preset {', '.join(presets)}; env steps {', '.join(map(str, steps)) or 'unknown'}.",
+        ]
+    lines += ["", "| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for metric in METRICS:
+        cells = [
+            f"{a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]"
+            for a in (aggregates[name][metric] for name in names)
+        ]
+        lines.append(f"| {METRIC_TITLES[metric]} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Per game",
+        "",
+        f"Score: mean over runs of each run's final score. {PAPER_LABEL}: mean over its 5 seeds.",
+        "",
+        f"| game | runs | score | HNS | {PAPER_LABEL} score | {PAPER_LABEL} HNS | random | human |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["per_game"]:
+        lines.append(
+            f"| {row['game']} | {len(row['scores'])} | {row['mean_score']:.1f} | {row['mean_hns']:.3f} | "
+            f"{row['paper_mean_score']:.1f} | {row['paper_hns']:.3f} | {row['random']:g} | {row['human']:g} |"
+        )
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name}]({file})" for name, file in report["plots"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,82 @@
+"""Stored episodes read lazily, one file at a time, and frame conversions shared by the viewers."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from diffworld.data import Episode, EpisodeDataset, episode_path
+from diffworld.errors import UserError
+from diffworld.training.run_dir import CONFIG_FILE, dataset_dir
+
+_EPISODE_FILE = re.compile(r"episode_(\d{6,})\.npz")
+_FIELDS = ("obs", "act", "rew", "terminated", "truncated")  # the npz members EpisodeDataset writes
+_CACHED_EPISODES = 4
+RECORDING_INFO = "recording.json"
+"""Written beside recorded play episodes: the game and its action names, for the dataset browser."""
+
+
+def find_episode_folder(source: Path) -> Path:
+    """The folder of episode files for ``source``: a run folder (its training dataset), a folder of
+    episode files (e.g. recorded play), or a folder with a ``train`` subfolder of them."""
+    candidates = [source]
+    if (source / CONFIG_FILE).is_file():
+        candidates.insert(0, dataset_dir(source))
+    candidates.append(source / "train")
+    for folder in candidates:
+        if folder.is_dir() and any(_EPISODE_FILE.fullmatch(p.name) for p in folder.iterdir()):
+            return folder
+    raise UserError(f"No episode files (episode_*.npz) in {source}, nor in its dataset folder.")
+
+
+class EpisodeFiles:
+    """The episodes of a folder in id order, each read from its file when first asked for (a few cached).
+
+    Reading a whole run's dataset (100k steps, about 1.2 GB of frames) just to look at a few episodes
+    would take minutes; this reads one compressed file per episode visited.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        ids = sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _EPISODE_FILE.fullmatch(p.name)))
+        if not ids:
+            raise UserError(f"No episode files (episode_*.npz) in {self.folder}.")
+        self.ids = ids
+        self._cache: OrderedDict[int, Episode] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Episode:
+        if not 0 <= index < len(self.ids):
+            raise IndexError(index)
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        path = episode_path(self.folder, self.ids[index])
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                episode = Episode(**{field: data[field] for field in _FIELDS})
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+            raise UserError(f"Cannot read episode file {path}: {e}") from None
+        self._cache[index] = episode
+        if len(self._cache) > _CACHED_EPISODES:
+            self._cache.popitem(last=False)
+        return episode
+
+
+def recent_episodes(folder: Path, max_episodes: int, frame_shape: tuple[int, int, int]) -> EpisodeDataset:
+    """An in-RAM dataset of the last ``max_episodes`` episodes of ``folder`` (world-model starting points)."""
+    files = EpisodeFiles(folder)
+    dataset = EpisodeDataset(frame_shape=frame_shape)
+    for index in range(max(0, len(files) - max_episodes), len(files)):
+        dataset.add(files[index])
+    return dataset
+
+
+def upscale(frame: np.ndarray, scale: int) -> np.ndarray:
+    """(H, W, C) uint8 -> (H * scale, W * scale, C), nearest neighbour (pixels stay sharp)."""
+    return frame.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else frame

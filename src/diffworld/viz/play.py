@@ -1,0 +1,678 @@
+"""Interactive play: the policy or you, inside the world model or in the real game.
+
+The game logic (:class:`PlaySession`, a state machine fed with :class:`Command` values and the held game
+buttons) is separate from pygame (:class:`PlayApp` turns key events into commands and draws), so that tests
+drive it headless. Environments:
+
+- the world model: a :class:`~diffworld.imagination.WorldModelEnv` of batch size 1 whose trajectories start
+  from L real frames and actions of the run's dataset (an agent folder has no dataset: a few real steps of
+  the policy are played first instead); its horizon, the steps after which a trajectory restarts from new
+  real frames, changes with ``[`` and ``]``;
+- the real test environment (episodes run to game over) and the real training one (a life loss ends an
+  episode), both at the Atari 100k settings.
+
+The policy is the actor-critic with its LSTM state: it sees every frame, whoever plays, so control can
+pass to it at any moment; its state restarts with each episode (burnt in on the world model's context
+frames, zero in a real game). Recording writes every episode played while it is on, in the dataset format
+(``EpisodeDataset.load`` reads the folder); an episode cut by a reset, a switch or stopping the recording is
+kept too, as an episode cut by the end of collection (neither terminated nor truncated).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffworld.data import Episode, EpisodeDataset, SegmentSampler
+from diffworld.data.storage import episode_path
+from diffworld.errors import UserError
+from diffworld.imagination import WorldModelEnv
+from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
+from diffworld.viz.display import Window, import_pygame
+from diffworld.viz.episodes import RECORDING_INFO
+from diffworld.viz.keymaps import KeyMap
+from diffworld.viz.video import to_tensor, to_uint8
+
+if TYPE_CHECKING:
+    from diffworld.envs.vector import AtariEnvs
+    from diffworld.training.loading import TrainedAgent
+
+MAX_HORIZON = 1 << 20
+_CONTEXT_EPISODES = 100
+"""World-model starts in a run folder come from its last this many episodes (not all: a whole dataset is
+about 1.2 GB of frames)."""
+_CONTEXT_EXTRA_STEPS = 32
+"""Without a dataset, the policy plays L + this many real steps to draw world-model starts from."""
+
+
+class EnvKind(enum.Enum):
+    WORLD_MODEL = "world model"
+    TEST = "real game (test)"
+    TRAIN = "real game (train)"
+
+
+ENV_CHOICES = {"world-model": EnvKind.WORLD_MODEL, "test": EnvKind.TEST, "train": EnvKind.TRAIN}
+
+
+class Command(enum.Enum):
+    TOGGLE_CONTROLLER = "switch the controller: policy / human"
+    NEXT_ENV = "next environment: world model -> real test -> real train"
+    ENV_WORLD_MODEL = "the world model"
+    ENV_TEST = "the real test environment"
+    ENV_TRAIN = "the real training environment (a life loss ends an episode)"
+    HORIZON_DOWN = "halve the imagination horizon"
+    HORIZON_UP = "double the imagination horizon"
+    PAUSE = "pause / resume"
+    STEP = "one step (pauses first)"
+    RESET = "reset the episode"
+    RECORD = "start / stop recording episodes"
+    HELP = "print the keys again"
+    QUIT = "quit"
+
+
+CONTROL_KEYS: tuple[tuple[str, Command], ...] = (
+    ("m", Command.TOGGLE_CONTROLLER),
+    ("Tab", Command.NEXT_ENV),
+    ("1", Command.ENV_WORLD_MODEL),
+    ("2", Command.ENV_TEST),
+    ("3", Command.ENV_TRAIN),
+    ("[", Command.HORIZON_DOWN),
+    ("]", Command.HORIZON_UP),
+    ("p", Command.PAUSE),
+    (".", Command.STEP),
+    ("Enter", Command.RESET),
+    ("r", Command.RECORD),
+    ("h", Command.HELP),
+    ("Esc / q", Command.QUIT),
+)
+"""The control keys, as printed; :func:`pygame_bindings` maps them to pygame key codes."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """The first frame of an episode, and the frames before it where there are some (world model)."""
+
+    obs: np.ndarray
+    """(H, W, 3) uint8."""
+    history: Tensor | None = None
+    """(1, L-1, 3, H, W) in [-1, 1]: context frames, to burn the policy's LSTM in on."""
+    history_mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    reached: np.ndarray
+    """(H, W, 3) uint8: the frame the step reached (the episode's last where it ended)."""
+    reward: float
+    terminated: bool
+    truncated: bool
+    next_start: Start | None
+    """Where the episode ended: the next episode's start (environments restart at once)."""
+
+
+class PlayEnv(Protocol):
+    def reset(self) -> Start: ...
+
+    def step(self, action: int) -> Transition: ...
+
+    def close(self) -> None: ...
+
+
+class WorldModelPlayEnv:
+    """One imagined trajectory; it restarts from new dataset segments when it ends or reaches the horizon."""
+
+    def __init__(self, env: WorldModelEnv) -> None:
+        if env.num_envs != 1:
+            raise ValueError("play needs a WorldModelEnv of batch size 1")
+        self.env = env
+
+    @property
+    def horizon(self) -> int:
+        return self.env.horizon
+
+    @horizon.setter
+    def horizon(self, value: int) -> None:
+        self.env.horizon = value
+
+    def reset(self) -> Start:
+        s = self.env.reset()
+        return Start(to_uint8(s.obs[0]), s.history, s.history_mask)
+
+    def step(self, action: int) -> Transition:
+        s = self.env.step(torch.tensor([action], dtype=torch.long, device=self.env.device))
+        end, trunc = bool(s.end[0]), bool(s.trunc[0])
+        next_start = Start(to_uint8(s.obs[0]), s.history, s.history_mask) if end or trunc else None
+        return Transition(to_uint8(s.final_obs[0]), float(s.rew[0]), end, trunc, next_start)
+
+    def close(self) -> None:
+        pass
+
+
+class RealPlayEnv:
+    """One real Atari 100k environment (``AtariEnvs`` of one env)."""
+
+    def __init__(self, envs: AtariEnvs) -> None:
+        self.envs = envs
+
+    def reset(self) -> Start:
+        return Start(self.envs.reset()[0])
+
+    def step(self, action: int) -> Transition:
+        r = self.envs.step(np.array([action]))
+        done = bool(r.done[0])
+        next_start = Start(r.obs[0]) if done else None
+        return Transition(
+            r.final_obs[0], float(r.reward[0]), bool(r.terminated[0]), bool(r.truncated[0]), next_start
+        )
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class Recorder:
+    """Episodes played while recording is on, written to ``directory`` in the dataset format as they end.
+
+    The folder is created, or appended to, when the first episode is written; ``recording.json`` beside the
+    episodes names the game and its actions.
+    """
+
+    def __init__(self, directory: Path, frame_shape: tuple[int, int, int], info: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.frame_shape = frame_shape
+        self.info = info
+        self.on = False
+        self.num_saved = 0
+        self._dataset: EpisodeDataset | None = None
+        self._frames: list[np.ndarray] = []
+        self._actions: list[int] = []
+        self._rewards: list[float] = []
+
+    def begin(self, obs: np.ndarray) -> None:
+        """A new episode starts at ``obs`` (recorded only while recording is on)."""
+        self._frames = [obs.copy()] if self.on else []
+        self._actions, self._rewards = [], []
+
+    def add(self, action: int, reward: float, reached: np.ndarray) -> None:
+        if self.on and self._frames:
+            self._actions.append(action)
+            self._rewards.append(reward)
+            self._frames.append(reached.copy())
+
+    def finish(self, terminated: bool = False, truncated: bool = False) -> Path | None:
+        """Write the running episode if it has a step (both flags False: cut short); returns its file."""
+        path = None
+        if self._actions:
+            episode = Episode.from_steps(
+                self._frames, self._actions, self._rewards, terminated=terminated, truncated=truncated
+            )
+            episode_id = self._open().add(episode)
+            self.num_saved += 1
+            path = episode_path(self.directory, episode_id)
+        self._frames, self._actions, self._rewards = [], [], []
+        return path
+
+    def _open(self) -> EpisodeDataset:
+        if self._dataset is None:
+            if self.directory.is_dir() and any(self.directory.glob("episode_*.npz")):
+                self._dataset = EpisodeDataset.load(self.directory, frame_shape=self.frame_shape)
+            else:
+                self._dataset = EpisodeDataset(self.directory, frame_shape=self.frame_shape)
+            info_path = self.directory / RECORDING_INFO
+            if not info_path.exists():
+                info_path.write_text(json.dumps(self.info, indent=2) + "\n")
+        return self._dataset
+
+
+class PlaySession:
+    """The state of play and its rules, without any display (see the module docstring).
+
+    ``make_env`` builds each environment the first time it is used. ``log`` receives the messages meant for
+    the terminal (episode ends, recordings, horizon changes).
+    """
+
+    def __init__(
+        self,
+        actor_critic: ActorCritic,
+        keymap: KeyMap,
+        make_env: Callable[[EnvKind], PlayEnv],
+        *,
+        recorder: Recorder,
+        device: torch.device,
+        epsilon: float = 0.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        horizon: int = 1000,
+        env: EnvKind = EnvKind.WORLD_MODEL,
+        human: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.actor_critic = actor_critic
+        self.keymap = keymap
+        self._make_env = make_env
+        self._envs: dict[EnvKind, PlayEnv] = {}
+        self.recorder = recorder
+        self.device = device
+        self.epsilon = epsilon
+        self.temperature = temperature
+        self.generator = generator
+        self.horizon = horizon
+        self.human = human
+        self.log = log
+        self.paused = False
+        self.running = True
+        self.num_steps_taken = 0
+        self.last_action: int | None = None
+        self.last_return: float | None = None
+        self._step_once = False
+        self.env_kind = env
+        self.obs = np.zeros((1, 1, 3), np.uint8)
+        self.t = 0
+        self.episode_return = 0.0
+        self._state: LSTMState | None = None
+        self._start_episode(self.env.reset())
+
+    # ------------------------------------------------------------------------------------------- state
+
+    @property
+    def env(self) -> PlayEnv:
+        if self.env_kind not in self._envs:
+            env = self._make_env(self.env_kind)
+            if isinstance(env, WorldModelPlayEnv):
+                env.horizon = self.horizon
+            self._envs[self.env_kind] = env
+        return self._envs[self.env_kind]
+
+    @property
+    def controller(self) -> str:
+        return "human" if self.human else "policy"
+
+    @property
+    def recording(self) -> bool:
+        return self.recorder.on
+
+    def header(self, fps: float | None = None) -> list[str]:
+        """Two lines: environment, controller, step, return, frames per second; horizon and flags."""
+        first = f"{self.env_kind.value} | {self.controller} | step {self.t} | return {self.episode_return:g}"
+        if fps is not None:
+            first += f" | {fps:.1f} fps"
+        flags = []
+        if self.env_kind is EnvKind.WORLD_MODEL:
+            flags.append(f"horizon {self.horizon}")
+        if self.last_return is not None:
+            flags.append(f"last return {self.last_return:g}")
+        if self.paused:
+            flags.append("PAUSED")
+        if self.recording:
+            flags.append(f"REC ({self.recorder.num_saved} saved)")
+        return [first, " | ".join(flags)]
+
+    # ---------------------------------------------------------------------------------------- commands
+
+    def handle(self, command: Command) -> None:
+        if command is Command.TOGGLE_CONTROLLER:
+            self.human = not self.human
+            self.log(f"Controller: {self.controller}")
+        elif command is Command.NEXT_ENV:
+            kinds = list(EnvKind)
+            self._switch(kinds[(kinds.index(self.env_kind) + 1) % len(kinds)])
+        elif command is Command.ENV_WORLD_MODEL:
+            self._switch(EnvKind.WORLD_MODEL)
+        elif command is Command.ENV_TEST:
+            self._switch(EnvKind.TEST)
+        elif command is Command.ENV_TRAIN:
+            self._switch(EnvKind.TRAIN)
+        elif command in (Command.HORIZON_DOWN, Command.HORIZON_UP):
+            factor = 2 if command is Command.HORIZON_UP else 0.5
+            self.horizon = int(min(MAX_HORIZON, max(1, self.horizon * factor)))
+            wm = self._envs.get(EnvKind.WORLD_MODEL)
+            if isinstance(wm, WorldModelPlayEnv):
+                wm.horizon = self.horizon
+            self.log(f"Imagination horizon: {self.horizon}")
+        elif command is Command.PAUSE:
+            self.paused = not self.paused
+        elif command is Command.STEP:
+            self.paused = True
+            self._step_once = True
+        elif command is Command.RESET:
+            self._cut_recording()
+            self._start_episode(self.env.reset())
+        elif command is Command.RECORD:
+            if self.recording:
+                self._cut_recording()
+                self.recorder.on = False
+                self.log(f"Recording off: {self.recorder.num_saved} episode(s) in {self.recorder.directory}")
+            else:
+                self.recorder.on = True
+                self.recorder.begin(self.obs)  # from the current frame, mid-episode
+                self.log(f"Recording to {self.recorder.directory}")
+        elif command is Command.HELP:
+            self.log(help_text(self.keymap))
+        elif command is Command.QUIT:
+            self.close()
+
+    def update(self, held: Collection[str] = ()) -> bool:
+        """Advance one step unless paused (a STEP command steps once while paused); returns if it did."""
+        if not self.running or (self.paused and not self._step_once):
+            return False
+        self._step_once = False
+        self._advance(held)
+        return True
+
+    def close(self) -> None:
+        """Write the episode being recorded, close the environments, stop."""
+        if not self.running:
+            return
+        self._cut_recording()
+        for env in self._envs.values():
+            env.close()
+        self.running = False
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    @torch.no_grad()
+    def _advance(self, held: Collection[str]) -> None:
+        logits, _, self._state = self.actor_critic.step(to_tensor(self.obs[None], self.device), self._state)
+        if self.human:
+            action = self.keymap.action(held)
+        else:
+            action = int(sample_actions(logits, self.epsilon, self.temperature, self.generator)[0])
+        step = self.env.step(action)
+        self.last_action = action
+        self.num_steps_taken += 1
+        self.t += 1
+        self.episode_return += step.reward
+        self.recorder.add(action, step.reward, step.reached)
+        if step.next_start is None:
+            self.obs = step.reached
+            return
+        how = "terminated" if step.terminated else "truncated" if step.truncated else "ended"
+        self.log(f"{self.env_kind.value}: episode {how} after {self.t} steps, return {self.episode_return:g}")
+        self.last_return = self.episode_return
+        if self.recording:
+            self.log(f"Recorded {self.recorder.finish(step.terminated, step.truncated)}")
+        self._start_episode(step.next_start)
+
+    @torch.no_grad()
+    def _start_episode(self, start: Start) -> None:
+        self.obs = start.obs
+        self.t = 0
+        self.episode_return = 0.0
+        if start.history is not None and start.history_mask is not None:
+            self._state = self.actor_critic.burn_in(start.history, start.history_mask)
+        else:
+            self._state = self.actor_critic.initial_state(1, self.device)
+        self.recorder.begin(self.obs)
+
+    def _cut_recording(self) -> None:
+        """Write the recorded part of the running episode; recording goes on from the next episode."""
+        if self.recording:
+            path = self.recorder.finish()
+            if path is not None:
+                self.log(f"Recorded {path} (cut)")
+
+    def _switch(self, kind: EnvKind) -> None:
+        if kind is self.env_kind:
+            return
+        self._cut_recording()
+        self.env_kind = kind
+        self.log(f"Environment: {kind.value}")
+        self._start_episode(self.env.reset())
+
+
+def help_text(keymap: KeyMap) -> str:
+    controls = "\n".join(f"  {key:<8} {command.value}" for key, command in CONTROL_KEYS)
+    return (
+        f"Controls:\n{controls}\n"
+        f"Human play ({keymap.game}: arrow keys and space; the action each combination plays):\n"
+        f"{keymap.describe()}"
+    )
+
+
+def pygame_bindings(pg: Any) -> tuple[dict[int, Command], dict[int, str]]:
+    """pygame key codes -> control commands, and -> game buttons."""
+    names = {
+        "Tab": pg.K_TAB,
+        "[": pg.K_LEFTBRACKET,
+        "]": pg.K_RIGHTBRACKET,
+        ".": pg.K_PERIOD,
+        "Enter": pg.K_RETURN,
+        "Esc": pg.K_ESCAPE,
+    }
+    controls: dict[int, Command] = {}
+    for label, command in CONTROL_KEYS:
+        for key in label.split(" / "):
+            controls[names[key] if key in names else getattr(pg, f"K_{key.lower()}")] = command
+    controls[pg.K_KP_ENTER] = Command.RESET
+    buttons = {pg.K_UP: "up", pg.K_DOWN: "down", pg.K_LEFT: "left", pg.K_RIGHT: "right", pg.K_SPACE: "fire"}
+    return controls, buttons
+
+
+class PlayApp:
+    """The pygame front end of a :class:`PlaySession`: key events in, frames and the header out.
+
+    A game button pressed and released within one frame still counts for that frame's step.
+    """
+
+    def __init__(self, session: PlaySession, *, scale: int = 8, fps: float = 15.0) -> None:
+        self.session = session
+        self.fps = fps
+        size = session.obs.shape[:2]
+        self.window = Window(
+            f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2
+        )
+        self.pg = self.window.pg
+        self.controls, self.buttons = pygame_bindings(self.pg)
+        self.held: set[str] = set()
+        self.measured_fps = 0.0
+        self.num_frames = 0
+        self._clock: Any = None
+        self._last_step_time: float | None = None
+
+    def open(self) -> None:
+        self.window.open()
+        self._clock = self.pg.time.Clock()
+
+    def frame(self) -> bool:
+        """Handle the pending events, step, draw; returns whether the session still runs."""
+        pg = self.pg
+        pressed: set[str] = set()
+        for event in pg.event.get():
+            if event.type == pg.QUIT:
+                self.session.handle(Command.QUIT)
+            elif event.type == pg.KEYDOWN:
+                if event.key in self.buttons:
+                    self.held.add(self.buttons[event.key])
+                    pressed.add(self.buttons[event.key])
+                elif event.key in self.controls:
+                    self.session.handle(self.controls[event.key])
+            elif event.type == pg.KEYUP and event.key in self.buttons:
+                self.held.discard(self.buttons[event.key])
+        if not self.session.running:
+            return False
+        if self.session.update(self.held | pressed):
+            now = time.perf_counter()
+            if self._last_step_time is not None:
+                rate = 1 / max(now - self._last_step_time, 1e-6)
+                self.measured_fps = rate if self.measured_fps == 0 else 0.9 * self.measured_fps + 0.1 * rate
+            self._last_step_time = now
+        else:
+            self._last_step_time = None
+        self.window.draw(self.session.obs, self.session.header(self.measured_fps))
+        self.num_frames += 1
+        if self.fps > 0:
+            self._clock.tick(self.fps)
+        return self.session.running
+
+    def close(self) -> None:
+        self.session.close()
+        self.window.close()
+
+    def run(self, max_frames: int | None = None) -> None:
+        """Open the window and play until quit (or ``max_frames`` frames); then close everything."""
+        self.open()
+        try:
+            while self.frame():
+                if max_frames is not None and self.num_frames >= max_frames:
+                    break
+        finally:
+            self.close()
+
+
+def make_world_model_env(
+    denoiser: Any,
+    reward_model: Any,
+    sampler_cfg: Any,
+    dataset: EpisodeDataset,
+    horizon: int,
+    seed: int,
+    device: torch.device,
+) -> WorldModelPlayEnv:
+    """A batch-1 world-model environment whose trajectories start from segments of ``dataset``."""
+    num_cond = denoiser.cfg.num_cond_frames
+    sampler = SegmentSampler(
+        dataset, 1, num_cond - 1, sample_weights=None, rng=np.random.default_rng(seed), device=device
+    )
+    generator = torch.Generator(device).manual_seed(seed)
+    return WorldModelPlayEnv(WorldModelEnv(denoiser, reward_model, sampler, sampler_cfg, horizon, generator))
+
+
+def default_record_dir(game: str) -> Path:
+    return Path("recordings") / game / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def build_session(
+    trained: TrainedAgent,
+    source: Path | None,
+    *,
+    env: EnvKind = EnvKind.WORLD_MODEL,
+    human: bool = False,
+    horizon: int = 1000,
+    record_dir: Path | None = None,
+    seed: int = 0,
+    context_dataset: EpisodeDataset | None = None,
+    log: Callable[[str], None] = print,
+) -> PlaySession:
+    """A play session for a loaded agent.
+
+    The world model starts its trajectories from ``context_dataset`` if given, else from the last episodes
+    of the run folder ``source``'s dataset, else (an agent folder) from a short real episode of the policy.
+    """
+    from diffworld.envs.atari import make_atari_env
+    from diffworld.envs.vector import AtariEnvs
+    from diffworld.training.run_dir import dataset_dir
+    from diffworld.utils.seeding import derive_seed
+    from diffworld.viz.episodes import recent_episodes
+    from diffworld.viz.video import collect_real_episode
+
+    cfg, agent, device = trained.cfg, trained.agent, trained.device
+    probe = make_atari_env(cfg.game)
+    meanings = probe.action_meanings
+    probe.close()
+    if len(meanings) != trained.num_actions:
+        raise UserError(
+            f"{cfg.game} has {len(meanings)} actions but the agent was built for {trained.num_actions}."
+        )
+    keymap = KeyMap.for_game(cfg.game, meanings)
+    frame_shape = (cfg.env.size, cfg.env.size, 3)
+    num_cond = cfg.denoiser.num_cond_frames
+
+    def world_model_context() -> EpisodeDataset:
+        if context_dataset is not None:
+            return context_dataset
+        if (
+            source is not None
+            and dataset_dir(source).is_dir()
+            and any(dataset_dir(source).glob("episode_*.npz"))
+        ):
+            log(f"World-model starts: the last {_CONTEXT_EPISODES} episodes of {dataset_dir(source)}")
+            return recent_episodes(dataset_dir(source), _CONTEXT_EPISODES, frame_shape)
+        log(f"World-model starts: {num_cond + _CONTEXT_EXTRA_STEPS} real steps of the policy (no dataset)")
+        episode, _ = collect_real_episode(
+            agent.actor_critic,
+            cfg,
+            num_cond + _CONTEXT_EXTRA_STEPS,
+            derive_seed(seed, "play/context"),
+            device,
+        )
+        dataset = EpisodeDataset(frame_shape=frame_shape)
+        dataset.add(episode)
+        return dataset
+
+    def make_env(kind: EnvKind) -> PlayEnv:
+        if kind is EnvKind.WORLD_MODEL:
+            return make_world_model_env(
+                agent.denoiser,
+                agent.reward_model,
+                cfg.denoiser.sampler,
+                world_model_context(),
+                horizon,
+                seed,
+                device,
+            )
+        envs = AtariEnvs(
+            cfg.game,
+            1,
+            derive_seed(seed, f"play/{kind.name.lower()}"),
+            life_loss_terminal=kind is EnvKind.TRAIN,
+            max_frames_per_episode=cfg.env.max_frames_per_episode,
+            noop_max=cfg.env.noop_max,
+            frame_skip=cfg.env.frame_skip,
+            size=cfg.env.size,
+            asynchronous=False,
+        )
+        return RealPlayEnv(envs)
+
+    info = {"game": cfg.game, "action_meanings": meanings, "source": None if source is None else str(source)}
+    recorder = Recorder(record_dir or default_record_dir(cfg.game), frame_shape, info)
+    return PlaySession(
+        agent.actor_critic,
+        keymap,
+        make_env,
+        recorder=recorder,
+        device=device,
+        epsilon=cfg.collection.test_epsilon,
+        temperature=cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature),
+        generator=torch.Generator(device).manual_seed(derive_seed(seed, "play/policy")),
+        horizon=horizon,
+        env=env,
+        human=human,
+        log=log,
+    )
+
+
+def run_play(
+    source: Path,
+    *,
+    env: EnvKind = EnvKind.WORLD_MODEL,
+    human: bool = False,
+    horizon: int = 1000,
+    fps: float = 15.0,
+    scale: int = 8,
+    record_dir: Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    max_frames: int | None = None,
+) -> PlaySession:
+    """``diffworld play``: load the agent of ``source``, print the keys, play until quit."""
+    from diffworld.training.loading import load_trained_agent
+
+    if horizon < 1:
+        raise UserError(f"--horizon must be >= 1, got {horizon}")
+    import_pygame()  # fail before loading anything where the viz extra is missing
+    trained = load_trained_agent(source, device)
+    session = build_session(
+        trained, source, env=env, human=human, horizon=horizon, record_dir=record_dir, seed=seed
+    )
+    print(help_text(session.keymap))
+    print(f"Recordings (key r) go to {session.recorder.directory}", flush=True)
+    PlayApp(session, scale=scale, fps=fps).run(max_frames)
+    return session

@@ -1,0 +1,423 @@
+"""A real episode and the world model's imagination from the same start, side by side, as a video.
+
+The world model is given the real episode's first L frames and actions as its context, then the real
+actions, one at a time: its half of the video shows what it predicts the game would look like, the real half
+what it did look like. Optionally a strip under them shows each denoising step of the imagined frame: the
+noisy input of every denoiser call and the denoised estimate it returned.
+
+Making the frames needs numpy, OpenCV and torch only (the trainer writes a short clip to TensorBoard at each
+test); writing an mp4 needs ``imageio`` and ``imageio-ffmpeg`` (the ``viz`` extra), a GIF only Pillow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffworld.config.schema import Config, SamplerConfig
+from diffworld.data import Episode, EpisodeDataset
+from diffworld.errors import UserError
+from diffworld.models.actor_critic import ActorCritic
+from diffworld.models.diffusion import DDPMDenoiser, Denoiser, EDMDenoiser, karras_sigmas
+from diffworld.viz.episodes import upscale
+
+if TYPE_CHECKING:
+    from diffworld.training.logger import MetricsLogger
+
+VIDEO_TAG = "video/real_vs_imagined"
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_WHITE = (255, 255, 255)
+_GREY = (160, 160, 160)
+
+
+def to_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-1, 1], as the models take them."""
+    x = torch.tensor(frames, device=device)  # a copy: stored frames are read-only views
+    return x.movedim(-1, -3).float().div(127.5).sub(1)
+
+
+def to_uint8(obs: Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8 (values outside [-1, 1] are clamped)."""
+    x = obs.detach().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class DenoisingStep:
+    """One denoiser call while sampling a frame."""
+
+    label: str
+    """``sigma 5.00`` (EDM) or ``t 999`` (DDPM)."""
+    noisy: np.ndarray
+    """(H, W, 3) uint8: the denoiser's input, clamped to [-1, 1] for display."""
+    estimate: np.ndarray
+    """(H, W, 3) uint8: its denoised estimate of the frame."""
+
+
+@contextlib.contextmanager
+def recording_denoising_steps(denoiser: Denoiser, steps: list[DenoisingStep]) -> Iterator[None]:
+    """While inside, every denoiser call of ``denoiser.predict_next`` appends what it saw and returned
+    (first sample of the batch) to ``steps``. The sampling itself is unchanged."""
+    if isinstance(denoiser, EDMDenoiser):
+        original_denoise = denoiser.denoise
+
+        def denoise(x: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
+            out = original_denoise(x, sigma, prev_obs, prev_act)
+            steps.append(DenoisingStep(f"sigma {float(sigma[0]):.3g}", to_uint8(x[0]), to_uint8(out[0])))
+            return out
+
+        name = "denoise"
+        setattr(denoiser, name, denoise)  # an instance attribute, in front of the class's method
+    elif isinstance(denoiser, DDPMDenoiser):
+        original_eps = denoiser.predict_epsilon
+        alphas_cumprod = denoiser.alphas_cumprod
+
+        def predict_epsilon(x_t: Tensor, t: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
+            eps = original_eps(x_t, t, prev_obs, prev_act)
+            alpha_bar = alphas_cumprod[t[0]]
+            x_0 = (x_t[0] - (1 - alpha_bar).sqrt() * eps[0]) / alpha_bar.sqrt()
+            steps.append(DenoisingStep(f"t {int(t[0])}", to_uint8(x_t[0]), to_uint8(x_0)))
+            return eps
+
+        name = "predict_epsilon"
+        setattr(denoiser, name, predict_epsilon)
+    else:
+        raise TypeError(f"unknown denoiser {type(denoiser).__name__}")
+    try:
+        yield
+    finally:
+        delattr(denoiser, name)  # the instance attribute: the class's method shows through again
+
+
+@dataclass(frozen=True)
+class Imagination:
+    """The world model's predictions along a real episode."""
+
+    start: int
+    """Index of the episode's first context frame."""
+    frames: np.ndarray
+    """(n, H, W, 3) uint8: predictions of the episode's frames ``start + L`` .. ``start + L + n - 1``."""
+    denoising: list[list[DenoisingStep]] | None
+    """Per prediction, its denoiser calls (with ``record_denoising``)."""
+
+
+def max_predictions(episode: Episode, num_cond: int, start: int = 0) -> int:
+    """How many frames the world model can predict along ``episode`` from ``start`` (real frames to compare
+    with and real actions to feed it)."""
+    return max(0, len(episode) - start - num_cond + 1)
+
+
+@torch.no_grad()
+def imagine_along(
+    denoiser: Denoiser,
+    sampler_cfg: SamplerConfig,
+    episode: Episode,
+    num_steps: int,
+    *,
+    start: int = 0,
+    generator: torch.Generator | None = None,
+    record_denoising: bool = False,
+) -> Imagination:
+    """Predict up to ``num_steps`` frames from the episode's frames ``start .. start + L - 1`` (the context)
+    with the episode's own actions, each prediction conditioned on the previous ones (not the real frames).
+
+    Raises:
+        ValueError: the episode is too short for even one prediction from ``start``.
+    """
+    num_cond = denoiser.cfg.num_cond_frames
+    n = min(num_steps, max_predictions(episode, num_cond, start))
+    if n < 1:
+        raise ValueError(
+            f"an episode of {len(episode)} steps is too short for a prediction from step {start}: the world "
+            f"model needs {num_cond} frames and actions of context"
+        )
+    device = next(denoiser.parameters()).device
+    c = sampler_cfg
+    sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
+    obs = to_tensor(episode.obs[start : start + num_cond], device)[None]  # (1, L, 3, H, W)
+    act = torch.tensor(episode.act, dtype=torch.long, device=device)
+    frames, denoising = [], []
+    for k in range(n):
+        window_act = act[start + k : start + k + num_cond][None]
+        steps: list[DenoisingStep] = []
+        with recording_denoising_steps(denoiser, steps) if record_denoising else contextlib.nullcontext():
+            next_obs = denoiser.predict_next(obs, window_act, sigmas, sampler_cfg, generator=generator)
+        frames.append(to_uint8(next_obs[0]))
+        denoising.append(steps)
+        obs = torch.cat([obs[:, 1:], next_obs[:, None]], dim=1)
+    return Imagination(start, np.stack(frames), denoising if record_denoising else None)
+
+
+def _text(image: np.ndarray, text: str, x: int, y: int, scale: float, color: tuple[int, int, int]) -> None:
+    cv2.putText(image, text, (x, y), _FONT, scale, color, 1, cv2.LINE_AA)
+
+
+def _header(width: int, height: int, left: str, right: str, split: int | None) -> np.ndarray:
+    bar = np.zeros((height, width, 3), dtype=np.uint8)
+    font_scale = height / 40
+    baseline = int(height * 0.72)
+    _text(bar, left, 4, baseline, font_scale, _WHITE)
+    if split is not None:
+        _text(bar, right, split + 4, baseline, font_scale, _WHITE)
+    return bar
+
+
+def _strip(
+    steps: Sequence[DenoisingStep], max_steps: int, width: int, panel: int, label_h: int
+) -> np.ndarray:
+    """Thumbnails of the denoising steps, one column per denoiser call: noisy input over its estimate."""
+    thumb = min(panel // 2, width // max(1, max_steps))
+    strip = np.zeros((label_h + 2 * thumb, width, 3), dtype=np.uint8)
+    for i, step in enumerate(steps[:max_steps]):
+        x = i * thumb
+        _text(strip, step.label, x + 3, int(label_h * 0.72), label_h / 40, _GREY)
+        for row, image in enumerate((step.noisy, step.estimate)):
+            y = label_h + row * thumb
+            resized = cv2.resize(image, (thumb, thumb), interpolation=cv2.INTER_NEAREST)
+            strip[y : y + thumb, x : x + thumb] = resized
+    return strip
+
+
+def compose_frames(
+    episode: Episode,
+    imagination: Imagination,
+    num_cond: int,
+    *,
+    scale: int = 4,
+    action_meanings: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The video: (L + n, H', W', 3) uint8, context frames then predictions, real left and imagined right.
+
+    Each frame has a header (step, action taken, which half is which); with ``imagination.denoising``, a
+    strip under them shows the denoiser calls that made the imagined frame, left to right, each as its noisy
+    input (top) and denoised estimate (bottom), labelled with its noise level (blank for context frames).
+    """
+    size = episode.obs.shape[1]
+    panel = size * scale
+    width = 2 * panel
+    header_h = max(14, 5 * scale)
+    start, n = imagination.start, len(imagination.frames)
+    max_calls = max((len(s) for s in imagination.denoising or []), default=0)
+    video = []
+    for t in range(num_cond + n):
+        index = start + t
+        real = episode.obs[index]
+        context = t < num_cond
+        imagined = real if context else imagination.frames[t - num_cond]
+        action = ""
+        if index < len(episode):
+            a = int(episode.act[index])
+            named = action_meanings is not None and a < len(action_meanings)
+            action = f" {action_meanings[a]}" if action_meanings is not None and named else f" action {a}"
+        left = f"real  step {index}{action}"
+        right = "context (real)" if context else f"world model  +{t - num_cond + 1}"
+        parts = [
+            _header(width, header_h, left, right, panel),
+            np.concatenate([upscale(real, scale), upscale(imagined, scale)], axis=1),
+        ]
+        if imagination.denoising is not None:
+            steps = [] if context else imagination.denoising[t - num_cond]
+            parts.append(_strip(steps, max_calls, width, panel, header_h))
+        video.append(np.concatenate(parts, axis=0))
+    return np.stack(video)
+
+
+def real_vs_imagined(
+    denoiser: Denoiser,
+    sampler_cfg: SamplerConfig,
+    episode: Episode,
+    num_steps: int,
+    *,
+    start: int = 0,
+    scale: int = 4,
+    generator: torch.Generator | None = None,
+    denoising_steps: bool = False,
+    action_meanings: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The side-by-side video of ``episode`` (see the module docstring): (L + n, H', W', 3) uint8 frames,
+    n = min(num_steps, the predictions the episode allows)."""
+    imagination = imagine_along(
+        denoiser,
+        sampler_cfg,
+        episode,
+        num_steps,
+        start=start,
+        generator=generator,
+        record_denoising=denoising_steps,
+    )
+    return compose_frames(
+        episode, imagination, denoiser.cfg.num_cond_frames, scale=scale, action_meanings=action_meanings
+    )
+
+
+def _pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
+    h, w = frames.shape[1:3]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return frames
+    return np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)))
+
+
+def encode_gif(frames: np.ndarray, fps: float) -> bytes:
+    """(T, H, W, 3) uint8 as an animated GIF that loops (Pillow)."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    out = io.BytesIO()
+    duration = max(20, round(1000 / fps))
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+    return out.getvalue()
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write (T, H, W, 3) uint8 frames as ``.gif`` (Pillow) or ``.mp4`` (H.264 through imageio-ffmpeg;
+    frames are padded with black to multiples of 16 pixels, as the codec needs)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise UserError(f"Cannot write {path}: the video must be a .mp4 or a .gif file.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".gif":
+        path.write_bytes(encode_gif(frames, fps))
+        return
+    try:
+        import imageio.v2 as imageio
+    except ImportError:
+        raise UserError(
+            'Writing an mp4 needs imageio and imageio-ffmpeg: pip install -e ".[viz]" (or write a .gif).'
+        ) from None
+    writer: Any = imageio.get_writer(
+        path, format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=1, quality=8
+    )
+    with writer:
+        for frame in _pad_to_multiple(frames, 16):
+            writer.append_data(frame)
+
+
+@torch.no_grad()
+def collect_real_episode(
+    actor_critic: ActorCritic, cfg: Config, num_steps: int, seed: int, device: torch.device | str
+) -> tuple[Episode, list[str]]:
+    """Play up to ``num_steps`` steps of a fresh test episode (no life-loss ends) with the policy, as the
+    test episodes are played; returns the episode (cut where it stops) and the game's action names."""
+    from diffworld.envs.vector import AtariEnvs
+
+    temperature = cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature)
+    generator = torch.Generator(device).manual_seed(seed)
+    envs = AtariEnvs(
+        cfg.game,
+        1,
+        seed,
+        life_loss_terminal=False,
+        max_frames_per_episode=cfg.env.max_frames_per_episode,
+        noop_max=cfg.env.noop_max,
+        frame_skip=cfg.env.frame_skip,
+        size=cfg.env.size,
+        asynchronous=False,
+    )
+    with envs:
+        obs = envs.reset()
+        frames, actions, rewards = [obs[0]], [], []
+        state = actor_critic.initial_state(1, torch.device(device))
+        terminated = truncated = False
+        for _ in range(num_steps):
+            action, state = actor_critic.act(
+                to_tensor(obs, device), state, cfg.collection.test_epsilon, temperature, generator
+            )
+            result = envs.step(action.cpu().numpy())
+            frames.append(result.final_obs[0])
+            actions.append(int(action[0]))
+            rewards.append(float(result.reward[0]))
+            obs = result.obs
+            if result.done[0]:
+                terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
+                break
+        episode = Episode.from_steps(frames, actions, rewards, terminated=terminated, truncated=truncated)
+        return episode, envs.action_meanings
+
+
+@torch.no_grad()
+def log_test_video(
+    logger: MetricsLogger,
+    denoiser: Denoiser,
+    sampler_cfg: SamplerConfig,
+    dataset: EpisodeDataset,
+    num_steps: int,
+    *,
+    env_steps: int,
+    seed: int,
+    fps: float = 15,
+) -> bool:
+    """Write the side-by-side video of the first episode of ``dataset`` (the test episodes) to TensorBoard,
+    ``num_steps`` predictions at most, at scale 2. Uses its own generator seeded with ``seed``, so it draws
+    nothing from the run's random streams. Returns whether a video was written."""
+    num_cond = denoiser.cfg.num_cond_frames
+    if num_steps < 1 or not logger.has_tensorboard or dataset.num_episodes == 0:
+        return False
+    episode = dataset.get_episode(0)
+    if max_predictions(episode, num_cond) < 1:
+        return False
+    device = next(denoiser.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    frames = real_vs_imagined(denoiser, sampler_cfg, episode, num_steps, scale=2, generator=generator)
+    logger.log_video(VIDEO_TAG, frames, env_steps=env_steps, fps=fps)
+    return True
+
+
+def run_video(
+    source: Path,
+    out: Path,
+    *,
+    steps: int = 100,
+    start: int = 0,
+    scale: int = 4,
+    fps: float = 15.0,
+    denoising_steps: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+) -> np.ndarray:
+    """``diffworld video``: play a real test episode with the agent's policy, imagine it from its step
+    ``start`` with the world model, write the side-by-side video to ``out``; returns its frames."""
+    from diffworld.training.loading import load_trained_agent
+    from diffworld.utils.seeding import derive_seed
+
+    if Path(out).suffix.lower() not in (".gif", ".mp4"):
+        raise UserError(f"Cannot write {out}: the video must be a .mp4 or a .gif file.")
+    if steps < 1 or start < 0 or scale < 1 or fps <= 0:
+        raise UserError("Need --steps >= 1, --start >= 0, --scale >= 1 and --fps > 0.")
+    trained = load_trained_agent(Path(source), device)
+    cfg = trained.cfg
+    num_cond = cfg.denoiser.num_cond_frames
+    episode, meanings = collect_real_episode(
+        trained.agent.actor_critic,
+        cfg,
+        start + num_cond - 1 + steps,
+        derive_seed(seed, "video/env"),
+        trained.device,
+    )
+    if max_predictions(episode, num_cond, start) < 1:
+        raise UserError(
+            f"The real episode ended after {len(episode)} steps, too soon to predict from step {start}."
+        )
+    frames = real_vs_imagined(
+        trained.agent.denoiser,
+        cfg.denoiser.sampler,
+        episode,
+        steps,
+        start=start,
+        scale=scale,
+        generator=torch.Generator(trained.device).manual_seed(derive_seed(seed, "video/world_model")),
+        denoising_steps=denoising_steps,
+        action_meanings=meanings,
+    )
+    write_video(Path(out), frames, fps)
+    return frames

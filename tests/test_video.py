@@ -1,0 +1,202 @@
+"""Videos: real | world model from the same start, frame count and size, actions change the imagined half,
+the denoising strip, mp4/gif files, the TensorBoard clip of the trainer's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffworld.agent import Agent, export_agent
+from diffworld.cli import main
+from diffworld.config import build_config
+from diffworld.data import Episode, EpisodeDataset
+from diffworld.models.diffusion import Denoiser
+from diffworld.training.logger import MetricsLogger
+from diffworld.viz.video import (
+    VIDEO_TAG,
+    compose_frames,
+    imagine_along,
+    log_test_video,
+    real_vs_imagined,
+    write_video,
+)
+
+L = 4
+NUM_ACTIONS = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny models: a second thread only adds synchronization, which costs a lot on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _denoiser(*extra: str) -> tuple[Denoiser, object]:
+    """The smoke preset's denoiser with perturbed weights, so that its frames depend on the actions: a
+    freshly initialized one ignores them (its output and residual layers start at zero)."""
+    cfg = build_config(["game=Breakout", "preset=smoke", *extra])
+    torch.manual_seed(0)
+    agent = Agent.build(cfg, NUM_ACTIONS).eval()
+    with torch.no_grad():
+        for param in agent.denoiser.parameters():  # zero-initialized layers (output, residual convs) too
+            param.add_(torch.randn_like(param) * 0.1)
+    return agent.denoiser, cfg.denoiser.sampler
+
+
+def _episode(length: int, actions: np.ndarray | None = None, seed: int = 0) -> Episode:
+    rng = np.random.default_rng(seed)
+    return Episode(
+        obs=rng.integers(0, 256, size=(length + 1, 64, 64, 3), dtype=np.uint8),
+        act=rng.integers(0, NUM_ACTIONS, size=length) if actions is None else actions.astype(np.int64),
+        rew=np.zeros(length, dtype=np.float32),
+        terminated=np.eye(length, dtype=bool)[-1],
+        truncated=np.zeros(length, dtype=bool),
+    )
+
+
+def _video(denoiser: Denoiser, sampler: object, episode: Episode, steps: int, **kwargs: object) -> np.ndarray:
+    generator = torch.Generator().manual_seed(7)
+    return real_vs_imagined(denoiser, sampler, episode, steps, generator=generator, **kwargs)  # type: ignore[arg-type]
+
+
+def test_frame_count_and_size() -> None:
+    denoiser, sampler = _denoiser()
+    episode = _episode(20)
+    frames = _video(denoiser, sampler, episode, 6, scale=2)
+    header = 14
+    assert frames.shape == (L + 6, header + 128, 256, 3) and frames.dtype == np.uint8
+    # Left half: the real frames L-1 .. L+5 upscaled; right half: the same context, then predictions.
+    real = frames[:, header:, :128]
+    assert np.array_equal(real[:, ::2, ::2], episode.obs[: L + 6])
+    assert np.array_equal(frames[:L, header:, 128:], real[:L])
+    assert not np.array_equal(frames[L:, header:, 128:], real[L:])
+    # Too few real steps: as many predictions as the episode allows (frames up to its final one).
+    assert len(_video(denoiser, sampler, _episode(6), 100, scale=1)) == 6 + 1
+    with pytest.raises(ValueError, match="too short"):
+        _video(denoiser, sampler, _episode(L - 1), 5)
+
+
+def test_world_model_half_changes_with_the_actions() -> None:
+    denoiser, sampler = _denoiser()
+    actions = np.zeros(16, dtype=np.int64)
+    other = actions.copy()
+    other[L - 1 :] = 2  # same context frames and actions but the last one, then other actions
+    a = _video(denoiser, sampler, _episode(16, actions), 8, scale=1)
+    b = _video(denoiser, sampler, _episode(16, other), 8, scale=1)
+    again = _video(denoiser, sampler, _episode(16, actions), 8, scale=1)
+    header = 14
+    assert np.array_equal(a, again)  # same actions, same seed: the same video
+    real_a, real_b = a[:, header:, :64], b[:, header:, :64]
+    imagined_a, imagined_b = a[:, header:, 64:], b[:, header:, 64:]
+    assert np.array_equal(real_a, real_b)
+    assert np.array_equal(imagined_a[:L], imagined_b[:L])  # the shared context
+    for t in range(L, L + 8):
+        assert not np.array_equal(imagined_a[t], imagined_b[t]), t
+
+
+def test_imagination_feeds_back_its_own_frames() -> None:
+    denoiser, sampler = _denoiser()
+    episode = _episode(12)
+    imagined = imagine_along(denoiser, sampler, episode, 3, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    # The second prediction is conditioned on the first one, not on the real frame L.
+    changed = Episode(
+        obs=episode.obs.copy(),
+        act=episode.act,
+        rew=episode.rew,
+        terminated=episode.terminated,
+        truncated=episode.truncated,
+    )
+    changed.obs[L] = 0
+    again = imagine_along(denoiser, sampler, changed, 3, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    assert np.array_equal(imagined.frames, again.frames)
+    assert imagined.frames.shape == (3, 64, 64, 3)
+
+
+@pytest.mark.parametrize("kind", ["edm", "ddpm"])
+def test_denoising_steps_strip(kind: str) -> None:
+    denoiser, sampler = _denoiser(f"denoiser.kind={kind}", "denoiser.sampler.num_steps=3")
+    episode = _episode(10)
+    plain = _video(denoiser, sampler, episode, 3, scale=2)
+    imagination = imagine_along(
+        denoiser,
+        sampler,
+        episode,
+        3,
+        generator=torch.Generator().manual_seed(7),
+        record_denoising=True,  # type: ignore[arg-type]
+    )
+    assert imagination.denoising is not None and [len(s) for s in imagination.denoising] == [3, 3, 3]
+    # Recording the steps does not change the sampling.
+    assert np.array_equal(
+        imagination.frames,
+        imagine_along(denoiser, sampler, episode, 3, generator=torch.Generator().manual_seed(7)).frames,
+    )  # type: ignore[arg-type]
+    assert not hasattr(denoiser, "__dict__") or "denoise" not in vars(denoiser)  # the wrapper is gone
+    with_strip = compose_frames(episode, imagination, L, scale=2)
+    assert with_strip.shape[0] == plain.shape[0] and with_strip.shape[2] == plain.shape[2]
+    assert with_strip.shape[1] > plain.shape[1]
+    assert np.array_equal(with_strip[:, : plain.shape[1]], plain)
+    last = imagination.denoising[-1][-1]
+    if kind == "edm":  # the last Euler step lands on the last estimate, before quantization
+        assert np.abs(last.estimate.astype(int) - imagination.frames[-1].astype(int)).max() <= 1
+
+
+def test_write_mp4_and_gif(tmp_path: Path) -> None:
+    pytest.importorskip("imageio_ffmpeg")
+    import imageio.v3 as iio
+
+    denoiser, sampler = _denoiser()
+    frames = _video(denoiser, sampler, _episode(12), 5, scale=2)
+    t, h, w, _ = frames.shape
+    write_video(tmp_path / "v.gif", frames, fps=15)
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.n_frames == t and gif.size == (w, h)
+    write_video(tmp_path / "sub" / "v.mp4", frames, fps=15)
+    mp4 = iio.imread(tmp_path / "sub" / "v.mp4", index=None)
+    # H.264 wants sizes in multiples of 16: the frames are padded with black, never scaled.
+    assert mp4.shape == (t, -(-h // 16) * 16, -(-w // 16) * 16, 3)
+    assert np.abs(mp4[:, :h, :w].astype(int) - frames.astype(int)).mean() < 8
+    assert main(["video", str(tmp_path), "--out", str(tmp_path / "v.avi")]) == 2
+
+
+def test_tensorboard_video(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    denoiser, sampler = _denoiser()
+    dataset = EpisodeDataset()
+    dataset.add(_episode(30))
+    logger = MetricsLogger(tmp_path, tensorboard=True)
+    assert log_test_video(logger, denoiser, sampler, dataset, 10, env_steps=123, seed=0)  # type: ignore[arg-type]
+    logger.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert VIDEO_TAG in events.Tags()["images"]
+    (image,) = events.Images(VIDEO_TAG)
+    assert image.step == 123 and image.encoded_image_string[:6] == b"GIF89a"
+    with Image.open(__import__("io").BytesIO(image.encoded_image_string)) as gif:
+        assert gif.n_frames == L + 10 and gif.size == (image.width, image.height) == (256, 14 + 128)
+
+    (tmp_path / "no_tb").mkdir()
+    quiet = MetricsLogger(tmp_path / "no_tb", tensorboard=False)
+    assert not log_test_video(quiet, denoiser, sampler, dataset, 10, env_steps=1, seed=0)  # type: ignore[arg-type]
+    assert not log_test_video(logger, denoiser, sampler, EpisodeDataset(), 10, env_steps=1, seed=0)  # type: ignore[arg-type]
+    quiet.close()
+
+
+def test_cli_video(tmp_path: Path) -> None:
+    cfg = build_config(["game=Breakout", "preset=smoke"])
+    folder = tmp_path / "agent"
+    export_agent(Agent.build(cfg, NUM_ACTIONS), cfg, NUM_ACTIONS, folder)
+    out = tmp_path / "real_vs_imagined.gif"
+    argv = ["video", str(folder), "--out", str(out), "--steps", "3", "--device", "cpu", "--scale", "2"]
+    assert main([*argv, "--denoising-steps"]) == 0
+    with Image.open(out) as gif:
+        assert gif.n_frames == L + 3 and gif.size[0] == 256
