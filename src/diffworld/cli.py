@@ -217,6 +217,54 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from diffworld.benchmark import DEFAULT_OVERRIDES, format_table, run_bench, write_report
+
+    report = run_bench(
+        args.overrides or DEFAULT_OVERRIDES,
+        device=args.device,
+        steps=args.steps,
+        warmup=args.warmup,
+        collect=args.collect,
+        parts=args.parts,
+        keep_terminations=args.keep_terminations,
+    )
+    print(format_table(report))
+    if args.json:
+        write_report(report, Path(args.json))
+        print(f"Wrote {args.json}")
+    return 0
+
+
+def _cmd_wm_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from diffworld.evaluation.wm_quality import JSON_FILE, PNG_FILE, default_out_dir, evaluate_world_models
+
+    run_dirs = [Path(p) for p in args.run_dirs]
+    out = Path(args.out_dir) if args.out_dir else default_out_dir(run_dirs)
+    report = evaluate_world_models(
+        run_dirs,
+        out,
+        horizons=args.horizons,
+        denoising_steps=args.steps,
+        kinds=args.kinds,
+        num_episodes=args.episodes,
+        device=args.device,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    for run in report["runs"]:
+        h = run["horizons_evaluated"]
+        for steps, modes in run["denoising_steps"].items():
+            figures = ", ".join(f"h{k} {modes['autoregressive']['psnr'][str(k)]:.1f} dB" for k in h)
+            print(f"{run['game']} {run['kind'].upper()} {steps} step(s), autoregressive PSNR: {figures}")
+    print(f"Wrote {out / JSON_FILE} and {out / PNG_FILE}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffworld",
@@ -328,6 +376,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="the name of these scores in tables and plots")
     p.set_defaults(func=_cmd_report)
 
+    p = sub.add_parser(
+        "bench",
+        help="seconds per training step of each model, imagined frames/s, env steps/s, parameters, "
+        "peak memory (default: the paper's settings)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="configuration as for 'diffworld train' (default: preset=atari100k game=Breakout), "
+        "e.g. preset=smoke",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--steps", type=int, default=5, help="timed repetitions of each part (median kept)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
+    p.add_argument("--collect", type=int, default=1000, help="real steps collected before timing")
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        default=["denoiser", "reward_model", "actor_critic", "imagination", "collection"],
+        choices=["denoiser", "reward_model", "actor_critic", "imagination", "collection"],
+        help="what to time (default: all)",
+    )
+    p.add_argument(
+        "--keep-terminations",
+        action="store_true",
+        help="let the untrained termination model end imagined trajectories (about half of the steps; "
+        "default: only the horizon ends them, as with a trained model)",
+    )
+    p.add_argument("--json", help="also write the report here")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "wm-eval",
+        help="world-model prediction error (PSNR, SSIM) on held-out episodes, one-step and autoregressive",
+    )
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders; EDM against DDPM needs two runs (one trained with denoiser.kind=ddpm)",
+    )
+    p.add_argument(
+        "--horizons", type=int, nargs="+", default=[1, 5, 15, 50, 200, 1000], help="predicted steps"
+    )
+    p.add_argument("--steps", type=int, nargs="+", default=[1, 3, 10], help="denoising steps")
+    p.add_argument("--kinds", nargs="+", default=["edm", "ddpm"], choices=["edm", "ddpm"])
+    p.add_argument("--episodes", type=int, default=4, help="fresh test episodes per run (default 4)")
+    p.add_argument("--batch-size", type=int, default=64, help="predictions per denoiser call at most")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out-dir", help="where the JSON and PNG go (default: <run>/wm_eval, or wm_eval)")
+    p.set_defaults(func=_cmd_wm_eval)
+
     p = sub.add_parser("games", help="list the Atari games you can name")
     p.add_argument("--atari100k", action="store_true", help="only the 26 games of the benchmark")
     p.set_defaults(func=_cmd_games)
@@ -335,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from diffworld.utils.malloc import configure_malloc
+
+    configure_malloc()  # before the first large allocation; DIFFWORLD_KEEP_MALLOC=1 opts out
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

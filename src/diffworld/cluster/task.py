@@ -38,6 +38,9 @@ def train_run(run: RunSpec, logs_dir: Path, token: str) -> dict[str, Any]:
     ``token`` identifies this attempt to the driver, which shows the run as running once the worker file
     carries it.
     """
+    from diffworld.utils.malloc import configure_malloc
+
+    configure_malloc()  # a Ray worker does not start through the diffworld command
     logs_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
         worker_file(logs_dir, run),

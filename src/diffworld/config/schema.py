@@ -208,8 +208,6 @@ class TrainingConfig:
     """
     save_agent_every: int = 5
     """Keep a copy of the agent weights every this many epochs."""
-    compile: bool = False
-    """torch.compile the world model used in imagination."""
 
 
 @dataclass

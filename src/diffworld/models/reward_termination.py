@@ -96,8 +96,10 @@ class RewardTerminationModel(nn.Module):
             act: (B, T) int64 actions a_t.
             state: ``(h, c)``, each (1, B, lstm_dim), as returned by an earlier call; None: zeros.
             mask: (B, T) bool, False for padding steps: these leave the LSTM state as it was (their logits
-                are meaningless). None: every step is real. The frames are encoded in one batch; with a
-                mask the LSTM runs step by step.
+                are meaningless). None: every step is real. The frames are encoded in one batch. Where each
+                row's real steps are one contiguous run (left padding, then real steps, then right
+                padding: what ``SegmentSampler`` makes), the LSTM runs once on the packed real steps
+                (``_packed_lstm``); any other mask falls back to running it step by step.
 
         Returns:
             ``logits_rew`` (B, T, 3), ``logits_end`` (B, T, 2), and the LSTM state after the last step.
@@ -108,16 +110,64 @@ class RewardTerminationModel(nn.Module):
         if mask is None:
             out, state = self.lstm(x, state)
         else:
-            h, c = state if state is not None else (x.new_zeros(1, b, self.lstm.hidden_size),) * 2
-            outs = []
-            for i in range(t):
-                out_i, (new_h, new_c) = self.lstm(x[:, i : i + 1], (h, c))
-                keep = mask[None, :, i, None]
-                h, c = torch.where(keep, new_h, h), torch.where(keep, new_c, c)
-                outs.append(out_i)
-            out, state = torch.cat(outs, dim=1), (h, c)
+            out, state = self._masked_lstm(x, mask, state)
         logits = self.head(out)
         return logits[..., :NUM_REWARD_CLASSES], logits[..., NUM_REWARD_CLASSES:], state
+
+    def _masked_lstm(self, x: Tensor, mask: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        """The LSTM over (B, T, F) features where padding steps (``mask`` False) leave the state alone."""
+        runs = contiguous_runs(mask)
+        if runs is None:
+            return self._stepwise_lstm(x, mask, state)
+        starts, lengths = runs
+        if bool((starts == 0).all()) and bool((lengths == mask.size(1)).all()):
+            return self.lstm(x, state)  # no padding at all
+        return self._packed_lstm(x, starts, lengths, state)
+
+    def _stepwise_lstm(self, x: Tensor, mask: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
+        """The reference: one LSTM step at a time, keeping the old state where a step is padding."""
+        b, t = mask.shape
+        h, c = state if state is not None else (x.new_zeros(1, b, self.lstm.hidden_size),) * 2
+        outs = []
+        for i in range(t):
+            out_i, (new_h, new_c) = self.lstm(x[:, i : i + 1], (h, c))
+            keep = mask[None, :, i, None]
+            h, c = torch.where(keep, new_h, h), torch.where(keep, new_c, c)
+            outs.append(out_i)
+        return torch.cat(outs, dim=1), (h, c)
+
+    def _packed_lstm(
+        self, x: Tensor, starts: Tensor, lengths: Tensor, state: LSTMState | None
+    ) -> tuple[Tensor, LSTMState]:
+        """One LSTM call over each row's real steps ``[start, start + length)``, moved to the front and
+        packed; the outputs go back to their places (0 on padding steps). A row without real steps keeps
+        ``state``. Same result as ``_stepwise_lstm`` on real steps and for the final state.
+
+        ``starts`` and ``lengths``: (B,) int64 on the CPU (packing needs the lengths there).
+        """
+        t = x.size(1)
+        device = x.device
+        steps = torch.arange(t, device=device)
+        starts_d = starts.to(device, non_blocking=True)
+        lengths_d = lengths.to(device, non_blocking=True)
+        # Left-align: position k of row i takes step start_i + k (positions past the run are not read).
+        src = (starts_d[:, None] + steps).clamp(max=t - 1)
+        aligned = x.gather(1, src[:, :, None].expand_as(x))
+        packed = nn.utils.rnn.pack_padded_sequence(
+            aligned, lengths.clamp(min=1), batch_first=True, enforce_sorted=False
+        )
+        packed_out, (h, c) = self.lstm(packed, state)
+        out, _ = nn.utils.rnn.pad_packed_sequence(packed_out, batch_first=True, total_length=t)
+        # Back in place: step j of row i is position j - start_i; padding steps get 0.
+        dst = (steps - starts_d[:, None]).clamp(0, t - 1)
+        out = out.gather(1, dst[:, :, None].expand_as(out))
+        real = (steps >= starts_d[:, None]) & (steps < (starts_d + lengths_d)[:, None])
+        out = torch.where(real[:, :, None], out, 0)
+        if bool((lengths == 0).any()):
+            empty = (lengths_d == 0)[None, :, None]
+            h0, c0 = state if state is not None else (torch.zeros_like(h),) * 2
+            h, c = torch.where(empty, h0, h), torch.where(empty, c0, c)
+        return out, (h, c)
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy of sign(reward) and termination, each averaged over the real steps of ``batch``.
@@ -146,3 +196,19 @@ class RewardTerminationModel(nn.Module):
             "acc_end": masked_mean((logits_end.argmax(-1) == target_end).float()),
         }
         return loss, metrics
+
+
+def contiguous_runs(mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(starts, lengths), each (B,) int64 on the CPU, when every row of the (B, T) bool ``mask`` is one
+    contiguous run of True (or no True at all: start 0, length 0); None otherwise.
+
+    Reads the mask on the host: one small device-to-host copy when it lives on a GPU.
+    """
+    m = mask.detach().to("cpu", torch.bool)
+    lengths = m.sum(dim=1)
+    starts = m.to(torch.uint8).argmax(dim=1)  # the first True (0 for a row without any)
+    steps = torch.arange(m.size(1))
+    run = (steps >= starts[:, None]) & (steps < (starts + lengths)[:, None])
+    if not torch.equal(run, m):
+        return None
+    return starts.long(), lengths.long()

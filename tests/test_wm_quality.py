@@ -1,0 +1,155 @@
+"""World-model quality metrics (PSNR, SSIM) and the alignment of predictions with the real frames."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from diffworld.config.schema import SamplerConfig
+from diffworld.data import Episode
+from diffworld.evaluation.wm_quality import (
+    PSNR_MAX,
+    copy_last_frame_curves,
+    evaluate_trajectories,
+    gaussian_window,
+    psnr,
+    ssim,
+)
+
+ONE_LEVEL_PSNR = 10 * math.log10(255**2)  # MSE of 1 level everywhere: 48.13 dB
+
+
+def random_frames(n: int, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+
+
+def test_psnr_known_mse() -> None:
+    x = random_frames(3, 0).clamp(10, 200)
+    for delta in (1, 4, 25):
+        torch.testing.assert_close(
+            psnr(x + delta, x), torch.full((3,), 10 * math.log10(255**2 / delta**2), dtype=torch.float64)
+        )
+    assert psnr(x, x).tolist() == [PSNR_MAX] * 3
+    # Floats in [-1, 1] are read as 8-bit levels: one level is 2 / 255.
+    f = x.float() / 127.5 - 1
+    torch.testing.assert_close(psnr(f + 2 / 255, f), torch.full((3,), ONE_LEVEL_PSNR, dtype=torch.float64))
+
+
+def test_ssim_analytic_cases() -> None:
+    x = random_frames(4, 1)
+    torch.testing.assert_close(ssim(x, x), torch.ones(4, dtype=torch.float64))
+    # Constant images: no variance, so SSIM = (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1).
+    a, b = (
+        torch.full((1, 3, 16, 16), 100, dtype=torch.uint8),
+        torch.full((1, 3, 16, 16), 180, dtype=torch.uint8),
+    )
+    c1 = (0.01 * 255) ** 2
+    expected = (2 * 100 * 180 + c1) / (100**2 + 180**2 + c1)
+    torch.testing.assert_close(ssim(a, b), torch.tensor([expected], dtype=torch.float64))
+    assert ssim(x, 255 - x).mean() < 0  # anti-correlated
+    assert ssim(x, x).shape == (4,)
+    w = gaussian_window()
+    assert w.shape == (11,) and float(w.sum()) == pytest.approx(1.0) and int(w.argmax()) == 5
+
+
+def test_ssim_matches_independent_implementation() -> None:
+    """Against Wang et al.'s formula computed with scipy's Gaussian filter (scikit-image's algorithm:
+    filter with reflection, then average the map away from a border of 5 pixels)."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = random_frames(3, 2).double().numpy()
+    noise = np.random.default_rng(3).integers(-50, 51, x.shape)
+    y = np.clip(x + noise, 0, 255)
+    y[1] = np.random.default_rng(4).integers(0, 256, y[1].shape)  # unrelated
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(z: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(z, sigma=1.5, truncate=3.5, mode="reflect")
+
+    expected = []
+    for xi, yi in zip(x, y, strict=True):
+        per_channel = []
+        for a, b in zip(xi, yi, strict=True):
+            mx, my = blur(a), blur(b)
+            vx, vy, cxy = blur(a * a) - mx**2, blur(b * b) - my**2, blur(a * b) - mx * my
+            s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+            per_channel.append(s[5:-5, 5:-5].mean())
+        expected.append(np.mean(per_channel))
+    ours = ssim(torch.from_numpy(x).to(torch.uint8), torch.from_numpy(y).to(torch.uint8))
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+class ShiftDenoiser:
+    """Predicts the last conditioning frame plus ``levels`` 8-bit levels (a stand-in for a world model)."""
+
+    def __init__(self, levels: int, num_cond: int = 4) -> None:
+        self.levels = levels
+        self.cfg = SimpleNamespace(num_cond_frames=num_cond)
+        self.calls: list[int] = []
+
+    def predict_next(
+        self, obs: Tensor, act: Tensor, sigmas: Tensor, cfg: object, generator: object
+    ) -> Tensor:
+        assert obs.shape[:2] == act.shape and obs.shape[1] == self.cfg.num_cond_frames
+        self.calls.append(obs.size(0))
+        return obs[:, -1] + self.levels / 127.5
+
+
+def ramp_episode(length: int, start_level: int = 10) -> Episode:
+    """Frame t is uniformly ``start_level + t`` (8-bit levels)."""
+    levels = (start_level + np.arange(length + 1)).astype(np.uint8)
+    obs = np.broadcast_to(levels[:, None, None, None], (length + 1, 16, 16, 3)).copy()
+    zeros = np.zeros(length)
+    return Episode(obs, zeros.astype(np.int64), zeros.astype(np.float32), zeros > 1, zeros > 1)
+
+
+def test_horizons_line_up_with_real_frames() -> None:
+    """A model that adds one level per step is exact at every horizon, one-step and autoregressive; the
+    copy baseline is h levels off at horizon h autoregressively, 1 level off one-step."""
+    episodes = [ramp_episode(30), ramp_episode(12, start_level=50)]
+    curves = evaluate_trajectories(
+        ShiftDenoiser(1),
+        SamplerConfig(),
+        episodes,
+        20,
+        device=torch.device("cpu"),
+        generator=None,
+        batch_size=7,
+    )
+    for mode in ("one_step", "autoregressive"):
+        means = curves[mode].means()
+        assert means["psnr"] == pytest.approx([PSNR_MAX] * 20)
+        assert means["ssim"] == pytest.approx([1.0] * 20)
+    # Episode 1 (12 steps) allows 12 - 4 + 1 = 9 predictions, episode 0 all 20.
+    assert curves["one_step"].counts.tolist() == [2] * 9 + [1] * 11
+    assert curves["autoregressive"].counts.tolist() == curves["one_step"].counts.tolist()
+
+    base = copy_last_frame_curves(episodes, 4, 20)
+    assert base["one_step"].means()["psnr"] == pytest.approx([ONE_LEVEL_PSNR] * 20)
+    expected = [ONE_LEVEL_PSNR - 20 * math.log10(h) for h in range(1, 21)]
+    assert base["autoregressive"].means()["psnr"] == pytest.approx(expected)
+
+
+def test_autoregressive_errors_compound() -> None:
+    """Two levels per step: one-step predictions are 1 level off, autoregressive ones h levels at horizon
+    h (each conditioned on the model's own previous prediction)."""
+    model = ShiftDenoiser(2)
+    curves = evaluate_trajectories(
+        model,
+        SamplerConfig(),
+        [ramp_episode(40)],
+        30,
+        device=torch.device("cpu"),
+        generator=None,
+        batch_size=64,
+    )
+    assert curves["one_step"].means()["psnr"] == pytest.approx([ONE_LEVEL_PSNR] * 30)
+    expected = [ONE_LEVEL_PSNR - 20 * math.log10(h) for h in range(1, 31)]
+    assert curves["autoregressive"].means()["psnr"] == pytest.approx(expected)
+    assert curves["autoregressive"].means()["mse"] == pytest.approx([h**2 for h in range(1, 31)])
+    assert model.calls[0] == 30  # the 30 one-step predictions in one batch
