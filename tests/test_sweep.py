@@ -240,7 +240,6 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from diffworld.cli import main; sys.exit(main())", *args]
 
 
-@pytest.mark.slow
 def test_sweep_on_local_ray_survives_a_killed_worker(tmp_path: Path) -> None:
     """2 games x 1 seed of the smoke preset; one run's Ray worker is SIGKILLed midway and resumes."""
     pytest.importorskip("ray")
