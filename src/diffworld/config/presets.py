@@ -11,10 +11,10 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     "atari100k": {},
     "quick": {
-        # About 60 s per epoch on 2 CPU cores (benchmarks/epoch_time.py): smaller networks at the 64x64
-        # level, where most of the compute is, one denoising step (EDM stays stable with one, the paper's
-        # claim), higher learning rates for far fewer updates than the paper's. 400 steps collected per
-        # epoch: with networks this small, more distinct data is what makes the reward model generalise
+        # About 50 s per epoch on 2 CPU cores (49 min for a whole Boxing run): smaller networks at the
+        # 64x64 level, where most of the compute is, one denoising step (EDM stays stable with one, the
+        # paper's claim), higher learning rates for far fewer updates than the paper's. 400 steps collected
+        # per epoch: with networks this small, more distinct data is what makes the reward model generalise
         # (rewards are 3 % of Boxing's steps), and real steps are cheap next to training.
         "env.num_test_envs": 2,
         "collection.total_env_steps": 20_000,
