@@ -16,31 +16,11 @@ from diffworld.collector import Collector, EpisodeStats
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data.episode import Episode
 from diffworld.data.storage import EpisodeDataset
-from diffworld.envs import AtariEnvs, StepResult, make_atari_env
+from diffworld.envs import StepResult, make_atari_env
 from diffworld.models.actor_critic import ActorCritic, LSTMState
+from recording_envs import RecordingEnvs
 
 CPU = torch.device("cpu")
-
-
-class RecordingEnvs(AtariEnvs):
-    """``AtariEnvs`` that keep everything they were given and returned."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.resets: list[np.ndarray] = []
-        self.actions: list[np.ndarray] = []
-        self.results: list[StepResult] = []
-
-    def reset(self) -> np.ndarray:
-        obs = super().reset()
-        self.resets.append(obs)
-        return obs
-
-    def step(self, actions: np.ndarray) -> StepResult:
-        self.actions.append(np.array(actions))
-        result = super().step(actions)
-        self.results.append(result)
-        return result
 
 
 class RecordingActorCritic(ActorCritic):

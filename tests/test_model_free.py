@@ -16,7 +16,6 @@ from diffworld.collector import EpisodeStats
 from diffworld.config import build_config
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data import EpisodeDataset
-from diffworld.envs import AtariEnvs, StepResult
 from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.rollout import Rollout, rollout
@@ -24,27 +23,9 @@ from diffworld.training.checkpoint import from_safe, load_checkpoint, to_safe
 from diffworld.training.loading import load_trained_agent
 from diffworld.training.logger import read_metrics
 from diffworld.training.trainer import Trainer
+from recording_envs import RecordingEnvs
 
 CPU = torch.device("cpu")
-
-
-class RecordingEnvs(AtariEnvs):
-    """``AtariEnvs`` that keep what they returned."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.resets: list[np.ndarray] = []
-        self.results: list[StepResult] = []
-
-    def reset(self) -> np.ndarray:
-        obs = super().reset()
-        self.resets.append(obs)
-        return obs
-
-    def step(self, actions: np.ndarray) -> StepResult:
-        result = super().step(actions)
-        self.results.append(result)
-        return result
 
 
 def _envs(seed: int = 1, num_envs: int = 2, cap: int = 120) -> RecordingEnvs:
