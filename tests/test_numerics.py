@@ -1,21 +1,34 @@
 """Optimized paths give the plain paths' results.
 
-The reward/termination model's LSTM over padded segments runs once on the packed real steps
-(``RewardTerminationModel._packed_lstm``) instead of one step at a time (``_stepwise_lstm``, the reference).
-Both do the same float32 arithmetic per step, in another order of calls: outputs on real steps, final states,
-losses and gradients agree to 1e-5 (absolute and relative).
+- The reward/termination model's LSTM over padded segments runs once on the packed real steps
+  (``RewardTerminationModel._packed_lstm``) instead of one step at a time (``_stepwise_lstm``, the reference).
+  Both do the same float32 arithmetic per step, in another order of calls: outputs on real steps, final
+  states, losses and gradients agree to 1e-5 (absolute and relative).
+- The residual blocks recompute their norm-SiLU in the backward pass (``blocks.norm_act_conv``): the same
+  operations run again on the same inputs, so outputs and gradients are equal bit for bit, while the tensors
+  kept for the backward pass shrink.
+- The three networks run in channels-last memory order (``blocks.channels_last``). oneDNN then sums the
+  convolutions in another order: the denoiser's loss and samples, the reward model's loss, the actor-critic's
+  outputs and every gradient agree with the plain (N, C, H, W) networks to 1e-4 (absolute and relative;
+  typical differences are around 1e-6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from diffworld.config.schema import RewardTerminationConfig
+from diffworld.config.schema import ActorCriticConfig, DenoiserConfig, RewardTerminationConfig
 from diffworld.data.batch import Batch
+from diffworld.models import actor_critic, blocks, reward_termination
+from diffworld.models.actor_critic import ActorCritic
+from diffworld.models.diffusion import unet
+from diffworld.models.diffusion.edm import EDMDenoiser
+from diffworld.models.diffusion.sampling import karras_sigmas
 from diffworld.models.reward_termination import RewardTerminationModel, contiguous_runs
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -133,3 +146,152 @@ def test_packed_loss_and_gradients_equal_stepwise() -> None:
     assert grads.keys() == grads_ref.keys() and grads
     for name in grads:
         torch.testing.assert_close(grads[name], grads_ref[name], **TOL, msg=name)
+
+
+def nonzero_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``model`` with its zero-initialized weights drawn at random, so that every layer matters."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if torch.all(p == 0):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    return model
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of ``fn()``."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def test_norm_act_conv_recomputes_exactly_and_keeps_less() -> None:
+    torch.manual_seed(0)
+    norm, conv = blocks.AdaGroupNorm(32, 16), blocks.conv3x3(32, 32)
+    x = torch.randn(4, 32, 16, 16, requires_grad=True)
+    cond = torch.randn(4, 16, requires_grad=True)
+    params = [x, cond, *norm.parameters(), *conv.parameters()]
+
+    def plain() -> torch.Tensor:
+        return conv(F.silu(norm(x, cond)))
+
+    def recomputed() -> torch.Tensor:
+        return blocks.norm_act_conv(norm, conv, x, cond)
+
+    out, out_ref = recomputed(), plain()
+    grads = torch.autograd.grad(out.square().sum(), params)
+    grads_ref = torch.autograd.grad(out_ref.square().sum(), params)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=0)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=0, atol=0)
+    # Plain: the group norm's input, the normalized, the scaled and the activated tensors (the convolution's
+    # input); recomputed: the block input and the convolution's output. One x-sized tensor is 32 KiB here.
+    x_bytes = x.numel() * 4
+    assert saved_bytes(plain) >= 4 * x_bytes
+    assert saved_bytes(recomputed) <= 2.2 * x_bytes
+
+
+@pytest.fixture
+def plain_networks(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Calling the fixture's value switches the networks to their plain paths: (N, C, H, W) memory order and
+    no recomputation."""
+
+    def switch() -> None:
+        for module in (unet, reward_termination, actor_critic):
+            monkeypatch.setattr(module, "channels_last", lambda x: x)
+        monkeypatch.setattr(blocks, "norm_act_conv", blocks._norm_act_conv)
+
+    return switch
+
+
+CL_TOL = {"atol": 1e-4, "rtol": 1e-4}
+
+
+def loss_and_grads(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> list[torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn()
+    loss.backward()
+    return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def assert_all_close(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+    assert len(xs) == len(ys) > 1
+    for x, y in zip(xs, ys, strict=True):
+        torch.testing.assert_close(x, y, **CL_TOL)
+
+
+def tiny_denoiser() -> EDMDenoiser:
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(channels=[32, 32], depths=[1, 1], attn_depths=[False, False], cond_channels=32)
+    return nonzero_init(EDMDenoiser(cfg, NUM_ACTIONS), 1)  # type: ignore[return-value]
+
+
+def denoiser_batch(size: int = 16) -> Batch:
+    gen = torch.Generator().manual_seed(2)
+    b, t = 3, 6
+    obs = torch.rand(b, t, 3, size, size, generator=gen) * 2 - 1
+    act = torch.randint(NUM_ACTIONS, (b, t - 1), generator=gen)
+    mask = torch.ones(b, t - 1, dtype=torch.bool)
+    mask[0, :2] = False  # left padding
+    zeros = torch.zeros(b, t - 1)
+    return Batch(obs, act, zeros, zeros.bool(), zeros.bool(), mask)
+
+
+def test_denoiser_loss_and_sampler_match_plain_networks(plain_networks: Callable[[], None]) -> None:
+    model, batch = tiny_denoiser(), denoiser_batch()
+    prev_obs, prev_act = batch.obs[:, :4], batch.act[:, :4]
+    sigmas = karras_sigmas(3, 0.002, 5.0, 7.0)
+
+    def run() -> tuple[list[torch.Tensor], torch.Tensor]:
+        torch.manual_seed(3)  # the same training noise for both paths
+        grads = loss_and_grads(model, lambda: model(batch)[0])
+        sample = model.predict_next(
+            prev_obs, prev_act, sigmas, model.cfg.sampler, torch.Generator().manual_seed(4)
+        )
+        return grads, sample
+
+    layouts: list[bool] = []
+    model.net.conv_in.register_forward_hook(
+        lambda module, args, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last))
+    )
+    grads, sample = run()
+    plain_networks()
+    grads_ref, sample_ref = run()
+    assert layouts[0] and not layouts[-1]  # the two paths really differ in memory order
+    assert_all_close(grads, grads_ref)
+    # Samples are quantized to 8-bit levels: a 1e-6 difference may cross a rounding boundary (one level).
+    assert (sample - sample_ref).abs().max() <= 2 / 255 + 1e-6
+    assert (sample != sample_ref).float().mean() < 0.01
+
+
+def test_reward_model_loss_matches_plain_networks(plain_networks: Callable[[], None]) -> None:
+    model = small_model(6)
+    obs, act, mask, _ = random_inputs(b=4, t=19, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    rew = torch.randint(-1, 2, mask.shape, generator=gen).float() * mask
+    batch = Batch(obs, act, rew, torch.zeros_like(mask), torch.zeros_like(mask), mask)
+    grads = loss_and_grads(model, lambda: model(batch)[0])
+    plain_networks()
+    assert_all_close(grads, loss_and_grads(model, lambda: model(batch)[0]))
+
+
+def test_actor_critic_matches_plain_networks(plain_networks: Callable[[], None]) -> None:
+    torch.manual_seed(8)
+    cfg = ActorCriticConfig(channels=[8, 8], lstm_dim=16)
+    model = nonzero_init(ActorCritic(cfg, NUM_ACTIONS, img_size=SIZE), 9)
+    obs = torch.rand(5, 3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(10)) * 2 - 1
+
+    def outputs() -> torch.Tensor:
+        state = model.burn_in(obs[:, :2], torch.ones(5, 2, dtype=torch.bool))  # type: ignore[operator]
+        logits, value, _ = model.step(obs[:, 2], state)  # type: ignore[operator]
+        return logits.square().sum() + value.square().sum()
+
+    grads = loss_and_grads(model, outputs)
+    plain_networks()
+    assert_all_close(grads, loss_and_grads(model, outputs))

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from diffworld.config.schema import ActorCriticConfig
+from diffworld.models.blocks import channels_last
 from diffworld.models.returns import lambda_returns
 
 LSTMState = tuple[Tensor, Tensor]
@@ -89,7 +90,7 @@ class ActorCritic(nn.Module):
 
         ``hx_cx=None`` starts from the zero state.
         """
-        hx, cx = self.lstm(self.encoder(obs), hx_cx)
+        hx, cx = self.lstm(self.encoder(channels_last(obs)), hx_cx)
         logits, value = self._heads(hx)
         return logits, value, (hx, cx)
 
@@ -100,7 +101,7 @@ class ActorCritic(nn.Module):
         frames alone. The frames are encoded in one batch; only the LSTM cell runs step by step.
         """
         b, t = obs_seq.shape[:2]
-        feats = self.encoder(obs_seq.flatten(0, 1)).unflatten(0, (b, t))
+        feats = self.encoder(channels_last(obs_seq.flatten(0, 1))).unflatten(0, (b, t))
         hx, cx = self.initial_state(b, obs_seq.device) if hx_cx is None else hx_cx
         for i in range(t):
             new_hx, new_cx = self.lstm(feats[:, i], (hx, cx))

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from diffworld.config.schema import RewardTerminationConfig
 from diffworld.data.batch import Batch
 from diffworld.models.actor_critic import LSTMState, init_lstm
-from diffworld.models.blocks import Downsample, GroupNorm, ResBlocks, conv3x3
+from diffworld.models.blocks import Downsample, GroupNorm, ResBlocks, channels_last, conv3x3
 
 NUM_REWARD_CLASSES = 3
 """sign(r) in {-1, 0, +1} is class ``sign(r) + 1``."""
@@ -45,7 +45,7 @@ class RewardTerminationEncoder(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         """(N, in_channels, H, W), (N, cond_channels) -> (N, channels[-1], H / 2^(levels-1), ...)."""
-        x = self.conv_in(x)
+        x = self.conv_in(channels_last(x))
         for i, level in enumerate(self.levels):
             if i > 0:
                 x = self.downsamples[i - 1](x)

@@ -20,6 +20,7 @@ from diffworld.models.blocks import (
     GroupNorm,
     ResBlocks,
     Upsample,
+    channels_last,
     conv3x3,
     zero_init,
 )
@@ -106,6 +107,6 @@ class DenoiserNetwork(nn.Module):
         """``noisy_next_obs``: (B, 3, H, W), already scaled by c_in; ``c_noise``: (B,); ``prev_obs``:
         (B, L, 3, H, W), already rescaled; ``prev_act``: (B, L) int64."""
         cond = self.cond_proj(self.noise_emb(c_noise) + self.act_emb(prev_act).flatten(1))
-        x = self.conv_in(torch.cat([prev_obs.flatten(1, 2), noisy_next_obs], dim=1))
+        x = self.conv_in(channels_last(torch.cat([prev_obs.flatten(1, 2), noisy_next_obs], dim=1)))
         x = self.unet(x, cond)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(self.norm_out(x))).contiguous()
