@@ -27,13 +27,7 @@ from diffworld.viz.play import EnvKind, PlayApp, PlaySession, Recorder, build_se
 BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models: a second thread only adds synchronization, which costs a lot on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

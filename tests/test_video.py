@@ -3,7 +3,6 @@ the denoising strip, mp4/gif files, the TensorBoard clip of the trainer's tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,7 @@ L = 4
 NUM_ACTIONS = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny models: a second thread only adds synchronization, which costs a lot on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _denoiser(*extra: str) -> tuple[Denoiser, object]:
