@@ -133,6 +133,8 @@ def test_loss_terms_match_direct_computation() -> None:
     torch.testing.assert_close(loss, policy + value - 0.01 * entropy)
     torch.testing.assert_close(metrics["return"], g.mean())
     torch.testing.assert_close(metrics["value"], x["values"].mean())
+    nonzero = sum(float(r) != 0.0 for r in x["rew"].flatten().tolist())
+    torch.testing.assert_close(metrics["reward_rate"], torch.tensor(nonzero / x["rew"].numel()))
     assert all(not v.requires_grad and v.ndim == 0 for v in metrics.values())
     # the targets are constants: the value gradient is the MSE's alone
     loss.backward()

@@ -63,6 +63,14 @@ def test_metrics(run_dir: Path) -> None:
         "collection/test/return_mean" in r and "denoiser/test/loss_denoising" in r for r in tested
     )
     assert all(r["env_steps"] <= cfg.collection.total_env_steps for r in records)
+    # The dataset's nonzero-reward rate, the reference for actor_critic/train/reward_rate, is that of the
+    # stored steps at the end of each collecting epoch; the final epochs collect nothing.
+    dataset = EpisodeDataset.load(run_dir / "dataset" / "train")
+    collecting = [r for r in epochs if "collection/train/dataset_reward_rate" in r]
+    assert collecting and all(0.0 <= r["actor_critic/train/reward_rate"] <= 1.0 for r in epochs)
+    last_rate = float((dataset.rewards != 0).mean())
+    assert collecting[-1]["epoch"] == epochs[-1]["epoch"] - cfg.training.num_final_epochs
+    assert abs(collecting[-1]["collection/train/dataset_reward_rate"] - last_rate) < 1e-9
     assert num_epochs_collect >= 0
     assert "evaluation/final/return_mean" in records[-1]
 

@@ -186,5 +186,8 @@ def actor_critic_loss(
         "return": mean(returns),
         "value": mean(values.detach()),
         "advantage": mean(advantages),
+        # Compared with the dataset's rate (``collection/train/dataset_reward_rate``), this shows whether the
+        # world model imagines the events that are rewarded: a rate far below it leaves the actor no signal.
+        "reward_rate": mean((rew != 0).float()),
     }
     return loss, metrics

@@ -351,6 +351,8 @@ class Trainer:
         if counters.epoch <= counters.num_epochs_collect and model_free is None:
             stats = self.collector.collect_steps(cfg.collection.steps_per_epoch)
             metrics |= _episode_metrics("collection/train", stats)
+            neg, zero, pos = self.dataset.reward_sign_counts()
+            metrics["collection/train/dataset_reward_rate"] = float((neg + pos) / max(1, neg + zero + pos))
         for name in COMPONENTS if model_free is None else ("actor_critic",):
             training = self.components[name].training
             steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
