@@ -35,6 +35,7 @@ def test_bench_smoke_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "denoiser step" in table and "frames/s" in table and "steps/s" in table
     report = _load_strict_json(out)
     assert report["settings"]["preset"] == "smoke" and report["settings"]["game"] == "Breakout"
+    assert report["settings"]["precision"] == "fp32"
     assert report["settings"]["segment_frames"]["denoiser"] == 6
     assert report["machine"]["torch"] and report["machine"]["cpu_count"] >= 1
     results = report["results"]
@@ -48,6 +49,28 @@ def test_bench_smoke_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert report["peak_memory_bytes"] >= parts_peak > 0
     params = report["parameters"]
     assert params["total"] == params["denoiser"] + params["reward_model"] + params["actor_critic"] > 0
+
+
+def test_bench_bf16_runs_training_in_bfloat16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``training.precision=bf16``: the trainer's steps and the imagination run their convolutions in
+    bfloat16, and the report says so."""
+    dtypes: set[torch.dtype] = set()
+    conv2d = torch.nn.Conv2d.forward
+
+    def recording_forward(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        out = conv2d(self, x)
+        dtypes.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", recording_forward)
+    out = tmp_path / "bench.json"
+    args = ["bench", "preset=smoke", "training.precision=bf16", "--steps", "1", "--warmup", "0"]
+    args += ["--collect", "100", "--device", "cpu", "--parts", "denoiser", "actor_critic", "imagination"]
+    assert main([*args, "--json", str(out)]) == 0
+    report = _load_strict_json(out)
+    assert report["settings"]["precision"] == "bf16"
+    assert set(report["results"]) == {"denoiser", "actor_critic", "imagination"}
+    assert torch.bfloat16 in dtypes  # float32 too: the collection of the bench's dataset is not autocast
 
 
 @pytest.fixture(scope="module")

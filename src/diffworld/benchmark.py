@@ -182,6 +182,7 @@ def settings_info(cfg: Config, overrides: Sequence[str]) -> dict[str, Any]:
         "diffusion": str(getattr(d.kind, "value", d.kind)),
         "denoising_steps": d.sampler.num_steps,
         "sampler_order": d.sampler.order,
+        "precision": str(getattr(cfg.training.precision, "value", cfg.training.precision)),
         "imagination_horizon": a.imagination_horizon,
         "batch_size": {
             "denoiser": d.training.batch_size,
@@ -356,7 +357,8 @@ def _bench_imagination(trainer: Any, cfg: Config, steps: int, warmup: int) -> di
         for _ in range(horizon):
             env.step(torch.randint(trainer.num_actions, (b,), generator=gen, device=dev))
 
-    rollout_times = timed_calls(rollout, steps, warmup, dev)
+    with trainer.autocast():
+        rollout_times = timed_calls(rollout, steps, warmup, dev)
     batch = env.sampler.sample()
     obs, act = batch.obs, torch.zeros(b, env.num_cond, dtype=torch.long, device=dev)
     act[:, :-1] = batch.act
@@ -373,7 +375,8 @@ def _bench_imagination(trainer: Any, cfg: Config, steps: int, warmup: int) -> di
         def call() -> torch.Tensor:
             return denoiser.predict_epsilon(x, t, obs, act)
 
-    call_times = timed_calls(call, max(steps, 3), max(warmup, 1), dev)
+    with trainer.autocast():
+        call_times = timed_calls(call, max(steps, 3), max(warmup, 1), dev)
     rollout_s = statistics.median(rollout_times)
     return {
         "frames_per_second": b * horizon / rollout_s,
@@ -425,7 +428,8 @@ def format_table(report: dict[str, Any]) -> str:
     width = [max(len(row[i]) for row in rows) for i in range(3)]
     m, s = report["machine"], report["settings"]
     header = (
-        f"{s['preset']} / {s['game']} on {m['device']} ({m['cpu_model']}, {m['cpus_available']} CPUs, "
+        f"{s['preset']} / {s['game']} ({s['precision']}) on {m['device']} ({m['cpu_model']}, "
+        f"{m['cpus_available']} CPUs, "
         f"{m['torch_threads']} torch threads, torch {m['torch']}); median of {report['timing']['steps']} "
         f"after {report['timing']['warmup']} warm-up; peak memory: {report['memory_kind']}"
     )

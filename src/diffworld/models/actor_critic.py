@@ -83,7 +83,8 @@ class ActorCritic(nn.Module):
         return zeros, zeros.clone()
 
     def _heads(self, hx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.actor(hx), self.critic(hx).squeeze(1)
+        # float32 whatever the autocast (training.precision): the losses and lambda-returns need it.
+        return self.actor(hx).float(), self.critic(hx).squeeze(1).float()
 
     def step(self, obs: Tensor, hx_cx: LSTMState | None = None) -> tuple[Tensor, Tensor, LSTMState]:
         """One step: ``obs`` (B, 3, H, W) in [-1, 1] -> logits (B, A), value (B,), new ``(hx, cx)``.
@@ -92,7 +93,7 @@ class ActorCritic(nn.Module):
         """
         hx, cx = self.lstm(self.encoder(channels_last(obs)), hx_cx)
         logits, value = self._heads(hx)
-        return logits, value, (hx, cx)
+        return logits, value, (hx.float(), cx.float())  # the carried state stays float32 under autocast
 
     def burn_in(self, obs_seq: Tensor, mask: Tensor, hx_cx: LSTMState | None = None) -> LSTMState:
         """Recurrent state after ``obs_seq`` (B, T, 3, H, W), skipping steps where ``mask`` (B, T) is False.
@@ -105,6 +106,7 @@ class ActorCritic(nn.Module):
         hx, cx = self.initial_state(b, obs_seq.device) if hx_cx is None else hx_cx
         for i in range(t):
             new_hx, new_cx = self.lstm(feats[:, i], (hx, cx))
+            new_hx, new_cx = new_hx.float(), new_cx.float()
             keep = mask[:, i, None]
             hx, cx = torch.where(keep, new_hx, hx), torch.where(keep, new_cx, cx)
         return hx, cx

@@ -111,8 +111,11 @@ class RewardTerminationModel(nn.Module):
             out, state = self.lstm(x, state)
         else:
             out, state = self._masked_lstm(x, mask, state)
-        logits = self.head(out)
-        return logits[..., :NUM_REWARD_CLASSES], logits[..., NUM_REWARD_CLASSES:], state
+        # float32 outputs and state whatever the autocast (training.precision): losses and the carried state
+        # keep full precision.
+        logits = self.head(out).float()
+        h, c = state
+        return logits[..., :NUM_REWARD_CLASSES], logits[..., NUM_REWARD_CLASSES:], (h.float(), c.float())
 
     def _masked_lstm(self, x: Tensor, mask: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
         """The LSTM over (B, T, F) features where padding steps (``mask`` False) leave the state alone."""

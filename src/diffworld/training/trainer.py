@@ -53,6 +53,7 @@ from diffworld.training.checkpoint import (
 )
 from diffworld.training.logger import MetricsLogger
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
+from diffworld.training.precision import autocast
 from diffworld.training.run_dir import CONFIG_FILE, EVAL_FILE, checkpoint_dir, create_run_dir, dataset_dir
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
@@ -371,6 +372,10 @@ class Trainer:
         self._save_checkpoint()
         return metrics
 
+    def autocast(self) -> torch.autocast:
+        """The number format of training's forward passes, the imagined rollouts included."""
+        return autocast(self.device, self.cfg.training.precision)
+
     def _train_component(self, name: str, steps: int) -> dict[str, float]:
         component = self.components[name]
         model = component.model
@@ -387,7 +392,9 @@ class Trainer:
                 if num_batches == 0:
                     break
             for _ in range(num_batches):
-                loss, step_metrics = model(None if model_free is not None else component.sampler.sample())
+                batch = None if model_free is not None else component.sampler.sample()
+                with self.autocast():
+                    loss, step_metrics = model(batch)
                 (loss / num_batches).backward()
                 for key, value in step_metrics.items():
                     sums[key] = sums.get(key, 0) + value
