@@ -62,6 +62,12 @@ def test_metrics(run_dir: Path) -> None:
     assert tested and all(
         "collection/test/return_mean" in r and "denoiser/test/loss_denoising" in r for r in tested
     )
+    # The reward model read on real and on predicted next frames of the test episodes (rates in [0, 1]; the
+    # false-positive rates always have zero-reward steps to count, the recalls only where rewards came).
+    for key in ("denoiser/test/reward_false_positive_rate", "reward_model/test/reward_false_positive_rate"):
+        assert all(0.0 <= r[key] <= 1.0 for r in tested), key
+    for key in ("denoiser/test/reward_recall", "reward_model/test/reward_recall"):
+        assert all(0.0 <= r.get(key, 0.0) <= 1.0 for r in tested), key
     assert all(r["env_steps"] <= cfg.collection.total_env_steps for r in records)
     # The dataset's nonzero-reward rate, the reference for actor_critic/train/reward_rate, is that of the
     # stored steps at the end of each collecting epoch; the final epochs collect nothing.

@@ -39,6 +39,7 @@ from diffworld.config.schema import ComponentTrainingConfig, Config, OptimizerCo
 from diffworld.data import Batch, EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
+from diffworld.evaluation.reward_recall import RewardDetection, reward_detection
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
 from diffworld.training.checkpoint import (
@@ -431,6 +432,14 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + float(value)
                 num_batches += 1
             metrics |= {f"{name}/test/{key}": value / max(1, num_batches) for key, value in sums.items()}
+        detection = reward_detection(
+            self.agent.denoiser,
+            self.agent.reward_model,
+            test_dataset,
+            self.cfg.denoiser.sampler,
+            seed=derive_seed(self.cfg.seed, f"reward_detection/{self.counters.epoch}"),
+        )
+        metrics |= _reward_detection_metrics(detection)
         if self.cfg.logging.video_steps > 0:
             from diffworld.viz.video import log_test_video
 
@@ -589,3 +598,16 @@ def _set_aside_episodes(run_dir: Path, keep: int) -> None:
     for path in extra:
         shutil.move(str(path), aside / path.name)
     tqdm.write(f"Moved {len(extra)} episode(s) collected after the last checkpoint to {aside}")
+
+
+def _reward_detection_metrics(detection: RewardDetection) -> dict[str, float]:
+    """The reward model's sign on the denoiser's next frames (``denoiser/test``) and on the real ones
+    (``reward_model/test``); rates without steps to count (no reward in the test episodes) are left out."""
+    d = detection
+    metrics = {
+        "denoiser/test/reward_recall": d.recall_predicted,
+        "denoiser/test/reward_false_positive_rate": d.false_positive_rate_predicted,
+        "reward_model/test/reward_recall": d.recall_real,
+        "reward_model/test/reward_false_positive_rate": d.false_positive_rate_real,
+    }
+    return {key: value for key, value in metrics.items() if not math.isnan(value)}

@@ -1,0 +1,133 @@
+"""Does the world model imagine the rewards? The reward model read on predicted next frames, one step ahead.
+
+The actor-critic learns only from rewards the reward/termination model assigns to the denoiser's frames
+(SPEC 4: it reads the pair x_t, x_{t+1}). A reward model that finds the rewards of real frame pairs is not
+enough: if the predicted x_{t+1} lacks the detail the reward shows in (a punch landing, a brick breaking),
+imagination holds no rewards and the actor has nothing to learn from. This measures that on real episodes.
+
+For each step t chosen (every step with a nonzero reward, up to ``max_events``, and as many steps with a zero
+reward, drawn at random), the world model gets what imagination gives it one step after a reset: the L real
+frames up to x_t and the L actions up to a_t. The denoiser samples x_{t+1}; the reward model, burnt in on
+the L - 1 real frame pairs before, classifies the sign of the reward of (x_t, a_t, x_{t+1}) by its most
+likely class, once with the predicted and once with the real x_{t+1}:
+
+- ``recall``: the share of the reward steps whose sign it gets right;
+- ``false_positive_rate``: the share of the zero-reward steps it gives a nonzero reward.
+
+With real frames these measure the reward model; with predicted frames, the world model as the actor-critic
+sees it. A large gap between the two recalls means imagination misses the rewarded events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffworld.config.schema import SamplerConfig
+from diffworld.data import EpisodeDataset, SegmentSampler
+from diffworld.models.diffusion import Denoiser, karras_sigmas
+from diffworld.models.reward_termination import RewardTerminationModel
+
+
+@dataclass(frozen=True)
+class RewardDetection:
+    """Recall and false-positive rate of the reward model's sign, on predicted and on real next frames."""
+
+    num_reward_steps: int
+    num_zero_steps: int
+    recall_predicted: float
+    recall_real: float
+    false_positive_rate_predicted: float
+    false_positive_rate_real: float
+
+
+def choose_steps(
+    rewards: np.ndarray, max_events: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the reward steps (all, or ``max_events`` drawn without replacement) and of as many
+    zero-reward steps drawn at random (fewer where the data holds fewer), both sorted."""
+    events = np.flatnonzero(rewards != 0)
+    if len(events) > max_events:
+        events = rng.choice(events, max_events, replace=False)
+    zeros = np.flatnonzero(rewards == 0)
+    zeros = rng.choice(zeros, min(len(zeros), max(len(events), 1)), replace=False)
+    return np.sort(events), np.sort(zeros)
+
+
+@torch.no_grad()
+def one_step_reward_signs(
+    denoiser: Denoiser,
+    reward_model: RewardTerminationModel,
+    dataset: EpisodeDataset,
+    steps: np.ndarray,
+    sampler_cfg: SamplerConfig,
+    generator: torch.Generator,
+    batch_size: int = 64,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For the flat step indices ``steps`` of ``dataset``: (true sign, sign read on the predicted next frame,
+    sign read on the real next frame), each (N,) int64 on the models' device."""
+    num_cond = denoiser.cfg.num_cond_frames
+    device = next(denoiser.parameters()).device
+    # Segments of L steps ending at step t: frames x_{t-L+1} .. x_{t+1}, left-padded at an episode's start.
+    # (make_batch only: its random generator is never drawn from)
+    segments = SegmentSampler(
+        dataset, batch_size, num_cond, None, False, rng=np.random.default_rng(0), device=device
+    )
+    episode_ids = np.searchsorted(dataset.step_starts, steps, side="right") - 1
+    starts = steps - dataset.step_starts[episode_ids] - (num_cond - 1)
+    c = sampler_cfg
+    sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
+    true, predicted, real = [], [], []
+    for i in range(0, len(steps), batch_size):
+        batch = segments.make_batch(episode_ids[i : i + batch_size], starts[i : i + batch_size])
+        prev_obs, next_obs = batch.obs[:, :-1], batch.obs[:, -1]
+        prediction = denoiser.predict_next(prev_obs, batch.act, sigmas, sampler_cfg, generator=generator)
+        for frame, signs in ((prediction, predicted), (next_obs, real)):
+            following = torch.cat([prev_obs[:, 1:], frame[:, None]], dim=1)
+            logits_rew, _, _ = reward_model.predict(prev_obs, batch.act, following, mask=batch.mask_padding)
+            signs.append(logits_rew[:, -1].argmax(dim=-1) - 1)
+        true.append(torch.sign(batch.rew[:, -1]).long())
+    return torch.cat(true), torch.cat(predicted), torch.cat(real)
+
+
+def reward_detection(
+    denoiser: Denoiser,
+    reward_model: RewardTerminationModel,
+    dataset: EpisodeDataset,
+    sampler_cfg: SamplerConfig,
+    seed: int,
+    max_events: int = 256,
+) -> RewardDetection:
+    """The measurement of the module docstring on ``dataset``'s episodes; ``seed`` fixes the steps chosen
+    and the denoiser's noise."""
+    rng = np.random.default_rng(seed)
+    events, zeros = choose_steps(dataset.rewards, max_events, rng)
+    device = next(denoiser.parameters()).device
+    generator = torch.Generator(device).manual_seed(seed)
+    was_training = denoiser.training, reward_model.training
+    denoiser.eval()
+    reward_model.eval()
+    try:
+        steps = np.concatenate([events, zeros])
+        true, predicted, real = one_step_reward_signs(
+            denoiser, reward_model, dataset, steps, sampler_cfg, generator
+        )
+    finally:
+        denoiser.train(was_training[0])
+        reward_model.train(was_training[1])
+    is_event = true != 0
+
+    def share(x: Tensor) -> float:
+        return float(x.double().mean()) if x.numel() else float("nan")
+
+    return RewardDetection(
+        num_reward_steps=len(events),
+        num_zero_steps=len(zeros),
+        recall_predicted=share(predicted[is_event] == true[is_event]),
+        recall_real=share(real[is_event] == true[is_event]),
+        false_positive_rate_predicted=share(predicted[~is_event] != 0),
+        false_positive_rate_real=share(real[~is_event] != 0),
+    )
