@@ -80,7 +80,9 @@ def one_step_reward_signs(
     starts = steps - dataset.step_starts[episode_ids] - (num_cond - 1)
     c = sampler_cfg
     sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
-    true, predicted, real = [], [], []
+    true: list[Tensor] = []
+    predicted: list[Tensor] = []
+    real: list[Tensor] = []
     for i in range(0, len(steps), batch_size):
         batch = segments.make_batch(episode_ids[i : i + batch_size], starts[i : i + batch_size])
         prev_obs, next_obs = batch.obs[:, :-1], batch.obs[:, -1]
