@@ -103,6 +103,17 @@ def test_wm_eval_smoke_writes_json_and_png(untrained_run: Path, tmp_path: Path) 
                 assert set(values) == {"1", "5", "15"}
                 assert all(math.isfinite(v) for v in values.values())
             assert all(-1 <= v <= 1 for v in summary[mode]["ssim"].values())
+    assert set(run["reward_detection"]) == {"1", "2"}
+    for detection in run["reward_detection"].values():
+        assert detection["num_zero_steps"] >= 1  # an episode of Breakout has zero-reward steps
+        for key in (
+            "recall_predicted",
+            "recall_real",
+            "false_positive_rate_predicted",
+            "false_positive_rate_real",
+        ):
+            value = detection[key]  # null: no rewarded step in the episode to count
+            assert (value is None and key.startswith("recall")) or 0.0 <= value <= 1.0
     # The copy baseline is the same frame at horizon 1 both ways (the last context frame).
     base = run["copy_last_frame"]
     assert base["one_step"]["psnr"]["1"] == base["autoregressive"]["psnr"]["1"]

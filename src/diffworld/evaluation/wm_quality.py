@@ -18,6 +18,11 @@ context frame for autoregressive. A horizon beyond an episode's length is not re
 horizon h average over the trajectories that reach it (their number is reported), and horizons that none
 reaches are left out.
 
+At each number of denoising steps, the report also says whether the world model imagines the rewards of
+these episodes (``reward_detection``, :mod:`diffworld.evaluation.reward_recall`): the reward model's recall
+of the rewarded steps and its false-positive rate on zero-reward steps when it reads the denoiser's one-step
+prediction of the next frame, and when it reads the real one.
+
 Each run is evaluated with its own kind of denoiser (``denoiser.kind``: EDM, or the DDPM ablation) at each
 number of denoising steps asked for (Euler steps on the Karras schedule for EDM, DDIM steps for DDPM; the
 rest of the run's sampler settings are kept). Comparing EDM with DDPM takes two runs of the same game,
@@ -38,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffworld.data import Episode
+from diffworld.data import Episode, EpisodeDataset
 from diffworld.errors import UserError
+from diffworld.evaluation.reward_recall import reward_detection
 
 HORIZONS = (1, 5, 15, 50, 200, 1000)
 DENOISING_STEPS = (1, 3, 10)
@@ -230,7 +236,6 @@ def copy_last_frame_curves(
 def collect_test_episodes(trained: Any, num_episodes: int, seed: int) -> list[Episode]:
     """Fresh test episodes of the run's policy (game over ends them; the run's test epsilon)."""
     from diffworld.collector import Collector
-    from diffworld.data import EpisodeDataset
     from diffworld.envs.from_config import make_envs
     from diffworld.utils.seeding import derive_seed
 
@@ -297,6 +302,10 @@ def evaluate_run(
     baseline = copy_last_frame_curves(episodes, num_cond, max_horizon)
     per_step["copy_last_frame"] = {mode: c.means() for mode, c in baseline.items()}
     models: dict[str, Any] = {}
+    rewards: dict[str, Any] = {}
+    test_dataset = EpisodeDataset(frame_shape=episodes[0].obs.shape[1:])
+    for episode in episodes:
+        test_dataset.add(episode)
     for num_steps in denoising_steps:
         log(f"{run_dir}: {kind.upper()}, {num_steps} denoising step(s), horizons up to {max_horizon} ...")
         sampler_cfg = dataclasses.replace(cfg.denoiser.sampler, num_steps=num_steps)
@@ -311,6 +320,17 @@ def evaluate_run(
             batch_size=batch_size,
         )
         models[str(num_steps)] = _summary(curves, evaluated)
+        detection = reward_detection(
+            denoiser, trained.agent.reward_model, test_dataset, sampler_cfg, seed=seed * 1000 + num_steps
+        )
+        log(
+            f"{run_dir}: reward steps {detection.num_reward_steps}, recall on predicted / real next frames "
+            f"{detection.recall_predicted:.3f} / {detection.recall_real:.3f}"
+        )
+        rewards[str(num_steps)] = {
+            k: v if not isinstance(v, float) or math.isfinite(v) else None
+            for k, v in dataclasses.asdict(detection).items()
+        }
         per_step[f"steps_{num_steps}"] = {mode: c.means() for mode, c in curves.items()}
     return {
         "run_dir": str(run_dir),
@@ -329,6 +349,7 @@ def evaluate_run(
         "num_trajectories": {str(h): reach[h] for h in evaluated},
         "copy_last_frame": _summary(baseline, evaluated),
         "denoising_steps": models,
+        "reward_detection": rewards,
         "per_step": per_step,
     }
 
