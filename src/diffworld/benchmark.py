@@ -429,8 +429,8 @@ def format_table(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
     header = (
         f"{s['preset']} / {s['game']} ({s['precision']}) on {m['device']} ({m['cpu_model']}, "
-        f"{m['cpus_available']} CPUs, "
-        f"{m['torch_threads']} torch threads, torch {m['torch']}); median of {report['timing']['steps']} "
+        f"{m['cpus_available']} CPUs, {m['torch_threads']} torch threads, torch {m['torch']}); "
+        f"median of {report['timing']['steps']} "
         f"after {report['timing']['warmup']} warm-up; peak memory: {report['memory_kind']}"
     )
     lines = [header]

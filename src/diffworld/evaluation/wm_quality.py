@@ -233,8 +233,8 @@ def copy_last_frame_curves(
 # ------------------------------------------------------------------------------------------------- runs
 
 
-def collect_test_episodes(trained: Any, num_episodes: int, seed: int) -> list[Episode]:
-    """Fresh test episodes of the run's policy (game over ends them; the run's test epsilon)."""
+def collect_test_episodes(trained: Any, num_episodes: int, seed: int) -> EpisodeDataset:
+    """Fresh test episodes of the run's policy (game over ends them; the run's test epsilon), in memory."""
     from diffworld.collector import Collector
     from diffworld.envs.from_config import make_envs
     from diffworld.utils.seeding import derive_seed
@@ -255,7 +255,7 @@ def collect_test_episodes(trained: Any, num_episodes: int, seed: int) -> list[Ep
             dataset=dataset,
         )
         collector.collect_episodes(num_episodes)
-    return [dataset.get_episode(i) for i in range(dataset.num_episodes)]
+    return dataset
 
 
 def _summary(curves: dict[str, CurveSums], horizons: Sequence[int]) -> dict[str, dict[str, dict[str, float]]]:
@@ -288,7 +288,8 @@ def evaluate_run(
     num_cond = cfg.denoiser.num_cond_frames
     kind = str(getattr(cfg.denoiser.kind, "value", cfg.denoiser.kind))
     log(f"{run_dir}: collecting {num_episodes} test episodes with the run's policy ...")
-    episodes = collect_test_episodes(trained, num_episodes, seed)
+    test_dataset = collect_test_episodes(trained, num_episodes, seed)
+    episodes = [test_dataset.get_episode(i) for i in range(test_dataset.num_episodes)]
     max_requested = max(horizons)
     counts = [num_predictions(e, num_cond, max_requested) for e in episodes]
     reach = {h: sum(n >= h for n in counts) for h in sorted(set(horizons))}
@@ -303,9 +304,6 @@ def evaluate_run(
     per_step["copy_last_frame"] = {mode: c.means() for mode, c in baseline.items()}
     models: dict[str, Any] = {}
     rewards: dict[str, Any] = {}
-    test_dataset = EpisodeDataset(frame_shape=episodes[0].obs.shape[1:])
-    for episode in episodes:
-        test_dataset.add(episode)
     for num_steps in denoising_steps:
         log(f"{run_dir}: {kind.upper()}, {num_steps} denoising step(s), horizons up to {max_horizon} ...")
         sampler_cfg = dataclasses.replace(cfg.denoiser.sampler, num_steps=num_steps)
