@@ -275,18 +275,25 @@ def test_denoiser_loss_and_sampler_match_plain_networks(plain_networks: Callable
     assert (sample != sample_ref).float().mean() < 0.01
 
 
-def test_reward_model_loss_matches_plain_networks(plain_networks: Callable[[], None]) -> None:
+def reward_model_case() -> tuple[torch.nn.Module, Callable[[], torch.Tensor]]:
+    """A small reward model and its loss on padded 19-step segments with random rewards."""
     model = small_model(6)
     obs, act, mask, _ = random_inputs(b=4, t=19, seed=6)
     gen = torch.Generator().manual_seed(7)
     rew = torch.randint(-1, 2, mask.shape, generator=gen).float() * mask
     batch = Batch(obs, act, rew, torch.zeros_like(mask), torch.zeros_like(mask), mask)
-    grads = loss_and_grads(model, lambda: model(batch)[0])
+    return model, lambda: model(batch)[0]
+
+
+def test_reward_model_loss_matches_plain_networks(plain_networks: Callable[[], None]) -> None:
+    model, loss = reward_model_case()
+    grads = loss_and_grads(model, loss)
     plain_networks()
-    assert_all_close(grads, loss_and_grads(model, lambda: model(batch)[0]))
+    assert_all_close(grads, loss_and_grads(model, loss))
 
 
-def test_actor_critic_matches_plain_networks(plain_networks: Callable[[], None]) -> None:
+def actor_critic_case() -> tuple[torch.nn.Module, Callable[[], torch.Tensor]]:
+    """A small actor-critic with nonzero heads, and a scalar of its outputs after a burn-in and a step."""
     torch.manual_seed(8)
     cfg = ActorCriticConfig(channels=[8, 8], lstm_dim=16)
     model = nonzero_init(ActorCritic(cfg, NUM_ACTIONS, img_size=SIZE), 9)
@@ -294,9 +301,15 @@ def test_actor_critic_matches_plain_networks(plain_networks: Callable[[], None])
 
     def outputs() -> torch.Tensor:
         state = model.burn_in(obs[:, :2], torch.ones(5, 2, dtype=torch.bool))  # type: ignore[operator]
-        logits, value, _ = model.step(obs[:, 2], state)  # type: ignore[operator]
+        logits, value, (hx, cx) = model.step(obs[:, 2], state)  # type: ignore[operator]
+        assert hx.dtype == cx.dtype == torch.float32  # the carried state stays float32, autocast or not
         return logits.square().sum() + value.square().sum()
 
+    return model, outputs
+
+
+def test_actor_critic_matches_plain_networks(plain_networks: Callable[[], None]) -> None:
+    model, outputs = actor_critic_case()
     grads = loss_and_grads(model, outputs)
     plain_networks()
     assert_all_close(grads, loss_and_grads(model, outputs))
@@ -340,22 +353,8 @@ def test_bf16_denoiser_loss_within_bf16_rounding() -> None:
 
 
 def test_bf16_reward_model_loss_within_bf16_rounding() -> None:
-    model = small_model(6)
-    obs, act, mask, _ = random_inputs(b=4, t=19, seed=6)
-    rew = torch.randint(-1, 2, mask.shape, generator=torch.Generator().manual_seed(7)).float() * mask
-    batch = Batch(obs, act, rew, torch.zeros_like(mask), torch.zeros_like(mask), mask)
-    bf16_and_fp32(model, lambda: model(batch)[0])
+    bf16_and_fp32(*reward_model_case())
 
 
 def test_bf16_actor_critic_within_bf16_rounding() -> None:
-    torch.manual_seed(8)
-    model = nonzero_init(ActorCritic(ActorCriticConfig(channels=[8, 8], lstm_dim=16), NUM_ACTIONS, SIZE), 9)
-    obs = torch.rand(5, 3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(10)) * 2 - 1
-
-    def outputs() -> torch.Tensor:
-        state = model.burn_in(obs[:, :2], torch.ones(5, 2, dtype=torch.bool))  # type: ignore[operator]
-        logits, value, (hx, cx) = model.step(obs[:, 2], state)  # type: ignore[operator]
-        assert hx.dtype == cx.dtype == torch.float32  # the carried state stays float32
-        return logits.square().sum() + value.square().sum()
-
-    bf16_and_fp32(model, outputs)
+    bf16_and_fp32(*actor_critic_case())
