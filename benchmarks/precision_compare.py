@@ -24,16 +24,15 @@ from diffworld.config.loading import load_config_file
 from diffworld.config.schema import Precision
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.from_config import make_envs
+from diffworld.evaluation.wm_quality import psnr
 from diffworld.models.diffusion import karras_sigmas, make_denoiser
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
 from diffworld.training.precision import autocast
 from diffworld.training.run_dir import CONFIG_FILE, dataset_dir
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean PSNR (dB) of frames in [-1, 1]."""
-    mse = ((x - y) / 2).square().flatten(1).mean(1).clamp(min=1e-10)
-    return float((-10 * torch.log10(mse)).mean())
+def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    return float(psnr(pred, target).mean())
 
 
 def main() -> None:
@@ -62,7 +61,7 @@ def main() -> None:
 
     report: dict[str, object] = {"run_dir": str(args.run_dir), "updates": args.updates, "trained": {}}
     with torch.no_grad():
-        report["copy_last_frame_psnr"] = psnr(test.obs[:, -2], test.obs[:, -1])
+        report["copy_last_frame_psnr"] = mean_psnr(test.obs[:, -2], test.obs[:, -1])
     for precision in (Precision.fp32, Precision.bf16):
         torch.manual_seed(args.seed)
         denoiser = make_denoiser(d, num_actions)
@@ -91,7 +90,7 @@ def main() -> None:
                 generator = torch.Generator().manual_seed(args.seed)
                 prev_obs, prev_act = test.obs[:, :-1], test.act
                 frames = denoiser.predict_next(prev_obs, prev_act, sigmas, d.sampler, generator)
-            one_step[f"sampled_{sampling.value}"] = psnr(frames, test.obs[:, -1])
+            one_step[f"sampled_{sampling.value}"] = mean_psnr(frames, test.obs[:, -1])
         curve = [float(np.mean(losses[i : i + args.every])) for i in range(0, args.updates, args.every)]
         report["trained"][precision.value] = {  # type: ignore[index]
             "seconds_per_update": seconds,

@@ -58,6 +58,11 @@ def test_metrics(run_dir: Path) -> None:
     assert epochs[-1]["env_steps"] == cfg.collection.total_env_steps
     for key in ("denoiser/train/loss_denoising", "reward_model/train/loss", "actor_critic/train/policy_loss"):
         assert all(key in r for r in epochs), key
+    # Where an epoch's time went: each component's share is part of the epoch's whole.
+    for r in epochs:
+        parts = [r[f"time/{name}_seconds"] for name in ("denoiser", "reward_model", "actor_critic")]
+        assert all(t > 0 for t in parts)
+        assert sum(parts) + r.get("time/test_seconds", 0) <= r["time/epoch_seconds"]
     tested = [r for r in epochs if r["epoch"] % cfg.collection.test_every_epochs == 0]
     assert tested and all(
         "collection/test/return_mean" in r and "denoiser/test/loss_denoising" in r for r in tested

@@ -358,11 +358,15 @@ class Trainer:
         for name in COMPONENTS if model_free is None else ("actor_critic",):
             training = self.components[name].training
             steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
+            t_component = time.monotonic()
             metrics |= self._train_component(name, steps)
+            metrics[f"time/{name}_seconds"] = time.monotonic() - t_component
         if model_free is not None:
             metrics |= _episode_metrics("collection/model_free", model_free.env.pop_episodes())
         if counters.epoch % cfg.collection.test_every_epochs == 0:
+            t_test = time.monotonic()
             metrics |= self._test()
+            metrics["time/test_seconds"] = time.monotonic() - t_test
         metrics["time/epoch_seconds"] = time.monotonic() - t0
         metrics["time/total_hours"] = self.elapsed_seconds() / 3600
         self.logger.log(metrics, epoch=counters.epoch, env_steps=self.env_steps)
