@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +60,20 @@ def test_configure_malloc_applies() -> None:
 def test_freed_memory_is_kept_unless_opted_out() -> None:
     assert _probe() == ("True", "True")
     assert _probe(**{KEEP_MALLOC_ENV: "1"}) == ("False", "False")  # glibc's defaults: given back
+
+
+@glibc_only
+def test_allocator_benchmark_runs_each_setting_in_its_own_process(tmp_path: Path) -> None:
+    out = tmp_path / "allocator.json"
+    script = Path(__file__).parents[1] / "benchmarks" / "allocator_memory.py"
+    cmd = [sys.executable, str(script), "--preset", "smoke", "--steps", "2", "--json", str(out)]
+    cmd += ["--model", "reward_model", "--settings", "diffworld", "glibc-defaults"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    report = json.loads(out.read_text())
+    assert report["preset"] == "smoke"
+    by_setting = {r["setting"]: r for r in report["results"]}
+    assert by_setting["diffworld"]["malloc_configured"] is True
+    assert by_setting["glibc-defaults"]["malloc_configured"] is False
+    for result in by_setting.values():
+        assert len(result["seconds_per_step"]) == 2 and all(s > 0 for s in result["seconds_per_step"])
+        assert result["peak_rss_bytes"] > 50 * 2**20  # at least the Python runtime and torch
