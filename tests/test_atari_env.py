@@ -117,6 +117,22 @@ def test_reset_plays_1_to_30_noops_drawn_from_np_random() -> None:
     assert len(set(found)) > 1
 
 
+def test_noop_max_0_plays_no_noops_and_draws_nothing() -> None:
+    # The official wrapper accepts noop_max=0: the first observation is the screen right after the reset.
+    env = make_atari_env("Asterix", noop_max=0)
+    obs, _ = env.reset(seed=2)
+    ref = ReferenceAtari("asterix", 2)
+    np.testing.assert_array_equal(obs, resize(ref.ale.getScreenRGB()))
+    before = env.np_random.bit_generator.state
+    env.reset()
+    assert env.np_random.bit_generator.state == before
+
+
+def test_negative_noop_max_is_refused() -> None:
+    with pytest.raises(ValueError, match="noop_max must be >= 0"):
+        make_atari_env("Asterix", noop_max=-1)
+
+
 def test_steps_match_reference_pooling_and_resize() -> None:
     env = make_atari_env("Asterix", seed=3)
     obs, info = env.reset()

@@ -27,6 +27,21 @@ class DiffusionKind(str, Enum):
     ddpm = "ddpm"
 
 
+class DiffusionConvention(str, Enum):
+    """How the EDM world model draws its initial noise and quantizes its outputs (docs/method.md, section 3).
+
+    ``official``: as the official DIAMOND code, whose agents scored the paper's results: sampling starts
+    from unit-variance noise while the first denoiser call is told sigma_max, and every denoiser output (each
+    sampling step and the training loss's one-shot estimate) is clamped to [-1, 1] and floored to the 8-bit
+    levels. ``edm``: the textbook EDM sampler: initial noise sigma_max x N(0, I), denoiser outputs left
+    continuous, the sampled frame rounded once to the nearest 8-bit level at the end (and the training
+    estimate rounded too).
+    """
+
+    official = "official"
+    edm = "edm"
+
+
 @dataclass
 class EnvConfig:
     """Atari 100k environment protocol (SPEC 1)."""
@@ -34,7 +49,7 @@ class EnvConfig:
     frame_skip: int = 4
     """Agent steps repeat the action this many ALE frames; the observation max-pools the last two."""
     noop_max: int = 30
-    """Resets play between 1 and ``noop_max`` no-op frames, drawn at random."""
+    """Resets play between 1 and ``noop_max`` no-op frames, drawn at random; 0 plays none."""
     size: int = 64
     """Observations are RGB, resized to ``size`` x ``size`` with area interpolation."""
     max_frames_per_episode: int = 108_000
@@ -144,6 +159,9 @@ class DenoiserConfig:
     """Residual blocks per level on the way down (the way up mirrors them)."""
     attn_depths: list[bool] = field(default_factory=lambda: [False, False, False, False])
     """Self-attention in the blocks of each level (the paper: none; the middle blocks always have it)."""
+    convention: DiffusionConvention = DiffusionConvention.official
+    """Initial noise and quantization of the EDM sampler and training estimate: ``official`` (the default, as
+    the published agents were trained) or ``edm`` (the textbook choice); see ``DiffusionConvention``."""
     sigma_data: float = 0.5
     sigma_offset_noise: float = 0.3
     """Std of the per-image, per-channel constant added to the Gaussian noise (offset noise)."""

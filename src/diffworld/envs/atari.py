@@ -1,9 +1,10 @@
 """One Atari environment with the Atari 100k preprocessing used by DIAMOND.
 
 ``<Game>NoFrameskip-v4`` (minimal action set, no sticky actions, ALE frameskip 1), then: frame skip 4 with a
-pixel-wise max of the last two raw frames, 1 to 30 no-op actions at reset, RGB resized to 64x64 (INTER_AREA),
-raw (unclipped) rewards, and ``info["life_loss"]`` on every step. Whether a life loss ends an episode is the
-caller's choice (see ``diffworld.envs.vector``); the game itself only ends at game over or the frame cap.
+pixel-wise max of the last two raw frames, 1 to 30 no-op actions at reset (none with ``noop_max=0``), RGB
+resized to 64x64 (INTER_AREA), raw (unclipped) rewards, and ``info["life_loss"]`` on every step. Whether a life
+loss ends an episode is the caller's choice (see ``diffworld.envs.vector``); the game itself only ends at game
+over or the frame cap.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Atari100kPreprocessing(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
 
     Args:
         env: an ale-py env created with frameskip 1 and no sticky actions (``<Game>NoFrameskip-v4``).
-        noop_max: at reset, play ``np_random.integers(1, noop_max + 1)`` no-op frames.
+        noop_max: at reset, play ``np_random.integers(1, noop_max + 1)`` no-op frames; 0 plays none (and
+            draws nothing), as the official code does.
         frame_skip: raw frames per agent step, the action repeated on each.
         size: side of the square RGB observation.
         seed: seed for the first ``reset`` called without one, so that a freshly made env is reproducible.
@@ -49,8 +51,8 @@ class Atari100kPreprocessing(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
         atari = env.unwrapped
         if not isinstance(atari, AtariEnv):
             raise TypeError(f"expected an ale-py AtariEnv, got {type(atari).__name__}")
-        if noop_max < 1 or frame_skip < 1:
-            raise ValueError(f"noop_max and frame_skip must be >= 1, got {noop_max} and {frame_skip}")
+        if noop_max < 0 or frame_skip < 1:
+            raise ValueError(f"noop_max must be >= 0 and frame_skip >= 1, got {noop_max} and {frame_skip}")
         self._ale: ale_py.ALEInterface = atari.ale
         if self._ale.getFloat("repeat_action_probability") != 0.0:
             raise ValueError("sticky actions must be off: use a <Game>NoFrameskip-v4 environment")
@@ -74,11 +76,12 @@ class Atari100kPreprocessing(gym.Wrapper[np.ndarray, int, np.ndarray, int]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset the game, then play 1 to ``noop_max`` no-ops; the observation is the current screen."""
+        """Reset the game, then play 1 to ``noop_max`` no-ops (none if it is 0); the observation is the
+        current screen."""
         seed = self._pending_seed if seed is None else seed
         self._pending_seed = None
         self.env.reset(seed=seed, options=options)
-        num_noops = int(self.np_random.integers(1, self._noop_max + 1))
+        num_noops = int(self.np_random.integers(1, self._noop_max + 1)) if self._noop_max > 0 else 0
         for _ in range(num_noops):
             self._ale.act(self._action_set[0])
             if self._ale.game_over():

@@ -81,9 +81,11 @@ class AdaGroupNorm(nn.Module):
 
 
 class SelfAttention2d(nn.Module):
-    """Multi-head self-attention over the H * W positions, as a pre-norm residual block.
+    """Multi-head self-attention over the H * W positions: ``norm(x) + out_proj(attention(norm(x)))``.
 
-    The output projection is zero-initialized, so the block starts as the identity.
+    The residual is the group-normalised input, not the raw one, as in the official DIAMOND code (its
+    published weights assume it; docs/method.md, "Departures"). The output projection is zero-initialized,
+    so the block starts as its group norm.
     """
 
     def __init__(self, channels: int, head_dim: int = 8) -> None:
@@ -97,7 +99,8 @@ class SelfAttention2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv_proj(self.norm(x))
+        x = self.norm(x)
+        qkv = self.qkv_proj(x)
         # (B, 3 * heads, C / heads, H * W) -> three (B, heads, H * W, C / heads)
         qkv = qkv.view(b, 3 * self.num_heads, c // self.num_heads, h * w).transpose(2, 3)
         q, k, v = qkv.chunk(3, dim=1)

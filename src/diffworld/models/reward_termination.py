@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from diffworld.config.schema import RewardTerminationConfig
 from diffworld.data.batch import Batch
 from diffworld.models.actor_critic import LSTMState, init_lstm
-from diffworld.models.blocks import Downsample, GroupNorm, ResBlocks, channels_last, conv3x3
+from diffworld.models.blocks import Downsample, ResBlocks, channels_last, conv3x3
 
 NUM_REWARD_CLASSES = 3
 """sign(r) in {-1, 0, +1} is class ``sign(r) + 1``."""
@@ -19,7 +19,8 @@ NUM_END_CLASSES = 2
 
 class RewardTerminationEncoder(nn.Module):
     """3x3 conv, then per level ``depths[i]`` action-conditioned residual blocks of ``channels[i]`` with a
-    stride-2 downsampling between levels, then 2 blocks with self-attention, a group norm and a SiLU."""
+    stride-2 downsampling between levels, then 2 blocks with self-attention. Their output goes to the LSTM
+    as it is (no final norm or activation), as in the official code."""
 
     def __init__(
         self,
@@ -41,7 +42,6 @@ class RewardTerminationEncoder(nn.Module):
         )
         self.downsamples = nn.ModuleList(Downsample(c) for c in channels[:-1])
         self.mid = ResBlocks([channels[-1]] * 2, [channels[-1]] * 2, cond_channels, attn=True)
-        self.norm_out = GroupNorm(channels[-1])
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         """(N, in_channels, H, W), (N, cond_channels) -> (N, channels[-1], H / 2^(levels-1), ...)."""
@@ -50,8 +50,7 @@ class RewardTerminationEncoder(nn.Module):
             if i > 0:
                 x = self.downsamples[i - 1](x)
             x = level(x, cond)[-1]
-        x = self.mid(x, cond)[-1]
-        return F.silu(self.norm_out(x))
+        return self.mid(x, cond)[-1]
 
 
 class RewardTerminationModel(nn.Module):

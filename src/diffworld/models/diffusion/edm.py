@@ -13,9 +13,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from diffworld.config.schema import DenoiserConfig, SamplerConfig, SigmaDistributionConfig
+from diffworld.config.schema import (
+    DenoiserConfig,
+    DiffusionConvention,
+    SamplerConfig,
+    SigmaDistributionConfig,
+)
 from diffworld.data.batch import Batch
-from diffworld.models.diffusion.sampling import quantize, sample
+from diffworld.models.diffusion.sampling import quantize, quantize_floor, sample
 from diffworld.models.diffusion.unet import DenoiserNetwork
 
 PredictFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
@@ -99,6 +104,7 @@ class EDMDenoiser(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.net = DenoiserNetwork(cfg, num_actions)
+        self.official = DiffusionConvention(cfg.convention) is DiffusionConvention.official
 
     def _model_output(
         self, noisy_next_obs: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor
@@ -129,7 +135,8 @@ class EDMDenoiser(nn.Module):
         # F's effective training target (EDM eq. 8), which makes the loss that of D on next_obs.
         target = (next_obs - c_skip * noisy_next_obs) / c_out
         with torch.no_grad():
-            estimate = quantize(c_skip * noisy_next_obs + c_out * output)
+            denoised = c_skip * noisy_next_obs + c_out * output
+            estimate = quantize_floor(denoised) if self.official else quantize(denoised)
         return output, target, estimate
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
@@ -146,18 +153,27 @@ class EDMDenoiser(nn.Module):
         sigmas: Tensor,
         sampler_cfg: SamplerConfig,
         generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """Sample the next frames (B, 3, H, W), clamped and quantized, given ``prev_obs`` (B, L, 3, H, W)
         and ``prev_act`` (B, L), from noise at ``sigmas[0]`` along ``sigmas`` (ending with 0).
 
         ``sampler_cfg`` gives the order and churn; its ``num_steps`` and sigma range are already in
-        ``sigmas`` (see ``karras_sigmas``).
+        ``sigmas`` (see ``karras_sigmas``). ``noise``: the N(0, I) draw to start from (B, 3, H, W); None draws
+        it from ``generator``. With the ``official`` convention the sampler starts from that draw itself
+        (unit variance, while the first denoiser call is told sigmas[0]) and floors every denoiser output to
+        the 8-bit levels; with ``edm`` it starts from sigmas[0] x noise and only the result is rounded.
         """
         shape = prev_obs[:, -1].shape
-        x = sigmas[0] * torch.randn(shape, generator=generator, device=prev_obs.device, dtype=prev_obs.dtype)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=prev_obs.device, dtype=prev_obs.dtype)
+        # The official choice against autoregressive drift: less initial noise than sigma_max
+        # (docs/method.md).
+        x = noise if self.official else sigmas[0] * noise
 
         def denoise_fn(x: Tensor, sigma: Tensor) -> Tensor:
-            return self.denoise(x, sigma, prev_obs, prev_act)
+            denoised = self.denoise(x, sigma, prev_obs, prev_act)
+            return quantize_floor(denoised) if self.official else denoised
 
         x = sample(
             denoise_fn,
@@ -170,4 +186,6 @@ class EDMDenoiser(nn.Module):
             s_noise=sampler_cfg.s_noise,
             generator=generator,
         )
+        # Snaps the last Euler step (x + (0 - sigma) (x - D) / sigma = D up to rounding errors) onto D's
+        # 8-bit level under the official convention; rounds the continuous result under ``edm``.
         return quantize(x)

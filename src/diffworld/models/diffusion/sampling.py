@@ -33,6 +33,15 @@ def quantize(x: Tensor) -> Tensor:
     return x.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)
 
 
+def quantize_floor(x: Tensor) -> Tensor:
+    """Clamp to [-1, 1] and floor to the 8-bit level below: ``floor((x + 1) / 2 * 255) / 255 * 2 - 1``.
+
+    The official DIAMOND code's quantization of every denoiser output (a cast to uint8, which truncates),
+    written with its operations in its order so that the levels agree bit for bit.
+    """
+    return x.clamp(-1, 1).add(1).div(2).mul(255).floor().div(255).mul(2).sub(1)
+
+
 @torch.no_grad()
 def sample(
     denoise_fn: DenoiseFn,
