@@ -48,7 +48,7 @@ def test_defaults_are_the_papers_settings() -> None:
     # SPEC 4-5
     r = cfg.reward_model
     assert (r.channels, r.depths, r.cond_channels, r.lstm_dim) == ([32] * 4, [2] * 4, 128, 512)
-    assert reward_model_seq_length(cfg) == 19
+    assert reward_model_seq_length(cfg) == 18  # 19 frames: 3 burn-in pairs, then the horizon's 15
     a = cfg.actor_critic
     assert (a.channels, a.lstm_dim, a.imagination_horizon) == ([32, 32, 64, 64], 512, 15)
     assert (a.gamma, a.lambda_, a.value_loss_weight, a.entropy_weight) == (0.985, 0.95, 1.0, 0.001)

@@ -246,8 +246,10 @@ def validate(cfg: Config) -> None:
 
 
 def reward_model_seq_length(cfg: Config) -> int:
-    """Reward/termination segments: burn-in on the conditioning frames, then the imagination horizon."""
-    return cfg.denoiser.num_cond_frames + cfg.actor_critic.imagination_horizon
+    """Steps of a reward/termination training segment: as in imagination, the L - 1 pairs of the conditioning
+    frames (burn-in) then the horizon's steps: 18 steps (19 frames) at the paper's settings, the official
+    code's segment."""
+    return cfg.denoiser.num_cond_frames - 1 + cfg.actor_critic.imagination_horizon
 
 
 def to_yaml(cfg: Config) -> str:
