@@ -115,6 +115,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from diffworld.config import build_config
+
+    if not any(o.startswith("game=") for o in args.overrides):
+        print(
+            "diffworld import: give the agent's game as game=<Game> (the official file does not record it)",
+            file=sys.stderr,
+        )
+        return 2
+    cfg = build_config(args.overrides)
+
+    from diffworld.official_import import import_official_agent
+
+    folder = import_official_agent(Path(args.file), cfg, Path(args.folder), overwrite=args.overwrite)
+    print(f"Imported {args.file} as the {cfg.game} agent folder {folder}")
+    return 0
+
+
 def _cmd_play(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -292,6 +312,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing agent folder")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "import",
+        help="turn an agent file of the official DIAMOND code (<Game>.pt) into an agent folder",
+        description="Convert an agent saved by the official DIAMOND code (one state dict with keys "
+        "denoiser.*, rew_end_model.*, actor_critic.*: a published atari_100k/models/<Game>.pt or a run's "
+        "agent_versions/agent_epoch_*.pt) into an agent folder for eval, play, video and report. The file is "
+        "read as tensors only (no code runs). It records neither its game nor its architecture: give the "
+        "game; the architecture is the paper's unless overridden.",
+    )
+    p.add_argument("file", help="the official agent file (.pt)")
+    p.add_argument("folder", help="the agent folder to write")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="game=<Game> (required), then configuration overrides as for 'diffworld train' if the agent "
+        "was not built with the paper's settings",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing agent folder")
+    p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser(
         "play",

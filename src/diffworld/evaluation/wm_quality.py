@@ -352,6 +352,28 @@ def evaluate_run(
     }
 
 
+def denoiser_kind(source: Path) -> str:
+    """The denoiser kind (``edm`` or ``ddpm``) of a run folder or of an agent folder (exported or imported),
+    read from its configuration without loading the weights."""
+    from diffworld.agent import INFO_FILE, AgentFolderError, config_from_dict
+    from diffworld.config.loading import ConfigError, load_config_file
+    from diffworld.training.run_dir import CONFIG_FILE
+
+    if (source / CONFIG_FILE).is_file():
+        cfg = load_config_file(source / CONFIG_FILE)
+    elif (source / INFO_FILE).is_file():
+        try:
+            info = json.loads((source / INFO_FILE).read_text(encoding="utf-8"))
+            cfg = config_from_dict(info["config"], source=f"{source / INFO_FILE} (config)")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ConfigError) as e:
+            raise AgentFolderError(f"Cannot read the configuration of {source / INFO_FILE}: {e}") from None
+    else:
+        raise UserError(
+            f"{source} is neither a run folder (no {CONFIG_FILE}) nor an agent folder (no {INFO_FILE})"
+        )
+    return str(getattr(cfg.denoiser.kind, "value", cfg.denoiser.kind))
+
+
 def evaluate_world_models(
     run_dirs: Sequence[Path],
     out_dir: Path,
@@ -367,9 +389,6 @@ def evaluate_world_models(
 ) -> dict[str, Any]:
     """Evaluate each run whose denoiser is of one of ``kinds``; write ``wm_quality.json`` and
     ``wm_quality.png`` to ``out_dir``; return the report."""
-    from diffworld.config.loading import load_config_file
-    from diffworld.training.run_dir import CONFIG_FILE
-
     if not run_dirs:
         raise UserError("no run folder given")
     if any(h < 1 for h in horizons) or any(s < 1 for s in denoising_steps) or num_episodes < 1:
@@ -379,10 +398,7 @@ def evaluate_world_models(
         raise UserError(f"unknown kinds {sorted(unknown)}: choose among {', '.join(KINDS)}")
     runs = []
     for run_dir in run_dirs:
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
-        cfg = load_config_file(run_dir / CONFIG_FILE)
-        kind = str(getattr(cfg.denoiser.kind, "value", cfg.denoiser.kind))
+        kind = denoiser_kind(run_dir)
         if kind not in kinds:
             log(f"{run_dir}: its denoiser is {kind}, not among {', '.join(kinds)}: skipped")
             continue
