@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from diffworld.config.schema import Config
+from diffworld.envs.games import is_atari
 from diffworld.envs.vector import AtariEnvs
 from diffworld.utils.seeding import derive_seed
 
 
 def make_envs(cfg: Config, num_envs: int, purpose: str, life_loss_terminal: bool) -> AtariEnvs:
-    """Atari 100k environments of the run's game, seeded from the run seed and ``purpose``."""
+    """Environments of the run's game, seeded from the run seed and ``purpose``.
+
+    Atari games step in one process each when there are several; Catch's steps cost microseconds, less
+    than passing them between processes, so its environments all step in this one.
+    """
     return AtariEnvs(
         cfg.game,
         num_envs,
@@ -18,4 +23,5 @@ def make_envs(cfg: Config, num_envs: int, purpose: str, life_loss_terminal: bool
         noop_max=cfg.env.noop_max,
         frame_skip=cfg.env.frame_skip,
         size=cfg.env.size,
+        asynchronous=None if is_atari(cfg.game) else False,
     )

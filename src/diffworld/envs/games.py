@@ -1,4 +1,4 @@
-"""Atari game names: resolve what users type to the canonical ALE name.
+"""Game names: resolve what users type to the canonical name (an ALE game, or one of diffworld's own).
 
 Kept light on purpose: the CLI validates ``game=...`` before any heavy import (torch), so this module only
 imports ale_py/gymnasium lazily (~0.3 s) and only when a name has to be checked against the registry.
@@ -31,6 +31,9 @@ def _load_atari100k_games() -> tuple[str, ...]:
 ATARI100K_GAMES: tuple[str, ...] = _load_atari100k_games()
 """The 26 games of the Atari 100k benchmark, canonical CamelCase names."""
 
+OWN_GAMES: dict[str, str] = {"Catch": "diffworld/Catch-v0"}
+"""diffworld's own games (``diffworld.envs.catch``) and their Gymnasium ids; not ALE games."""
+
 
 def _normalise(name: str) -> str:
     """Case-, underscore- and dash-insensitive key, without the ``NoFrameskip-v4`` suffix."""
@@ -40,7 +43,8 @@ def _normalise(name: str) -> str:
 
 @functools.cache
 def _games_by_key() -> dict[str, str]:
-    """Normalised key -> canonical name, for every ``<Game>NoFrameskip-v4`` registered by ale-py.
+    """Normalised key -> canonical name, for every ``<Game>NoFrameskip-v4`` registered by ale-py and for
+    diffworld's own games.
 
     ``ale_py.roms.get_all_rom_ids()`` is not enough: some ale-py ROMs (e.g. Tetris) only get ``ALE/...-v5``
     ids, and the spec requires the v4 NoFrameskip variant.
@@ -54,7 +58,7 @@ def _games_by_key() -> dict[str, str]:
         for env_name, spec in gym.registry.items()
         if spec.namespace is None and env_name.endswith(_ENV_SUFFIX)
     )
-    return {_normalise(name): name for name in sorted(names)}
+    return {_normalise(name): name for name in sorted([*names, *OWN_GAMES])}
 
 
 def available_games() -> tuple[str, ...]:
@@ -78,5 +82,12 @@ def resolve_game(name: str) -> str:
 
 
 def env_id(game: str) -> str:
-    """Gymnasium id of ``game`` (any accepted spelling), e.g. ``MsPacmanNoFrameskip-v4``."""
-    return f"{resolve_game(game)}{_ENV_SUFFIX}"
+    """Gymnasium id of ``game`` (any accepted spelling), e.g. ``MsPacmanNoFrameskip-v4``,
+    ``diffworld/Catch-v0`` (registered when ``diffworld.envs.catch`` is imported)."""
+    game = resolve_game(game)
+    return OWN_GAMES.get(game, f"{game}{_ENV_SUFFIX}")
+
+
+def is_atari(game: str) -> bool:
+    """Whether ``game`` (a canonical name) is an ALE game rather than one of diffworld's own."""
+    return game not in OWN_GAMES

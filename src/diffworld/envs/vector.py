@@ -1,4 +1,4 @@
-"""Several Atari 100k environments stepped in parallel, with the optional life-loss-terminal layer."""
+"""Several Atari 100k (or Catch) environments stepped in parallel, with the optional life-loss layer."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from diffworld.envs.atari import make_atari_env
 from diffworld.envs.games import resolve_game
+from diffworld.envs.make import make_env
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class AtariEnvs:
         # Seeds go through the factories (not reset(seed=...)) so that only the first reset is seeded.
         env_fns = [
             partial(
-                make_atari_env,
+                make_env,
                 self.game,
                 seed + i,
                 max_frames_per_episode=max_frames_per_episode,

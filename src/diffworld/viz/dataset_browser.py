@@ -206,9 +206,9 @@ def action_meanings_for(folder: Path, source: Path) -> list[str] | None:
 
     if (source / CONFIG_FILE).is_file():
         from diffworld.config.loading import load_config_file
-        from diffworld.envs.atari import make_atari_env
+        from diffworld.envs.make import make_env
 
-        env = make_atari_env(load_config_file(source / CONFIG_FILE).game)
+        env = make_env(load_config_file(source / CONFIG_FILE).game)
         meanings = env.action_meanings
         env.close()
         return meanings

@@ -566,7 +566,7 @@ def build_session(
     The world model starts its trajectories from ``context_dataset`` if given, else from the last episodes
     of the run folder ``source``'s dataset, else (an agent folder) from a short real episode of the policy.
     """
-    from diffworld.envs.atari import make_atari_env
+    from diffworld.envs.make import make_env as make_game_env
     from diffworld.envs.vector import AtariEnvs
     from diffworld.training.run_dir import dataset_dir
     from diffworld.utils.seeding import derive_seed
@@ -574,7 +574,7 @@ def build_session(
     from diffworld.viz.video import collect_real_episode
 
     cfg, agent, device = trained.cfg, trained.agent, trained.device
-    probe = make_atari_env(cfg.game)
+    probe = make_game_env(cfg.game)
     meanings = probe.action_meanings
     probe.close()
     if len(meanings) != trained.num_actions:

@@ -1,0 +1,226 @@
+"""Catch: a tiny game on which the whole pipeline learns in minutes on a CPU.
+
+The screen is an 8x8 grid of square cells (8x8 pixels at the default 64x64). A ball falls one row per
+step from the top row, at a random column; a paddle in the bottom row moves one column per step
+(``NOOP``, ``RIGHT``, ``LEFT``, ALE's names, clipped at the walls). When the ball reaches the bottom row it
+lands: +1 if the paddle is under it, -1 if not, and a new ball appears in the top row in the same step.
+The episode ends when ``num_balls`` balls have landed (``7 * num_balls`` steps), so returns range over
+``[-num_balls, num_balls]``. Every ball can be caught (7 moves reach any of the 8 columns).
+
+Drawn for a world model that learns fast: few large objects in saturated, distinct colours on black, and
+a landing frame that shows its outcome in the whole bottom row (green when caught, red when missed),
+so that the reward is visible in the frame after the step that earns it.
+
+The env has the interface of ``Atari100kPreprocessing``: ``action_meanings``, ``info`` with ``lives``,
+``life_loss`` (never: the game has no lives) and ``episode_frame_number``, a frame cap
+(``max_frames_per_episode``, a step counting as ``frame_skip`` frames, as for Atari), a seed for the first
+reset, and ``get_state`` / ``set_state`` for exact resume. Its randomness (the paddle's start column and
+each ball's column) comes only from ``np_random``, so an episode is a function of the seed and the actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+GAME_NAME = "Catch"
+GYM_ID = "diffworld/Catch-v0"
+GRID = 8
+"""Cells per side of the square screen."""
+ACTION_MEANINGS = ("NOOP", "RIGHT", "LEFT")
+_MOVES = (0, 1, -1)
+_PADDLE_ROW = GRID - 1
+
+BACKGROUND = (0, 0, 0)
+BALL = (255, 255, 0)
+PADDLE = (0, 160, 255)
+CAUGHT = (0, 200, 0)
+MISSED = (230, 0, 0)
+
+
+class CatchEnv(gym.Env[np.ndarray, int]):
+    """The Catch game, 64x64 RGB observations (``size``), 3 actions.
+
+    Args:
+        num_balls: balls per episode.
+        size: side of the square RGB observation, a multiple of 8.
+        max_frames_per_episode: frame cap; the episode is truncated after
+            ``max_frames_per_episode // frame_skip`` steps (never, at the default, before the game ends).
+        frame_skip: frames one step counts for (Catch has no frame skip; only the cap and
+            ``episode_frame_number`` use it, as an Atari env would count).
+        noop_max: accepted for the same signature as the Atari env, unused: the start is random already.
+        seed: seed for the first ``reset`` called without one, so that a freshly made env is reproducible.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 15}  # noqa: RUF012 (as Gymnasium declares it)
+
+    def __init__(
+        self,
+        num_balls: int = 10,
+        size: int = 64,
+        max_frames_per_episode: int = 108_000,
+        frame_skip: int = 4,
+        noop_max: int = 30,
+        seed: int | None = None,
+        render_mode: str | None = "rgb_array",
+    ) -> None:
+        if num_balls < 1:
+            raise ValueError(f"num_balls must be >= 1, got {num_balls}")
+        if size < GRID or size % GRID:
+            raise ValueError(f"size must be a positive multiple of {GRID}, got {size}")
+        if frame_skip < 1:
+            raise ValueError(f"frame_skip must be >= 1, got {frame_skip}")
+        self.num_balls = num_balls
+        self.frame_skip = frame_skip
+        self._max_steps = max(1, max_frames_per_episode // frame_skip)
+        self._cell = size // GRID
+        self._size = size
+        self.render_mode = render_mode
+        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
+        self.action_space = gym.spaces.Discrete(len(ACTION_MEANINGS))  # type: ignore[assignment]
+        self._pending_seed = seed
+        self._paddle = 0
+        self._ball_row = 0
+        self._ball_col = 0
+        self._landed = 0
+        """Balls landed in this episode."""
+        self._steps = 0
+        self._outcome = 0
+        """+1 / -1 in the frame where a ball was caught / missed (drawn at ``_landed_col``), else 0."""
+        self._landed_col = 0
+        self._over = True
+
+    @property
+    def action_meanings(self) -> list[str]:
+        return list(ACTION_MEANINGS)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """A new episode: the paddle at a random column, the first ball in the top row."""
+        seed = self._pending_seed if seed is None else seed
+        self._pending_seed = None
+        super().reset(seed=seed)
+        self._paddle = int(self.np_random.integers(GRID))
+        self._new_ball()
+        self._landed = 0
+        self._steps = 0
+        self._outcome = 0
+        self._over = False
+        return self._observe(), self._info()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._over:
+            raise RuntimeError("step() called after the episode ended: call reset()")
+        if not 0 <= int(action) < len(ACTION_MEANINGS):
+            raise ValueError(f"action must be in [0, {len(ACTION_MEANINGS)}), got {action}")
+        self._paddle = min(GRID - 1, max(0, self._paddle + _MOVES[int(action)]))
+        self._ball_row += 1
+        self._steps += 1
+        reward = 0.0
+        self._outcome = 0
+        terminated = False
+        if self._ball_row == _PADDLE_ROW:
+            reward = 1.0 if self._ball_col == self._paddle else -1.0
+            self._outcome = int(reward)
+            self._landed_col = self._ball_col
+            self._landed += 1
+            terminated = self._landed >= self.num_balls
+            if not terminated:
+                self._new_ball()
+        truncated = not terminated and self._steps >= self._max_steps
+        self._over = terminated or truncated
+        return self._observe(), reward, terminated, truncated, self._info()
+
+    def render(self) -> np.ndarray:
+        """The current observation (Gymnasium's ``rgb_array`` mode)."""
+        return self._observe()
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that decides this env's future, to continue exactly with ``set_state``.
+
+        Ints, None and the generator's state (a dict of ints and str), so that it survives ``torch.save`` /
+        ``torch.load(weights_only=True)``. Settings (number of balls, size, cap) are not part of it: restore
+        into an env made with the same ones.
+        """
+        return {
+            "np_random": self.np_random.bit_generator.state,
+            "pending_seed": self._pending_seed,
+            "paddle": self._paddle,
+            "ball_row": self._ball_row,
+            "ball_col": self._ball_col,
+            "landed": self._landed,
+            "steps": self._steps,
+            "outcome": self._outcome,
+            "landed_col": self._landed_col,
+            "over": self._over,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Put the env back where ``get_state`` found it (the env need not have been reset)."""
+        self.np_random.bit_generator.state = state["np_random"]
+        self._pending_seed = state["pending_seed"]
+        for key in ("paddle", "ball_row", "ball_col", "landed", "steps", "outcome", "landed_col"):
+            setattr(self, f"_{key}", int(state[key]))
+        self._over = bool(state["over"])
+
+    # An attribute as well, so that a vector env's ``set_attr`` can hand every env its own state.
+    state = property(get_state, set_state)
+
+    def _new_ball(self) -> None:
+        self._ball_row = 0
+        self._ball_col = int(self.np_random.integers(GRID))
+
+    def _fill(
+        self, frame: np.ndarray, row: int, col: int, colour: tuple[int, ...], top: int = 0, bottom: int = 0
+    ) -> None:
+        """Colour cell (row, col) from its pixel row ``top`` down, less ``bottom`` rows at its bottom."""
+        c = self._cell
+        frame[row * c + top : (row + 1) * c - bottom, col * c : (col + 1) * c] = colour
+
+    def _observe(self) -> np.ndarray:
+        frame = np.zeros((self._size, self._size, 3), dtype=np.uint8)
+        half = self._cell // 2
+        if self._outcome:
+            # The landing frame: the whole bottom row shows the outcome, the landed ball sits in its top
+            # half (on the paddle when caught).
+            frame[_PADDLE_ROW * self._cell :] = CAUGHT if self._outcome > 0 else MISSED
+            self._fill(frame, _PADDLE_ROW, self._landed_col, BALL, bottom=self._cell - half)
+        if not (self._outcome and self._landed >= self.num_balls):  # no new ball after the last one
+            self._fill(frame, self._ball_row, self._ball_col, BALL)
+        self._fill(frame, _PADDLE_ROW, self._paddle, PADDLE, top=half)
+        return frame
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "lives": 0,
+            "life_loss": False,
+            "episode_frame_number": self._steps * self.frame_skip,
+            "balls_landed": self._landed,
+        }
+
+
+def make_catch_env(
+    seed: int | None = None,
+    *,
+    max_frames_per_episode: int = 108_000,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    size: int = 64,
+    num_balls: int = 10,
+) -> CatchEnv:
+    """One Catch environment, with the signature of ``make_atari_env`` (less the game)."""
+    return CatchEnv(
+        num_balls=num_balls,
+        size=size,
+        max_frames_per_episode=max_frames_per_episode,
+        frame_skip=frame_skip,
+        noop_max=noop_max,
+        seed=seed,
+    )
+
+
+if GYM_ID not in gym.registry:
+    gym.register(GYM_ID, entry_point="diffworld.envs.catch:CatchEnv")
