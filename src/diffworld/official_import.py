@@ -99,15 +99,15 @@ def _listed(names: set[str]) -> str:
     return ", ".join(shown) + more
 
 
-def _unpickling_problem(error: BaseException) -> str:
-    """The useful line of a ``weights_only`` refusal (the global it would not load), else the first line."""
-    text = str(error)
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(
-        r"Unsupported operand \d+", text
-    )
-    if match:
-        return match[0].replace("GLOBAL ", "")
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+def _refused_global(error: BaseException) -> str:
+    """`` (it would load posix.mkdir)`` for a ``weights_only`` refusal that names the global, else ``""``."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return f" (it would load {match[1]})" if match else ""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def read_official_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -124,14 +124,18 @@ def read_official_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):  # torch.save writes zip archives; this is garbage or a raw pickle
+            raise OfficialAgentError(
+                f"{path} is not a file saved by torch.save (not a zip archive){_refused_global(e)}."
+            ) from None
         raise OfficialAgentError(
-            f"{path} holds objects other than tensors ({_unpickling_problem(e)}); refused without "
-            "unpickling them: an official agent file holds only the agent's state dict."
+            f"{path} holds objects other than tensors{_refused_global(e)}; refused without unpickling them: "
+            "an official agent file holds only the agent's state dict."
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
         raise OfficialAgentError(
             f"{path} is not a PyTorch file that torch.load can read (truncated or another format?): "
-            f"{_unpickling_problem(e)}"
+            f"{_first_line(e)}"
         ) from None
     if not isinstance(data, Mapping):
         raise OfficialAgentError(
