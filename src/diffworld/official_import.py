@@ -175,10 +175,10 @@ def num_actions_of(tensors: Mapping[str, Tensor], path: Path) -> int:
 
 
 def game_num_actions(game: str) -> int:
-    """Actions of ``game``'s minimal action set, as the official code and diffworld use."""
-    from diffworld.envs.atari import make_atari_env
+    """Actions of ``game`` (an Atari game's minimal action set, as the official code and diffworld use)."""
+    from diffworld.envs.make import make_env
 
-    env = make_atari_env(game)
+    env = make_env(game)
     try:
         return len(env.action_meanings)
     finally:
