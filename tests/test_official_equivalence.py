@@ -98,8 +98,17 @@ def _assert_levels(actual: Tensor, expected_levels: Tensor, expected_raw: Tensor
         )
 
 
-def test_the_import_keeps_every_official_tensor_bit_for_bit(imported: tuple[Agent, Config]) -> None:
+def test_the_import_keeps_every_official_tensor_bit_for_bit(
+    imported: tuple[Agent, Config], meta: dict[str, Any]
+) -> None:
     agent, cfg = imported
+    counts = meta["parameter_counts"]
+    assert agent.parameter_counts() == {
+        "denoiser": counts["denoiser"],
+        "reward_model": counts["rew_end_model"],
+        "actor_critic": counts["actor_critic"],
+        "total": counts["total"],
+    }
     official = read_official_state_dict(AGENT_FILE)
     names = official_names(agent, len(cfg.reward_model.channels))
     assert set(names) == set(official)
