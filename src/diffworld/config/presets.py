@@ -1,7 +1,8 @@
 """Named presets: dotted overrides applied on top of the paper's defaults.
 
 ``atari100k`` is the paper. ``quick`` is small enough to show learning on a real game on 2 CPU cores in
-an hour. ``smoke`` runs end to end in seconds and exists for tests.
+an hour. ``gpu`` is the paper's networks on a schedule of minutes on one GPU. ``smoke`` runs end to end in
+seconds and exists for tests.
 """
 
 from __future__ import annotations
@@ -49,6 +50,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         "actor_critic.training.steps_first_epoch": 30,
         "actor_critic.training.steps_per_epoch": 14,
         "actor_critic.training.batch_size": 16,
+    },
+    "gpu": {
+        # The paper's networks, batch sizes and denoising steps (so ``diffworld bench``'s seconds per step
+        # hold), on a schedule of about 5 minutes on one H100: an estimate, not yet measured.
+        # ``benchmarks/gpu_check.sh`` measures the steps first and fits ``collection.total_env_steps`` to the
+        # time it gives the run (``diffworld.projection.fit_total_env_steps``). Higher learning rates for far
+        # fewer updates than the paper's, as in ``quick``.
+        "env.num_test_envs": 2,
+        "collection.total_env_steps": 6_000,
+        "collection.initial_min_steps": 2_000,
+        "collection.initial_max_steps": 4_000,
+        "collection.steps_per_epoch": 200,
+        "collection.test_every_epochs": 5,
+        "collection.num_test_episodes": 2,
+        "collection.num_final_episodes": 4,
+        "training.num_final_epochs": 2,
+        "training.save_agent_every": 10,
+        "denoiser.optimizer.lr": 3e-4,
+        "denoiser.training.steps_first_epoch": 300,
+        "denoiser.training.steps_per_epoch": 40,
+        "reward_model.optimizer.lr": 3e-4,
+        "reward_model.training.steps_first_epoch": 300,
+        "reward_model.training.steps_per_epoch": 40,
+        "actor_critic.optimizer.lr": 3e-4,
+        "actor_critic.training.steps_first_epoch": 50,
+        "actor_critic.training.steps_per_epoch": 10,
     },
     "smoke": {
         "env.max_frames_per_episode": 2_000,
