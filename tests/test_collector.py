@@ -117,6 +117,64 @@ def stored_episodes(dataset: EpisodeDataset, first: int = 0) -> list[Episode]:
     return [dataset.get_episode(i) for i in range(first, dataset.num_episodes)]
 
 
+def expected_dataset(
+    first_obs: np.ndarray, results: list[StepResult], actions: list[np.ndarray], call_ends: list[int]
+) -> tuple[list[Episode], set[int]]:
+    """The official collector's dataset for a raw env stream: (episodes by id, ids of the open ones).
+
+    An episode takes the next id when first stored: when it ends, or at the last step of a collection
+    (``call_ends``: the number of env steps after each call) while it runs; it is then extended in place.
+    """
+    num_envs = len(first_obs)
+    frames: list[list[np.ndarray]] = [[obs] for obs in first_obs]
+    acts: list[list[int]] = [[] for _ in range(num_envs)]
+    rews: list[list[float]] = [[] for _ in range(num_envs)]
+    ids: list[int | None] = [None] * num_envs
+    episodes: list[Episode] = []
+    open_ids: set[int] = set()
+
+    def store(i: int, episode: Episode) -> int:
+        episode_id = ids[i]
+        if episode_id is None:
+            episode_id = len(episodes)
+            episodes.append(episode)
+        episodes[episode_id] = episode
+        return episode_id
+
+    for t, (result, action) in enumerate(zip(results, actions, strict=True)):
+        for i in range(num_envs):
+            frames[i].append(result.final_obs[i])
+            acts[i].append(int(action[i]))
+            rews[i].append(float(result.reward[i]))
+            if result.done[i]:
+                ends = {"terminated": bool(result.terminated[i]), "truncated": bool(result.truncated[i])}
+                open_ids.discard(store(i, Episode.from_steps(frames[i], acts[i], rews[i], **ends)))
+                frames[i], acts[i], rews[i], ids[i] = [result.obs[i]], [], [], None
+            elif t + 1 in call_ends:
+                ids[i] = store(
+                    i, Episode.from_steps(frames[i], acts[i], rews[i], terminated=False, truncated=False)
+                )
+                open_ids.add(ids[i])
+    return episodes, open_ids
+
+
+def assert_dataset_is(dataset: EpisodeDataset, episodes: list[Episode], open_ids: set[int]) -> None:
+    assert dataset.num_episodes == len(episodes)
+    assert set(dataset.open_episode_ids) == open_ids
+    for episode_id, (got, expected) in enumerate(zip(stored_episodes(dataset), episodes, strict=True)):
+        assert_same_episode(got, expected)
+        assert dataset.is_open(episode_id) == (episode_id in open_ids)
+
+
+def copy_dataset(dataset: EpisodeDataset) -> EpisodeDataset:
+    """A RAM copy of ``dataset``, open episodes still open."""
+    copy = EpisodeDataset(frame_shape=dataset.frame_shape)  # type: ignore[arg-type]
+    for i in range(dataset.num_episodes):
+        episode = dataset.get_episode(i)
+        copy.add(Episode(**{k: v.copy() for k, v in vars(episode).items()}), partial=dataset.is_open(i))
+    return copy
+
+
 def assert_same_episode(got: Episode, expected: Episode) -> None:
     for name in ("obs", "act", "rew", "terminated", "truncated"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
@@ -144,9 +202,12 @@ def test_collect_steps_takes_exactly_the_requested_steps(num_envs: int) -> None:
         envs, _, dataset = recorded(collector)
         stats = collector.collect_steps(6) + collector.collect_steps(0) + collector.collect_steps(50)
         assert collector.num_steps_total == 56 and len(envs.results) == 56 // num_envs
-        assert collector.num_episodes_total == len(stats) == dataset.num_episodes > 0
-        running = collector.state_dict()["actions"]
-        assert dataset.num_steps + sum(len(actions) for actions in running) == 56
+        assert collector.num_episodes_total == len(stats) > 0
+        # Every step taken is stored: the running episodes' steps too, in open episodes.
+        assert dataset.num_steps == 56
+        assert dataset.num_episodes == len(stats) + len(dataset.open_episode_ids)
+        assert len(dataset.open_episode_ids) == num_envs
+        assert all(len(actions) == 0 for actions in collector.state_dict()["actions"])
         with pytest.raises(ValueError, match="multiple"):
             collector.collect_steps(-num_envs)
         if num_envs == 2:
@@ -159,14 +220,21 @@ def test_episodes_are_the_env_stream_with_true_final_frames() -> None:
     # Breakout in training mode with a frame cap: episodes end by life loss, by game over and by the cap.
     with make_collector("Breakout", 2, max_frames=700) as collector:
         envs, actor_critic, dataset = recorded(collector)
-        stats = collector.collect_steps(180) + collector.collect_steps(220)
+        stats = collector.collect_steps(180)
+        open_before = {i: len(dataset.get_episode(i)) for i in dataset.open_episode_ids}
+        stats += collector.collect_steps(220)
     in_order = in_completion_order(replay(envs.resets[0], envs.results, envs.actions), envs.results)
-    assert len(stats) == dataset.num_episodes == len(in_order)
-    for episode, expected_episode, episode_stats in zip(
-        stored_episodes(dataset), in_order, stats, strict=True
-    ):
-        assert_same_episode(episode, expected_episode)
+    assert len(stats) == len(in_order)
+    for expected_episode, episode_stats in zip(in_order, stats, strict=True):
         assert episode_stats == stats_of(expected_episode)
+    # The dataset: the same episodes, and the running ones stored at the end of each call, then extended.
+    episodes, open_ids = expected_dataset(envs.resets[0], envs.results, envs.actions, [90, 200])
+    assert_dataset_is(dataset, episodes, open_ids)
+    assert dataset.num_steps == 400 and len(open_ids) == 2
+    # Episodes running at the end of the first call kept their ids, grew, and one of them has ended since.
+    assert len(open_before) == 2
+    assert all(len(dataset.get_episode(i)) > length for i, length in open_before.items())
+    assert any(not dataset.is_open(i) for i in open_before)
 
     # The frame each step's action was chosen on is the last frame of the running episode, scaled to [-1, 1].
     for t, (obs, _, _) in enumerate(actor_critic.calls):
@@ -241,6 +309,10 @@ def test_collect_episodes_starts_fresh_each_call() -> None:
     assert len(envs.resets) == 4  # collect_steps, both collect_episodes, and collect_steps after them
     assert [stat.truncated for stat in first + second] == [True] * 3
     assert collector.num_episodes_total == 3  # the 10 steps cut by collect_episodes were dropped
+    # ... from the collection: they stay stored, open. The test episodes are stored whole, the last 5 steps
+    # open again.
+    dataset = recorded(collector)[2]
+    assert dataset.open_episode_ids == [0, 4] and dataset.lengths[[0, 4]].tolist() == [10, 5]
 
 
 @pytest.mark.parametrize(("num_envs", "steps_before"), [(1, 0), (1, 36), (2, 80)])
@@ -250,16 +322,21 @@ def test_state_dict_resumes_collection_exactly(num_envs: int, steps_before: int)
         original.collect_steps(steps_before)
         state = torch_roundtrip(original.state_dict())
         envs, _, dataset = recorded(original)
-        steps_seen, episodes_seen = len(envs.results), dataset.num_episodes
+        dataset_then = copy_dataset(dataset)
+        steps_seen = len(envs.results)
         expected_stats = original.collect_steps(steps_after)
-        expected_episodes = stored_episodes(dataset, episodes_seen)
+        expected_episodes = stored_episodes(dataset)
+        expected_open = dataset.open_episode_ids
         expected_results, expected_actions = envs.results[steps_seen:], envs.actions[steps_seen:]
         expected_counts = (original.num_steps_total, original.num_episodes_total)
     if steps_before:
-        assert all(len(actions) > 0 for actions in state["actions"])  # saved in the middle of episodes
+        # Saved in the middle of episodes, whose steps so far are stored (open) in the dataset.
+        assert all(episode_id is not None for episode_id in state["episode_ids"])
+        assert all(dataset_then.is_open(episode_id) for episode_id in state["episode_ids"])
 
     # Other seeds everywhere: everything that matters must come from the state.
     with make_collector("Breakout", num_envs, max_frames=400, env_seed=7, generator_seed=7) as resumed:
+        resumed.dataset = dataset_then
         resumed.load_state_dict(state)
         stats = resumed.collect_steps(steps_after)
         envs, _, dataset = recorded(resumed)
@@ -271,9 +348,28 @@ def test_state_dict_resumes_collection_exactly(num_envs: int, steps_before: int)
     for t, (got, expected) in enumerate(zip(envs.results, expected_results, strict=True)):
         for name in ("obs", "reward", "terminated", "truncated", "final_obs", "life_loss"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=f"{name} {t}")
-    assert dataset.num_episodes == len(expected_episodes)
-    for got_episode, expected_episode in zip(stored_episodes(dataset), expected_episodes, strict=True):
-        assert_same_episode(got_episode, expected_episode)
+    assert dataset is dataset_then
+    assert_dataset_is(dataset, expected_episodes, set(expected_open))
+
+
+def test_state_dict_refuses_a_dataset_without_the_running_episodes() -> None:
+    with make_collector("Breakout", 1) as original:
+        original.collect_steps(20)
+        state = torch_roundtrip(original.state_dict())
+        other_dataset = copy_dataset(recorded(original)[2])
+    with make_collector("Breakout", 1) as resumed:
+        with pytest.raises(ValueError, match="does not hold open"):
+            resumed.load_state_dict(state)  # its dataset is empty
+        other_dataset.extend(0, make_steps(other_dataset.get_episode(0).obs[-1]), partial=True)
+        resumed.dataset = other_dataset
+        with pytest.raises(ValueError, match="does not end on the frame"):
+            resumed.load_state_dict(state)
+
+
+def make_steps(first_frame: np.ndarray) -> Episode:
+    return Episode.from_steps(
+        [first_frame, np.zeros_like(first_frame)], [0], [0.0], terminated=False, truncated=False
+    )
 
 
 def test_env_state_round_trip_continues_through_the_cap_and_resets() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from pathlib import Path
@@ -13,6 +14,10 @@ from diffworld.data import (
     EpisodeDataset,
     episode_path,
     has_enough_minority_rewards,
+    part_path,
+    read_stored_episode,
+    set_aside_later_files,
+    stored_episode_ids,
 )
 from diffworld.utils.atomic import TEMP_SUFFIX, atomic_write, atomic_write_bytes, atomic_write_text
 
@@ -262,6 +267,270 @@ def test_leftover_temp_file_is_ignored_then_cleaned(tmp_path: Path, rng: np.rand
     assert resumed.add(make_episode(rng, 3)) == 2
     assert not leftover.exists()
     assert EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE).num_episodes == 3
+
+
+# Open episodes: stored while they run, extended in place
+
+
+def split(episode: Episode, *cuts: int) -> list[Episode]:
+    """``episode`` cut into pieces at steps ``cuts``: the first is an episode, the others continue it."""
+    bounds = [0, *cuts, len(episode)]
+    pieces = []
+    for start, stop in itertools.pairwise(bounds):
+        pieces.append(
+            Episode(
+                obs=episode.obs[start : stop + 1],
+                act=episode.act[start:stop],
+                rew=episode.rew[start:stop],
+                terminated=episode.terminated[start:stop],
+                truncated=episode.truncated[start:stop],
+            )
+        )
+    return pieces
+
+
+def test_open_episode_grows_in_place_then_closes(tmp_path: Path, rng: np.random.Generator) -> None:
+    dataset = EpisodeDataset(tmp_path, frame_shape=FRAME_SHAPE, capacity_steps=100)
+    before = make_episode(rng, 4)
+    running = make_episode(rng, 12, terminated=True)
+    first, second, last = split(running, 5, 9)
+    assert dataset.add(before) == 0
+    assert dataset.add(first, partial=True) == 1
+    assert dataset.open_episode_ids == [1] and dataset.is_open(1) and not dataset.is_open(0)
+    assert_episodes_equal(dataset.get_episode(1), first)
+    frames = dataset.frames
+    dataset.extend(1, second, partial=True)
+    assert dataset.num_episodes == 2 and dataset.lengths.tolist() == [4, 9]
+    assert_episodes_equal(dataset.get_episode(1), split(running, 9)[0])
+    assert np.shares_memory(frames, dataset.frames)  # appended where the episode ends: nothing moved
+    # On disk: one file per stored piece, each holding only its new steps.
+    assert sorted(os.listdir(tmp_path)) == [
+        "episode_000000.npz",
+        "episode_000001.steps_000000-000005.npz",
+        "episode_000001.steps_000005-000009.npz",
+    ]
+    assert_episodes_equal(read_stored_episode(tmp_path, 1), split(running, 9)[0])
+    reloaded = EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE)
+    assert reloaded.open_episode_ids == [1] and reloaded.lengths.tolist() == [4, 9]
+    assert_episodes_equal(reloaded.get_episode(1), split(running, 9)[0])
+
+    # It ends: written whole, as every closed episode is, and its parts are removed.
+    counts = dataset.reward_sign_counts()
+    dataset.extend(1, last)
+    assert dataset.open_episode_ids == [] and dataset.lengths.tolist() == [4, 12]
+    assert_episodes_equal(dataset.get_episode(1), running)
+    assert sorted(os.listdir(tmp_path)) == ["episode_000000.npz", "episode_000001.npz"]
+    np.testing.assert_array_equal(dataset.reward_sign_counts(), counts + _sign_counts(last.rew))
+    reloaded = EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE)
+    assert reloaded.open_episode_ids == []
+    assert_episodes_equal(reloaded.get_episode(1), running)
+    np.testing.assert_array_equal(reloaded.reward_sign_counts(), dataset.reward_sign_counts())
+    with pytest.raises(ValueError, match="not open"):
+        dataset.extend(1, last)
+
+
+def _sign_counts(rew: np.ndarray) -> np.ndarray:
+    return np.array([(rew < 0).sum(), (rew == 0).sum(), (rew > 0).sum()])
+
+
+def test_loaded_open_episode_goes_on(tmp_path: Path, rng: np.random.Generator) -> None:
+    dataset = EpisodeDataset(tmp_path, frame_shape=FRAME_SHAPE)
+    running = make_episode(rng, 10, terminated=False)  # truncated at its last step
+    first, second, last = split(running, 3, 6)
+    dataset.add(first, partial=True)
+    dataset.extend(0, second, partial=True)
+    resumed = EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE)
+    resumed.extend(0, last)
+    assert_episodes_equal(EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE).get_episode(0), running)
+    assert os.listdir(tmp_path) == ["episode_000000.npz"]
+
+
+def test_extend_checks_its_input(rng: np.random.Generator) -> None:
+    dataset = EpisodeDataset(frame_shape=FRAME_SHAPE)
+    running = make_episode(rng, 6)
+    first, rest = split(running, 3)
+    with pytest.raises(ValueError, match="has ended, so it cannot stay open"):
+        dataset.add(running, partial=True)
+    dataset.add(first, partial=True)
+    with pytest.raises(ValueError, match="has ended, so it cannot stay open"):
+        dataset.extend(0, rest, partial=True)
+    with pytest.raises(ValueError, match="last frame of episode 0"):
+        dataset.extend(0, split(make_episode(rng, 6), 3)[1])
+    with pytest.raises(ValueError, match="episode 1 is not open"):
+        dataset.extend(1, rest)
+    assert dataset.lengths.tolist() == [3]  # nothing stored by the refused calls
+    dataset.extend(0, rest)
+    assert_episodes_equal(dataset.get_episode(0), running)
+
+
+def test_several_open_episodes_interleaved(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Several envs: open episodes that are not last in RAM move to the end when they grow."""
+    dataset = EpisodeDataset(tmp_path, frame_shape=FRAME_SHAPE, capacity_steps=8)
+    episodes = {i: make_episode(rng, 9 + i, terminated=i % 2 == 0) for i in range(3)}
+    pieces = {i: split(episode, 2, 5) for i, episode in episodes.items()}
+    closed = make_episode(rng, 4)
+    dataset.add(pieces[0][0], partial=True)
+    dataset.add(closed)
+    dataset.add(pieces[1][0], partial=True)
+    dataset.add(pieces[2][0], partial=True)
+    stored = {0: 1, 1: 1, 2: 1}  # pieces of each episode stored so far
+    ids = {0: 0, 1: 2, 2: 3}
+    for i in (0, 2, 1, 1, 0, 2):  # grows out of order, each one closing with its last piece
+        last = stored[i] == 2
+        dataset.extend(ids[i], pieces[i][stored[i]], partial=not last)
+        stored[i] += 1
+        for j, episode in episodes.items():
+            expected = episode if stored[j] == 3 else split(episode, [2, 5][stored[j] - 1])[0]
+            assert_episodes_equal(dataset.get_episode(ids[j]), expected)
+        assert_episodes_equal(dataset.get_episode(1), closed)
+        # The index arrays still partition the RAM arrays among the episodes.
+        starts_lengths = zip(dataset.step_starts, dataset.lengths, strict=True)
+        steps = np.concatenate([np.arange(start, start + n) for start, n in starts_lengths])
+        assert sorted(steps.tolist()) == list(range(dataset.num_steps))
+    assert dataset.open_episode_ids == []
+    reloaded = EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE)
+    for i, episode in episodes.items():
+        assert_episodes_equal(reloaded.get_episode(ids[i]), episode)
+    np.testing.assert_array_equal(reloaded.reward_sign_counts(), dataset.reward_sign_counts())
+
+
+def test_a_new_part_costs_its_own_steps_only(tmp_path: Path, rng: np.random.Generator) -> None:
+    dataset = EpisodeDataset(tmp_path, frame_shape=(64, 64, 3))
+    running = make_episode(rng, 400, frame_shape=(64, 64, 3), terminated=False)
+    pieces = split(running, *range(50, 400, 50))
+    dataset.add(pieces[0], partial=True)
+    sizes = []
+    for piece in pieces[1:-1]:
+        files_before = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+        dataset.extend(0, piece, partial=True)
+        new = [p for p in tmp_path.iterdir() if p not in files_before]
+        assert len(new) == 1  # one new file; the earlier parts are untouched
+        assert all(p.stat().st_mtime_ns == mtime for p, mtime in files_before.items())
+        sizes.append(new[0].stat().st_size)
+    assert max(sizes) < 1.2 * min(sizes)  # no growth with the episode's length
+
+
+def test_new_dataset_refuses_folder_with_an_open_episode(tmp_path: Path, rng: np.random.Generator) -> None:
+    EpisodeDataset(tmp_path, frame_shape=FRAME_SHAPE).add(split(make_episode(rng, 3), 2)[0], partial=True)
+    assert stored_episode_ids(tmp_path) == [0]
+    with pytest.raises(FileExistsError, match="EpisodeDataset.load"):
+        EpisodeDataset(tmp_path, frame_shape=FRAME_SHAPE)
+
+
+def test_corrupted_part_gives_clear_error(tmp_path: Path, rng: np.random.Generator) -> None:
+    dataset = EpisodeDataset(tmp_path, frame_shape=FRAME_SHAPE)
+    dataset.add(make_episode(rng, 3))
+    first, second, _ = split(make_episode(rng, 9), 3, 6)
+    dataset.add(first, partial=True)
+    dataset.extend(1, second, partial=True)
+    part_path(tmp_path, 1, 3, 6).write_bytes(b"garbage")
+    with pytest.raises(CorruptEpisodeError, match=r"episode_000001.steps_000003-000006.npz") as info:
+        EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE)
+    assert "max_episodes=1" in str(info.value)
+    # A part from another episode does not continue this one.
+    other = split(make_episode(rng, 9), 3, 6)[1]
+    with atomic_write(part_path(tmp_path, 1, 3, 6)) as file:
+        np.savez_compressed(file, **vars(other))
+    with pytest.raises(CorruptEpisodeError, match="different runs"):
+        EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE)
+
+
+# Resuming from a checkpoint: the folder brought back to an earlier moment
+
+
+def grown_folder(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, list[Episode], EpisodeDataset]:
+    """A folder where episode 1 is open with 4 steps (the 'checkpoint'), as are later parts of it."""
+    directory = tmp_path / "train"
+    dataset = EpisodeDataset(directory, frame_shape=FRAME_SHAPE)
+    episodes = [make_episode(rng, 5), make_episode(rng, 12, terminated=False), make_episode(rng, 3)]
+    dataset.add(episodes[0])
+    dataset.add(split(episodes[1], 4)[0], partial=True)
+    return directory, episodes, dataset
+
+
+def assert_folder_holds(directory: Path, episodes: list[Episode], open_ids: list[int]) -> None:
+    loaded = EpisodeDataset.load(directory, frame_shape=FRAME_SHAPE)
+    assert loaded.num_episodes == len(episodes) and loaded.open_episode_ids == open_ids
+    for i, episode in enumerate(episodes):
+        assert_episodes_equal(loaded.get_episode(i), episode)
+
+
+@pytest.mark.parametrize("after", ["grew", "ended", "ended_parts_left", "ended_some_parts_removed"])
+def test_set_aside_later_files(tmp_path: Path, rng: np.random.Generator, after: str) -> None:
+    directory, episodes, dataset = grown_folder(tmp_path, rng)
+    pieces = split(episodes[1], 4, 8)
+    # After the checkpoint: episode 1 grows (and maybe ends), episode 2 is stored.
+    dataset.extend(1, pieces[1], partial=True)
+    if after == "grew":
+        dataset.extend(1, split(episodes[1], 8, 10)[1], partial=True)
+    else:
+        dataset.extend(1, pieces[2])
+        if after == "ended_parts_left":  # killed between writing the whole episode and removing its parts
+            for piece, (start, stop) in zip(pieces[:2], [(0, 4), (4, 8)], strict=True):
+                with atomic_write(part_path(directory, 1, start, stop)) as file:
+                    np.savez_compressed(file, **vars(piece))
+        elif after == "ended_some_parts_removed":
+            with atomic_write(part_path(directory, 1, 4, 8)) as file:
+                np.savez_compressed(file, **vars(pieces[1]))
+    dataset.add(episodes[2])
+    later = {p.name: p.read_bytes() for p in directory.iterdir()}
+
+    aside = tmp_path / "aside"
+    moved = set_aside_later_files(directory, aside, 2, [5, 4])
+    assert_folder_holds(directory, [episodes[0], pieces[0]], open_ids=[1])
+    assert sorted(p.name for p in moved) == sorted(os.listdir(aside))
+    # Nothing lost: what was written after the checkpoint is all in `aside`, unchanged.
+    for name in os.listdir(aside):
+        assert (aside / name).read_bytes() == later[name]
+    assert set(later) <= set(os.listdir(aside)) | set(os.listdir(directory))
+    assert "episode_000002.npz" in os.listdir(aside)
+    # Run again (as after a crash during the first call): nothing more to do.
+    assert set_aside_later_files(directory, tmp_path / "aside2", 2, [5, 4]) == []
+    # And the resumed run goes on from there.
+    resumed = EpisodeDataset.load(directory, frame_shape=FRAME_SHAPE)
+    resumed.extend(1, split(episodes[1], 4)[1])
+    assert_folder_holds(directory, episodes[:2], open_ids=[])
+
+
+def test_set_aside_after_a_crash_in_the_middle(tmp_path: Path, rng: np.random.Generator) -> None:
+    directory, episodes, dataset = grown_folder(tmp_path, rng)
+    dataset.extend(1, split(episodes[1], 4)[1])  # ended after the checkpoint: its parts are gone
+    assert sorted(os.listdir(directory)) == ["episode_000000.npz", "episode_000001.npz"]
+    # The first call wrote steps 0..3 as a part of their own and was killed before moving the whole file.
+    with atomic_write(part_path(directory, 1, 0, 4)) as file:
+        np.savez_compressed(file, **vars(split(episodes[1], 4)[0]))
+    set_aside_later_files(directory, tmp_path / "aside", 2, [5, 4])
+    assert_folder_holds(directory, [episodes[0], split(episodes[1], 4)[0]], open_ids=[1])
+    assert os.listdir(tmp_path / "aside") == ["episode_000001.npz"]
+
+
+def test_set_aside_count_only_and_missing_steps(tmp_path: Path, rng: np.random.Generator) -> None:
+    directory, episodes, dataset = grown_folder(tmp_path, rng)
+    dataset.add(episodes[2])
+    moved = set_aside_later_files(directory, tmp_path / "aside", 2)
+    assert [p.name for p in moved] == ["episode_000002.npz"]
+    with pytest.raises(FileNotFoundError, match="lacks steps 4..5 of episode 1"):
+        set_aside_later_files(directory, tmp_path / "aside", 2, [5, 6])
+    with pytest.raises(ValueError, match="2 lengths for 1 episodes"):
+        set_aside_later_files(directory, tmp_path / "aside", 1, [5, 4])
+
+
+def test_stale_files_of_a_discarded_history_are_replaced(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Loaded with max_episodes, a dataset replaces the later files as it reaches their ids."""
+    directory, episodes, dataset = grown_folder(tmp_path, rng)
+    dataset.extend(1, split(episodes[1], 4)[1])
+    dataset.add(split(make_episode(rng, 9), 6)[0], partial=True)  # id 2, open, in the discarded history
+    resumed = EpisodeDataset.load(directory, max_episodes=2, frame_shape=FRAME_SHAPE)
+    new = make_episode(rng, 10)
+    first, second, _ = split(new, 3, 8)
+    assert resumed.add(first, partial=True) == 2
+    resumed.extend(2, second, partial=True)
+    assert_folder_holds(directory, [*episodes[:2], split(new, 8)[0]], open_ids=[2])
+    # Parts outside the chain loaded (an episode stored whole since) are removed at the first write.
+    with atomic_write(part_path(directory, 1, 0, 4)) as file:
+        np.savez_compressed(file, **vars(split(episodes[1], 4)[0]))
+    EpisodeDataset.load(directory, frame_shape=FRAME_SHAPE).add(make_episode(rng, 2))
+    assert not part_path(directory, 1, 0, 4).exists()
 
 
 # Atomic writes

@@ -41,9 +41,12 @@ def test_run_folder_contents(run_dir: Path) -> None:
     ).is_file()
     dataset = EpisodeDataset.load(run_dir / "dataset" / "train")
     assert dataset.num_episodes > 0
-    # Every collected step is in the dataset, except those of the episodes still running at the end.
+    # Every collected step is in the dataset, those of the episode still running at the end included: it
+    # stays there, open, in parts (episode_*.steps_*-*.npz) beside the whole episodes.
     records = read_metrics(run_dir)
-    assert dataset.num_steps <= records[-1]["env_steps"] == cfg.collection.total_env_steps
+    assert dataset.num_steps == records[-1]["env_steps"] == cfg.collection.total_env_steps
+    assert dataset.open_episode_ids == [dataset.num_episodes - 1]
+    assert list((run_dir / "dataset" / "train").glob(f"episode_{dataset.num_episodes - 1:06d}.steps_*.npz"))
 
 
 def test_metrics(run_dir: Path) -> None:

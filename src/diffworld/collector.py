@@ -1,10 +1,13 @@
 """Real-environment collection: the current policy steps the Atari envs and the stream becomes ``Episode``s.
 
-The ``Collector`` keeps, per env, the running episode (frames from its first one, actions, raw rewards) and
-the policy's LSTM state. When an episode ends (game over, frame cap, or a life loss in training mode) it is
-stored with its true final frame and the env's LSTM state starts again from zero, as in the official code.
-Its ``state_dict`` holds everything the future of the collection depends on, environments included, so a
-run resumed from a checkpoint takes the very same actions and sees the very same frames.
+The ``Collector`` keeps, per env, the steps of the running episode not stored yet (actions, raw rewards and
+the frames from the last stored one) and the policy's LSTM state. As in the official code, ``collect_steps``
+stores the running episodes at its end, so their steps so far are in the dataset (open episodes, sampled
+like any others), and extends them in place at the next call; when an episode ends (game over, frame cap, or
+a life loss in training mode) it is stored with its true final frame and closed, and the env's LSTM state
+starts again from zero. Its ``state_dict`` holds everything the future of the collection depends on,
+environments included, so a run resumed from a checkpoint takes the very same actions and sees the very same
+frames.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class EpisodeStats:
 
 
 class Collector:
-    """Steps ``envs`` with ``actor_critic`` in the loop and stores the completed episodes in ``dataset``.
+    """Steps ``envs`` with ``actor_critic`` in the loop and stores the episodes in ``dataset``.
 
     Observations reach the policy as float (n, 3, H, W) in [-1, 1], all envs in one call. Every random draw
     goes through ``generator`` (on ``device``) and the envs' own seeded generators, so collection is
@@ -49,7 +52,8 @@ class Collector:
         temperature: of the policy's action sampling (SPEC 5, Freeway).
         device: where the policy runs.
         generator: torch generator on ``device`` for the action draws.
-        dataset: where completed episodes go; None keeps only their stats.
+        dataset: where the episodes go (see ``collect_steps`` and ``collect_episodes``); None keeps only the
+            stats of the completed ones.
     """
 
     def __init__(
@@ -72,10 +76,14 @@ class Collector:
         self.dataset = dataset
         self.num_steps_total = 0
         self.num_episodes_total = 0
-        # Running episode of each env; empty lists until the envs are first reset (``_started``).
+        # Per env, the steps of the running episode not in the dataset yet: the frames from the last one
+        # stored (the episode's first if none is), actions, rewards. Empty lists until the envs are first
+        # reset (``_started``).
         self._frames: list[list[np.ndarray]] = []
         self._actions: list[list[int]] = []
         self._rewards: list[list[float]] = []
+        # Per env, the dataset id of the running episode once its first steps are stored (it is open there).
+        self._episode_ids: list[int | None] = []
         self._hx_cx: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -88,6 +96,12 @@ class Collector:
         The envs advance together, so ``num_steps`` must be a multiple of the number of envs (each env takes
         ``num_steps / n`` steps). Returns the stats of the episodes completed meanwhile, in order of
         completion (envs in index order within a step); episodes still running go on at the next call.
+
+        With a dataset, as in the official collector: an episode that ends is stored (closed) at once, under
+        the id its first stored steps took; at the last step, each env's running episode is stored too
+        (envs in index order, among the episodes that end at that step): a new open episode, or the steps
+        since its last storage appended to it. So every step taken is in the dataset when this returns, and
+        ids follow the order in which episodes were first stored.
         """
         n = self.envs.num_envs
         if num_steps < 0 or num_steps % n != 0:
@@ -99,8 +113,14 @@ class Collector:
             self._start()
         stats = []
         all_active = np.ones(n, dtype=bool)
-        for _ in range(num_steps // n):
-            stats += [self._record(episode) for _, episode in self._step(all_active)]
+        num_calls = num_steps // n
+        for call in range(num_calls):
+            ended = self._step(all_active)
+            for i, episode in enumerate(ended):
+                if episode is not None:
+                    stats.append(self._record(i, episode))
+                elif call == num_calls - 1 and self.dataset is not None:
+                    self._store_running(i, self.dataset)
         return stats
 
     def collect_episodes(self, num_episodes: int) -> list[EpisodeStats]:
@@ -110,8 +130,9 @@ class Collector:
         played, so short episodes are not over-represented, as they would be by keeping the first
         ``num_episodes`` to finish. An env whose share is done keeps stepping (the envs step together) but
         its further steps are neither counted nor stored. Returns the stats in order of ``k``; the episodes
-        go to ``dataset`` in order of completion. Running episodes are dropped at the start, and none is
-        left running at the end: the next ``collect_steps`` starts from a reset.
+        go to ``dataset`` in order of completion, whole (never open). Running episodes are dropped at the
+        start (any stored steps of theirs stay, open, in the dataset), and none is left running at the end:
+        the next ``collect_steps`` starts from a reset.
         """
         if num_episodes < 1:
             raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -120,10 +141,11 @@ class Collector:
         remaining = np.array([len(range(i, num_episodes, n)) for i in range(n)])
         per_env: list[list[EpisodeStats]] = [[] for _ in range(n)]
         while remaining.any():
-            for i, episode in self._step(remaining > 0):
-                per_env[i].append(self._record(episode))
-                remaining[i] -= 1
-        self._frames, self._actions, self._rewards, self._hx_cx = [], [], [], None
+            for i, episode in enumerate(self._step(remaining > 0)):
+                if episode is not None:
+                    per_env[i].append(self._record(i, episode))
+                    remaining[i] -= 1
+        self._frames, self._actions, self._rewards, self._episode_ids, self._hx_cx = [], [], [], [], None
         return [per_env[k % n][k // n] for k in range(num_episodes)]
 
     def state_dict(self) -> dict[str, Any]:
@@ -138,13 +160,17 @@ class Collector:
             "frames": [torch.from_numpy(np.stack(frames)) for frames in self._frames],
             "actions": [torch.tensor(actions, dtype=torch.int64) for actions in self._actions],
             "rewards": [torch.tensor(rewards, dtype=torch.float32) for rewards in self._rewards],
+            "episode_ids": list(self._episode_ids),
             "hx_cx": None if self._hx_cx is None else [state.cpu() for state in self._hx_cx],
             "generator": self.generator.get_state(),
             "envs": self.envs.get_states(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict`` into this collector, whose envs must have the same game and settings."""
+        """Restore a ``state_dict`` into this collector, whose envs must have the same game and settings.
+
+        The dataset must hold what it held when the state was saved: the running episodes' stored steps.
+        """
         if len(state["envs"]) != self.envs.num_envs:
             raise ValueError(f"the state has {len(state['envs'])} envs, this collector {self.envs.num_envs}")
         self.envs.set_states(state["envs"])
@@ -154,6 +180,11 @@ class Collector:
         self._frames = [list(frames.numpy()) for frames in state["frames"]]
         self._actions = [actions.tolist() for actions in state["actions"]]
         self._rewards = [rewards.tolist() for rewards in state["rewards"]]
+        # States saved before running episodes were stored hold them whole, from their first frame.
+        self._episode_ids = [
+            None if i is None else int(i) for i in state.get("episode_ids", [None] * len(self._frames))
+        ]
+        self._check_stored_steps()
         hx_cx = state["hx_cx"]
         self._hx_cx = None if hx_cx is None else (hx_cx[0].to(self.device), hx_cx[1].to(self.device))
 
@@ -164,12 +195,14 @@ class Collector:
         self._frames = [[obs[i].copy()] for i in range(n)]
         self._actions = [[] for _ in range(n)]
         self._rewards = [[] for _ in range(n)]
+        self._episode_ids = [None] * n
         self._hx_cx = self.actor_critic.initial_state(n, self.device)
 
-    def _step(self, active: np.ndarray) -> list[tuple[int, Episode]]:
-        """One policy call and one step of every env; returns the episodes of ``active`` envs that ended.
+    def _step(self, active: np.ndarray) -> list[Episode | None]:
+        """One policy call and one step of every env; per env, the unstored steps of its episode if it ended.
 
-        Inactive envs keep only their current frame; their steps are not counted.
+        Those steps end the episode (whole if none was stored before); None for the others. Inactive envs
+        keep only their current frame; their steps are not counted.
         """
         obs = np.stack([frames[-1] for frames in self._frames])
         obs_t = torch.from_numpy(obs).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
@@ -181,7 +214,7 @@ class Collector:
         done_t = torch.from_numpy(result.done).to(self.device)[:, None]
         self._hx_cx = (hx.masked_fill(done_t, 0), cx.masked_fill(done_t, 0))
 
-        ended = []
+        ended: list[Episode | None] = [None] * self.envs.num_envs
         for i in range(self.envs.num_envs):
             # Copies: a view would keep the whole (n, H, W, C) batch alive for as long as the episode runs.
             next_obs = result.obs[i].copy()
@@ -200,14 +233,21 @@ class Collector:
                     terminated=bool(result.terminated[i]),
                     truncated=bool(result.truncated[i]),
                 )
-                ended.append((i, episode))
+                ended[i] = episode
                 # After a life loss (training mode) the game goes on: next_obs is the final frame again.
                 self._frames[i], self._actions[i], self._rewards[i] = [next_obs], [], []
         return ended
 
-    def _record(self, episode: Episode) -> EpisodeStats:
+    def _record(self, env: int, steps: Episode) -> EpisodeStats:
+        """Store the ended episode of ``env``, whose unstored steps are ``steps``; return its stats."""
+        episode_id, self._episode_ids[env] = self._episode_ids[env], None
+        episode = steps
         if self.dataset is not None:
-            self.dataset.add(episode)
+            if episode_id is None:
+                episode_id = self.dataset.add(steps)
+            else:
+                self.dataset.extend(episode_id, steps)
+            episode = self.dataset.get_episode(episode_id)
         self.num_episodes_total += 1
         return EpisodeStats(
             episode_return=float(episode.rew.sum(dtype=np.float64)),
@@ -215,3 +255,36 @@ class Collector:
             terminated=bool(episode.terminated[-1]),
             truncated=bool(episode.truncated[-1]),
         )
+
+    def _store_running(self, env: int, dataset: EpisodeDataset) -> None:
+        """Store the steps of ``env``'s running episode taken since it was last stored; it stays open."""
+        if not self._actions[env]:
+            return
+        steps = Episode.from_steps(
+            self._frames[env], self._actions[env], self._rewards[env], terminated=False, truncated=False
+        )
+        episode_id = self._episode_ids[env]
+        if episode_id is None:
+            self._episode_ids[env] = dataset.add(steps, partial=True)
+        else:
+            dataset.extend(episode_id, steps, partial=True)
+        self._frames[env], self._actions[env], self._rewards[env] = [self._frames[env][-1]], [], []
+
+    def _check_stored_steps(self) -> None:
+        """Each running episode with stored steps is open in the dataset, on the frame it goes on from."""
+        for env, episode_id in enumerate(self._episode_ids):
+            if episode_id is None:
+                continue
+            dataset = self.dataset
+            if dataset is None or not (
+                0 <= episode_id < dataset.num_episodes and dataset.is_open(episode_id)
+            ):
+                raise ValueError(
+                    f"env {env}'s running episode is stored as episode {episode_id}, which the dataset does "
+                    f"not hold open: restore the dataset that was saved with this state"
+                )
+            if not np.array_equal(dataset.get_episode(episode_id).obs[-1], self._frames[env][0]):
+                raise ValueError(
+                    f"episode {episode_id} in the dataset does not end on the frame where env {env}'s "
+                    f"running episode goes on: restore the dataset that was saved with this state"
+                )

@@ -16,6 +16,10 @@ from diffworld.data.storage import (
     EpisodeDataset,
     episode_path,
     has_enough_minority_rewards,
+    part_path,
+    read_stored_episode,
+    set_aside_later_files,
+    stored_episode_ids,
 )
 
 if TYPE_CHECKING:
@@ -37,6 +41,10 @@ __all__ = [
     "episode_path",
     "frame_mask",
     "has_enough_minority_rewards",
+    "part_path",
+    "read_stored_episode",
+    "set_aside_later_files",
+    "stored_episode_ids",
 ]
 
 

@@ -20,7 +20,6 @@ continues from the last checkpoint with the same random streams, environments an
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,13 @@ from diffworld.agent import Agent, export_agent
 from diffworld.collector import Collector, EpisodeStats
 from diffworld.config.loading import reward_model_seq_length, save_config
 from diffworld.config.schema import ComponentTrainingConfig, Config, OptimizerConfig
-from diffworld.data import Batch, EpisodeDataset, SegmentSampler, has_enough_minority_rewards
+from diffworld.data import (
+    Batch,
+    EpisodeDataset,
+    SegmentSampler,
+    has_enough_minority_rewards,
+    set_aside_later_files,
+)
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
 from diffworld.evaluation.reward_recall import RewardDetection, reward_detection
@@ -124,13 +129,19 @@ class Trainer:
         if resumable:
             state, used = load_checkpoint(checkpoint_dir(self.run_dir), CHECKPOINT_KEYS)
             tqdm.write(f"Resuming from {used}")
-            _set_aside_episodes(self.run_dir, keep=state["dataset_num_episodes"])
+            # Checkpoints saved before running episodes were stored have no lengths: all their episodes ended.
+            lengths = state.get("dataset_lengths")
+            _set_aside_episodes(self.run_dir, keep=state["dataset_num_episodes"], lengths=lengths)
             self.dataset = EpisodeDataset.load(
                 dataset_dir(self.run_dir),
                 max_episodes=state["dataset_num_episodes"],
                 frame_shape=frame_shape,
                 capacity_steps=capacity,
             )
+            if lengths is not None and not np.array_equal(self.dataset.lengths, lengths):
+                raise RuntimeError(
+                    f"the episodes of {dataset_dir(self.run_dir)} differ from the checkpoint's"
+                )
         else:
             state = None
             if resume:
@@ -306,7 +317,7 @@ class Trainer:
         ) as bar:
             bar.update(self.collector.num_steps_total)
             while True:
-                # Only complete episodes are stored: training needs at least one, whatever the step counts.
+                # Training needs a stored episode (the running one counts), whatever the step counts.
                 done_min = (
                     self.collector.num_steps_total >= c.initial_min_steps and self.dataset.num_episodes > 0
                 )
@@ -512,6 +523,8 @@ class Trainer:
             "collector": self.collector.state_dict(),
             "test_collector": self.test_collector.state_dict(),
             "dataset_num_episodes": self.dataset.num_episodes,
+            # Where each episode stood: a resumed run drops the steps that open episodes gained since.
+            "dataset_lengths": self.dataset.lengths.copy(),
             "num_actions": self.num_actions,
         }
         if self._model_free is not None:
@@ -591,17 +604,16 @@ def _traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batc
         yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])
 
 
-def _set_aside_episodes(run_dir: Path, keep: int) -> None:
-    """Move episode files with ids >= ``keep`` (collected after the checkpoint, lost to a crash) aside."""
+def _set_aside_episodes(run_dir: Path, keep: int, lengths: np.ndarray | None = None) -> None:
+    """Move what was stored after the checkpoint (lost to a crash) aside: the files of episodes with ids
+    >= ``keep``, and the steps that open episodes gained since (``lengths``: each one's at the checkpoint)."""
     directory = dataset_dir(run_dir)
-    extra = sorted(p for p in directory.glob("episode_*.npz") if int(p.stem.split("_")[1]) >= keep)
-    if not extra:
+    if not directory.is_dir():
         return
     aside = run_dir / "dataset" / f"after_checkpoint_{time.strftime('%Y%m%d-%H%M%S')}"
-    aside.mkdir(parents=True, exist_ok=True)
-    for path in extra:
-        shutil.move(str(path), aside / path.name)
-    tqdm.write(f"Moved {len(extra)} episode(s) collected after the last checkpoint to {aside}")
+    moved = set_aside_later_files(directory, aside, keep, None if lengths is None else lengths.tolist())
+    if moved:
+        tqdm.write(f"Moved {len(moved)} episode file(s) written after the last checkpoint to {aside}")
 
 
 def _reward_detection_metrics(detection: RewardDetection) -> dict[str, float]:
