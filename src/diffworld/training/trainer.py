@@ -60,7 +60,15 @@ from diffworld.training.checkpoint import (
 from diffworld.training.logger import MetricsLogger
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
 from diffworld.training.precision import autocast
-from diffworld.training.run_dir import CONFIG_FILE, EVAL_FILE, checkpoint_dir, create_run_dir, dataset_dir
+from diffworld.training.run_dir import (
+    CONFIG_FILE,
+    EVAL_FILE,
+    checkpoint_dir,
+    create_run_dir,
+    dataset_dir,
+    lock_run_dir,
+    unlock_run_dir,
+)
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 COMPONENTS = ("denoiser", "reward_model", "actor_critic")
@@ -114,6 +122,9 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        # Before anything reads or writes the folder: a second writer (a resume of a live run, the same
+        # run_dir twice) is refused here, with the holder's name.
+        lock_run_dir(self.run_dir)
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         c = cfg.collection
@@ -309,6 +320,7 @@ class Trainer:
             self.test_envs.close()
             if self._model_free is not None:
                 self._model_free.env.envs.close()
+            unlock_run_dir(self.run_dir)
 
     def _initial_collection(self) -> None:
         c = self.cfg.collection
