@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from diffworld.data import EpisodeDataset
+from diffworld.data import EpisodeDataset, read_stored_episode
+from diffworld.training.checkpoint import load_checkpoint
 from diffworld.training.logger import read_metrics
 
 ARGS = ["game=Breakout", "preset=smoke", "seed=2"]
@@ -42,11 +44,25 @@ def _comparable(run_dir: Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(run_dir)]
 
 
-@pytest.mark.parametrize("kill_times", [(4.0, 2.5, 3.0, 5.0)])
-def test_sigkill_at_several_points_then_resume(tmp_path: Path, kill_times: tuple[float, ...]) -> None:
-    unbroken = tmp_path / "unbroken"
-    assert _run(["train", *ARGS, f"run_dir={unbroken}"], kill_after=None) == 0
+def _assert_same_datasets(run_dir: Path, expected_run_dir: Path) -> None:
+    ours, theirs = (EpisodeDataset.load(d / "dataset" / "train") for d in (run_dir, expected_run_dir))
+    assert ours.num_episodes == theirs.num_episodes and ours.num_steps == theirs.num_steps
+    assert (ours.lengths == theirs.lengths).all() and ours.open_episode_ids == theirs.open_episode_ids
+    assert (ours.frames == theirs.frames).all() and (ours.actions == theirs.actions).all()
+    assert (ours.rewards == theirs.rewards).all() and (ours.terminated == theirs.terminated).all()
 
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("resume") / "unbroken"
+    assert _run(["train", *ARGS, f"run_dir={run_dir}"], kill_after=None) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("kill_times", [(4.0, 2.5, 3.0, 5.0)])
+def test_sigkill_at_several_points_then_resume(
+    tmp_path: Path, unbroken: Path, kill_times: tuple[float, ...]
+) -> None:
     broken = tmp_path / "broken"
     kills = 0
     result = _run(["train", *ARGS, f"run_dir={broken}"], kill_after=kill_times[0])
@@ -66,28 +82,76 @@ def test_sigkill_at_several_points_then_resume(tmp_path: Path, kill_times: tuple
     report, expected = (json.loads((d / "eval.json").read_text()) for d in (broken, unbroken))
     assert report["env_steps"] == expected["env_steps"]
     assert report["returns"] == expected["returns"]
-    ours, theirs = (
-        EpisodeDataset.load(broken / "dataset" / "train"),
-        EpisodeDataset.load(unbroken / "dataset" / "train"),
-    )
-    assert ours.num_episodes == theirs.num_episodes and ours.num_steps == theirs.num_steps
-    assert (ours.frames == theirs.frames).all() and (ours.actions == theirs.actions).all()
+    _assert_same_datasets(broken, unbroken)
     assert _comparable(broken) == _comparable(unbroken)
 
 
-def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path) -> None:
+_KILLED_AT_SAVE = """
+import os, signal, sys
+from diffworld.cli import main
+from diffworld.training.trainer import Trainer
+save, calls = Trainer._save_checkpoint, []
+def killed_at_save(self):
+    calls.append(None)
+    if len(calls) == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    save(self)
+Trainer._save_checkpoint = killed_at_save
+sys.exit(main())
+"""
+
+
+def _run_killed_at_save(args: list[str], n: int) -> None:
+    """Run ``diffworld`` with ``args``; it SIGKILLs itself when about to save its ``n``-th checkpoint."""
+    command = [sys.executable, "-c", _KILLED_AT_SAVE.format(n=n), *args]
+    proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def _open_episode_grew_since_checkpoint(run_dir: Path) -> bool:
+    """Whether an episode open at the last checkpoint has more steps on disk (it grew, or ended, since)."""
+    state, _ = load_checkpoint(run_dir / "checkpoints")
+    episode_ids = [i for i in state["collector"]["episode_ids"] if i is not None]
+    lengths = state["dataset_lengths"]
+    directory = run_dir / "dataset" / "train"
+    return any(len(read_stored_episode(directory, i)) > lengths[i] for i in episode_ids)
+
+
+def test_sigkill_while_an_episode_is_open_then_resume(tmp_path: Path, unbroken: Path) -> None:
+    """Killed after a collection extended (or ended) the open episode, before the checkpoint: the resumed
+    run drops those steps, collects them again, and ends as the unbroken run does."""
+    broken = tmp_path / "broken"
+    # Each run kills itself when about to save its 3rd checkpoint: the first in the initial collection, the
+    # second (resumed from the first's 2nd) a few collections later.
+    _run_killed_at_save(["train", *ARGS, f"run_dir={broken}"], n=3)
+    grew = [_open_episode_grew_since_checkpoint(broken)]
+    _run_killed_at_save(["train", "--resume", str(broken)], n=3)
+    grew.append(_open_episode_grew_since_checkpoint(broken))
+    assert _run(["train", "--resume", str(broken)], kill_after=None) == 0
+    assert all(grew), "no kill landed after an open episode grew: choose other kill points"
+
+    report, expected = (json.loads((d / "eval.json").read_text()) for d in (broken, unbroken))
+    assert report["returns"] == expected["returns"] and report["env_steps"] == expected["env_steps"]
+    _assert_same_datasets(broken, unbroken)
+    assert _comparable(broken) == _comparable(unbroken)
+    # Nothing lost: what the killed runs stored after their checkpoints was moved aside, whole files of
+    # the episodes open at the checkpoints included.
+    aside = list((broken / "dataset").glob("after_checkpoint_*/episode_*.npz"))
+    assert len({path.parent for path in aside}) == 2
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path: Path, unbroken: Path) -> None:
     run_dir = tmp_path / "run"
-    assert _run(["train", *ARGS, f"run_dir={run_dir}"], kill_after=None) == 0
+    shutil.copytree(unbroken, run_dir)
     before = (run_dir / "eval.json").read_text(), _comparable(run_dir)
     time.sleep(0.01)
     assert _run(["train", "--resume", str(run_dir)], kill_after=None) == 0
     assert ((run_dir / "eval.json").read_text(), _comparable(run_dir)) == before
 
 
-def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path) -> None:
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    for run_dir in (unbroken, broken):
-        assert _run(["train", *ARGS, f"run_dir={run_dir}"], kill_after=None) == 0
+def test_run_stopped_before_its_first_checkpoint_starts_over(tmp_path: Path, unbroken: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(unbroken, broken)
     # What a kill between writing config.yaml and the first checkpoint leaves: no checkpoint at all.
     for name in ("state.pt", "state.backup.pt"):
         (broken / "checkpoints" / name).unlink()

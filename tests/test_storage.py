@@ -435,6 +435,24 @@ def test_corrupted_part_gives_clear_error(tmp_path: Path, rng: np.random.Generat
         EpisodeDataset.load(tmp_path, frame_shape=FRAME_SHAPE)
 
 
+def test_episode_files_read_open_episodes(tmp_path: Path, rng: np.random.Generator) -> None:
+    from diffworld.viz.episodes import EpisodeFiles, find_episode_folder
+
+    directory = tmp_path / "dataset" / "train"
+    dataset = EpisodeDataset(directory, frame_shape=FRAME_SHAPE)
+    running = make_episode(rng, 8)
+    first, second, _ = split(running, 2, 5)
+    dataset.add(first, partial=True)
+    assert find_episode_folder(tmp_path / "dataset") == directory  # a run's first episode, still running
+    closed = make_episode(rng, 3)
+    dataset.add(closed)
+    dataset.extend(0, second, partial=True)
+    files = EpisodeFiles(directory)
+    assert len(files) == 2 and stored_episode_ids(directory) == [0, 1]
+    assert_episodes_equal(files[0], split(running, 5)[0])
+    assert_episodes_equal(files[1], closed)
+
+
 # Resuming from a checkpoint: the folder brought back to an earlier moment
 
 

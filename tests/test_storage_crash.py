@@ -1,10 +1,14 @@
 """SIGKILL a process that appends episodes: every episode it reported must survive, intact and loadable.
 
+The same for a process that stores episodes while they run (open, in parts) and extends them: every step it
+reported must survive, and the folder brought back to the reported state (as a resume does) goes on.
+
 This file is also the child process: ``python test_storage_crash.py DIRECTORY MODE``.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -15,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from diffworld.data import Episode, EpisodeDataset
+from diffworld.data import Episode, EpisodeDataset, set_aside_later_files
 from diffworld.utils.atomic import TEMP_SUFFIX
 
 NUM_RANDOM_KILLS = 3
 MAX_KILL_DELAY_S = 0.3
 STALLED_EPISODE_ID = 2
+PIECE_STEPS = 7
+"""Steps per part of an open episode (mode ``open``)."""
 
 
 def make_episode(episode_id: int) -> Episode:
@@ -37,8 +43,29 @@ def make_episode(episode_id: int) -> Episode:
     )
 
 
+def pieces_of(episode: Episode) -> list[Episode]:
+    """``episode`` as stored while it runs: its first ``PIECE_STEPS`` steps, then the steps after each."""
+    bounds = [*range(0, len(episode), PIECE_STEPS), len(episode)]
+    return [prefix(episode, stop, start) for start, stop in itertools.pairwise(bounds)]
+
+
+def prefix(episode: Episode, stop: int, start: int = 0) -> Episode:
+    return Episode(
+        obs=episode.obs[start : stop + 1],
+        **{name: getattr(episode, name)[start:stop] for name in ("act", "rew", "terminated", "truncated")},
+    )
+
+
 def child_main(directory: Path, mode: str) -> None:
     dataset = EpisodeDataset(directory)
+    if mode == "open":
+        while True:
+            pieces = pieces_of(make_episode(dataset.num_episodes))
+            episode_id = dataset.add(pieces[0], partial=True)
+            print(episode_id, len(dataset.get_episode(episode_id)), flush=True)
+            for i, piece in enumerate(pieces[1:], start=2):
+                dataset.extend(episode_id, piece, partial=i < len(pieces))
+                print(episode_id, len(dataset.get_episode(episode_id)), flush=True)
     while True:
         if mode == "stall" and dataset.num_episodes == STALLED_EPISODE_ID:
             # The file is complete under its temporary name; hang just before the rename.
@@ -125,6 +152,66 @@ def test_sigkill_at_random_moments_keeps_reported_episodes(tmp_path: Path) -> No
             check_directory(directory, list(range(dataset.num_episodes)), context)
     finally:
         for child in children:  # a failed check must not leave writers running
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def check_open_directory(directory: Path, reported: dict[int, int], context: str) -> EpisodeDataset:
+    """Every reported step is there, each episode a prefix of its content; at most one write more."""
+    dataset = EpisodeDataset.load(directory)
+    assert list(reported) == list(range(len(reported))), context
+    assert len(reported) <= dataset.num_episodes <= len(reported) + 1, context
+    writes_ahead = 0
+    for episode_id in range(dataset.num_episodes):
+        expected, actual = make_episode(episode_id), dataset.get_episode(episode_id)
+        length = len(actual)
+        assert length >= reported.get(episode_id, 0), context
+        writes_ahead += length > reported.get(episode_id, 0)
+        assert dataset.is_open(episode_id) == (length < len(expected)), context
+        for field in ("obs", "act", "rew", "terminated", "truncated"):
+            np.testing.assert_array_equal(
+                getattr(actual, field), getattr(prefix(expected, length), field), err_msg=context
+            )
+    assert writes_ahead <= 1, context
+    assert all(name.startswith("episode_") or name.endswith(TEMP_SUFFIX) for name in os.listdir(directory))
+    return dataset
+
+
+def test_sigkill_while_episodes_are_open_keeps_reported_steps(tmp_path: Path) -> None:
+    seed = random.randrange(2**32)
+    delays = random.Random(seed).uniform
+    directories = [tmp_path / f"run{i}" for i in range(NUM_RANDOM_KILLS)]
+    children = [spawn_child(directory, "open") for directory in directories]
+    try:
+        for k, (directory, child) in enumerate(zip(directories, children, strict=True)):
+            context = f"kill {k}, seed={seed}"
+            assert child.stdout is not None
+            lines = [child.stdout.readline()]
+            assert lines[0], f"child exited early: {child.communicate()[1]}"
+            time.sleep(delays(0, MAX_KILL_DELAY_S))
+            lines += [" ".join(pair) for pair in zip(*[iter(kill_and_collect(child))] * 2, strict=True)]
+            reported = {int(line.split()[0]): int(line.split()[1]) for line in lines}
+            check_open_directory(directory, reported, context)
+
+            # Brought back to the reported state, as a resume from a checkpoint taken then does; nothing lost.
+            aside = tmp_path / f"aside{k}"
+            before = {path.name: path.read_bytes() for path in directory.iterdir()}
+            set_aside_later_files(directory, aside, len(reported), list(reported.values()))
+            dataset = check_open_directory(directory, reported, context)
+            assert dataset.lengths.tolist() == list(reported.values()), context
+            for name, data in before.items():
+                kept = directory / name if (directory / name).exists() else aside / name
+                assert kept.read_bytes() == data or name.endswith(TEMP_SUFFIX), context
+            # ... and goes on from there: the open episode grows to its end.
+            last = dataset.num_episodes - 1
+            if dataset.is_open(last):
+                expected = make_episode(last)
+                dataset.extend(last, prefix(expected, len(expected), int(dataset.lengths[last])))
+            assert not dataset.open_episode_ids
+            check_open_directory(directory, {i: len(make_episode(i)) for i in range(last + 1)}, context)
+    finally:
+        for child in children:
             if child.poll() is None:
                 child.kill()
                 child.wait()

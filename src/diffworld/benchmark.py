@@ -266,7 +266,7 @@ def run_bench(
             return never_terminating(trainer.agent.reward_model)
 
         try:
-            # A dataset of real frames; the models need complete episodes (only those are stored).
+            # A dataset of real frames (the running episodes' steps are stored too).
             t0 = time.perf_counter()
             trainer.collector.collect_steps(max(n_envs, collect // n_envs * n_envs))
             while trainer.dataset.num_episodes < 2:

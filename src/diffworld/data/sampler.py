@@ -16,11 +16,13 @@ _CPU = torch.device("cpu")
 class SegmentSampler:
     """Draws batches of ``seq_length``-step segments (``seq_length + 1`` frames) from an ``EpisodeDataset``.
 
-    Episodes are drawn with replacement. With ``sample_weights`` (w_0 .. w_{k-1}) and at least k episodes,
-    the episodes, in collection order, are split into k groups of ``num_episodes // k`` episodes (the last
-    group also takes the remaining ``num_episodes % k``); group i gets total probability w_i, uniform inside
-    the group, which favours recent episodes. Otherwise an episode's probability is proportional to its
-    length.
+    Episodes are drawn with replacement, open ones (still running, stored so far) like any other: an open
+    episode's last stored step is not an end, and its steps so far are all a segment may hold. With
+    ``sample_weights`` (w_0 .. w_{k-1}) and at least k episodes, the episodes, in id order (the order in
+    which they were first stored, so one env's running episode is the newest), are split into k groups of
+    ``num_episodes // k`` episodes (the last group also takes the remaining ``num_episodes % k``); group i
+    gets total probability w_i, uniform inside the group, which favours recent episodes. Otherwise an
+    episode's probability is proportional to its length.
 
     A timestep t is then drawn uniformly in the episode. With ``can_sample_beyond_end`` the segment starts
     ``randint(0, seq_length)`` steps before t and may be padded on both sides; otherwise it stops at most

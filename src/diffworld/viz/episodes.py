@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from diffworld.data import Episode, EpisodeDataset, episode_path
+from diffworld.data import (
+    CorruptEpisodeError,
+    Episode,
+    EpisodeDataset,
+    read_stored_episode,
+    stored_episode_ids,
+)
 from diffworld.errors import UserError
 from diffworld.training.run_dir import CONFIG_FILE, dataset_dir
 
-_EPISODE_FILE = re.compile(r"episode_(\d{6,})\.npz")
-_FIELDS = ("obs", "act", "rew", "terminated", "truncated")  # the npz members EpisodeDataset writes
 _CACHED_EPISODES = 4
 RECORDING_INFO = "recording.json"
 """Written beside recorded play episodes: the game and its action names, for the dataset browser."""
@@ -21,19 +24,22 @@ RECORDING_INFO = "recording.json"
 
 def find_episode_folder(source: Path) -> Path:
     """The folder of episode files for ``source``: a run folder (its training dataset), a folder of
-    episode files (e.g. recorded play), or a folder with a ``train`` subfolder of them."""
+    episode files (e.g. recorded play), or a folder with a ``train`` subfolder of them. An episode still
+    running in a run (stored in parts, ``episode_*.steps_*-*.npz``) counts."""
     candidates = [source]
     if (source / CONFIG_FILE).is_file():
         candidates.insert(0, dataset_dir(source))
     candidates.append(source / "train")
     for folder in candidates:
-        if folder.is_dir() and any(_EPISODE_FILE.fullmatch(p.name) for p in folder.iterdir()):
+        if folder.is_dir() and stored_episode_ids(folder):
             return folder
     raise UserError(f"No episode files (episode_*.npz) in {source}, nor in its dataset folder.")
 
 
 class EpisodeFiles:
-    """The episodes of a folder in id order, each read from its file when first asked for (a few cached).
+    """The episodes of a folder in id order, each read from its file(s) when first asked for (a few cached).
+
+    An open episode (still running, or running when its run ended) is read as far as its parts go.
 
     Reading a whole run's dataset (100k steps, about 1.2 GB of frames) just to look at a few episodes
     would take minutes; this reads one compressed file per episode visited.
@@ -41,7 +47,7 @@ class EpisodeFiles:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        ids = sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _EPISODE_FILE.fullmatch(p.name)))
+        ids = stored_episode_ids(self.folder)
         if not ids:
             raise UserError(f"No episode files (episode_*.npz) in {self.folder}.")
         self.ids = ids
@@ -56,12 +62,10 @@ class EpisodeFiles:
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
-        path = episode_path(self.folder, self.ids[index])
         try:
-            with np.load(path, allow_pickle=False) as data:
-                episode = Episode(**{field: data[field] for field in _FIELDS})
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
-            raise UserError(f"Cannot read episode file {path}: {e}") from None
+            episode = read_stored_episode(self.folder, self.ids[index])
+        except (CorruptEpisodeError, OSError) as e:
+            raise UserError(f"Cannot read episode {self.ids[index]} of {self.folder}: {e}") from None
         self._cache[index] = episode
         if len(self._cache) > _CACHED_EPISODES:
             self._cache.popitem(last=False)
