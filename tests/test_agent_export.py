@@ -221,6 +221,13 @@ BROKEN_FOLDERS = {
     ),
     "other_num_actions": (
         lambda f: _rewrite_json(f, lambda i: i.update(num_actions=NUM_ACTIONS + 1)),
+        [WEIGHTS_FILE, f"number of actions {NUM_ACTIONS}, but", f"says {NUM_ACTIONS + 1}", "lies"],
+    ),
+    "other_num_actions_old_folder": (  # weights without the metadata: the shapes tell
+        lambda f: (
+            _rewrite_weights(f, lambda t: None),
+            _rewrite_json(f, lambda i: i.update(num_actions=NUM_ACTIONS + 1)),
+        ),
         [WEIGHTS_FILE, "shape"],
     ),
 }

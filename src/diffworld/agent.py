@@ -7,6 +7,12 @@ An exported agent is a folder of two files, neither of which is a pickle, so loa
 - ``agent.json``: the format version, the game, the number of actions, parameter counts, the SHA-256 of
   the weights file, free-form ``metadata`` (epoch, env steps, ...) and the resolved configuration.
 
+The weights file records in its own (safetensors) metadata what the agent was trained on: the game, the
+number of actions and the SHA-256 of its configuration (``config_digest``). Loading checks them against
+``agent.json``, whose top-level ``game`` must also be its configuration's: an ``agent.json`` edited to
+another game, or weights from another agent, are refused. Folders exported before this metadata existed
+load with the other checks (and the commands check the action count against the game's environment).
+
 JSON has no infinity or NaN: such floats are written as the strings ``"inf"``, ``"-inf"`` and ``"nan"``,
 which the configuration schema reads back as floats (``denoiser.sampler.s_tmax`` is ``inf`` by default).
 """
@@ -42,6 +48,8 @@ INFO_FILE = "agent.json"
 FORMAT = "diffworld-agent"
 FORMAT_VERSION = 1
 _MODEL_NAMES = ("denoiser", "reward_model", "actor_critic")
+_PROVENANCE_KEYS = ("game", "num_actions", "config_sha256")
+"""What the weights file's metadata records about the agent's training (all values are strings)."""
 _MAX_LISTED = 5
 
 
@@ -80,6 +88,25 @@ def weights_to_bytes(state: Mapping[str, Tensor], metadata: Mapping[str, str] | 
     """``state`` in safetensors format (tensors moved to the CPU and made contiguous, as it requires)."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
     return safetensors.torch.save(tensors, metadata=dict(metadata) if metadata is not None else None)
+
+
+def read_weights_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header (empty if it has none or is not readable)."""
+    if len(data) < 8:
+        return {}
+    size = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """SHA-256 of a configuration's JSON form (``agent.json``'s ``config``), independent of key order."""
+    text = json.dumps(_json_safe(config), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def config_from_dict(data: Mapping[str, Any], source: str) -> Config:
@@ -142,7 +169,9 @@ def export_agent(
             f"Agent folder {folder} already exists and is not empty; choose another folder, or pass "
             "overwrite=True to replace the agent in it."
         )
-    weights = weights_to_bytes(agent.state_dict())
+    config = _json_safe(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True))
+    provenance = {"game": cfg.game, "num_actions": str(num_actions), "config_sha256": config_digest(config)}
+    weights = weights_to_bytes(agent.state_dict(), metadata={"format": FORMAT, **provenance})
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -151,15 +180,15 @@ def export_agent(
         "parameters": agent.parameter_counts(),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "metadata": dict(metadata or {}),
-        "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True),
+        "config": config,
     }
     try:
         text = json.dumps(_json_safe(info), indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
         raise TypeError(f"Agent metadata must be JSON-serializable: {e}") from None
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(folder / WEIGHTS_FILE, weights)
-    atomic_write_text(folder / INFO_FILE, text)
+    atomic_write_bytes(folder / WEIGHTS_FILE, weights, what="the agent's weights")
+    atomic_write_text(folder / INFO_FILE, text, what="the agent's description")
     return folder
 
 
@@ -169,13 +198,21 @@ def _listed(names: set[str]) -> str:
     return ", ".join(shown) + more
 
 
-def load_agent_weights(agent: Agent, path: str | os.PathLike[str], sha256: str | None = None) -> None:
+def load_agent_weights(
+    agent: Agent,
+    path: str | os.PathLike[str],
+    sha256: str | None = None,
+    provenance: Mapping[str, str] | None = None,
+) -> None:
     """Load the safetensors weights at ``path`` (an exported agent, or a copy kept during training).
 
-    The tensor names and shapes must match ``agent`` exactly; with ``sha256``, so must the file's checksum.
+    The tensor names and shapes must match ``agent`` exactly; with ``sha256``, so must the file's checksum;
+    with ``provenance`` (``game``, ``num_actions``, ``config_sha256`` as ``agent.json`` describes the agent),
+    so must what the file's metadata says it was trained on, where it says it.
 
     Raises:
-        AgentFolderError: the file is missing, unreadable, corrupted, or holds other tensors.
+        AgentFolderError: the file is missing, unreadable, corrupted, holds other tensors, or was trained
+            on something else than ``provenance`` says.
     """
     path = Path(path)
     try:
@@ -190,6 +227,8 @@ def load_agent_weights(agent: Agent, path: str | os.PathLike[str], sha256: str |
         raise AgentFolderError(
             f"{path} is not a valid safetensors file (truncated or corrupted?): {e}"
         ) from None
+    if provenance is not None:
+        _check_provenance(path, read_weights_metadata(data), provenance)
     expected = agent.state_dict()
     missing, unexpected = set(expected) - set(tensors), set(tensors) - set(expected)
     if missing or unexpected:
@@ -215,6 +254,24 @@ def load_agent_weights(agent: Agent, path: str | os.PathLike[str], sha256: str |
     agent.load_state_dict(tensors)
 
 
+_PROVENANCE_NAMES = {
+    "game": "game",
+    "num_actions": "number of actions",
+    "config_sha256": "configuration (SHA-256 of agent.json's config)",
+}
+
+
+def _check_provenance(path: Path, recorded: Mapping[str, str], described: Mapping[str, str]) -> None:
+    for key in _PROVENANCE_KEYS:
+        if key in recorded and recorded[key] != described[key]:
+            name = _PROVENANCE_NAMES[key]
+            raise AgentFolderError(
+                f"{path} was trained with {name} {recorded[key][:16]}, but {path.parent / INFO_FILE} says "
+                f"{described[key][:16]}: the folder lies about its agent ({INFO_FILE} edited, or its two "
+                "files come from different agents). Export the agent again."
+            )
+
+
 def _read_info(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -234,7 +291,14 @@ def _read_info(path: Path) -> dict[str, Any]:
             f"{path}: unsupported format_version {version!r}; this diffworld reads versions 1 to "
             f"{FORMAT_VERSION} (was the agent exported by a newer diffworld?)."
         )
-    for key, kind in (("config", dict), ("num_actions", int), ("weights_sha256", str), ("metadata", dict)):
+    keys = (
+        ("game", str),
+        ("config", dict),
+        ("num_actions", int),
+        ("weights_sha256", str),
+        ("metadata", dict),
+    )
+    for key, kind in keys:
         # An exact type check: JSON's true/false load as bool, a subclass of int.
         if type(info.get(key)) is not kind:
             raise AgentFolderError(f"{path}: {key!r} is missing or is not a {kind.__name__}.")
@@ -261,6 +325,20 @@ def load_agent(
         cfg = config_from_dict(info["config"], source=f"{info_path} (config)")
     except ConfigError as e:
         raise AgentFolderError(str(e)) from None
+    try:
+        game = resolve_game(info["game"])
+    except UnknownGameError as e:
+        raise AgentFolderError(f"{info_path}: game: {e}") from None
+    if game != cfg.game:
+        raise AgentFolderError(
+            f"{info_path} contradicts itself: its game is {game} but its configuration's is {cfg.game}. "
+            "Export the agent again rather than editing the file."
+        )
+    provenance = {
+        "game": cfg.game,
+        "num_actions": str(info["num_actions"]),
+        "config_sha256": config_digest(info["config"]),
+    }
     agent = Agent.build(cfg, info["num_actions"])
-    load_agent_weights(agent, folder / WEIGHTS_FILE, sha256=info["weights_sha256"])
+    load_agent_weights(agent, folder / WEIGHTS_FILE, sha256=info["weights_sha256"], provenance=provenance)
     return agent.to(device).eval(), cfg, info["metadata"]

@@ -7,16 +7,79 @@ validated, so that a typo fails in a fraction of a second.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from diffworld import __version__
 from diffworld.errors import UserError
+
+MAX_SEED = 2**32 - 1
+"""As ``diffworld.config.loading.MAX_SEED`` (not imported here: it would load the configuration modules)."""
 
 OVERRIDES_HELP = (
     "configuration as key=value with dotted keys, e.g. game=Pong seed=3 preset=quick "
     "denoiser.optimizer.lr=3e-4 (see 'diffworld config --keys')"
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line (``diffworld eval: argument --episodes: ...``), like every other
+    error of the command, instead of the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+def _float_in(low: float, high: float = math.inf, low_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        above_low = value > low if low_open else value >= low
+        if not (above_low and value <= high):  # NaN fails both
+            if high == math.inf:
+                bound = f"{'greater than' if low_open else 'at least'} {low:g}"
+            else:
+                bound = f"within {'(' if low_open else '['}{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+seed_int = _int_at_least(0, MAX_SEED)
+probability = _float_in(0.0, 1.0)
+positive_float = _float_in(0.0, low_open=True)
+non_negative_float = _float_in(0.0)
+
+
+def _refuse_live_run_output(path: str | Path, what: str, flag: str) -> None:
+    """A command writes nothing into a run folder that another process is training (see ``run_dir``)."""
+    from diffworld.training.run_dir import refuse_writing_into_live_run
+
+    refuse_writing_into_live_run(Path(path), what, f"pass {flag} to write it outside the run folder")
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -73,12 +136,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from diffworld.training.loading import load_trained_agent
 
     source = Path(args.source)
+    out = Path(args.out) if args.out else source / "eval.json"
+    # A live run writes its own eval.json when it ends: this evaluation goes elsewhere (--out).
+    _refuse_live_run_output(out, "the evaluation report", "--out <file>")
     trained = load_trained_agent(source, args.device)
     cfg = trained.cfg
     report = evaluate_policy(
         trained.agent.actor_critic,
         cfg,
-        num_episodes=args.episodes or cfg.collection.num_final_episodes,
+        num_episodes=cfg.collection.num_final_episodes if args.episodes is None else args.episodes,
         epsilon=cfg.collection.test_epsilon if args.epsilon is None else args.epsilon,
         device=trained.device,
         env_steps=trained.env_steps,
@@ -86,7 +152,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         checkpoint_epoch=trained.epoch,
         num_envs=args.num_envs,
     )
-    out = Path(args.out) if args.out else source / "eval.json"
     write_eval_json(report, out)
     hns = f", HNS {report['hns']:.3f}" if report["hns"] is not None else ""
     print(
@@ -102,6 +167,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from diffworld.agent import export_agent
     from diffworld.training.loading import load_trained_agent
 
+    _refuse_live_run_output(args.folder, "the agent folder", "another folder")
     trained = load_trained_agent(Path(args.run_dir), "cpu")
     export_agent(
         trained.agent,
@@ -127,6 +193,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         )
         return 2
     cfg = build_config(args.overrides)
+    _refuse_live_run_output(args.folder, "the agent folder", "another folder")
 
     from diffworld.official_import import import_official_agent
 
@@ -145,6 +212,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
         return 0
     from diffworld.viz.play import ENV_CHOICES, run_play
 
+    if args.record_dir:
+        _refuse_live_run_output(args.record_dir, "recorded episodes", "another --record-dir")
     run_play(
         Path(args.source),
         env=ENV_CHOICES[args.env],
@@ -165,6 +234,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
     from diffworld.viz.video import run_video
 
+    _refuse_live_run_output(args.out, "the video", "--out <file>")
     frames = run_video(
         Path(args.source),
         Path(args.out),
@@ -186,6 +256,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     from diffworld.viz.plots import plot_runs
 
+    _refuse_live_run_output(args.out, "the plot", "--out <file>")
     out = plot_runs([Path(p) for p in args.run_dirs], Path(args.out), keys=args.keys, x=args.x)
     print(f"Wrote {out}")
     return 0
@@ -217,15 +288,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffworld.evaluation.report import METRIC_TITLES, build_report
+    from diffworld.evaluation.report import METRIC_TITLES, build_report, collect_scores
 
     sources = [Path(s) for s in args.sources]
+    collect_scores(sources)  # first: a run still training, or no score at all, says so before the output
     if args.out:
         out = Path(args.out)
     elif len(sources) == 1 and sources[0].is_dir() and not (sources[0] / "eval.json").is_file():
         out = sources[0] / "report"  # a sweep folder keeps its report
     else:
         out = Path("report")
+    _refuse_live_run_output(out, "the report", "--out <folder>")
     report = build_report(sources, out, reps=args.reps, seed=args.seed, label=args.label)
     for name, aggregates in report["aggregates"].items():
         figures = ", ".join(
@@ -253,6 +326,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     )
     print(format_table(report))
     if args.json:
+        _refuse_live_run_output(args.json, "the benchmark report", "--json <file>")
         write_report(report, Path(args.json))
         print(f"Wrote {args.json}")
     return 0
@@ -265,6 +339,7 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
 
     run_dirs = [Path(p) for p in args.run_dirs]
     out = Path(args.out_dir) if args.out_dir else default_out_dir(run_dirs)
+    _refuse_live_run_output(out, "the world-model evaluation", "--out-dir <folder>")
     report = evaluate_world_models(
         run_dirs,
         out,
@@ -286,7 +361,7 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffworld",
         description="DIAMOND: an RL agent trained inside a diffusion world model (Atari 100k).",
     )
@@ -300,11 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="play test episodes with a trained agent and write eval.json")
     p.add_argument("source", help="a run folder or an exported agent folder")
-    p.add_argument("--episodes", type=int, help="test episodes (default: the config's num_final_episodes)")
-    p.add_argument("--epsilon", type=float, help="epsilon-greedy exploration (default: the config's)")
-    p.add_argument("--num-envs", type=int, help="environments stepped in parallel")
+    p.add_argument(
+        "--episodes",
+        type=positive_int,
+        help="test episodes, at least 1 (default: the config's num_final_episodes)",
+    )
+    p.add_argument(
+        "--epsilon",
+        type=probability,
+        help="epsilon-greedy exploration, within [0, 1] (default: the config's)",
+    )
+    p.add_argument("--num-envs", type=positive_int, help="environments stepped in parallel")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--out", help="where to write the report (default: <source>/eval.json)")
+    p.add_argument(
+        "--out",
+        help="where to write the report (default: <source>/eval.json; required while the run trains)",
+    )
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("export", help="write a run's agent as a portable folder (safetensors + JSON)")
@@ -344,13 +430,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="store_true", help="browse the stored episodes instead of playing")
     p.add_argument("--env", choices=["world-model", "test", "train"], default="world-model", help="start in")
     p.add_argument("--human", action="store_true", help="start with you in control (default: the policy)")
-    p.add_argument("--horizon", type=int, default=1000, help="imagination horizon (steps) in the world model")
-    p.add_argument("--fps", type=float, default=15.0, help="frames per second at most (0: no limit)")
-    p.add_argument("--scale", type=int, default=8, help="window pixels per frame pixel")
+    p.add_argument(
+        "--horizon", type=positive_int, default=1000, help="imagination horizon (steps) in the world model"
+    )
+    p.add_argument(
+        "--fps", type=non_negative_float, default=15.0, help="frames per second at most (0: no limit)"
+    )
+    p.add_argument("--scale", type=positive_int, default=8, help="window pixels per frame pixel")
     p.add_argument("--record-dir", help="where recorded episodes go (default: recordings/<game>/<time>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--max-frames", type=int, help="quit after this many frames (headless and scripted runs)")
+    p.add_argument(
+        "--max-frames", type=positive_int, help="quit after this many frames (headless and scripted runs)"
+    )
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser(
@@ -358,12 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", help="a run folder or an exported agent folder")
     p.add_argument("--out", required=True, help="the video file: .mp4 or .gif")
-    p.add_argument("--steps", type=int, default=100, help="imagined steps")
-    p.add_argument("--start", type=int, default=0, help="real steps before the world model's context")
+    p.add_argument("--steps", type=positive_int, default=100, help="imagined steps")
+    p.add_argument(
+        "--start", type=non_negative_int, default=0, help="real steps before the world model's context"
+    )
     p.add_argument("--denoising-steps", action="store_true", help="show each denoising step too")
-    p.add_argument("--scale", type=int, default=4, help="video pixels per frame pixel")
-    p.add_argument("--fps", type=float, default=15.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=positive_int, default=4, help="video pixels per frame pixel")
+    p.add_argument("--fps", type=positive_float, default=15.0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.set_defaults(func=_cmd_video)
 
@@ -393,16 +487,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="an existing Ray cluster: auto (on one of its nodes) or ray://<head>:10001; "
         "default: start a Ray instance on this machine",
     )
-    p.add_argument("--cpus-per-run", type=float, default=1, help="CPUs each run asks for (default 1)")
+    p.add_argument(
+        "--cpus-per-run", type=non_negative_float, default=1, help="CPUs each run asks for (default 1)"
+    )
     p.add_argument(
         "--gpus-per-run",
-        type=float,
+        type=non_negative_float,
         help="GPUs each run asks for (default: 1 if the cluster has any, else 0)",
     )
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
-    p.add_argument("--max-retries", type=int, default=3, help="resumes of a failed run (default 3)")
-    p.add_argument("--refresh", type=float, default=10.0, help="seconds between table updates (default 10)")
-    p.add_argument("--reps", type=int, default=50_000, help="bootstrap replications of the final report")
+    p.add_argument("--num-cpus", type=positive_int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument(
+        "--max-retries", type=non_negative_int, default=3, help="resumes of a failed run (default 3)"
+    )
+    p.add_argument(
+        "--refresh", type=positive_float, default=10.0, help="seconds between table updates (default 10)"
+    )
+    p.add_argument(
+        "--reps", type=positive_int, default=50_000, help="bootstrap replications of the final report"
+    )
     p.add_argument("--no-report", action="store_true", help="no score report when the sweep is done")
     p.set_defaults(func=_cmd_sweep)
 
@@ -411,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sources", nargs="+", metavar="SOURCE", help="sweep or run folders, eval.json or score JSON files"
     )
     p.add_argument("--out", help="report folder (default: <sweep>/report for one sweep folder, else report)")
-    p.add_argument("--reps", type=int, default=50_000, help="bootstrap replications (default 50000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--reps", type=positive_int, default=50_000, help="bootstrap replications (default 50000)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the bootstrap")
     p.add_argument("--label", help="the name of these scores in tables and plots")
     p.set_defaults(func=_cmd_report)
 
@@ -428,9 +530,13 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. preset=smoke",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--steps", type=int, default=5, help="timed repetitions of each part (median kept)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
-    p.add_argument("--collect", type=int, default=1000, help="real steps collected before timing")
+    p.add_argument(
+        "--steps", type=positive_int, default=5, help="timed repetitions of each part (median kept)"
+    )
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repetitions first")
+    p.add_argument(
+        "--collect", type=non_negative_int, default=1000, help="real steps collected before timing"
+    )
     p.add_argument(
         "--parts",
         nargs="+",
@@ -458,13 +564,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folders; EDM against DDPM needs two runs (one trained with denoiser.kind=ddpm)",
     )
     p.add_argument(
-        "--horizons", type=int, nargs="+", default=[1, 5, 15, 50, 200, 1000], help="predicted steps"
+        "--horizons", type=positive_int, nargs="+", default=[1, 5, 15, 50, 200, 1000], help="predicted steps"
     )
-    p.add_argument("--steps", type=int, nargs="+", default=[1, 3, 10], help="denoising steps")
+    p.add_argument("--steps", type=positive_int, nargs="+", default=[1, 3, 10], help="denoising steps")
     p.add_argument("--kinds", nargs="+", default=["edm", "ddpm"], choices=["edm", "ddpm"])
-    p.add_argument("--episodes", type=int, default=4, help="fresh test episodes per run (default 4)")
-    p.add_argument("--batch-size", type=int, default=64, help="predictions per denoiser call at most")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=positive_int, default=4, help="fresh test episodes per run (default 4)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=64, help="predictions per denoiser call at most"
+    )
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--out-dir", help="where the JSON and PNG go (default: <run>/wm_eval, or wm_eval)")
     p.set_defaults(func=_cmd_wm_eval)

@@ -30,6 +30,7 @@ from torch import Tensor
 from diffworld.agent import Agent, export_agent
 from diffworld.config.schema import Config, DiffusionKind
 from diffworld.errors import UserError
+from diffworld.training.checkpoint import describe_refusal
 
 OFFICIAL_PREFIXES = ("denoiser.", "rew_end_model.", "actor_critic.")
 """The key prefixes of the official ``Agent.state_dict()``."""
@@ -129,8 +130,8 @@ def read_official_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                 f"{path} is not a file saved by torch.save (not a zip archive){_refused_global(e)}."
             ) from None
         raise OfficialAgentError(
-            f"{path} holds objects other than tensors{_refused_global(e)}; refused without unpickling them: "
-            "an official agent file holds only the agent's state dict."
+            f"{path} holds objects other than tensors: {describe_refusal(e)} (an official agent file holds "
+            "only the agent's state dict)."
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as e:
         raise OfficialAgentError(
@@ -172,17 +173,6 @@ def num_actions_of(tensors: Mapping[str, Tensor], path: Path) -> int:
         found = ", ".join(f"{name} has {n} rows" for name, n in sizes.items())
         raise OfficialAgentError(f"{path} is inconsistent: its action tensors disagree ({found}).")
     return int(next(iter(sizes.values())))
-
-
-def game_num_actions(game: str) -> int:
-    """Actions of ``game`` (an Atari game's minimal action set, as the official code and diffworld use)."""
-    from diffworld.envs.make import make_env
-
-    env = make_env(game)
-    try:
-        return len(env.action_meanings)
-    finally:
-        env.close()
 
 
 def _count(tensors: Mapping[str, Tensor], pattern: str) -> int:
@@ -332,7 +322,11 @@ def import_official_agent(
         raise OfficialAgentError("Official DIAMOND agents are EDM world models: drop denoiser.kind=ddpm.")
     tensors = read_official_state_dict(path)
     file_actions = num_actions_of(tensors, path)
-    game_actions = game_num_actions(cfg.game) if num_actions is None else num_actions
+    if num_actions is None:
+        from diffworld.envs.make import game_num_actions
+
+        num_actions = game_num_actions(cfg.game)
+    game_actions = num_actions
     if file_actions != game_actions:
         raise OfficialAgentError(
             f"{path} was built for {file_actions} actions but {cfg.game} has {game_actions}: the agent of "

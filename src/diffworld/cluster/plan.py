@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from diffworld.config import Config, build_config, load_config_file
+from diffworld.config.loading import MAX_SEED
 from diffworld.envs.games import ATARI100K_GAMES, UnknownGameError, resolve_game
 from diffworld.errors import UserError
 from diffworld.training.run_dir import CONFIG_FILE, EVAL_FILE
@@ -94,6 +95,11 @@ def parse_seeds(value: str) -> list[int]:
     if not numbers:
         raise SweepError("seeds= is empty: give a count (seeds=5) or a list (seeds=[0,3,7]).")
     if is_list:
+        bad = [n for n in numbers if not 0 <= n <= MAX_SEED]
+        if bad:
+            raise SweepError(
+                f"seeds={value!r}: {bad[0]} is not a seed; seeds are integers from 0 to {MAX_SEED}."
+            )
         return list(dict.fromkeys(numbers))
     if numbers[0] < 1:
         raise SweepError(

@@ -29,6 +29,10 @@ from diffworld.envs.games import UnknownGameError, resolve_game
 from diffworld.errors import UserError
 from diffworld.utils.atomic import atomic_write_text
 
+MAX_SEED = 2**32 - 1
+"""Seeds (``seed=``, a sweep's ``seeds=``, every ``--seed``) are integers from 0 to ``MAX_SEED``: numpy's
+generators refuse negative seeds, and its legacy global seed (the score report's bootstrap) stops there."""
+
 
 class ConfigError(UserError, ValueError):
     """A configuration that cannot run: the message names the key and how to fix it."""
@@ -218,6 +222,11 @@ def validate(cfg: Config) -> None:
     check(c.test_every_epochs >= 1, "collection.test_every_epochs must be >= 1.")
     check(c.num_test_episodes >= 0 and c.num_final_episodes >= 0, "collection episode counts must be >= 0.")
 
+    check(
+        0 <= cfg.seed <= MAX_SEED,
+        f"seed={cfg.seed}: a seed is an integer from 0 to {MAX_SEED} (numpy refuses negative seeds).",
+    )
+
     e = cfg.env
     check(e.frame_skip >= 1, "env.frame_skip must be >= 1.")
     check(e.noop_max >= 0, "env.noop_max must be >= 0.")
@@ -242,6 +251,8 @@ def validate(cfg: Config) -> None:
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
     )
     if errors:
+        if len(errors) == 1:  # one line, as every other error of the command
+            raise ConfigError(f"Invalid configuration: {errors[0]}")
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errors))
 
 

@@ -32,3 +32,12 @@ def make_env(
     if resolve_game(game) == GAME_NAME:
         return make_catch_env(seed, **kwargs)
     return make_atari_env(game, seed, **kwargs)
+
+
+def game_num_actions(game: str) -> int:
+    """Actions of ``game``: an Atari game's minimal action set (as the official code and diffworld use)."""
+    env = make_env(game)
+    try:
+        return len(env.action_meanings)
+    finally:
+        env.close()

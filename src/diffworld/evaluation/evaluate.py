@@ -67,13 +67,29 @@ def evaluate_policy(
     checkpoint_epoch: int | None,
     num_envs: int | None = None,
 ) -> dict[str, Any]:
-    """Play ``num_episodes`` test episodes (to game over) with the policy; return the ``eval.json`` report."""
+    """Play ``num_episodes`` test episodes (to game over) with the policy; return the ``eval.json`` report.
+
+    Raises:
+        ValueError: ``num_episodes`` < 0 (0 gives a report without episodes, for a run configured with no
+            final episodes), ``epsilon`` outside [0, 1], ``num_envs`` < 1, or a policy with another number
+            of actions than ``cfg.game``'s environment.
+    """
     from diffworld.collector import Collector
     from diffworld.envs.from_config import make_envs
 
+    if num_episodes < 0:
+        raise ValueError(f"the number of test episodes must be at least 0, got {num_episodes}")
+    if not 0 <= epsilon <= 1:
+        raise ValueError(f"epsilon must be within [0, 1], got {epsilon}")
+    if num_envs is not None and num_envs < 1:
+        raise ValueError(f"the number of environments must be at least 1, got {num_envs}")
     t0 = time.monotonic()
     envs = make_envs(cfg, num_envs or cfg.env.num_test_envs, "eval_env", life_loss_terminal=False)
     with envs:
+        if envs.num_actions != actor_critic.num_actions:
+            raise ValueError(
+                f"the policy has {actor_critic.num_actions} actions but {cfg.game} has {envs.num_actions}"
+            )
         collector = Collector(
             envs,
             actor_critic,

@@ -34,7 +34,7 @@ import numpy as np
 
 from diffworld.errors import UserError
 from diffworld.evaluation.scores import human_normalized_score, paper_scores, reference_scores
-from diffworld.training.run_dir import EVAL_FILE
+from diffworld.training.run_dir import CONFIG_FILE, EVAL_FILE, is_run_dir_locked, run_dir_holder
 from diffworld.utils.atomic import atomic_write_text
 
 METRICS = ("mean", "median", "iqm", "optimality_gap")
@@ -84,6 +84,11 @@ def collect_scores(sources: Sequence[Path]) -> Scores:
             found = (
                 [source / EVAL_FILE] if (source / EVAL_FILE).is_file() else sorted(source.rglob(EVAL_FILE))
             )
+            if not found and (source / CONFIG_FILE).is_file() and is_run_dir_locked(source):
+                raise ReportError(
+                    f"{source} is still training (by {run_dir_holder(source)}): its score is written to "
+                    f"{source / EVAL_FILE} when the run ends; report it then."
+                )
             if not found:
                 raise ReportError(
                     f"{source} holds no finished run (no {EVAL_FILE} in it or below it): finish its runs "
@@ -147,6 +152,11 @@ def _add_score_file(scores: Scores, path: Path, data: Any) -> None:
             f"{path} is neither an eval.json nor a score file like the paper's "
             '({"Alien": [703.1, 683.6, ...], ...}: each game\'s final score per run).'
         )
+    empty = [game for game, values in data.items() if not values]
+    if empty:
+        raise ReportError(
+            f"{path}: no score for {', '.join(empty)}; each game needs the final score of at least one run."
+        )
     for game, values in data.items():
         for value in values:
             scores.add(game, value)
@@ -163,6 +173,8 @@ def _check_dependencies() -> None:
 def hns_matrix(per_game: dict[str, list[float]]) -> tuple[list[str], np.ndarray]:
     """Games (sorted) and the ``(runs, games)`` matrix of human-normalized scores rliable works on."""
     games = sorted(per_game)
+    if not games or not all(per_game[game] for game in games):
+        raise ReportError("Nothing to report: every game needs the final score of at least one run.")
     counts = {game: len(per_game[game]) for game in games}
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{game}: {n}" for game, n in counts.items())

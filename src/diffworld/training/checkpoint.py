@@ -29,7 +29,16 @@ from torch import Tensor
 
 from diffworld.agent import weights_to_bytes
 from diffworld.errors import UserError
-from diffworld.utils.atomic import TEMP_SUFFIX, atomic_write_bytes, fsync_directory, temp_path_for
+from diffworld.utils.atomic import (
+    TEMP_SUFFIX,
+    DiskFullError,
+    atomic_write_bytes,
+    check_free_space,
+    disk_full_error,
+    fsync_directory,
+    is_disk_full,
+    temp_path_for,
+)
 
 STATE_FILE = "state.pt"
 BACKUP_FILE = "state.backup.pt"
@@ -42,6 +51,9 @@ _NDARRAY_KEY = "__diffworld_ndarray__"
 # Exact types: a subclass (an IntEnum, a str Enum) is pickled by reference to its class, which
 # weights-only loading refuses.
 _PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.Size)
+
+
+_NOT_PLAIN = "which is neither a tensor nor a plain Python value"
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -140,6 +152,10 @@ def save_checkpoint(state: dict[str, Any], directory: str | os.PathLike[str]) ->
     The new state is written before the old one is moved, so ``state.pt`` is missing only between two
     renames; at every moment one complete checkpoint exists. Only one process may save into
     ``directory`` (step 1 deletes temporary files that earlier, interrupted saves left).
+
+    Disk full: the free space is checked first against the size of the previous checkpoint (the new one is
+    about as large), and a write that runs out of space all the same raises :class:`DiskFullError` saying
+    so, how much is needed and that the previous checkpoint is intact (it is: nothing was renamed).
     """
     safe = to_safe(state)
     directory = Path(directory)
@@ -148,6 +164,10 @@ def save_checkpoint(state: dict[str, Any], directory: str | os.PathLike[str]) ->
     for stale in directory.glob(f".{STATE_FILE}.*{TEMP_SUFFIX}"):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    previous = last_complete_checkpoint(directory)
+    estimate = previous.stat().st_size if previous is not None else None
+    if estimate is not None:
+        check_free_space(path, estimate, "the checkpoint", intact=_intact_note(previous))
     tmp = temp_path_for(path)
     try:
         with open(tmp, "xb") as file:
@@ -159,39 +179,107 @@ def save_checkpoint(state: dict[str, Any], directory: str | os.PathLike[str]) ->
         elif path.exists():
             logger.warning("Checkpoint %s is incomplete; keeping %s as the backup.", path, backup)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        written = tmp.stat().st_size if tmp.exists() else 0
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if is_disk_full(e) and not isinstance(e, DiskFullError):
+            needed = max(estimate or 0, written) or None
+            raise disk_full_error(path, needed, "the checkpoint", intact=_intact_note(previous)) from e
         raise
     fsync_directory(directory)
     return path
 
 
-def _refusal(error: pickle.UnpicklingError) -> str:
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-    if found:
-        what = f"it references {found.group(1)}, which is neither a tensor nor a plain Python value"
+def last_complete_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """``state.pt`` if it is complete, else ``state.backup.pt`` if it is, else None (a cheap check: see
+    :func:`_looks_complete`)."""
+    directory = Path(directory)
+    for path in (directory / STATE_FILE, directory / BACKUP_FILE):
+        if _looks_complete(path):
+            return path
+    return None
+
+
+def _intact_note(previous: Path | None) -> str:
+    if previous is None:
+        return "no checkpoint was written yet"
+    return f"the previous checkpoint, {previous}, is intact"
+
+
+_REFUSALS = (
+    # What weights-only loading says when it refuses a pickle, by torch version (2.3 to 2.13 at least); the
+    # group is what it refused. Blocked modules (torch >= 2.6) are os, posix, nt, subprocess, sys, ...
+    (
+        r"unsupported GLOBAL (\S+) whose module \S+ is blocked",
+        "it references {}, from a module that is never allowed",
+    ),
+    (
+        r"Unsupported global: GLOBAL (\S+) was not an allowed global",
+        "it references {}, " + _NOT_PLAIN,
+    ),  # >= 2.4
+    (r"Unsupported class (\S+)", "it references {}, " + _NOT_PLAIN),  # torch < 2.4
+    (r"Trying to instantiate unsupported class ?(.*)", "it creates an object of {}"),
+    (
+        r"Can only create new object for nn.Parameter or classes allowlisted .* but got (.*)",
+        "it creates an object of {}",
+    ),
+    (r"Trying to call reduce for unrecognized function (.*)", "it calls {}"),
+    (r"Can only build Tensor, [Pp]arameter.* but got (.*)", "it builds an object of {}"),
+    (r"Unsupported operand (\S+)", "it uses the pickle instruction {}, which is not allowed"),
+    (r"(String is too long|unsupported persistent id)", "its pickle is malformed ({})"),
+)
+
+
+def _object_name(text: str) -> str:
+    """``posix.system`` from ``<built-in function system>``, ``a.B`` from ``<class 'a.B'>``, ... ."""
+    text = text.strip().rstrip(".")
+    found = re.fullmatch(r"<class '([^']+)'>", text) or re.fullmatch(
+        r"<(?:built-in )?function (\S+).*>", text
+    )
+    return found.group(1) if found else text or "an object"
+
+
+def describe_refusal(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file (an ``UnpicklingError``), in one line ending with
+    the assurance that nothing ran: weights-only loading stops at the first instruction it does not allow."""
+    text = str(error)
+    for pattern, template in _REFUSALS:
+        found = re.search(pattern, text)
+        if found:
+            what = template.format(_object_name(found.group(1)))
+            break
     else:
-        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", str(error))
-        what = f"its content is not allowed ({detail.group(1) if detail else 'unknown reason'})"
-    return f"{what}; weights-only loading refused it without running any code"
+        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = detail.group(1) if detail else (lines[-1] if lines else type(error).__name__)
+        what = f"it holds something other than tensors and plain Python values ({reason})"
+    return f"{what}; loading was refused for safety (weights-only loading) and none of its code was run"
 
 
 def _load_state(path: Path, required_keys: Iterable[str], map_location: str | torch.device) -> dict[str, Any]:
-    if not path.exists():
-        raise _UnusableCheckpoint("the file is missing")
-    if not _looks_complete(path):
-        raise _UnusableCheckpoint(
-            f"the file ({path.stat().st_size} bytes) is not a complete torch.save archive "
-            "(truncated, empty or overwritten)"
-        )
+    # One open file for the check and the load: a writer renaming another file over ``path`` meanwhile (a
+    # live run saving) does not change what this reads, which is one complete checkpoint or the error.
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise _UnusableCheckpoint(_refusal(e)) from None
-    except Exception as e:  # torch reports corrupted archives with RuntimeError, OSError, EOFError, ...
-        first_line = str(e).splitlines()[0] if str(e) else ""
-        raise _UnusableCheckpoint(f"it cannot be read ({type(e).__name__}: {first_line})") from None
+        file = open(path, "rb")  # noqa: SIM115 (closed below)
+    except FileNotFoundError:
+        raise _UnusableCheckpoint("the file is missing") from None
+    except OSError as e:
+        raise _UnusableCheckpoint(f"it cannot be opened ({e})") from None
+    with file:
+        if not zipfile.is_zipfile(file):
+            raise _UnusableCheckpoint(
+                f"the file ({os.fstat(file.fileno()).st_size} bytes) is not a complete torch.save archive "
+                "(truncated, empty or overwritten)"
+            )
+        file.seek(0)
+        try:
+            state = torch.load(file, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise _UnusableCheckpoint(describe_refusal(e)) from None
+        except Exception as e:  # torch reports corrupted archives with RuntimeError, OSError, EOFError, ...
+            first_line = str(e).splitlines()[0] if str(e) else ""
+            raise _UnusableCheckpoint(f"it cannot be read ({type(e).__name__}: {first_line})") from None
     if not isinstance(state, dict):
         raise _UnusableCheckpoint(f"it holds a {type(state).__name__}, not a dict")
     missing = [key for key in required_keys if key not in state]
@@ -221,7 +309,7 @@ def load_checkpoint(
         return from_safe(_load_state(path, required_keys, map_location)), path
     except _UnusableCheckpoint as e:
         reason = str(e)
-    logger.warning("Cannot resume from %s: %s. Falling back to the previous save, %s.", path, reason, backup)
+    logger.warning("Cannot use %s: %s. Using the previous save, %s, instead.", path, reason, backup)
     try:
         return from_safe(_load_state(backup, required_keys, map_location)), backup
     except _UnusableCheckpoint as e:

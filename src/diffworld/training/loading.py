@@ -27,11 +27,33 @@ class TrainedAgent:
     train_seconds: float | None
 
 
+class GameMismatchError(UserError, ValueError):
+    """An agent (or checkpoint) that was trained on another game than its folder says."""
+
+
+def check_game_actions(source: Path, game: str, num_actions: int) -> None:
+    """Refuse an agent whose number of actions is not ``game``'s (the environment's, asked now): it was
+    trained on another game, which would pick actions the game does not have or mean other ones."""
+    from diffworld.envs.make import game_num_actions
+
+    actual = game_num_actions(game)
+    if actual != num_actions:
+        raise GameMismatchError(
+            f"{source}: the agent was trained with {num_actions} actions but {game} has {actual}: it was "
+            f"trained on another game than {game}, the game its folder names (edited by hand?)."
+        )
+
+
 def load_trained_agent(source: Path, device: str = "auto") -> TrainedAgent:
-    """The agent of a run folder (weights of its last checkpoint) or of an exported agent folder."""
+    """The agent of a run folder (weights of its last checkpoint) or of an exported agent folder.
+
+    A live run is read as of its last complete checkpoint (see ``load_checkpoint``); nothing is written.
+    The agent's number of actions is checked against its game's environment.
+    """
     dev = resolve_device(device)
     if (source / INFO_FILE).is_file():
         agent, cfg, metadata = load_agent(source, device=dev)
+        check_game_actions(source, cfg.game, agent.actor_critic.num_actions)
         return TrainedAgent(
             agent=agent,
             cfg=cfg,
@@ -46,8 +68,14 @@ def load_trained_agent(source: Path, device: str = "auto") -> TrainedAgent:
             f"{source} is neither a run folder (no {CONFIG_FILE}) nor an agent folder (no {INFO_FILE})."
         )
     cfg = load_config_file(source / CONFIG_FILE)
-    state, _ = load_checkpoint(checkpoint_dir(source), ("agent", "num_actions", "counters", "collector"))
+    state, used = load_checkpoint(checkpoint_dir(source), ("agent", "num_actions", "counters", "collector"))
     num_actions = int(state["num_actions"])
+    if state.get("game", cfg.game) != cfg.game:  # older checkpoints lack "game"
+        raise GameMismatchError(
+            f"{used} was saved by a run of {state['game']}, but {source / CONFIG_FILE} says {cfg.game} "
+            f"(edited by hand?): put game: {state['game']} back."
+        )
+    check_game_actions(source, cfg.game, num_actions)
     agent = Agent.build(cfg, num_actions)
     agent.load_state_dict(state["agent"])
     agent.to(dev).eval()

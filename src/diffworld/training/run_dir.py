@@ -6,6 +6,7 @@ import datetime
 import fcntl
 import os
 import socket
+import time
 from pathlib import Path
 
 from diffworld.config.schema import Config
@@ -16,12 +17,18 @@ EVAL_FILE = "eval.json"
 LOCK_FILE = ".writer.lock"
 """Holds the run folder's writer lock; its text names the process that holds it."""
 
+_PROBE_GRACE_SECONDS = 0.3
+
 _held_locks: dict[str, int] = {}
 """Run folders (resolved paths) whose writer lock this process holds, with the lock file's descriptor."""
 
 
 class RunDirError(UserError, ValueError):
     """A run folder that cannot be used as asked (it exists without --resume, or is not a run)."""
+
+
+class LiveRunError(RunDirError):
+    """A command would write into a run folder that another process is training."""
 
 
 def default_run_dir(cfg: Config, now: datetime.datetime | None = None) -> Path:
@@ -75,9 +82,17 @@ def lock_run_dir(path: Path) -> None:
     if key in _held_locks:
         return
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    # A reader asking whether the run is live (is_run_dir_locked) holds a shared lock for microseconds: try
+    # for a moment before concluding that another writer holds it.
+    deadline = time.monotonic() + _PROBE_GRACE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
         holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise RunDirError(
@@ -94,6 +109,42 @@ def unlock_run_dir(path: Path) -> None:
     fd = _held_locks.pop(str(path.resolve()), None)
     if fd is not None:
         os.close(fd)  # closing the only descriptor of the open file releases the flock
+
+
+def run_dir_holder(path: Path) -> str:
+    """Who holds (or last held) the writer lock of ``path``: ``process 123 on host``, from its lock file."""
+    try:
+        text = (path / LOCK_FILE).read_text(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
+def live_run_containing(path: Path) -> Path | None:
+    """The run folder that ``path`` is in (or is) if another process is writing it now, else None.
+
+    Commands that only read a run (eval, play, video, wm-eval, report) call this before they write anything,
+    so that nothing but its trainer writes into a live run folder.
+    """
+    path = Path(os.path.abspath(path))
+    for folder in (path, *path.parents):
+        if (folder / LOCK_FILE).is_file() and str(folder.resolve()) not in _held_locks:
+            return folder if is_run_dir_locked(folder) else None
+    return None
+
+
+def refuse_writing_into_live_run(path: Path, what: str, instead: str) -> None:
+    """Raise :class:`LiveRunError` if ``path`` is in a run folder another process is writing.
+
+    ``what``: what would be written (``the evaluation report``); ``instead``: how to write it elsewhere
+    (``pass --out <file> outside it``).
+    """
+    run = live_run_containing(path)
+    if run is not None:
+        raise LiveRunError(
+            f"{run} is a live run (being trained by {run_dir_holder(run)}): nothing but its trainer writes "
+            f"into it, so {what} cannot go to {path}; {instead}."
+        )
 
 
 def is_run_dir_locked(path: Path) -> bool:

@@ -19,6 +19,7 @@ continues from the last checkpoint with the same random streams, environments an
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
 from diffworld.training.checkpoint import (
     generator_state,
     has_checkpoint,
+    last_complete_checkpoint,
     load_checkpoint,
     rng_state,
     save_agent_copy,
@@ -63,12 +65,14 @@ from diffworld.training.precision import autocast
 from diffworld.training.run_dir import (
     CONFIG_FILE,
     EVAL_FILE,
+    RunDirError,
     checkpoint_dir,
     create_run_dir,
     dataset_dir,
     lock_run_dir,
     unlock_run_dir,
 )
+from diffworld.utils.atomic import DiskFullError, format_bytes, free_bytes, is_disk_full
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 COMPONENTS = ("denoiser", "reward_model", "actor_critic")
@@ -125,6 +129,14 @@ class Trainer:
         # Before anything reads or writes the folder: a second writer (a resume of a live run, the same
         # run_dir twice) is refused here, with the holder's name.
         lock_run_dir(self.run_dir)
+        try:
+            with self._disk_full_is_resumable():
+                self._setup(cfg, resume)
+        except BaseException:
+            unlock_run_dir(self.run_dir)  # this process will not write the folder: another one may
+            raise
+
+    def _setup(self, cfg: Config, resume: bool) -> None:
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         c = cfg.collection
@@ -139,6 +151,11 @@ class Trainer:
         resumable = resume and has_checkpoint(checkpoint_dir(self.run_dir))
         if resumable:
             state, used = load_checkpoint(checkpoint_dir(self.run_dir), CHECKPOINT_KEYS)
+            if state.get("game", cfg.game) != cfg.game:  # older checkpoints lack "game"
+                raise RunDirError(
+                    f"{used} was saved by a run of {state['game']}, but {self.run_dir / CONFIG_FILE} says "
+                    f"{cfg.game} (edited by hand?): put game: {state['game']} back to resume."
+                )
             tqdm.write(f"Resuming from {used}")
             # Checkpoints saved before running episodes were stored have no lengths: all their episodes ended.
             lengths = state.get("dataset_lengths")
@@ -291,8 +308,40 @@ class Trainer:
         """Wall-clock seconds of the whole run so far, over all resumes."""
         return self.counters.train_seconds + time.monotonic() - self._clock
 
+    @contextlib.contextmanager
+    def _disk_full_is_resumable(self) -> Iterator[None]:
+        """A write that runs out of space (a checkpoint, episodes, metrics, ...) ends the run with one line:
+        what was being written, the space it needs, the last checkpoint (intact: checkpoints are replaced
+        only once the new one is complete) and the command that resumes from it once space is freed."""
+        try:
+            yield
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            if isinstance(e, DiskFullError):
+                head, path = e.head, e.path
+            else:
+                path = Path(e.filename) if isinstance(e, OSError) and e.filename else self.run_dir
+                free = free_bytes(self.run_dir)
+                has = f" ({format_bytes(free)} free)" if free is not None else ""
+                head = f"No space left on the device of {self.run_dir}{has} while writing {path}: {e}."
+            last = last_complete_checkpoint(checkpoint_dir(self.run_dir))
+            kept = f"The last checkpoint, {last}, is intact" if last else "No checkpoint was written yet"
+            resume = f"diffworld train --resume {self.run_dir}"
+            raise DiskFullError(
+                f"{head} {kept}: free some space, then resume with '{resume}'.",
+                path=path,
+                needed=getattr(e, "needed", None),
+                free=getattr(e, "free", None),
+                head=head,
+            ) from e
+
     def run(self) -> dict[str, Any] | None:
         """Run (or finish) the schedule; returns the final evaluation report."""
+        with self._disk_full_is_resumable():
+            return self._run()
+
+    def _run(self) -> dict[str, Any] | None:
         try:
             if self.counters.phase == "initial":
                 if self._model_free is not None:
@@ -538,6 +587,7 @@ class Trainer:
             # Where each episode stood: a resumed run drops the steps that open episodes gained since.
             "dataset_lengths": self.dataset.lengths.copy(),
             "num_actions": self.num_actions,
+            "game": self.cfg.game,  # checked against config.yaml by the commands that load the agent
         }
         if self._model_free is not None:
             state["model_free"] = self._model_free.env.state_dict()

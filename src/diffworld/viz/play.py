@@ -50,6 +50,8 @@ MAX_HORIZON = 1 << 20
 _CONTEXT_EPISODES = 100
 """World-model starts in a run folder come from its last this many episodes (not all: a whole dataset is
 about 1.2 GB of frames)."""
+_LIVE_READ_ATTEMPTS = 5
+"""Reads of a live run's episodes before giving up (the trainer may merge one's parts meanwhile)."""
 _CONTEXT_EXTRA_STEPS = 32
 """Without a dataset, the policy plays L + this many real steps to draw world-model starts from."""
 
@@ -568,7 +570,7 @@ def build_session(
     """
     from diffworld.envs.make import make_env as make_game_env
     from diffworld.envs.vector import AtariEnvs
-    from diffworld.training.run_dir import dataset_dir
+    from diffworld.training.run_dir import dataset_dir, is_run_dir_locked
     from diffworld.utils.seeding import derive_seed
     from diffworld.viz.episodes import recent_episodes
     from diffworld.viz.video import collect_real_episode
@@ -594,7 +596,14 @@ def build_session(
             and any(dataset_dir(source).glob("episode_*.npz"))
         ):
             log(f"World-model starts: the last {_CONTEXT_EPISODES} episodes of {dataset_dir(source)}")
-            return recent_episodes(dataset_dir(source), _CONTEXT_EPISODES, frame_shape)
+            # A live run may merge an episode's parts between listing and reading them: read again.
+            for attempt in range(_LIVE_READ_ATTEMPTS):
+                try:
+                    return recent_episodes(dataset_dir(source), _CONTEXT_EPISODES, frame_shape)
+                except UserError:
+                    if attempt + 1 == _LIVE_READ_ATTEMPTS or not is_run_dir_locked(source):
+                        raise
+                    time.sleep(0.2)
         log(f"World-model starts: {num_cond + _CONTEXT_EXTRA_STEPS} real steps of the policy (no dataset)")
         episode, _ = collect_real_episode(
             agent.actor_critic,
