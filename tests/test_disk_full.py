@@ -193,3 +193,18 @@ def test_checkpoint_on_a_real_full_file_system(tmp_path: Path) -> None:
     assert "LOADED 1 state.pt" in result.stdout
     assert "FILES ['state.pt']" in result.stdout  # no temporary file left
     assert "Traceback" not in result.stderr
+
+
+def test_other_writes_that_run_out_of_space_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import diffworld.viz.plots
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "curves.png"))
+
+    monkeypatch.setattr(diffworld.viz.plots, "plot_runs", full)
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "curves.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"no space left on the device while writing {tmp_path / 'curves.png'}" in err

@@ -593,6 +593,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, FileExistsError) as e:
         print(f"diffworld {args.command}: {e}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as e:
+        from diffworld.utils.atomic import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        # A write that is not atomic (a video, a plot) ran out of space: what it left is incomplete.
+        where = f" while writing {e.filename}" if isinstance(e, OSError) and e.filename else ""
+        print(
+            f"diffworld {args.command}: no space left on the device{where} ({e}); free some space and run "
+            "the command again.",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":
