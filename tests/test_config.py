@@ -22,7 +22,7 @@ from diffworld.config import (
 
 def test_defaults_are_the_papers_settings() -> None:
     cfg = build_config(["game=Breakout"])
-    # SPEC 1-2
+    # docs/method.md §1-2
     assert (cfg.env.frame_skip, cfg.env.noop_max, cfg.env.size) == (4, 30, 64)
     assert cfg.env.max_frames_per_episode == 108_000
     c = cfg.collection
@@ -35,7 +35,7 @@ def test_defaults_are_the_papers_settings() -> None:
         t = getattr(cfg, name).training
         assert (t.steps_first_epoch, t.steps_per_epoch, t.batch_size) == (first, 400, 32)
         assert t.sample_weights == [0.1, 0.1, 0.1, 0.7]
-    # SPEC 3
+    # docs/method.md §3
     d = cfg.denoiser
     assert d.kind is DiffusionKind.edm
     assert (d.num_cond_frames, d.cond_channels, d.channels, d.depths) == (4, 256, [64] * 4, [2] * 4)
@@ -45,14 +45,14 @@ def test_defaults_are_the_papers_settings() -> None:
     s = d.sampler
     assert (s.num_steps, s.sigma_min, s.sigma_max, s.rho, s.order, s.s_churn) == (3, 0.002, 5.0, 7.0, 1, 0.0)
     assert d.ddpm_num_train_timesteps == 1000
-    # SPEC 4-5
+    # docs/method.md §4-5
     r = cfg.reward_model
     assert (r.channels, r.depths, r.cond_channels, r.lstm_dim) == ([32] * 4, [2] * 4, 128, 512)
     assert reward_model_seq_length(cfg) == 18  # 19 frames: 3 burn-in pairs, then the horizon's 15
     a = cfg.actor_critic
     assert (a.channels, a.lstm_dim, a.imagination_horizon) == ([32, 32, 64, 64], 512, 15)
     assert (a.gamma, a.lambda_, a.value_loss_weight, a.entropy_weight) == (0.985, 0.95, 1.0, 0.001)
-    # SPEC 6
+    # docs/method.md §6
     expected = {"denoiser": (1e-2, 1.0), "reward_model": (1e-2, 100.0), "actor_critic": (0.0, 100.0)}
     for name, (wd, clip) in expected.items():
         o = getattr(cfg, name).optimizer

@@ -69,7 +69,8 @@ def test_make_denoiser_picks_the_kind() -> None:
 
 @pytest.mark.parametrize("num_actions", [4, 18])
 def test_parameter_count_matches_the_paper(num_actions: int) -> None:
-    # SPEC 7: the denoiser has 4.41 M parameters (64x64, 4 frames, channels [64] * 4, depths [2] * 4).
+    # docs/method.md §7: the denoiser has 4.41 M parameters (64x64, 4 frames, channels [64] * 4, depths [2] *
+    # 4).
     num_params = count_parameters(EDMDenoiser(DenoiserConfig(), num_actions))
     assert abs(num_params - 4.41e6) / 4.41e6 < 0.02
     assert count_parameters(DDPMDenoiser(DenoiserConfig(kind=DiffusionKind.ddpm), num_actions)) == num_params

@@ -1,4 +1,4 @@
-"""EDM formulas: preconditioning, noise schedules, the sampler and quantization (SPEC 3)."""
+"""EDM formulas: preconditioning, noise schedules, the sampler and quantization (docs/method.md §3)."""
 
 from __future__ import annotations
 

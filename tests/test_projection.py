@@ -20,7 +20,7 @@ TIMES = StepTimes(denoiser=0.1, reward_model=0.05, actor_critic=0.5, collection_
 
 
 def test_paper_schedule() -> None:
-    """SPEC 2: 5,000-10,000 initial steps, then epochs of 100 steps until 100k, 50 final epochs."""
+    """docs/method.md §2: 5,000-10,000 initial steps, then epochs of 100 steps until 100k, 50 final epochs."""
     assert initial_steps_bounds(PAPER) == (5_000, 10_000)
     s = schedule(PAPER, 5_000)
     assert (s.epochs_collect, s.epochs, s.env_steps) == (950, 1_000, 100_000)

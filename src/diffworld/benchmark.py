@@ -6,7 +6,8 @@ dataset is first filled with real frames by the untrained policy (uniform: its h
 Then each part is timed, ``warmup`` untimed repetitions first, and the median of ``steps`` timed ones kept:
 
 - ``denoiser``, ``reward_model``, ``actor_critic``: seconds per optimizer step of ``Trainer._train_component``
-  (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2 frames (SPEC 3), the
+  (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2 frames (docs/method.md §3),
+  the
   reward/termination model on segments of L + H steps, the actor-critic with its imagined rollout of H steps
   from L-frame segments;
 - ``imagination``: rollouts of H steps of ``WorldModelEnv`` (reset with the reward model's burn-in, then H

@@ -49,7 +49,7 @@ class Collector:
         envs: the environments; training collection uses ``life_loss_terminal=True``, test episodes False.
         actor_critic: the policy, used as it is at each step (the trainer updates it between calls).
         epsilon: probability of a uniformly random action instead of a sampled one.
-        temperature: of the policy's action sampling (SPEC 5, Freeway).
+        temperature: of the policy's action sampling (docs/method.md §5, Freeway).
         device: where the policy runs.
         generator: torch generator on ``device`` for the action draws.
         dataset: where the episodes go (see ``collect_steps`` and ``collect_episodes``); None keeps only the

@@ -9,7 +9,7 @@ API (numpy, uint8 frames like the real Atari environments) so that other agents 
 world model; ``ImaginationEnv`` is the single-trajectory view that Gymnasium's checker accepts.
 
 ``ImaginationActorCriticLoss`` rolls the policy out for H steps (``diffworld.rollout``, the loop shared with
-the real-environment baseline of ``diffworld.model_free``) and returns the SPEC 5 loss, with the
+the real-environment baseline of ``diffworld.model_free``) and returns the docs/method.md §5 loss, with the
 ``forward(batch) -> (loss, metrics)`` contract shared by all models.
 """
 
@@ -295,7 +295,8 @@ def imagine(actor_critic: ActorCritic, env: WorldModelEnv, batch: Batch, horizon
 
 
 class ImaginationActorCriticLoss(nn.Module):
-    """``forward(batch) -> (loss, metrics)`` for the actor-critic: imagine from ``batch``, then SPEC 5's loss.
+    """``forward(batch) -> (loss, metrics)`` for the actor-critic: imagine from ``batch``, then
+    docs/method.md §5's loss.
 
     Only the actor-critic's parameters are registered: the world model is used, not trained, here.
     """

@@ -1,6 +1,7 @@
 """The model-free baseline (``training.model_free=true``): the actor-critic trained on the real game.
 
-Same loss as in imagination (SPEC 5: lambda-returns, REINFORCE with the value baseline, entropy bonus),
+Same loss as in imagination (docs/method.md §5: lambda-returns, REINFORCE with the value baseline, entropy
+bonus),
 on rollouts of ``actor_critic.imagination_horizon`` steps of ``actor_critic.training.batch_size`` real
 Atari environments stepped in parallel, through the very loop imagination uses (``diffworld.rollout``).
 The real environments are treated exactly as imagined ones are:
@@ -171,7 +172,7 @@ class RealEnvRollouts:
 
 
 class ModelFreeActorCriticLoss(nn.Module):
-    """``forward() -> (loss, metrics)`` for the actor-critic: one real rollout, then SPEC 5's loss.
+    """``forward() -> (loss, metrics)`` for the actor-critic: one real rollout, then docs/method.md §5's loss.
 
     Each call takes ``imagination_horizon`` steps of every env (``num_envs * H`` agent steps), fewer on the
     last call if that is all ``max_env_steps`` leaves, and none once it is spent (``forward`` then raises).

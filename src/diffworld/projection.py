@@ -1,6 +1,7 @@
 """The wall-clock time of a whole training run, projected from the seconds of its parts and its schedule.
 
-The schedule is the trainer's (``diffworld.training.trainer``, SPEC 2), read from the configuration:
+The schedule is the trainer's (``diffworld.training.trainer``, docs/method.md §2), read from the
+configuration:
 
 - the initial collection gathers ``N0`` real steps in chunks of ``collection.steps_per_epoch``: the first
   multiple of the chunk at or above ``initial_min_steps`` when the minority reward classes already hold

@@ -1,6 +1,7 @@
 """One rollout loop for the actor-critic, whatever it acts in: the world model or the real game.
 
-``rollout`` steps a recurrent policy for H steps in a batched ``PolicyEnv`` and records what SPEC 5's loss
+``rollout`` steps a recurrent policy for H steps in a batched ``PolicyEnv`` and records what docs/method.md
+§5's loss
 needs (logits and values with gradients, actions, sign rewards, terminations, truncations and the critic's
 value of each state reached). Two environments implement ``PolicyEnv``: imagination
 (``diffworld.imagination``: every rollout starts from dataset segments, the recurrent state is burnt in on

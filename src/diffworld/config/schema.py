@@ -1,6 +1,6 @@
 """The configuration schema: every hyperparameter of the method, typed and documented.
 
-Defaults are the paper's values (``../shared/SPEC.md`` sections 1-6); section numbers below refer to it.
+Defaults are the paper's values (``docs/method.md``, sections 1-6); section numbers below refer to it.
 The schema is plain dataclasses so that OmegaConf can validate keys and types of command-line overrides
 and so that code reads ``cfg.denoiser.sampler.num_steps`` with full type information.
 """
@@ -21,14 +21,14 @@ class Precision(str, Enum):
 
 
 class DiffusionKind(str, Enum):
-    """Which diffusion formulation the world model uses (SPEC 3; DDPM is the paper's ablation)."""
+    """Which diffusion formulation the world model uses (docs/method.md §3; DDPM is the paper's ablation)."""
 
     edm = "edm"
     ddpm = "ddpm"
 
 
 class DiffusionConvention(str, Enum):
-    """How the EDM world model draws its initial noise and quantizes its outputs (docs/method.md, section 3).
+    """How the EDM world model draws its initial noise and quantizes its outputs (docs/method.md §3).
 
     ``official``: as the official DIAMOND code, whose agents scored the paper's results: sampling starts
     from unit-variance noise while the first denoiser call is told sigma_max, and every denoiser output (each
@@ -44,7 +44,7 @@ class DiffusionConvention(str, Enum):
 
 @dataclass
 class EnvConfig:
-    """Atari 100k environment protocol (SPEC 1)."""
+    """Atari 100k environment protocol (docs/method.md §1)."""
 
     frame_skip: int = 4
     """Agent steps repeat the action this many ALE frames; the observation max-pools the last two."""
@@ -62,7 +62,7 @@ class EnvConfig:
 
 @dataclass
 class CollectionConfig:
-    """Real-environment data collection (SPEC 1 and 2)."""
+    """Real-environment data collection (docs/method.md §1 and 2)."""
 
     total_env_steps: int = 100_000
     """Budget of real agent steps (Atari 100k: 400k frames)."""
@@ -88,7 +88,7 @@ class CollectionConfig:
 
 @dataclass
 class OptimizerConfig:
-    """AdamW with linear warm-up and gradient clipping (SPEC 6)."""
+    """AdamW with linear warm-up and gradient clipping (docs/method.md §6)."""
 
     lr: float = 1e-4
     weight_decay: float = 1e-2
@@ -101,7 +101,7 @@ class OptimizerConfig:
 
 @dataclass
 class ComponentTrainingConfig:
-    """How much and on what one model trains each epoch (SPEC 2)."""
+    """How much and on what one model trains each epoch (docs/method.md §2)."""
 
     steps_first_epoch: int = 10_000
     """Optimizer steps in the first epoch (the models start from scratch on the initial dataset)."""
@@ -116,7 +116,8 @@ class ComponentTrainingConfig:
 
 @dataclass
 class SigmaDistributionConfig:
-    """Training noise levels: sigma = exp(N(loc, scale^2)) clipped to [sigma_min, sigma_max] (SPEC 3)."""
+    """Training noise levels: sigma = exp(N(loc, scale^2)) clipped to [sigma_min, sigma_max] (docs/method.md
+    §3)."""
 
     loc: float = -0.4
     scale: float = 1.2
@@ -126,7 +127,8 @@ class SigmaDistributionConfig:
 
 @dataclass
 class SamplerConfig:
-    """Sampling of the next frame: Karras schedule, Euler or Heun, optional churn (SPEC 3; EDM Alg. 2)."""
+    """Sampling of the next frame: Karras schedule, Euler or Heun, optional churn (docs/method.md §3; EDM
+    Alg. 2)."""
 
     num_steps: int = 3
     """Denoising steps (number of denoiser calls with Euler)."""
@@ -144,7 +146,7 @@ class SamplerConfig:
 
 @dataclass
 class DenoiserConfig:
-    """The diffusion world model: U-Net F and its EDM (or DDPM) wrapper (SPEC 3)."""
+    """The diffusion world model: U-Net F and its EDM (or DDPM) wrapper (docs/method.md §3)."""
 
     kind: DiffusionKind = DiffusionKind.edm
     """``edm`` (the paper) or ``ddpm`` (the paper's ablation, same network)."""
@@ -178,7 +180,8 @@ class DenoiserConfig:
 
 @dataclass
 class RewardTerminationConfig:
-    """Reward and termination model: conv encoder of frame pairs, LSTM, two classifier heads (SPEC 4)."""
+    """Reward and termination model: conv encoder of frame pairs, LSTM, two classifier heads
+    (docs/method.md §4)."""
 
     channels: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -192,7 +195,7 @@ class RewardTerminationConfig:
 
 @dataclass
 class ActorCriticConfig:
-    """Actor-critic trained in imagination with lambda-returns and REINFORCE (SPEC 5)."""
+    """Actor-critic trained in imagination with lambda-returns and REINFORCE (docs/method.md §5)."""
 
     channels: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
     lstm_dim: int = 512
@@ -216,14 +219,14 @@ class ActorCriticConfig:
 
 @dataclass
 class TrainingConfig:
-    """The schedule of a run (SPEC 2)."""
+    """The schedule of a run (docs/method.md §2)."""
 
     num_final_epochs: int = 50
     """Epochs that train without collecting once the real-step budget is spent."""
     model_free: bool = False
     """Train the actor-critic on the real environment instead of in imagination (the paper's baseline switch).
 
-    Same loss (SPEC 5) on real rollouts of ``actor_critic.imagination_horizon`` steps in
+    Same loss (docs/method.md §5) on real rollouts of ``actor_critic.imagination_horizon`` steps in
     ``actor_critic.training.batch_size`` environments (life loss terminal, as in training collection), the
     LSTM state carried from rollout to rollout. Their steps are spent from ``collection.total_env_steps``:
     no initial collection and no collector steps, the world model is not trained, and epochs of

@@ -71,7 +71,8 @@ def part_path(directory: str | os.PathLike[str], episode_id: int, start: int, st
 
 
 def has_enough_minority_rewards(counts: np.ndarray, min_count: int) -> bool:
-    """SPEC's collection rule: the dataset holds at least ``min_count`` rewards of the minority classes.
+    """The collection rule of docs/method.md §2: the dataset holds at least ``min_count`` rewards of the
+    minority classes.
 
     Interpretation: with ``counts`` the number of steps per class of sign(r) (see
     ``EpisodeDataset.reward_sign_counts``), the total count over all classes except the most common one

@@ -2,9 +2,9 @@
 
 ``<Game>NoFrameskip-v4`` (minimal action set, no sticky actions, ALE frameskip 1), then: frame skip 4 with a
 pixel-wise max of the last two raw frames, 1 to 30 no-op actions at reset (none with ``noop_max=0``), RGB
-resized to 64x64 (INTER_AREA), raw (unclipped) rewards, and ``info["life_loss"]`` on every step. Whether a life
-loss ends an episode is the caller's choice (see ``diffworld.envs.vector``); the game itself only ends at game
-over or the frame cap.
+resized to 64x64 (INTER_AREA), raw (unclipped) rewards, and ``info["life_loss"]`` on every step. Whether a
+life loss ends an episode is the caller's choice (see ``diffworld.envs.vector``); the game itself only ends at
+game over or the frame cap.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Atari 100k score report: aggregate human-normalized scores with confidence intervals (rliable).
 
-Conventions (rliable's, which the paper and SPEC section 1 follow), on the matrix of human-normalized
+Conventions (rliable's, which the paper and docs/method.md §1 follow), on the matrix of human-normalized
 scores with one row per run (seed) and one column per game:
 
 - **mean**: mean over games of the per-game mean (with as many runs per game, the mean over all runs).

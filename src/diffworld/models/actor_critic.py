@@ -1,4 +1,5 @@
-"""The actor-critic: a small conv encoder, an LSTM cell, zero-initialized policy and value heads (SPEC 5)."""
+"""The actor-critic: a small conv encoder, an LSTM cell, zero-initialized policy and value heads
+(docs/method.md §5)."""
 
 from __future__ import annotations
 
@@ -154,7 +155,8 @@ def actor_critic_loss(
     cfg: ActorCriticConfig,
     mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """REINFORCE with a value baseline, value regression and an entropy bonus on imagined steps (SPEC 5).
+    """REINFORCE with a value baseline, value regression and an entropy bonus on imagined steps
+    (docs/method.md §5).
 
     ``logits`` (B, H, A) and ``values`` (B, H) carry gradients; ``actions``, ``rew``, ``end``, ``trunc``,
     ``next_values`` are (B, H) (``next_values[:, t]``: critic's value after step ``t``, of the true final

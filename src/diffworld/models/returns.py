@@ -1,4 +1,4 @@
-"""Lambda-returns of imagined trajectories, the actor-critic's targets (SPEC 5)."""
+"""Lambda-returns of imagined trajectories, the actor-critic's targets (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Reward and termination model: a conv encoder of frame pairs conditioned on the action, an LSTM, and
-classifier heads over sign(reward) and termination (SPEC 4)."""
+classifier heads over sign(reward) and termination (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay on weight matrices and kernels only, and linear warm-up (SPEC 6)."""
+"""AdamW with decoupled weight decay on weight matrices and kernels only, and linear warm-up (docs/method.md
+§6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training run: SPEC 2's schedule of collection, world-model training and imagination.
+"""The training run: docs/method.md §2's schedule of collection, world-model training and imagination.
 
 1. Initial collection with the untrained (uniform) policy: ``initial_min_steps``, then chunks of
    ``steps_per_epoch`` until the minority reward classes hold enough rewards (or ``initial_max_steps``).

@@ -1,4 +1,5 @@
-"""The diffusion world model: the U-Net F, its EDM wrapper (the paper) and the DDPM ablation (SPEC 3)."""
+"""The diffusion world model: the U-Net F, its EDM wrapper (the paper) and the DDPM ablation (docs/method.md
+§3)."""
 
 from __future__ import annotations
 

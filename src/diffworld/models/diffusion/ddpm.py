@@ -1,4 +1,5 @@
-"""The DDPM ablation of the world model (Ho et al. 2020; SPEC 3): the same network F, epsilon prediction.
+"""The DDPM ablation of the world model (Ho et al. 2020; docs/method.md §3): the same network F, epsilon
+prediction.
 
 Training draws t uniformly among ``ddpm_num_train_timesteps`` steps of a linear beta schedule and noises
 x_0 into x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, where eps is Gaussian noise plus the same offset

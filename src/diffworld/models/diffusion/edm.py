@@ -1,4 +1,4 @@
-"""The EDM diffusion world model (Karras et al. 2022, as configured by DIAMOND; SPEC 3).
+"""The EDM diffusion world model (Karras et al. 2022, as configured by DIAMOND; docs/method.md §3).
 
 D(x; sigma) = c_skip x + c_out F(c_in x, c_noise, past frames / sigma_data, past actions), with the
 preconditioning evaluated at s = sqrt(sigma^2 + sigma_offset_noise^2), the std of the training noise once
@@ -32,7 +32,7 @@ def edm_preconditioning(
     sigma: Tensor, sigma_data: float, sigma_offset_noise: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(c_in, c_skip, c_out, c_noise) of EDM Table 1, each shaped like ``sigma``, with
-    s = sqrt(sigma^2 + sigma_offset_noise^2) in place of sigma (SPEC 3)."""
+    s = sqrt(sigma^2 + sigma_offset_noise^2) in place of sigma (docs/method.md §3)."""
     s = (sigma**2 + sigma_offset_noise**2).sqrt()
     c_in = 1 / (s**2 + sigma_data**2).sqrt()
     c_skip = sigma_data**2 / (s**2 + sigma_data**2)

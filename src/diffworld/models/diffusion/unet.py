@@ -1,4 +1,4 @@
-"""The network F of the diffusion world model: a conditional U-Net (SPEC 3).
+"""The network F of the diffusion world model: a conditional U-Net (docs/method.md §3).
 
 F takes the scaled noisy next frame stacked with the L past frames, and a noise-level input ``c_noise``
 and the L past actions that drive adaptive group norm in every residual block. Both the EDM and the DDPM
