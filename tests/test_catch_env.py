@@ -11,7 +11,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from diffworld.envs import AtariEnvs, CatchEnv, available_games, env_id, make_env, resolve_game
-from diffworld.envs.catch import BALL, CAUGHT, GRID, MISSED, PADDLE
+from diffworld.envs.catch import BALL, CAUGHT, GRID, LANE, MISSED, PADDLE
 from diffworld.evaluation.scores import human_normalized_score
 
 
@@ -22,6 +22,10 @@ def play(env: CatchEnv, actions: list[int]) -> list[tuple[np.ndarray, float, boo
 def cell(frame: np.ndarray, row: int, col: int) -> np.ndarray:
     """The 8x8 pixels of a cell of a 64x64 frame."""
     return frame[8 * row : 8 * (row + 1), 8 * col : 8 * (col + 1)]
+
+
+def is_cell(frame: np.ndarray, row: int, col: int, colour: tuple[int, ...]) -> bool:
+    return bool((cell(frame, row, col) == colour).all())
 
 
 def positions(frame: np.ndarray) -> tuple[tuple[int, int] | None, int]:
@@ -56,6 +60,8 @@ def test_rules_ball_falls_paddle_moves_reward_on_landing() -> None:
     assert env.action_meanings == ["NOOP", "RIGHT", "LEFT"]
     (row, col), paddle = positions(obs)
     assert row == 0
+    assert all(is_cell(obs, r, paddle, LANE) for r in range(1, GRID - 1))  # the paddle's lane
+    assert all(is_cell(obs, r, c, (0, 0, 0)) for r in range(1, GRID - 1) for c in range(GRID) if c != paddle)
     # Walk the paddle under the ball, then wait: +1 after 7 steps, and a new ball in the top row.
     moves = [1 if col > paddle else 2] * abs(col - paddle) + [0] * (7 - abs(col - paddle))
     for t, (obs, reward, terminated, truncated, info) in enumerate(play(env, moves), start=1):
@@ -65,20 +71,20 @@ def test_rules_ball_falls_paddle_moves_reward_on_landing() -> None:
             assert reward == 0.0
             assert positions(obs)[0] == (t, col)
     assert reward == 1.0 and info["balls_landed"] == 1
-    # The landing frame: the bottom row is green, the ball sits on the paddle, the next ball is at the top.
-    assert (cell(obs, GRID - 1, (col + 1) % GRID)[:, 0] == CAUGHT).all()
+    # The landing frame: the ball's column is green above it, the ball sits on the paddle, the next ball is
+    # at the top.
+    assert all(is_cell(obs, r, col, CAUGHT) for r in range(1, GRID - 1))
     assert (cell(obs, GRID - 1, col)[:4] == BALL).all() and (cell(obs, GRID - 1, col)[4:] == PADDLE).all()
     (row, new_col), paddle = positions(obs)
     assert row == 0 and paddle == col
-    # Move away from the next ball: -1 and a red bottom row.
+    # Move away from the next ball: -1 and its column red above it, the paddle's lane elsewhere.
     away = 2 if new_col >= 4 else 1
     *_, (obs, reward, terminated, _, info) = play(env, [away] * 7)
     assert reward == -1.0 and info["balls_landed"] == 2 and not terminated
     paddle = positions(obs)[1]
-    assert (cell(obs, GRID - 1, paddle)[:4] == MISSED).all() and (
-        cell(obs, GRID - 1, new_col)[:4] == BALL
-    ).all()
-    assert all((cell(obs, GRID - 1, c)[4:] == MISSED).all() for c in range(GRID) if c != paddle)
+    assert paddle != new_col
+    assert all(is_cell(obs, r, new_col, MISSED) and is_cell(obs, r, paddle, LANE) for r in range(1, GRID - 1))
+    assert (cell(obs, GRID - 1, new_col)[:4] == BALL).all() and (cell(obs, GRID - 1, new_col)[4:] == 0).all()
 
 
 def test_episode_is_num_balls_landings_and_returns_span_the_range() -> None:

@@ -7,9 +7,11 @@ lands: +1 if the paddle is under it, -1 if not, and a new ball appears in the to
 The episode ends when ``num_balls`` balls have landed (``7 * num_balls`` steps), so returns range over
 ``[-num_balls, num_balls]``. Every ball can be caught (7 moves reach any of the 8 columns).
 
-Drawn for a world model that learns fast: few large objects in saturated, distinct colours on black, and
-a landing frame that shows its outcome in the whole bottom row (green when caught, red when missed),
-so that the reward is visible in the frame after the step that earns it.
+Drawn for a world model that learns fast: few large objects in saturated, distinct colours on black; the
+paddle's whole column is lit (a dim blue lane above it), so that an action changes two columns of the next
+frame rather than a few pixels and its effect weighs in the denoiser's loss; and a landing frame that shows
+its outcome in the landed ball's whole column (green when caught, red when missed), so that the reward is
+visible in the frame after the step that earns it, and decided where the ball and the lane meet.
 
 The env has the interface of ``Atari100kPreprocessing``: ``action_meanings``, ``info`` with ``lives``,
 ``life_loss`` (never: the game has no lives) and ``episode_frame_number``, a frame cap
@@ -36,6 +38,7 @@ _PADDLE_ROW = GRID - 1
 BACKGROUND = (0, 0, 0)
 BALL = (255, 255, 0)
 PADDLE = (0, 160, 255)
+LANE = (0, 60, 120)
 CAUGHT = (0, 200, 0)
 MISSED = (230, 0, 0)
 
@@ -182,12 +185,14 @@ class CatchEnv(gym.Env[np.ndarray, int]):
 
     def _observe(self) -> np.ndarray:
         frame = np.zeros((self._size, self._size, 3), dtype=np.uint8)
-        half = self._cell // 2
+        c, half = self._cell, self._cell // 2
+        frame[: _PADDLE_ROW * c, self._paddle * c : (self._paddle + 1) * c] = LANE
         if self._outcome:
-            # The landing frame: the whole bottom row shows the outcome, the landed ball sits in its top
-            # half (on the paddle when caught).
-            frame[_PADDLE_ROW * self._cell :] = CAUGHT if self._outcome > 0 else MISSED
-            self._fill(frame, _PADDLE_ROW, self._landed_col, BALL, bottom=self._cell - half)
+            # The landing frame: the landed ball's column shows the outcome above it, the ball sits in the
+            # top half of its bottom cell (on the paddle when caught).
+            col = self._landed_col
+            frame[: _PADDLE_ROW * c, col * c : (col + 1) * c] = CAUGHT if self._outcome > 0 else MISSED
+            self._fill(frame, _PADDLE_ROW, col, BALL, bottom=c - half)
         if not (self._outcome and self._landed >= self.num_balls):  # no new ball after the last one
             self._fill(frame, self._ball_row, self._ball_col, BALL)
         self._fill(frame, _PADDLE_ROW, self._paddle, PADDLE, top=half)
