@@ -58,22 +58,17 @@ class ThirdsBandit:
         pass
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--updates", type=int, default=200)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--gamma", type=float, default=0.985)
-    parser.add_argument("--value-weight", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
-    cfg = ActorCriticConfig(
-        channels=[8, 8, 16, 16], lstm_dim=64, gamma=args.gamma, value_loss_weight=args.value_weight
-    )
+def train_bandit(
+    updates: int, lr: float, gamma: float, value_weight: float, seed: int = 0, log_every: int = 0
+) -> list[float]:
+    """Train a fresh actor-critic for ``updates`` updates; the mean reward of every update's rollout."""
+    torch.manual_seed(seed)
+    cfg = ActorCriticConfig(channels=[8, 8, 16, 16], lstm_dim=64, gamma=gamma, value_loss_weight=value_weight)
     actor_critic = ActorCritic(cfg, num_actions=3)
-    optimizer = torch.optim.AdamW(actor_critic.parameters(), lr=args.lr, weight_decay=0.0)
-    env = ThirdsBandit(16, torch.Generator().manual_seed(args.seed))
-    for update in range(args.updates + 1):
+    optimizer = torch.optim.AdamW(actor_critic.parameters(), lr=lr, weight_decay=0.0)
+    env = ThirdsBandit(16, torch.Generator().manual_seed(seed))
+    mean_rewards = []
+    for update in range(updates):
         r = rollout(actor_critic, env, horizon=10)
         loss, metrics = actor_critic_loss(
             r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, cfg
@@ -82,12 +77,25 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(actor_critic.parameters(), cfg.optimizer.max_grad_norm)
         optimizer.step()
-        if update % 25 == 0:
+        mean_rewards.append(r.rew.mean().item())
+        if log_every and update % log_every == 0:
             print(
-                f"update {update:4d}  mean reward {r.rew.mean().item():+.3f}  "
+                f"update {update:4d}  mean reward {mean_rewards[-1]:+.3f}  "
                 f"entropy {metrics['entropy'].item():.3f}  value loss {metrics['value_loss'].item():.2f}",
                 flush=True,
             )
+    return mean_rewards
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--gamma", type=float, default=0.985)
+    parser.add_argument("--value-weight", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    train_bandit(args.updates + 1, args.lr, args.gamma, args.value_weight, args.seed, log_every=25)
 
 
 if __name__ == "__main__":
