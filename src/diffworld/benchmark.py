@@ -7,9 +7,8 @@ Then each part is timed, ``warmup`` untimed repetitions first, and the median of
 
 - ``denoiser``, ``reward_model``, ``actor_critic``: seconds per optimizer step of ``Trainer._train_component``
   (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2 frames (docs/method.md §3),
-  the
-  reward/termination model on segments of L + H steps, the actor-critic with its imagined rollout of H steps
-  from L-frame segments;
+  the reward/termination model on segments of L + H steps, the actor-critic with its imagined rollout of H
+  steps from L-frame segments;
 - ``imagination``: rollouts of H steps of ``WorldModelEnv`` (reset with the reward model's burn-in, then H
   steps of denoising and reward/termination, restarts included) with uniformly random actions: imagined
   frames per second = B x H / median seconds per rollout; and the seconds of one batched denoiser call

@@ -1,10 +1,9 @@
 """The model-free baseline (``training.model_free=true``): the actor-critic trained on the real game.
 
 Same loss as in imagination (docs/method.md §5: lambda-returns, REINFORCE with the value baseline, entropy
-bonus),
-on rollouts of ``actor_critic.imagination_horizon`` steps of ``actor_critic.training.batch_size`` real
-Atari environments stepped in parallel, through the very loop imagination uses (``diffworld.rollout``).
-The real environments are treated exactly as imagined ones are:
+bonus), on rollouts of ``actor_critic.imagination_horizon`` steps of ``actor_critic.training.batch_size`` real
+Atari environments stepped in parallel, through the very loop imagination uses (``diffworld.rollout``). The
+real environments are treated exactly as imagined ones are:
 
 - rewards enter the returns as ``sign(r)``;
 - an episode ends at game over and, as in training collection, at a life loss (the game goes on, the next

@@ -1,14 +1,13 @@
 """One rollout loop for the actor-critic, whatever it acts in: the world model or the real game.
 
 ``rollout`` steps a recurrent policy for H steps in a batched ``PolicyEnv`` and records what docs/method.md
-§5's loss
-needs (logits and values with gradients, actions, sign rewards, terminations, truncations and the critic's
-value of each state reached). Two environments implement ``PolicyEnv``: imagination
+§5's loss needs (logits and values with gradients, actions, sign rewards, terminations, truncations and the
+critic's value of each state reached). Two environments implement ``PolicyEnv``: imagination
 (``diffworld.imagination``: every rollout starts from dataset segments, the recurrent state is burnt in on
-their frames and on those of every restarted trajectory) and the real Atari games
-(``diffworld.model_free``: rollouts continue each other, the recurrent state starts from zero at every
-new episode). Both treat an episode's end the same way: termination zeroes the bootstrap, truncation
-bootstraps with the critic's value of the true final observation.
+their frames and on those of every restarted trajectory) and the real Atari games (``diffworld.model_free``:
+rollouts continue each other, the recurrent state starts from zero at every new episode). Both treat an
+episode's end the same way: termination zeroes the bootstrap, truncation bootstraps with the critic's value of
+the true final observation.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Does the world model imagine the rewards? The reward model read on predicted next frames, one step ahead.
 
 The actor-critic learns only from rewards the reward/termination model assigns to the denoiser's frames
-(docs/method.md §4: it reads the pair x_t, x_{t+1}). A reward model that finds the rewards of real frame
-pairs is not
-enough: if the predicted x_{t+1} lacks the detail the reward shows in (a punch landing, a brick breaking),
-imagination holds no rewards and the actor has nothing to learn from. This measures that on real episodes.
+(docs/method.md §4: it reads the pair x_t, x_{t+1}). A reward model that finds the rewards of real frame pairs
+is not enough: if the predicted x_{t+1} lacks the detail the reward shows in (a punch landing, a brick
+breaking), imagination holds no rewards and the actor has nothing to learn from. This measures that on real
+episodes.
 
 For each step t chosen (every step with a nonzero reward, up to ``max_events``, and as many steps with a zero
 reward, drawn at random), the world model gets what imagination gives it one step after a reset: the L real

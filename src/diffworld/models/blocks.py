@@ -1,10 +1,9 @@
 """Convolutional building blocks shared by the denoiser's U-Net and the reward/termination encoder.
 
 The design follows DIAMOND's networks (docs/method.md §3 and 4): group norm with groups of 32 channels,
-adaptive
-group norm (scale and shift from a conditioning vector) in every residual block, optional multi-head
-self-attention after a block, stride-2 3x3 convolutions to downsample, nearest-neighbour upsampling
-followed by a 3x3 convolution, and random Fourier features to embed the noise level.
+adaptive group norm (scale and shift from a conditioning vector) in every residual block, optional multi-head
+self-attention after a block, stride-2 3x3 convolutions to downsample, nearest-neighbour upsampling followed
+by a 3x3 convolution, and random Fourier features to embed the noise level.
 """
 
 from __future__ import annotations
