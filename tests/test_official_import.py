@@ -15,22 +15,11 @@ from diffworld.agent import INFO_FILE, load_agent
 from diffworld.cli import main
 from diffworld.config import Config, build_config
 from diffworld.official_import import OfficialAgentError, import_official_agent
+from test_official_equivalence import TINY_OVERRIDES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 AGENT_FILE = Path(__file__).parent / "data" / "official" / "official_tiny_agent.pt"
-TINY_OVERRIDES = [
-    "denoiser.cond_channels=16",
-    "denoiser.channels=[8,16]",
-    "denoiser.depths=[1,1]",
-    "denoiser.attn_depths=[false,true]",
-    "reward_model.channels=[4,8,8,4]",
-    "reward_model.depths=[1,1,1,1]",
-    "reward_model.cond_channels=16",
-    "reward_model.lstm_dim=16",
-    "actor_critic.channels=[4,4,8,8]",
-    "actor_critic.lstm_dim=16",
-]
 # Breakout episodes of the random-looking tiny policy would last up to 27,000 steps: cap them at 100.
 SHORT_EPISODES = "env.max_frames_per_episode=400"
 
