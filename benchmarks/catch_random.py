@@ -6,9 +6,10 @@ Three views of the same distribution, which must agree:
 
 1. **Exact.** Under the uniform policy the paddle is a lazy random walk clipped at the walls (stay, right,
    left with probability 1/3 each); a ball is caught iff the paddle, 7 steps after the ball appears, is in
-   the ball's column, uniform over the 8 columns and independent of the paddle. A dynamic programme over
-   (paddle column, catches so far), ball after ball from the uniform start column, gives the exact law of an
-   episode's return (consecutive balls are dependent through the paddle's position, so it is not binomial).
+   the ball's column. The first ball's column and the paddle's start are uniform and independent; each
+   next ball appears ``BALL_SHIFT`` columns from the landed one. A dynamic programme over (paddle column,
+   ball column, return so far), ball after ball, gives the exact law of an episode's return (with one ball
+   per episode, the default, a catch has probability ``sum_p P(walk from p ends at c) / 64``).
 2. **The evaluation protocol itself.** ``evaluate_policy`` (the final evaluation's code: the collector, the
    test environments seeded as in a run, test epsilon) with the untrained agent of ``preset=catch``, whose
    zero-initialised policy head is the uniform policy, over ``--episodes`` episodes.
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.envs.catch import GRID, CatchEnv
+from diffworld.envs.catch import BALL_SHIFT, GRID, CatchEnv
 
 FALL_STEPS = GRID - 1
 """Steps from a ball's appearance in the top row to its landing in the paddle's row."""
@@ -52,21 +53,22 @@ def exact_episode_distribution(num_balls: int) -> dict[int, Fraction]:
     fall = np.identity(GRID, dtype=object) * Fraction(1)
     for _ in range(FALL_STEPS):
         fall = fall.dot(np.array(step, dtype=object))
-    # state: (paddle column when the ball appears, return so far) -> probability
-    states: dict[tuple[int, int], Fraction] = {(p, 0): Fraction(1, GRID) for p in range(GRID)}
+    # state: (paddle column when the ball appears, the ball's column, return so far) -> probability
+    states: dict[tuple[int, int, int], Fraction] = {
+        (p, c, 0): Fraction(1, GRID * GRID) for p in range(GRID) for c in range(GRID)
+    }
     for _ in range(num_balls):
-        nxt: dict[tuple[int, int], Fraction] = {}
-        for (p, score), prob in states.items():
+        nxt: dict[tuple[int, int, int], Fraction] = {}
+        for (p, c, score), prob in states.items():
             for q in range(GRID):
                 reach = prob * fall[p][q]
                 if reach == 0:
                     continue
-                caught = reach * Fraction(1, GRID)  # the ball's column is q
-                nxt[(q, score + 1)] = nxt.get((q, score + 1), Fraction(0)) + caught
-                nxt[(q, score - 1)] = nxt.get((q, score - 1), Fraction(0)) + reach - caught
+                key = (q, (c + BALL_SHIFT) % GRID, score + (1 if q == c else -1))
+                nxt[key] = nxt.get(key, Fraction(0)) + reach
         states = nxt
     law: dict[int, Fraction] = {}
-    for (_, score), prob in states.items():
+    for (_, _, score), prob in states.items():
         law[score] = law.get(score, Fraction(0)) + prob
     assert sum(law.values()) == 1
     return dict(sorted(law.items()))

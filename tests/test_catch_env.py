@@ -11,7 +11,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from diffworld.envs import AtariEnvs, CatchEnv, available_games, env_id, make_env, resolve_game
-from diffworld.envs.catch import BALL, CAUGHT, GRID, LANE, MISSED, PADDLE
+from diffworld.envs.catch import BALL, BALL_SHIFT, CAUGHT, GRID, LANE, MISSED, PADDLE
 from diffworld.evaluation.scores import human_normalized_score
 
 
@@ -24,16 +24,18 @@ def cell(frame: np.ndarray, row: int, col: int) -> np.ndarray:
     return frame[8 * row : 8 * (row + 1), 8 * col : 8 * (col + 1)]
 
 
-def is_cell(frame: np.ndarray, row: int, col: int, colour: tuple[int, ...]) -> bool:
-    return bool((cell(frame, row, col) == colour).all())
+def is_cell(frame: np.ndarray, row: int, col: int, red_green: tuple[int, int], blue: int) -> bool:
+    """The cell is uniformly ``red_green`` in the red and green channels and ``blue`` in the blue one."""
+    pixels = cell(frame, row, col)
+    return bool((pixels[..., :2] == red_green).all() and (pixels[..., 2] == blue).all())
 
 
 def positions(frame: np.ndarray) -> tuple[tuple[int, int] | None, int]:
     """(row, col) of the falling ball (rows 0-6, a whole cell) and the paddle's column, read off the frame."""
     ball = [
-        (r, c) for r in range(GRID - 1) for c in range(GRID) if (cell(frame, r, c) == BALL).all(axis=-1).all()
+        (r, c) for r in range(GRID - 1) for c in range(GRID) if (cell(frame, r, c)[..., :2] == BALL).all()
     ]
-    paddles = [c for c in range(GRID) if (cell(frame, GRID - 1, c)[4:] == PADDLE).all()]
+    paddles = [c for c in range(GRID) if (cell(frame, GRID - 1, c)[4:, :, 2] == PADDLE).all()]
     assert len(ball) <= 1 and len(paddles) == 1
     return (ball[0] if ball else None), paddles[0]
 
@@ -52,16 +54,18 @@ def test_gymnasium_checker_accepts_it() -> None:
 
 
 def test_rules_ball_falls_paddle_moves_reward_on_landing() -> None:
-    env = make_env("Catch", seed=0)
-    assert isinstance(env, CatchEnv)
+    assert isinstance(make_env("Catch", seed=0), CatchEnv)
+    env = CatchEnv(num_balls=2, seed=0)
     obs, info = env.reset()
     assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
     assert info == {"lives": 0, "life_loss": False, "episode_frame_number": 0, "balls_landed": 0}
     assert env.action_meanings == ["NOOP", "RIGHT", "LEFT"]
     (row, col), paddle = positions(obs)
     assert row == 0
-    assert all(is_cell(obs, r, paddle, LANE) for r in range(1, GRID - 1))  # the paddle's lane
-    assert all(is_cell(obs, r, c, (0, 0, 0)) for r in range(1, GRID - 1) for c in range(GRID) if c != paddle)
+    assert all(is_cell(obs, r, paddle, (0, 0), LANE) for r in range(1, GRID - 1))  # the paddle's lane
+    assert all(is_cell(obs, r, c, (0, 0), 0) for r in range(1, GRID - 1) for c in range(GRID) if c != paddle)
+    # The ball keeps its colour over the lane: the channels add.
+    assert is_cell(obs, 0, col, BALL, LANE if col == paddle else 0)
     # Walk the paddle under the ball, then wait: +1 after 7 steps, and a new ball in the top row.
     moves = [1 if col > paddle else 2] * abs(col - paddle) + [0] * (7 - abs(col - paddle))
     for t, (obs, reward, terminated, truncated, info) in enumerate(play(env, moves), start=1):
@@ -73,18 +77,22 @@ def test_rules_ball_falls_paddle_moves_reward_on_landing() -> None:
     assert reward == 1.0 and info["balls_landed"] == 1
     # The landing frame: the ball's column is green above it, the ball sits on the paddle, the next ball is
     # at the top.
-    assert all(is_cell(obs, r, col, CAUGHT) for r in range(1, GRID - 1))
-    assert (cell(obs, GRID - 1, col)[:4] == BALL).all() and (cell(obs, GRID - 1, col)[4:] == PADDLE).all()
+    assert all(is_cell(obs, r, col, CAUGHT, LANE) for r in range(1, GRID - 1))
+    landed = cell(obs, GRID - 1, col)
+    assert (landed[:4, :, :2] == BALL).all() and (landed[4:, :, 2] == PADDLE).all()
     (row, new_col), paddle = positions(obs)
-    assert row == 0 and paddle == col
+    assert row == 0 and paddle == col and new_col == (col + BALL_SHIFT) % GRID
     # Move away from the next ball: -1 and its column red above it, the paddle's lane elsewhere.
     away = 2 if new_col >= 4 else 1
     *_, (obs, reward, terminated, _, info) = play(env, [away] * 7)
-    assert reward == -1.0 and info["balls_landed"] == 2 and not terminated
+    assert reward == -1.0 and info["balls_landed"] == 2
     paddle = positions(obs)[1]
     assert paddle != new_col
-    assert all(is_cell(obs, r, new_col, MISSED) and is_cell(obs, r, paddle, LANE) for r in range(1, GRID - 1))
-    assert (cell(obs, GRID - 1, new_col)[:4] == BALL).all() and (cell(obs, GRID - 1, new_col)[4:] == 0).all()
+    assert all(is_cell(obs, r, new_col, MISSED, 0) for r in range(1, GRID - 1))
+    assert all(is_cell(obs, r, paddle, (0, 0), LANE) for r in range(1, GRID - 1))
+    landed = cell(obs, GRID - 1, new_col)
+    assert (landed[:4, :, :2] == BALL).all() and (landed[:4, :, 2] == 0).all() and (landed[4:] == 0).all()
+    assert terminated and positions(obs)[0] is None  # the last ball: no new one
 
 
 def test_episode_is_num_balls_landings_and_returns_span_the_range() -> None:
@@ -111,7 +119,7 @@ def test_episode_is_num_balls_landings_and_returns_span_the_range() -> None:
 
 
 def test_frame_cap_truncates() -> None:
-    env = CatchEnv(max_frames_per_episode=40, frame_skip=4)
+    env = CatchEnv(num_balls=2, max_frames_per_episode=40, frame_skip=4)
     env.reset(seed=0)
     steps = play(env, [0] * 10)
     assert steps[-1][3] and not steps[-1][2] and not any(s[3] for s in steps[:-1])
@@ -122,15 +130,15 @@ def test_deterministic_given_seed_and_first_reset_seed() -> None:
         obs, _ = env.reset(seed=seed)
         return [obs] + [s[0] for s in play(env, [0, 1, 2, 1, 0, 2, 2] * 10)]
 
-    a = episode(CatchEnv(), 7)
-    b = episode(CatchEnv(seed=7), None)
-    c = episode(CatchEnv(), 8)
+    a = episode(CatchEnv(num_balls=10), 7)
+    b = episode(CatchEnv(num_balls=10, seed=7), None)
+    c = episode(CatchEnv(num_balls=10), 8)
     assert all((x == y).all() for x, y in zip(a, b, strict=True))
     assert not all((x == y).all() for x, y in zip(a, c, strict=True))
 
 
 def test_state_round_trips_through_torch_save_and_resumes_exactly() -> None:
-    env = CatchEnv(seed=3)
+    env = CatchEnv(num_balls=10, seed=3)
     env.reset()
     play(env, [1, 1, 0, 2, 0, 0, 0, 1, 1, 1])
     buffer = io.BytesIO()
@@ -140,7 +148,7 @@ def test_state_round_trips_through_torch_save_and_resumes_exactly() -> None:
     actions = [0, 2, 1] * 25
     # 60 steps end the episode (70 steps), then a reset (its draws continue the generator) and more steps.
     expected = [*play(env, actions[:60]), (*env.reset(), None, None, None), *play(env, actions[60:])]
-    other = CatchEnv(seed=99)
+    other = CatchEnv(num_balls=10, seed=99)
     other.state = state  # the attribute a vector env's set_attr uses
     got = [*play(other, actions[:60]), (*other.reset(), None, None, None), *play(other, actions[60:])]
     for x, y in zip(expected, got, strict=True):
@@ -162,7 +170,7 @@ def test_vector_envs_step_catch_in_process_and_resume() -> None:
         expected = [envs.step(a) for a in actions[40:]]
         envs.set_states(states)
         got = [envs.step(a) for a in actions[40:]]
-    assert any(r.done.any() for r in expected)  # episodes of 70 steps ended and auto-reset
+    assert any(r.done.any() for r in expected)  # episodes of 7 steps ended and auto-reset
     for x, y in zip(expected, got, strict=True):
         np.testing.assert_array_equal(x.obs, y.obs)
         np.testing.assert_array_equal(x.final_obs, y.final_obs)

@@ -3,15 +3,24 @@
 The screen is an 8x8 grid of square cells (8x8 pixels at the default 64x64). A ball falls one row per
 step from the top row, at a random column; a paddle in the bottom row moves one column per step
 (``NOOP``, ``RIGHT``, ``LEFT``, ALE's names, clipped at the walls). When the ball reaches the bottom row it
-lands: +1 if the paddle is under it, -1 if not, and a new ball appears in the top row in the same step.
-The episode ends when ``num_balls`` balls have landed (``7 * num_balls`` steps), so returns range over
-``[-num_balls, num_balls]``. Every ball can be caught (7 moves reach any of the 8 columns).
+lands: +1 if the paddle is under it, -1 if not. The episode ends when ``num_balls`` balls have landed
+(``7 * num_balls`` steps), so returns range over ``[-num_balls, num_balls]``; until then a new ball
+appears in the top row in the landing step, ``BALL_SHIFT`` columns to the right of the landed one (wrapping
+around). Every ball can be caught (7 moves reach any of the 8 columns). The default is one ball per
+episode, as in bsuite's Catch (Osband et al., 2020), the usual first check that an agent learns at all.
 
-Drawn for a world model that learns fast: few large objects in saturated, distinct colours on black; the
-paddle's whole column is lit (a dim blue lane above it), so that an action changes two columns of the next
-frame rather than a few pixels and its effect weighs in the denoiser's loss; and a landing frame that shows
-its outcome in the landed ball's whole column (green when caught, red when missed), so that the reward is
-visible in the frame after the step that earns it, and decided where the ball and the lane meet.
+Made for a world model that learns fast on a CPU:
+
+- Only the reset is random (the paddle's column and the first ball's); after it the game is a function of
+  the screen and the action, so that a denoiser sampled in one step (which draws close to the conditional
+  mean) predicts it exactly rather than a blur over the eight columns a random new ball could take.
+- Few large objects on black, in separate colour channels added together: the ball in red and green, the
+  paddle and its lane in blue. The paddle's whole column is lit (a dim blue lane above it), so that an
+  action changes two columns of the next frame rather than a few pixels and its effect weighs in the
+  denoiser's loss; the ball keeps its red and green over the lane, so its motion looks the same in and out
+  of the lane.
+- A landing frame shows its outcome in the landed ball's whole column (green when caught, red when
+  missed), so that the reward is visible in the frame after the step that earns it.
 
 The env has the interface of ``Atari100kPreprocessing``: ``action_meanings``, ``info`` with ``lives``,
 ``life_loss`` (never: the game has no lives) and ``episode_frame_number``, a frame cap
@@ -35,12 +44,15 @@ ACTION_MEANINGS = ("NOOP", "RIGHT", "LEFT")
 _MOVES = (0, 1, -1)
 _PADDLE_ROW = GRID - 1
 
-BACKGROUND = (0, 0, 0)
-BALL = (255, 255, 0)
-PADDLE = (0, 160, 255)
-LANE = (0, 60, 120)
-CAUGHT = (0, 200, 0)
-MISSED = (230, 0, 0)
+BALL_SHIFT = 3
+"""Columns between a landed ball and the next one; coprime with ``GRID``, so the balls visit every column."""
+
+# Red and green channels: the ball and the landing outcome; blue: the paddle and its lane.
+BALL = (255, 255)
+CAUGHT = (0, 200)
+MISSED = (230, 0)
+PADDLE = 255
+LANE = 120
 
 
 class CatchEnv(gym.Env[np.ndarray, int]):
@@ -61,7 +73,7 @@ class CatchEnv(gym.Env[np.ndarray, int]):
 
     def __init__(
         self,
-        num_balls: int = 10,
+        num_balls: int = 1,
         size: int = 64,
         max_frames_per_episode: int = 108_000,
         frame_skip: int = 4,
@@ -107,8 +119,8 @@ class CatchEnv(gym.Env[np.ndarray, int]):
         self._pending_seed = None
         super().reset(seed=seed)
         self._paddle = int(self.np_random.integers(GRID))
-        self._new_ball()
         self._landed = 0
+        self._new_ball()
         self._steps = 0
         self._outcome = 0
         self._over = False
@@ -174,29 +186,27 @@ class CatchEnv(gym.Env[np.ndarray, int]):
 
     def _new_ball(self) -> None:
         self._ball_row = 0
-        self._ball_col = int(self.np_random.integers(GRID))
-
-    def _fill(
-        self, frame: np.ndarray, row: int, col: int, colour: tuple[int, ...], top: int = 0, bottom: int = 0
-    ) -> None:
-        """Colour cell (row, col) from its pixel row ``top`` down, less ``bottom`` rows at its bottom."""
-        c = self._cell
-        frame[row * c + top : (row + 1) * c - bottom, col * c : (col + 1) * c] = colour
+        if self._landed == 0:
+            self._ball_col = int(self.np_random.integers(GRID))
+        else:
+            self._ball_col = (self._landed_col + BALL_SHIFT) % GRID
 
     def _observe(self) -> np.ndarray:
-        frame = np.zeros((self._size, self._size, 3), dtype=np.uint8)
         c, half = self._cell, self._cell // 2
-        frame[: _PADDLE_ROW * c, self._paddle * c : (self._paddle + 1) * c] = LANE
+        ball = np.zeros((self._size, self._size, 2), dtype=np.uint8)  # red, green
+        blue = np.zeros((self._size, self._size), dtype=np.uint8)
+        blue[: _PADDLE_ROW * c, self._paddle * c : (self._paddle + 1) * c] = LANE
+        blue[_PADDLE_ROW * c + half :, self._paddle * c : (self._paddle + 1) * c] = PADDLE
         if self._outcome:
             # The landing frame: the landed ball's column shows the outcome above it, the ball sits in the
             # top half of its bottom cell (on the paddle when caught).
             col = self._landed_col
-            frame[: _PADDLE_ROW * c, col * c : (col + 1) * c] = CAUGHT if self._outcome > 0 else MISSED
-            self._fill(frame, _PADDLE_ROW, col, BALL, bottom=c - half)
+            ball[: _PADDLE_ROW * c, col * c : (col + 1) * c] = CAUGHT if self._outcome > 0 else MISSED
+            ball[_PADDLE_ROW * c : _PADDLE_ROW * c + half, col * c : (col + 1) * c] = BALL
         if not (self._outcome and self._landed >= self.num_balls):  # no new ball after the last one
-            self._fill(frame, self._ball_row, self._ball_col, BALL)
-        self._fill(frame, _PADDLE_ROW, self._paddle, PADDLE, top=half)
-        return frame
+            row, col = self._ball_row, self._ball_col
+            ball[row * c : (row + 1) * c, col * c : (col + 1) * c] = BALL
+        return np.concatenate([ball, blue[..., None]], axis=-1)
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -214,7 +224,7 @@ def make_catch_env(
     noop_max: int = 30,
     frame_skip: int = 4,
     size: int = 64,
-    num_balls: int = 10,
+    num_balls: int = 1,
 ) -> CatchEnv:
     """One Catch environment, with the signature of ``make_atari_env`` (less the game)."""
     return CatchEnv(
