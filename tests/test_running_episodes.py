@@ -18,7 +18,7 @@ from diffworld.training.trainer import COMPONENTS, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# Catch: 70-step episodes over 30-step collections, so a running episode spans several collections.
+# Catch: 7-step episodes over 3-step collections, so a running episode spans several collections.
 ARGS = ["game=Catch", "preset=smoke", "seed=3"]
 
 
@@ -38,7 +38,7 @@ def test_running_episode_is_sampled_right_after_each_collection(trainer: Trainer
     dataset, samplers = trainer.dataset, {name: trainer.components[name].sampler for name in COMPONENTS}
     # Enough episodes for the sample weights to apply (4 groups): the running one is the newest.
     while dataset.num_episodes < 5:
-        trainer.collector.collect_steps(30)
+        trainer.collector.collect_steps(3)
     assert dataset.num_steps == trainer.collector.num_steps_total  # every step taken is stored
     running = dataset.open_episode_ids
     assert running == [dataset.num_episodes - 1]
@@ -72,7 +72,7 @@ def test_running_episode_is_sampled_right_after_each_collection(trainer: Trainer
     while dataset.is_open(episode_id):
         extensions += 1
         frames = dataset.get_episode(episode_id).obs.copy()
-        trainer.collector.collect_steps(30)
+        trainer.collector.collect_steps(3)
         assert int(dataset.lengths[episode_id]) > length
         np.testing.assert_array_equal(dataset.get_episode(episode_id).obs[: length + 1], frames)
         length = int(dataset.lengths[episode_id])
