@@ -75,26 +75,22 @@ def test_rules_ball_falls_paddle_moves_reward_on_landing() -> None:
             assert reward == 0.0
             assert positions(obs)[0] == (t, col)
     assert reward == 1.0 and info["balls_landed"] == 1
-    # The landing frame: the screen above the paddle's row is green, the ball sits on the paddle, the next
-    # ball is at the top.
-    assert all(
-        is_cell(obs, r, c, CAUGHT, LANE if c == col else 0) for r in range(1, GRID - 1) for c in range(GRID)
-    )
+    # The landing frame: the ball's column is green above it, the ball sits on the paddle, the next ball is
+    # at the top.
+    assert all(is_cell(obs, r, col, CAUGHT, LANE) for r in range(1, GRID - 1))
+    assert all(is_cell(obs, r, c, (0, 0), 0) for r in range(1, GRID - 1) for c in range(GRID) if c != col)
     landed = cell(obs, GRID - 1, col)
     assert (landed[:4, :, :2] == BALL).all() and (landed[4:, :, 2] == PADDLE).all()
     (row, new_col), paddle = positions(obs)
     assert row == 0 and paddle == col and new_col == (col + BALL_SHIFT) % GRID
-    # Move away from the next ball: -1 and the screen red, the paddle's lane elsewhere.
+    # Move away from the next ball: -1 and its column red above it, the paddle's lane elsewhere.
     away = 2 if new_col >= 4 else 1
     *_, (obs, reward, terminated, _, info) = play(env, [away] * 7)
     assert reward == -1.0 and info["balls_landed"] == 2
     paddle = positions(obs)[1]
     assert paddle != new_col
-    assert all(
-        is_cell(obs, r, c, MISSED, LANE if c == paddle else 0)
-        for r in range(1, GRID - 1)
-        for c in range(GRID)
-    )
+    assert all(is_cell(obs, r, new_col, MISSED, 0) for r in range(1, GRID - 1))
+    assert all(is_cell(obs, r, paddle, (0, 0), LANE) for r in range(1, GRID - 1))
     landed = cell(obs, GRID - 1, new_col)
     assert (landed[:4, :, :2] == BALL).all() and (landed[:4, :, 2] == 0).all() and (landed[4:] == 0).all()
     assert terminated and positions(obs)[0] is None  # the last ball: no new one

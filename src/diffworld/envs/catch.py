@@ -19,11 +19,10 @@ Made for a world model that learns fast on a CPU:
   action changes two columns of the next frame rather than a few pixels and its effect weighs in the
   denoiser's loss; the ball keeps its red and green over the lane, so its motion looks the same in and out
   of the lane.
-- A landing frame shows its outcome over the whole screen above the paddle's row (green when caught, red
-  when missed), so that the reward is visible in the frame after the step that earns it, and large enough
-  that the reward model separates the two in a couple of hundred updates: drawn in the landed ball's column
-  only, the rare green (one landing in 8 under random play) took it 300 updates or more, and in one run
-  never came.
+- A landing frame shows its outcome in the landed ball's whole column (green when caught, red when
+  missed), so that the reward is visible in the frame after the step that earns it. Drawn over the whole
+  screen, the outcome was found sooner by the reward model but dominated the denoiser's loss: its imagined
+  landings came out red whether caught or not (benchmarks/results/README.md, "Catch, session 8").
 
 The env has the interface of ``Atari100kPreprocessing``: ``action_meanings``, ``info`` with ``lives``,
 ``life_loss`` (never: the game has no lives) and ``episode_frame_number``, a frame cap
@@ -201,10 +200,10 @@ class CatchEnv(gym.Env[np.ndarray, int]):
         blue[: _PADDLE_ROW * c, self._paddle * c : (self._paddle + 1) * c] = LANE
         blue[_PADDLE_ROW * c + half :, self._paddle * c : (self._paddle + 1) * c] = PADDLE
         if self._outcome:
-            # The landing frame: the screen above the paddle's row shows the outcome, the ball sits in the
+            # The landing frame: the landed ball's column shows the outcome above it, the ball sits in the
             # top half of its bottom cell (on the paddle when caught).
             col = self._landed_col
-            ball[: _PADDLE_ROW * c] = CAUGHT if self._outcome > 0 else MISSED
+            ball[: _PADDLE_ROW * c, col * c : (col + 1) * c] = CAUGHT if self._outcome > 0 else MISSED
             ball[_PADDLE_ROW * c : _PADDLE_ROW * c + half, col * c : (col + 1) * c] = BALL
         if not (self._outcome and self._landed >= self.num_balls):  # no new ball after the last one
             row, col = self._ball_row, self._ball_col
