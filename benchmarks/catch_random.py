@@ -126,10 +126,10 @@ def protocol_returns(num_episodes: int, seed: int) -> tuple[list[float], dict[st
     return report["returns"], settings
 
 
-def env_returns(num_episodes: int, seed: int) -> list[float]:
+def env_returns(num_episodes: int, seed: int, num_balls: int = 1) -> list[float]:
     """Returns of ``num_episodes`` episodes of the bare env with uniform random actions."""
     rng = np.random.default_rng(seed)
-    env = CatchEnv(seed=seed)
+    env = CatchEnv(num_balls=num_balls, seed=seed)
     returns = []
     for _ in range(num_episodes):
         env.reset()

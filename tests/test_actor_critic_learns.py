@@ -11,23 +11,14 @@ does not learn it in this few updates; ``benchmarks/results/README.md``).
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_modules import load_benchmark
 
 
 def load_bandit_benchmark():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "actor_critic_bandit", ROOT / "benchmarks" / "actor_critic_bandit.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("actor_critic_bandit")
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -7,23 +7,14 @@ within 4 standard errors.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from diffworld.envs.catch import CatchEnv
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_modules import load_benchmark
 
 
 def load_random_law():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("catch_random", ROOT / "benchmarks" / "catch_random.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("catch_random")
 
 
 def test_one_ball_is_caught_with_probability_one_eighth() -> None:
@@ -34,18 +25,8 @@ def test_one_ball_is_caught_with_probability_one_eighth() -> None:
 @pytest.mark.parametrize("num_balls", [1, 3])
 def test_exact_law_matches_random_play(num_balls: int) -> None:
     law = {r: float(p) for r, p in load_random_law().exact_episode_distribution(num_balls).items()}
-    env = CatchEnv(num_balls=num_balls, seed=0)
-    rng = np.random.default_rng(0)
     episodes = 4000 // num_balls
-    returns = []
-    for _ in range(episodes):
-        env.reset()
-        total, done = 0.0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(int(rng.integers(3)))
-            total += reward
-            done = terminated or truncated
-        returns.append(int(total))
+    returns = [int(r) for r in load_random_law().env_returns(episodes, seed=0, num_balls=num_balls)]
     assert set(returns) <= set(law)
     for r, p in law.items():
         frequency = returns.count(r) / episodes

@@ -3,25 +3,15 @@ finds in real frames are the environment's own."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from benchmark_modules import load_benchmark
 from diffworld.envs.catch import CatchEnv
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_check():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "catch_world_model", ROOT / "benchmarks" / "catch_world_model.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("catch_world_model")
 
 
 def test_frames_are_read_back_into_the_true_ball_and_paddle_columns() -> None:

@@ -17,35 +17,26 @@ own code in ``benchmarks/results/catch_random.json``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from benchmark_modules import load_benchmark
+
 pytestmark = pytest.mark.learning
 
-ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1)
 ALPHA = 0.01
 """Probability that the random policy's final mean exceeds the bound, at most."""
 
 
-def load_random_law() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("catch_random", ROOT / "benchmarks" / "catch_random.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def random_policy_bound(num_balls: int, num_episodes: int) -> tuple[float, float]:
     """(b, P(random mean > b)) for the mean of ``num_episodes`` episodes of ``num_balls`` balls."""
-    law = load_random_law()
+    law = load_benchmark("catch_random")
     exact = {r: float(p) for r, p in law.exact_episode_distribution(num_balls).items()}
     bound, tail = law.upper_bound(*law.mean_distribution(exact, num_episodes), ALPHA)
     return float(bound), float(tail)
