@@ -128,3 +128,10 @@ def test_same_seed_same_metrics(run_dir: Path, tmp_path: Path) -> None:
         return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(path)]
 
     assert comparable(again) == comparable(run_dir)
+
+
+def test_run_without_final_episodes(tmp_path: Path) -> None:
+    """``collection.num_final_episodes=0`` (figures from the periodic tests only): an empty final report."""
+    _train(tmp_path / "run", "collection.num_final_episodes=0")
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["returns"] == [] and report["num_episodes"] == 0 and report["hns"] is None

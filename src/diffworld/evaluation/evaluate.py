@@ -99,7 +99,7 @@ def evaluate_policy(
             generator=torch.Generator(device).manual_seed(derive_seed(cfg.seed, "eval_policy")),
             dataset=None,
         )
-        stats = collector.collect_episodes(num_episodes)
+        stats = collector.collect_episodes(num_episodes) if num_episodes > 0 else []
     return evaluation_report(
         cfg,
         [s.episode_return for s in stats],
