@@ -44,7 +44,7 @@ def protocol_returns(game: str, preset: str, num_episodes: int, seed: int, num_e
     torch.manual_seed(seed)
     agent = Agent.build(cfg, game_num_actions(game))
     head = agent.actor_critic.actor
-    if float(head.weight.abs().sum() + head.bias.abs().sum()) != 0.0:
+    if float(head.weight.detach().abs().sum() + head.bias.detach().abs().sum()) != 0.0:
         raise RuntimeError("the untrained policy head must be zero (the uniform policy)")
     report = evaluate_policy(
         agent.actor_critic,
