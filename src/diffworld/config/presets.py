@@ -1,8 +1,8 @@
 """Named presets: dotted overrides applied on top of the paper's defaults.
 
-``atari100k`` is the paper. ``quick`` is small enough to show learning on a real game on 2 CPU cores in
-an hour. ``gpu`` is the paper's networks on a schedule of minutes on one GPU. ``smoke`` runs end to end in
-seconds and exists for tests.
+``atari100k`` is the paper. ``quick`` fits an Atari run into an hour on one CPU core; it does not yet learn
+(benchmarks/results/README.md, "An Atari game on 2 CPU cores"). ``gpu`` is the paper's networks on a schedule
+of minutes on one GPU. ``smoke`` runs end to end in seconds and exists for tests.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     "atari100k": {},
     "quick": {
-        # An Atari game on 2 CPU cores in an hour (benchmarks/results/README.md, "Atari on 2 CPU cores"):
-        # about 55 minutes on one core, so that two seeds run side by side. Networks smaller than the
-        # paper's at the 64x64 level, where most of the compute is. One denoising step, and the denoiser
-        # trained at the noise levels that step uses (its only call is at sigma_max = 5; the default law puts
-        # 5 % of its samples there), as for Catch. The reward model at lr 5e-4 and batch 16 (1e-3 collapsed
-        # to the constant prediction on Catch), sampling episodes uniformly: every episode's rewards count.
+        # An Atari game in an hour on one CPU core, so that two seeds run side by side on 2 cores; tried on
+        # Krull, not yet learning (benchmarks/results/README.md, "An Atari game on 2 CPU cores"). Networks
+        # smaller than the paper's at the 64x64 level, where most of the compute is. One denoising step, and
+        # the denoiser trained at the noise levels that step uses (its only call is at sigma_max = 5; the
+        # default law puts 5 % of its samples there), as for Catch. The reward model at lr 5e-4 and batch 16
+        # (1e-3 collapsed to the constant prediction on Catch), sampling episodes uniformly: every episode's
+        # rewards count.
         "env.num_test_envs": 4,
         "collection.total_env_steps": 20_000,
         "collection.steps_per_epoch": 250,
