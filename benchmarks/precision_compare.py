@@ -26,9 +26,9 @@ from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.wm_quality import psnr
 from diffworld.models.diffusion import karras_sigmas, make_denoiser
+from diffworld.run.folder import CONFIG_FILE, dataset_dir
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
 from diffworld.training.precision import autocast
-from diffworld.training.run_dir import CONFIG_FILE, dataset_dir
 
 
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -281,7 +281,7 @@ def test_smoke_run_on_device(target_device: torch.device, device_explicit: bool,
         pytest.skip("set DIFFWORLD_TEST_DEVICE to run it (tests/test_train_e2e.py runs it on the CPU)")
     from diffworld.cli import main
     from diffworld.config import build_config
-    from diffworld.training.logger import read_metrics
+    from diffworld.run.metrics_file import read_metrics
     from diffworld.training.trainer import Trainer
 
     run_dir = tmp_path / "run"

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from diffworld import __version__
+from diffworld.collector import Collector
 from diffworld.config.schema import Config
+from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.scores import human_normalized_score
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.utils.atomic import atomic_write_text
@@ -74,9 +76,6 @@ def evaluate_policy(
             final episodes), ``epsilon`` outside [0, 1], ``num_envs`` < 1, or a policy with another number
             of actions than ``cfg.game``'s environment.
     """
-    from diffworld.collector import Collector
-    from diffworld.envs.from_config import make_envs
-
     if num_episodes < 0:
         raise ValueError(f"the number of test episodes must be at least 0, got {num_episodes}")
     if not 0 <= epsilon <= 1:

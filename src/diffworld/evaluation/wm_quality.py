@@ -279,7 +279,7 @@ def evaluate_run(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The world-model quality report of one run folder (see the module docstring)."""
-    from diffworld.training.loading import load_trained_agent
+    from diffworld.run.trained_agent import load_trained_agent
 
     trained = load_trained_agent(run_dir, device)
     cfg = trained.cfg
@@ -357,7 +357,7 @@ def denoiser_kind(source: Path) -> str:
     read from its configuration without loading the weights."""
     from diffworld.agent import INFO_FILE, AgentFolderError, config_from_dict
     from diffworld.config.loading import ConfigError, load_config_file
-    from diffworld.training.run_dir import CONFIG_FILE
+    from diffworld.run.folder import CONFIG_FILE
 
     if (source / CONFIG_FILE).is_file():
         cfg = load_config_file(source / CONFIG_FILE)

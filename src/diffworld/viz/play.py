@@ -44,7 +44,7 @@ from diffworld.viz.video import to_tensor, to_uint8
 
 if TYPE_CHECKING:
     from diffworld.envs.vector import AtariEnvs
-    from diffworld.training.loading import TrainedAgent
+    from diffworld.run.trained_agent import TrainedAgent
 
 MAX_HORIZON = 1 << 20
 _CONTEXT_EPISODES = 100
@@ -570,7 +570,7 @@ def build_session(
     """
     from diffworld.envs.make import make_env as make_game_env
     from diffworld.envs.vector import AtariEnvs
-    from diffworld.training.run_dir import dataset_dir, is_run_dir_locked
+    from diffworld.run.folder import dataset_dir, is_run_dir_locked
     from diffworld.utils.seeding import derive_seed
     from diffworld.viz.episodes import recent_episodes
     from diffworld.viz.video import collect_real_episode
@@ -672,7 +672,7 @@ def run_play(
     max_frames: int | None = None,
 ) -> PlaySession:
     """``diffworld play``: load the agent of ``source``, print the keys, play until quit."""
-    from diffworld.training.loading import load_trained_agent
+    from diffworld.run.trained_agent import load_trained_agent
 
     if horizon < 1:
         raise UserError(f"--horizon must be >= 1, got {horizon}")

@@ -12,11 +12,9 @@ test); writing an mp4 needs ``imageio`` and ``imageio-ffmpeg`` (the ``viz`` extr
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -24,16 +22,15 @@ import torch
 from torch import Tensor
 
 from diffworld.config.schema import Config, SamplerConfig
-from diffworld.data import Episode, EpisodeDataset
+from diffworld.data import Episode
 from diffworld.errors import UserError
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import DDPMDenoiser, Denoiser, EDMDenoiser, karras_sigmas
+from diffworld.run.trained_agent import load_trained_agent
+from diffworld.utils.seeding import derive_seed
+from diffworld.utils.video_encoding import VIDEO_SUFFIXES, write_video
 from diffworld.viz.episodes import upscale
 
-if TYPE_CHECKING:
-    from diffworld.training.logger import MetricsLogger
-
-VIDEO_TAG = "video/real_vs_imagined"
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
 _GREY = (160, 160, 160)
@@ -259,50 +256,6 @@ def real_vs_imagined(
     )
 
 
-def _pad_to_multiple(frames: np.ndarray, multiple: int) -> np.ndarray:
-    h, w = frames.shape[1:3]
-    ph, pw = -h % multiple, -w % multiple
-    if not ph and not pw:
-        return frames
-    return np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)))
-
-
-def encode_gif(frames: np.ndarray, fps: float) -> bytes:
-    """(T, H, W, 3) uint8 as an animated GIF that loops (Pillow)."""
-    from PIL import Image
-
-    images = [Image.fromarray(frame) for frame in frames]
-    out = io.BytesIO()
-    duration = max(20, round(1000 / fps))
-    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
-    return out.getvalue()
-
-
-def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
-    """Write (T, H, W, 3) uint8 frames as ``.gif`` (Pillow) or ``.mp4`` (H.264 through imageio-ffmpeg;
-    frames are padded with black to multiples of 16 pixels, as the codec needs)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".gif", ".mp4"):
-        raise UserError(f"Cannot write {path}: the video must be a .mp4 or a .gif file.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".gif":
-        path.write_bytes(encode_gif(frames, fps))
-        return
-    try:
-        import imageio.v2 as imageio
-    except ImportError:
-        raise UserError(
-            'Writing an mp4 needs imageio and imageio-ffmpeg: pip install -e ".[viz]" (or write a .gif).'
-        ) from None
-    writer: Any = imageio.get_writer(
-        path, format="FFMPEG", mode="I", fps=fps, codec="libx264", macro_block_size=1, quality=8
-    )
-    with writer:
-        for frame in _pad_to_multiple(frames, 16):
-            writer.append_data(frame)
-
-
 @torch.no_grad()
 def collect_real_episode(
     actor_critic: ActorCritic, cfg: Config, num_steps: int, seed: int, device: torch.device | str
@@ -345,34 +298,6 @@ def collect_real_episode(
         return episode, envs.action_meanings
 
 
-@torch.no_grad()
-def log_test_video(
-    logger: MetricsLogger,
-    denoiser: Denoiser,
-    sampler_cfg: SamplerConfig,
-    dataset: EpisodeDataset,
-    num_steps: int,
-    *,
-    env_steps: int,
-    seed: int,
-    fps: float = 15,
-) -> bool:
-    """Write the side-by-side video of the first episode of ``dataset`` (the test episodes) to TensorBoard,
-    ``num_steps`` predictions at most, at scale 2. Uses its own generator seeded with ``seed``, so it draws
-    nothing from the run's random streams. Returns whether a video was written."""
-    num_cond = denoiser.cfg.num_cond_frames
-    if num_steps < 1 or not logger.has_tensorboard or dataset.num_episodes == 0:
-        return False
-    episode = dataset.get_episode(0)
-    if max_predictions(episode, num_cond) < 1:
-        return False
-    device = next(denoiser.parameters()).device
-    generator = torch.Generator(device).manual_seed(seed)
-    frames = real_vs_imagined(denoiser, sampler_cfg, episode, num_steps, scale=2, generator=generator)
-    logger.log_video(VIDEO_TAG, frames, env_steps=env_steps, fps=fps)
-    return True
-
-
 def run_video(
     source: Path,
     out: Path,
@@ -387,10 +312,7 @@ def run_video(
 ) -> np.ndarray:
     """``diffworld video``: play a real test episode with the agent's policy, imagine it from its step
     ``start`` with the world model, write the side-by-side video to ``out``; returns its frames."""
-    from diffworld.training.loading import load_trained_agent
-    from diffworld.utils.seeding import derive_seed
-
-    if Path(out).suffix.lower() not in (".gif", ".mp4"):
+    if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
         raise UserError(f"Cannot write {out}: the video must be a .mp4 or a .gif file.")
     if steps < 1 or start < 0 or scale < 1 or fps <= 0:
         raise UserError("Need --steps >= 1, --start >= 0, --scale >= 1 and --fps > 0.")
