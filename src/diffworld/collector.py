@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from diffworld.data.episode import Episode
+from diffworld.data.frames import frames_to_tensor
 from diffworld.data.storage import EpisodeDataset
 from diffworld.envs.vector import AtariEnvs
 from diffworld.models.actor_critic import ActorCritic
@@ -205,7 +206,7 @@ class Collector:
         keep only their current frame; their steps are not counted.
         """
         obs = np.stack([frames[-1] for frames in self._frames])
-        obs_t = torch.from_numpy(obs).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        obs_t = frames_to_tensor(obs, self.device)
         actions_t, (hx, cx) = self.actor_critic.act(
             obs_t, self._hx_cx, self.epsilon, self.temperature, self.generator
         )

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.data import Episode, EpisodeDataset
+from diffworld.data.frames import frames_to_tensor
 from diffworld.errors import UserError
 from diffworld.evaluation.reward_recall import reward_detection
 
@@ -148,11 +149,6 @@ class CurveSums:
 # ------------------------------------------------------------------------------------------- predictions
 
 
-def _frames(episode: Episode, device: torch.device) -> Tensor:
-    """(T+1, 3, H, W) float32 in [-1, 1]."""
-    return torch.tensor(episode.obs, device=device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-
-
 def num_predictions(episode: Episode, num_cond: int, max_horizon: int) -> int:
     """Predictions the episode allows from its start: frames L .. T, each needing the action before it."""
     return max(0, min(max_horizon, len(episode) - num_cond + 1))
@@ -187,7 +183,7 @@ def evaluate_trajectories(
 
     # One-step: every (episode, horizon) pair is independent; batch them.
     pairs = [(i, h) for i, n in enumerate(counts) for h in range(1, n + 1)]
-    frames = [_frames(e, device) for e in episodes]
+    frames = [frames_to_tensor(e.obs, device) for e in episodes]
     actions = [torch.tensor(e.act, device=device) for e in episodes]
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
+from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.data.storage import episode_path
 from diffworld.errors import UserError
 from diffworld.imagination import WorldModelEnv
@@ -40,7 +41,6 @@ from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
 from diffworld.viz.display import Window, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO
 from diffworld.viz.keymaps import KeyMap
-from diffworld.viz.video import to_tensor, to_uint8
 
 if TYPE_CHECKING:
     from diffworld.envs.vector import AtariEnvs
@@ -147,13 +147,13 @@ class WorldModelPlayEnv:
 
     def reset(self) -> Start:
         s = self.env.reset()
-        return Start(to_uint8(s.obs[0]), s.history, s.history_mask)
+        return Start(tensor_to_frames(s.obs[0]), s.history, s.history_mask)
 
     def step(self, action: int) -> Transition:
         s = self.env.step(torch.tensor([action], dtype=torch.long, device=self.env.device))
         end, trunc = bool(s.end[0]), bool(s.trunc[0])
-        next_start = Start(to_uint8(s.obs[0]), s.history, s.history_mask) if end or trunc else None
-        return Transition(to_uint8(s.final_obs[0]), float(s.rew[0]), end, trunc, next_start)
+        next_start = Start(tensor_to_frames(s.obs[0]), s.history, s.history_mask) if end or trunc else None
+        return Transition(tensor_to_frames(s.final_obs[0]), float(s.rew[0]), end, trunc, next_start)
 
     def close(self) -> None:
         pass
@@ -382,7 +382,9 @@ class PlaySession:
 
     @torch.no_grad()
     def _advance(self, held: Collection[str]) -> None:
-        logits, _, self._state = self.actor_critic.step(to_tensor(self.obs[None], self.device), self._state)
+        logits, _, self._state = self.actor_critic.step(
+            frames_to_tensor(self.obs[None], self.device), self._state
+        )
         if self.human:
             action = self.keymap.action(held)
         else:

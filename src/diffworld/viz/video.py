@@ -23,6 +23,7 @@ from torch import Tensor
 
 from diffworld.config.schema import Config, SamplerConfig
 from diffworld.data import Episode
+from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.errors import UserError
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import DDPMDenoiser, Denoiser, EDMDenoiser, karras_sigmas
@@ -34,18 +35,6 @@ from diffworld.viz.episodes import upscale
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _WHITE = (255, 255, 255)
 _GREY = (160, 160, 160)
-
-
-def to_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
-    """(..., H, W, 3) uint8 -> (..., 3, H, W) float32 in [-1, 1], as the models take them."""
-    x = torch.tensor(frames, device=device)  # a copy: stored frames are read-only views
-    return x.movedim(-1, -3).float().div(127.5).sub(1)
-
-
-def to_uint8(obs: Tensor) -> np.ndarray:
-    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8 (values outside [-1, 1] are clamped)."""
-    x = obs.detach().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -69,7 +58,11 @@ def recording_denoising_steps(denoiser: Denoiser, steps: list[DenoisingStep]) ->
 
         def denoise(x: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
             out = original_denoise(x, sigma, prev_obs, prev_act)
-            steps.append(DenoisingStep(f"sigma {float(sigma[0]):.3g}", to_uint8(x[0]), to_uint8(out[0])))
+            steps.append(
+                DenoisingStep(
+                    f"sigma {float(sigma[0]):.3g}", tensor_to_frames(x[0]), tensor_to_frames(out[0])
+                )
+            )
             return out
 
         name = "denoise"
@@ -82,7 +75,7 @@ def recording_denoising_steps(denoiser: Denoiser, steps: list[DenoisingStep]) ->
             eps = original_eps(x_t, t, prev_obs, prev_act)
             alpha_bar = alphas_cumprod[t[0]]
             x_0 = (x_t[0] - (1 - alpha_bar).sqrt() * eps[0]) / alpha_bar.sqrt()
-            steps.append(DenoisingStep(f"t {int(t[0])}", to_uint8(x_t[0]), to_uint8(x_0)))
+            steps.append(DenoisingStep(f"t {int(t[0])}", tensor_to_frames(x_t[0]), tensor_to_frames(x_0)))
             return eps
 
         name = "predict_epsilon"
@@ -140,7 +133,7 @@ def imagine_along(
     device = next(denoiser.parameters()).device
     c = sampler_cfg
     sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
-    obs = to_tensor(episode.obs[start : start + num_cond], device)[None]  # (1, L, 3, H, W)
+    obs = frames_to_tensor(episode.obs[start : start + num_cond], device)[None]  # (1, L, 3, H, W)
     act = torch.tensor(episode.act, dtype=torch.long, device=device)
     frames, denoising = [], []
     for k in range(n):
@@ -148,7 +141,7 @@ def imagine_along(
         steps: list[DenoisingStep] = []
         with recording_denoising_steps(denoiser, steps) if record_denoising else contextlib.nullcontext():
             next_obs = denoiser.predict_next(obs, window_act, sigmas, sampler_cfg, generator=generator)
-        frames.append(to_uint8(next_obs[0]))
+        frames.append(tensor_to_frames(next_obs[0]))
         denoising.append(steps)
         obs = torch.cat([obs[:, 1:], next_obs[:, None]], dim=1)
     return Imagination(start, np.stack(frames), denoising if record_denoising else None)
@@ -284,7 +277,7 @@ def collect_real_episode(
         terminated = truncated = False
         for _ in range(num_steps):
             action, state = actor_critic.act(
-                to_tensor(obs, device), state, cfg.collection.test_epsilon, temperature, generator
+                frames_to_tensor(obs, device), state, cfg.collection.test_epsilon, temperature, generator
             )
             result = envs.step(action.cpu().numpy())
             frames.append(result.final_obs[0])
