@@ -93,7 +93,7 @@ def evaluate_policy(
             envs,
             actor_critic,
             epsilon=epsilon,
-            temperature=cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature),
+            temperature=cfg.policy_temperature(),
             device=device,
             generator=torch.Generator(device).manual_seed(derive_seed(cfg.seed, "eval_policy")),
             dataset=None,

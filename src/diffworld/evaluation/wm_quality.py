@@ -245,7 +245,7 @@ def collect_test_episodes(trained: Any, num_episodes: int, seed: int) -> Episode
             envs,
             trained.agent.actor_critic,
             epsilon=cfg.collection.test_epsilon,
-            temperature=cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature),
+            temperature=cfg.policy_temperature(),
             device=trained.device,
             generator=torch.Generator(trained.device).manual_seed(base),
             dataset=dataset,

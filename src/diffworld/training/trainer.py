@@ -178,7 +178,7 @@ class Trainer:
                 dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
             )
 
-        temperature = cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature)
+        temperature = cfg.policy_temperature()
         self.generators = {
             name: torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, name))
             for name in ("collector", "test_collector", "imagination")

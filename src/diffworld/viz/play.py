@@ -651,7 +651,7 @@ def build_session(
         recorder=recorder,
         device=device,
         epsilon=cfg.collection.test_epsilon,
-        temperature=cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature),
+        temperature=cfg.policy_temperature(),
         generator=torch.Generator(device).manual_seed(derive_seed(seed, "play/policy")),
         horizon=horizon,
         env=env,

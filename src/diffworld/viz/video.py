@@ -257,7 +257,7 @@ def collect_real_episode(
     test episodes are played; returns the episode (cut where it stops) and the game's action names."""
     from diffworld.envs.vector import AtariEnvs
 
-    temperature = cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature)
+    temperature = cfg.policy_temperature()
     generator = torch.Generator(device).manual_seed(seed)
     envs = AtariEnvs(
         cfg.game,
