@@ -570,12 +570,12 @@ def build_session(
     The world model starts its trajectories from ``context_dataset`` if given, else from the last episodes
     of the run folder ``source``'s dataset, else (an agent folder) from a short real episode of the policy.
     """
+    from diffworld.collector import collect_real_episode
     from diffworld.envs.make import make_env as make_game_env
     from diffworld.envs.vector import AtariEnvs
     from diffworld.run.folder import dataset_dir, is_run_dir_locked
     from diffworld.utils.seeding import derive_seed
     from diffworld.viz.episodes import recent_episodes
-    from diffworld.viz.video import collect_real_episode
 
     cfg, agent, device = trained.cfg, trained.agent, trained.device
     probe = make_game_env(cfg.game)

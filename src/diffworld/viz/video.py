@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffworld.config.schema import Config, SamplerConfig
+from diffworld.collector import collect_real_episode
+from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.errors import UserError
-from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import DDPMDenoiser, Denoiser, EDMDenoiser, karras_sigmas
 from diffworld.run.trained_agent import load_trained_agent
 from diffworld.utils.seeding import derive_seed
@@ -247,48 +247,6 @@ def real_vs_imagined(
     return compose_frames(
         episode, imagination, denoiser.cfg.num_cond_frames, scale=scale, action_meanings=action_meanings
     )
-
-
-@torch.no_grad()
-def collect_real_episode(
-    actor_critic: ActorCritic, cfg: Config, num_steps: int, seed: int, device: torch.device | str
-) -> tuple[Episode, list[str]]:
-    """Play up to ``num_steps`` steps of a fresh test episode (no life-loss ends) with the policy, as the
-    test episodes are played; returns the episode (cut where it stops) and the game's action names."""
-    from diffworld.envs.vector import AtariEnvs
-
-    temperature = cfg.policy_temperature()
-    generator = torch.Generator(device).manual_seed(seed)
-    envs = AtariEnvs(
-        cfg.game,
-        1,
-        seed,
-        life_loss_terminal=False,
-        max_frames_per_episode=cfg.env.max_frames_per_episode,
-        noop_max=cfg.env.noop_max,
-        frame_skip=cfg.env.frame_skip,
-        size=cfg.env.size,
-        asynchronous=False,
-    )
-    with envs:
-        obs = envs.reset()
-        frames, actions, rewards = [obs[0]], [], []
-        state = actor_critic.initial_state(1, torch.device(device))
-        terminated = truncated = False
-        for _ in range(num_steps):
-            action, state = actor_critic.act(
-                frames_to_tensor(obs, device), state, cfg.collection.test_epsilon, temperature, generator
-            )
-            result = envs.step(action.cpu().numpy())
-            frames.append(result.final_obs[0])
-            actions.append(int(action[0]))
-            rewards.append(float(result.reward[0]))
-            obs = result.obs
-            if result.done[0]:
-                terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
-                break
-        episode = Episode.from_steps(frames, actions, rewards, terminated=terminated, truncated=truncated)
-        return episode, envs.action_meanings
 
 
 def run_video(
