@@ -18,7 +18,7 @@ from diffworld.models.diffusion import Denoiser
 from diffworld.training.logger import MetricsLogger
 from diffworld.training.test_video import VIDEO_TAG, log_test_video
 from diffworld.utils.video_encoding import write_video
-from diffworld.viz.video import compose_frames, imagine_along, real_vs_imagined
+from diffworld.viz.side_by_side import compose_frames, imagine_along, real_vs_imagined
 
 L = 4
 NUM_ACTIONS = 4

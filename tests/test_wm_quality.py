@@ -12,14 +12,8 @@ from torch import Tensor
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
-from diffworld.evaluation.wm_quality import (
-    PSNR_MAX,
-    copy_last_frame_curves,
-    evaluate_trajectories,
-    gaussian_window,
-    psnr,
-    ssim,
-)
+from diffworld.evaluation.image_metrics import PSNR_MAX, gaussian_window, psnr, ssim
+from diffworld.evaluation.wm_trajectories import copy_last_frame_curves, evaluate_trajectories
 
 ONE_LEVEL_PSNR = 10 * math.log10(255**2)  # MSE of 1 level everywhere: 48.13 dB
 
