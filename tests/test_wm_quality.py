@@ -86,9 +86,10 @@ class ShiftDenoiser:
         self.cfg = SimpleNamespace(num_cond_frames=num_cond)
         self.calls: list[int] = []
 
-    def predict_next(
-        self, obs: Tensor, act: Tensor, sigmas: Tensor, cfg: object, generator: object
-    ) -> Tensor:
+    def sampler(self, cfg: object) -> ShiftDenoiser:
+        return self  # its own frame sampler: nothing to schedule
+
+    def predict_next(self, obs: Tensor, act: Tensor, generator: object, callback: object = None) -> Tensor:
         assert obs.shape[:2] == act.shape and obs.shape[1] == self.cfg.num_cond_frames
         self.calls.append(obs.size(0))
         return obs[:, -1] + self.levels / 127.5

@@ -29,7 +29,7 @@ from diffworld.data.batch import Batch
 from diffworld.data.frames import tensor_to_frames
 from diffworld.data.sampler import SegmentSampler
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
-from diffworld.models.diffusion import Denoiser, karras_sigmas
+from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
 from diffworld.rollout import EnvStep, Rollout, rollout
 
@@ -79,8 +79,7 @@ class WorldModelEnv:
         self.reward_model = reward_model
         self.sampler = sampler
         self.sampler_cfg = sampler_cfg
-        c = sampler_cfg
-        self.sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, sampler.device)
+        self.frame_sampler = denoiser.sampler(sampler_cfg)
         self.horizon = horizon
         self.generator = generator
         self.num_envs = sampler.batch_size
@@ -133,9 +132,7 @@ class WorldModelEnv:
         if self._obs is None or self._act is None or self._t is None or self._frame_mask is None:
             raise RuntimeError("call reset() before step()")
         self._act[:, -1] = act
-        next_obs = self.denoiser.predict_next(
-            self._obs, self._act, self.sigmas, self.sampler_cfg, generator=self.generator
-        )
+        next_obs = self.frame_sampler.predict_next(self._obs, self._act, generator=self.generator)
         logits_rew, logits_end, self._rew_state = self.reward_model.predict(
             self._obs[:, -1:], act[:, None], next_obs[:, None], self._rew_state
         )

@@ -13,7 +13,7 @@ from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
 from diffworld.data.frames import frames_to_tensor
 from diffworld.evaluation.image_metrics import METRICS
-from diffworld.models.diffusion import Denoiser, karras_sigmas
+from diffworld.models.diffusion import Denoiser
 from diffworld.models.diffusion.open_loop import predict_open_loop
 
 
@@ -57,13 +57,12 @@ def evaluate_trajectories(
     Returns ``CurveSums`` for ``one_step`` and ``autoregressive``.
     """
     num_cond = denoiser.cfg.num_cond_frames
-    c = sampler_cfg
-    sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
+    sampler = denoiser.sampler(sampler_cfg)
     counts = [num_predictions(e, num_cond, max_horizon) for e in episodes]
     curves = {"one_step": CurveSums(max_horizon), "autoregressive": CurveSums(max_horizon)}
 
     def predict(obs: Tensor, act: Tensor) -> Tensor:
-        return denoiser.predict_next(obs, act, sigmas, sampler_cfg, generator=generator)
+        return sampler.predict_next(obs, act, generator=generator)
 
     # One-step: every (episode, horizon) pair is independent; batch them.
     pairs = [(i, h) for i, n in enumerate(counts) for h in range(1, n + 1)]
@@ -83,7 +82,7 @@ def evaluate_trajectories(
         rows = order[start : start + batch_size]
         context = torch.stack([frames[i][:num_cond] for i in rows])
         predictions = predict_open_loop(
-            denoiser, sampler_cfg, context, [actions[i] for i in rows], [counts[i] for i in rows], generator
+            sampler, context, [actions[i] for i in rows], [counts[i] for i in rows], generator
         )
         for h, pred in enumerate(predictions, start=1):
             m = pred.size(0)

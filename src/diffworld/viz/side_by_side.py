@@ -11,19 +11,17 @@ test (``training.test_video``), and ``diffworld video`` writes one to a file (``
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-from torch import Tensor
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
-from diffworld.models.diffusion import DDPMDenoiser, Denoiser, EDMDenoiser
+from diffworld.models.diffusion import Denoiser, SamplingStep
 from diffworld.models.diffusion.open_loop import predict_open_loop
 from diffworld.viz.episodes import upscale
 
@@ -42,45 +40,6 @@ class DenoisingStep:
     """(H, W, 3) uint8: the denoiser's input, clamped to [-1, 1] for display."""
     estimate: np.ndarray
     """(H, W, 3) uint8: its denoised estimate of the frame."""
-
-
-@contextlib.contextmanager
-def recording_denoising_steps(denoiser: Denoiser, steps: list[DenoisingStep]) -> Iterator[None]:
-    """While inside, every denoiser call of ``denoiser.predict_next`` appends what it saw and returned
-    (first sample of the batch) to ``steps``. The sampling itself is unchanged."""
-    if isinstance(denoiser, EDMDenoiser):
-        original_denoise = denoiser.denoise
-
-        def denoise(x: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
-            out = original_denoise(x, sigma, prev_obs, prev_act)
-            steps.append(
-                DenoisingStep(
-                    f"sigma {float(sigma[0]):.3g}", tensor_to_frames(x[0]), tensor_to_frames(out[0])
-                )
-            )
-            return out
-
-        name = "denoise"
-        setattr(denoiser, name, denoise)  # an instance attribute, in front of the class's method
-    elif isinstance(denoiser, DDPMDenoiser):
-        original_eps = denoiser.predict_epsilon
-        alphas_cumprod = denoiser.alphas_cumprod
-
-        def predict_epsilon(x_t: Tensor, t: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
-            eps = original_eps(x_t, t, prev_obs, prev_act)
-            alpha_bar = alphas_cumprod[t[0]]
-            x_0 = (x_t[0] - (1 - alpha_bar).sqrt() * eps[0]) / alpha_bar.sqrt()
-            steps.append(DenoisingStep(f"t {int(t[0])}", tensor_to_frames(x_t[0]), tensor_to_frames(x_0)))
-            return eps
-
-        name = "predict_epsilon"
-        setattr(denoiser, name, predict_epsilon)
-    else:
-        raise TypeError(f"unknown denoiser {type(denoiser).__name__}")
-    try:
-        yield
-    finally:
-        delattr(denoiser, name)  # the instance attribute: the class's method shows through again
 
 
 @dataclass(frozen=True)
@@ -128,13 +87,19 @@ def imagine_along(
     device = next(denoiser.parameters()).device
     context = frames_to_tensor(episode.obs[start : start + num_cond], device)[None]  # (1, L, 3, H, W)
     actions = torch.tensor(episode.act[start:], dtype=torch.long, device=device)
-    frames, denoising = [], []
     steps: list[DenoisingStep] = []
-    with recording_denoising_steps(denoiser, steps) if record_denoising else contextlib.nullcontext():
-        for next_obs in predict_open_loop(denoiser, sampler_cfg, context, [actions], [n], generator):
-            frames.append(tensor_to_frames(next_obs[0]))
-            denoising.append(steps.copy())
-            steps.clear()
+
+    def record(step: SamplingStep) -> None:
+        noisy, denoised = tensor_to_frames(step.noisy[0]), tensor_to_frames(step.denoised[0])
+        steps.append(DenoisingStep(step.label, noisy, denoised))
+
+    callback = record if record_denoising else None
+    sampler = denoiser.sampler(sampler_cfg)
+    frames, denoising = [], []
+    for next_obs in predict_open_loop(sampler, context, [actions], [n], generator, callback):
+        frames.append(tensor_to_frames(next_obs[0]))
+        denoising.append(steps.copy())
+        steps.clear()
     return Imagination(start, np.stack(frames), denoising if record_denoising else None)
 
 

@@ -10,18 +10,17 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from diffworld.config.schema import SamplerConfig
-from diffworld.models.diffusion import Denoiser, karras_sigmas
+from diffworld.models.diffusion.denoiser import FrameSampler, StepCallback
 
 
 @torch.no_grad()
 def predict_open_loop(
-    denoiser: Denoiser,
-    sampler_cfg: SamplerConfig,
+    sampler: FrameSampler,
     context: Tensor,
     actions: Sequence[Tensor],
     horizons: Sequence[int],
     generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
 ) -> Iterator[Tensor]:
     """Yield, for h = 1, 2, ..., the predictions at horizon h of the trajectories still going.
 
@@ -29,17 +28,15 @@ def predict_open_loop(
     predictions; prediction h is conditioned on the last L frames (real, then predicted) and on
     ``actions[i][h - 1 : h - 1 + L]``, so ``actions[i]`` holds at least ``horizons[i] + L - 1`` actions.
     ``horizons`` must not increase, so that the trajectories still going at h are the first m_h: each yield
-    is (m_h, 3, H, W), one batched sampling per horizon.
+    is (m_h, 3, H, W), one batched sampling per horizon, whose denoiser calls go to ``callback``.
     """
     if any(a < b for a, b in itertools.pairwise(horizons)):
         raise ValueError(f"horizons must not increase (longest trajectory first), got {list(horizons)}")
     num_cond = context.size(1)
-    c = sampler_cfg
-    sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, context.device)
     obs = context
     for h in range(1, (horizons[0] if horizons else 0) + 1):
         m = sum(n >= h for n in horizons)
         act = torch.stack([actions[i][h - 1 : h - 1 + num_cond] for i in range(m)])
-        pred = denoiser.predict_next(obs[:m], act, sigmas, sampler_cfg, generator=generator)
+        pred = sampler.predict_next(obs[:m], act, generator=generator, callback=callback)
         yield pred
         obs = torch.cat([obs[:m, 1:], pred[:, None]], dim=1)
