@@ -35,7 +35,7 @@ class DenoisingStep:
     """One denoiser call while sampling a frame."""
 
     label: str
-    """``sigma 5.00`` (EDM) or ``t 999`` (DDPM)."""
+    """``sigma 5`` (EDM) or ``t 999`` (DDPM)."""
     noisy: np.ndarray
     """(H, W, 3) uint8: the denoiser's input, clamped to [-1, 1] for display."""
     estimate: np.ndarray
