@@ -25,10 +25,10 @@ from diffworld.config.schema import Precision
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.wm_quality import psnr
-from diffworld.models.diffusion import karras_sigmas, make_denoiser
+from diffworld.models.diffusion import make_denoiser
+from diffworld.run.folder import CONFIG_FILE, dataset_dir
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
 from diffworld.training.precision import autocast
-from diffworld.training.run_dir import CONFIG_FILE, dataset_dir
 
 
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -57,7 +57,6 @@ def main() -> None:
     seq_length = d.num_cond_frames + d.num_autoregressive_steps - 1
     rng = np.random.default_rng(args.seed + 1)
     test = SegmentSampler(dataset, args.segments, d.num_cond_frames, None, False, rng=rng).sample()
-    sigmas = karras_sigmas(d.sampler.num_steps, d.sampler.sigma_min, d.sampler.sigma_max, d.sampler.rho)
 
     report: dict[str, object] = {"run_dir": str(args.run_dir), "updates": args.updates, "trained": {}}
     with torch.no_grad():
@@ -89,7 +88,7 @@ def main() -> None:
             with torch.no_grad(), autocast(cpu, sampling):
                 generator = torch.Generator().manual_seed(args.seed)
                 prev_obs, prev_act = test.obs[:, :-1], test.act
-                frames = denoiser.predict_next(prev_obs, prev_act, sigmas, d.sampler, generator)
+                frames = denoiser.sampler(d.sampler).predict_next(prev_obs, prev_act, generator)
             one_step[f"sampled_{sampling.value}"] = mean_psnr(frames, test.obs[:, -1])
         curve = [float(np.mean(losses[i : i + args.every])) for i in range(0, args.updates, args.every)]
         report["trained"][precision.value] = {  # type: ignore[index]

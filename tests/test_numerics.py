@@ -32,7 +32,6 @@ from diffworld.models import actor_critic, blocks, reward_termination
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import unet
 from diffworld.models.diffusion.edm import EDMDenoiser
-from diffworld.models.diffusion.sampling import karras_sigmas
 from diffworld.models.reward_termination import RewardTerminationModel, contiguous_runs
 from diffworld.training.precision import autocast
 
@@ -251,14 +250,12 @@ def denoiser_batch(size: int = 16) -> Batch:
 def test_denoiser_loss_and_sampler_match_plain_networks(plain_networks: Callable[[], None]) -> None:
     model, batch = tiny_denoiser(), denoiser_batch()
     prev_obs, prev_act = batch.obs[:, :4], batch.act[:, :4]
-    sigmas = karras_sigmas(3, 0.002, 5.0, 7.0)
+    sampler = model.sampler(model.cfg.sampler)
 
     def run() -> tuple[list[torch.Tensor], torch.Tensor]:
         torch.manual_seed(3)  # the same training noise for both paths
         grads = loss_and_grads(model, lambda: model(batch)[0])
-        sample = model.predict_next(
-            prev_obs, prev_act, sigmas, model.cfg.sampler, torch.Generator().manual_seed(4)
-        )
+        sample = sampler.predict_next(prev_obs, prev_act, torch.Generator().manual_seed(4))
         return grads, sample
 
     layouts: list[bool] = []

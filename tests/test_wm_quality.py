@@ -12,14 +12,8 @@ from torch import Tensor
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
-from diffworld.evaluation.wm_quality import (
-    PSNR_MAX,
-    copy_last_frame_curves,
-    evaluate_trajectories,
-    gaussian_window,
-    psnr,
-    ssim,
-)
+from diffworld.evaluation.image_metrics import PSNR_MAX, gaussian_window, psnr, ssim
+from diffworld.evaluation.wm_trajectories import copy_last_frame_curves, evaluate_trajectories
 
 ONE_LEVEL_PSNR = 10 * math.log10(255**2)  # MSE of 1 level everywhere: 48.13 dB
 
@@ -92,9 +86,10 @@ class ShiftDenoiser:
         self.cfg = SimpleNamespace(num_cond_frames=num_cond)
         self.calls: list[int] = []
 
-    def predict_next(
-        self, obs: Tensor, act: Tensor, sigmas: Tensor, cfg: object, generator: object
-    ) -> Tensor:
+    def sampler(self, cfg: object) -> ShiftDenoiser:
+        return self  # its own frame sampler: nothing to schedule
+
+    def predict_next(self, obs: Tensor, act: Tensor, generator: object, callback: object = None) -> Tensor:
         assert obs.shape[:2] == act.shape and obs.shape[1] == self.cfg.num_cond_frames
         self.calls.append(obs.size(0))
         return obs[:, -1] + self.levels / 127.5

@@ -365,7 +365,7 @@ def _bench_imagination(trainer: Any, cfg: Config, steps: int, warmup: int) -> di
     denoiser = trainer.agent.denoiser
     x = torch.randn(obs[:, -1].shape, generator=gen, device=dev)
     if isinstance(denoiser, EDMDenoiser):
-        sigma = env.sigmas[:1].expand(b)
+        sigma = denoiser.sampler(env.sampler_cfg).sigmas[:1].expand(b)
 
         def call() -> torch.Tensor:
             return denoiser.denoise(x, sigma, obs, act)

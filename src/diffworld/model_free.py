@@ -31,14 +31,10 @@ from torch import Tensor, nn
 from diffworld.collector import EpisodeStats
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data.batch import Batch
+from diffworld.data.frames import frames_to_tensor
 from diffworld.envs.vector import AtariEnvs
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
 from diffworld.rollout import EnvStep, rollout
-
-
-def _to_policy_input(obs: np.ndarray, device: torch.device) -> Tensor:
-    """(n, H, W, 3) uint8 -> (n, 3, H, W) float in [-1, 1], as the collector feeds the policy."""
-    return torch.from_numpy(obs).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 class RealEnvRollouts:
@@ -82,7 +78,7 @@ class RealEnvRollouts:
             self._state = actor_critic.initial_state(self.num_envs, self.device)
             self._returns[:] = 0
             self._lengths[:] = 0
-        return _to_policy_input(self._obs, self.device), self._state
+        return frames_to_tensor(self._obs, self.device), self._state
 
     def step(self, act: Tensor) -> EnvStep:
         if self._obs is None:
@@ -104,14 +100,14 @@ class RealEnvRollouts:
             self._returns[i], self._lengths[i] = 0, 0
         self._obs = result.obs
         self._done = result.done
-        obs = _to_policy_input(result.obs, self.device)
+        obs = frames_to_tensor(result.obs, self.device)
         end = torch.from_numpy(result.terminated).to(self.device)
         return EnvStep(
             obs=obs,
             rew=torch.from_numpy(np.sign(result.reward)).to(self.device),
             end=end,
             trunc=torch.from_numpy(result.truncated).to(self.device) & ~end,
-            final_obs=_to_policy_input(result.final_obs, self.device) if result.done.any() else obs,
+            final_obs=frames_to_tensor(result.final_obs, self.device) if result.done.any() else obs,
         )
 
     def restart(self, actor_critic: ActorCritic, state: LSTMState, s: EnvStep, rows: Tensor) -> LSTMState:

@@ -25,8 +25,8 @@ from omegaconf.errors import (
 
 from diffworld.config.presets import PRESETS
 from diffworld.config.schema import Config
-from diffworld.envs.games import UnknownGameError, resolve_game
 from diffworld.errors import UserError
+from diffworld.games import UnknownGameError, resolve_game
 from diffworld.utils.atomic import atomic_write_text
 
 MAX_SEED = 2**32 - 1

@@ -278,3 +278,8 @@ class Config:
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def policy_temperature(self) -> float:
+        """The temperature of the policy's action sampling in this game's real environment: its
+        ``actor_critic.temperature_per_game`` entry, else ``actor_critic.temperature``."""
+        return self.actor_critic.temperature_per_game.get(self.game, self.actor_critic.temperature)

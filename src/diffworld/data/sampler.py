@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from diffworld.data.batch import Batch
+from diffworld.data.frames import frames_to_tensor
 from diffworld.data.storage import EpisodeDataset
 
 _CPU = torch.device("cpu")
@@ -114,7 +115,7 @@ class SegmentSampler:
         padding_frames = np.flatnonzero((frame_pos < 0) | (frame_pos > lengths))
         # uint8 crosses to the device (4x less traffic than float32); conversion and zeroing happen there.
         obs = torch.from_numpy(frames).to(self.device, non_blocking=True)
-        obs = obs.permute(0, 1, 4, 2, 3).contiguous().float().div_(127.5).sub_(1.0)
+        obs = frames_to_tensor(obs)
         obs.flatten(0, 1).index_fill_(0, torch.from_numpy(padding_frames).to(self.device), 0.0)
         return Batch(
             obs=obs,

@@ -14,24 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from diffworld.run.metrics_file import METRICS_FILE, read_metrics
 from diffworld.utils.atomic import atomic_write_text
-
-METRICS_FILE = "metrics.jsonl"
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Every record of a run, in order."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a crash is the last one: everything before it is intact
-    return records
+from diffworld.utils.video_encoding import encode_gif
 
 
 class MetricsLogger:
@@ -84,8 +69,6 @@ class MetricsLogger:
         if self._writer is None:
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
-
-        from diffworld.viz.video import encode_gif
 
         _, height, width, channels = frames.shape
         image = Summary.Image(

@@ -48,7 +48,7 @@ from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
 from diffworld.evaluation.reward_recall import RewardDetection, reward_detection
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
-from diffworld.training.checkpoint import (
+from diffworld.run.checkpoint import (
     generator_state,
     has_checkpoint,
     last_complete_checkpoint,
@@ -59,10 +59,7 @@ from diffworld.training.checkpoint import (
     set_generator_state,
     set_rng_state,
 )
-from diffworld.training.logger import MetricsLogger
-from diffworld.training.optim import make_optimizer, make_warmup_scheduler
-from diffworld.training.precision import autocast
-from diffworld.training.run_dir import (
+from diffworld.run.folder import (
     CONFIG_FILE,
     EVAL_FILE,
     RunDirError,
@@ -72,7 +69,12 @@ from diffworld.training.run_dir import (
     lock_run_dir,
     unlock_run_dir,
 )
+from diffworld.training.logger import MetricsLogger
+from diffworld.training.optim import make_optimizer, make_warmup_scheduler
+from diffworld.training.precision import autocast
+from diffworld.training.test_video import log_test_video
 from diffworld.utils.atomic import DiskFullError, format_bytes, free_bytes, is_disk_full
+from diffworld.utils.device import resolve_device
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 COMPONENTS = ("denoiser", "reward_model", "actor_critic")
@@ -86,12 +88,6 @@ CHECKPOINT_KEYS = (
     "generators",
     "collector",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -182,7 +178,7 @@ class Trainer:
                 dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
             )
 
-        temperature = cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature)
+        temperature = cfg.policy_temperature()
         self.generators = {
             name: torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, name))
             for name in ("collector", "test_collector", "imagination")
@@ -517,8 +513,6 @@ class Trainer:
         )
         metrics |= _reward_detection_metrics(detection)
         if self.cfg.logging.video_steps > 0:
-            from diffworld.viz.video import log_test_video
-
             # Real | imagined from the same start, to TensorBoard; its own generator leaves the run's alone.
             log_test_video(
                 self.logger,
