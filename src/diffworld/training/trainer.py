@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from diffworld.agent import Agent, export_agent
 from diffworld.collector import Collector, EpisodeStats
-from diffworld.config.loading import reward_model_seq_length, save_config
+from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
 from diffworld.config.schema import ComponentTrainingConfig, Config, OptimizerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.data.sampler import traverse
@@ -69,6 +69,7 @@ from diffworld.training.run_dir import (
     unlock_run_dir,
 )
 from diffworld.training.update import BatchSource, SampledBatches, train_updates
+from diffworld.training.wandb_logger import WandbLogger, require_wandb
 from diffworld.utils.atomic import DiskFullError, format_bytes, free_bytes, is_disk_full
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
@@ -172,6 +173,8 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        if cfg.logging.wandb:
+            require_wandb()  # before anything is written
         # Before anything reads or writes the folder: a second writer (a resume of a live run, the same
         # run_dir twice) is refused here, with the holder's name.
         lock_run_dir(self.run_dir)
@@ -259,12 +262,16 @@ class Trainer:
         self._clock = time.monotonic()
         if state is not None:
             self._load_state(state)
+        wandb = (
+            WandbLogger(self.run_dir, cfg.logging.wandb_project, to_dict(cfg)) if cfg.logging.wandb else None
+        )
         self.logger = MetricsLogger(
             self.run_dir,
             tensorboard=cfg.logging.tensorboard,
             keep_records=self.counters.num_records if resume else None,
             # Records at the checkpoint's env steps were logged before it: keep them in TensorBoard too.
             purge_step=self.env_steps + (1 if resumable else 0) if resume else None,
+            wandb=wandb,
         )
         if not resumable:
             self._save_checkpoint()
