@@ -52,7 +52,8 @@ def items(update: Any) -> dict[str, Any]:
 
 
 def history_and_config(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    history, config = [], {}
+    history: list[dict[str, Any]] = []
+    config: dict[str, Any] = {}
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
