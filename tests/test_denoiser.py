@@ -18,7 +18,6 @@ from diffworld.models.diffusion import (
 )
 from diffworld.models.diffusion.ddpm import ddim_timesteps
 from diffworld.models.diffusion.edm import autoregressive_loss
-from diffworld.models.utils import count_parameters
 
 NUM_ACTIONS = 3
 SIZE = 16
@@ -66,6 +65,10 @@ def is_quantized(x: torch.Tensor) -> bool:
 def test_make_denoiser_picks_the_kind() -> None:
     assert isinstance(make_denoiser(tiny_cfg(DiffusionKind.edm), NUM_ACTIONS), EDMDenoiser)
     assert isinstance(make_denoiser(tiny_cfg(DiffusionKind.ddpm), NUM_ACTIONS), DDPMDenoiser)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 @pytest.mark.parametrize("num_actions", [4, 18])

@@ -201,7 +201,7 @@ def test_training_losses_and_sampling_on_device(kind: DiffusionKind, target_devi
 
 def test_bf16_autocast_on_device(target_device: torch.device) -> None:
     """Under ``training.precision=bf16`` on the device the convolutions run in bfloat16 and the loss and
-    gradients stay within bfloat16's rounding of float32 (as ``tests/test_numerics.py`` checks on the CPU)."""
+    gradients stay within bfloat16's rounding of float32 (as ``tests/test_bf16.py`` checks on the CPU)."""
     model = tiny_denoiser(DiffusionKind.edm).to(target_device)
     batch = segments(3, L + 1, seed=14).to(target_device)
     conv_dtypes: list[torch.dtype] = []

@@ -108,6 +108,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from diffworld.config import build_config, load_config_file
     from diffworld.run.folder import CONFIG_FILE, check_resumable, create_run_dir, default_run_dir
+    from diffworld.training.wandb_logger import require_wandb
 
     if args.resume is not None:
         if args.overrides:
@@ -120,6 +121,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config_file(run_dir / CONFIG_FILE)
     else:
         cfg = build_config(args.overrides)
+        if cfg.logging.wandb:
+            require_wandb()  # before the run folder is created
         run_dir = create_run_dir(Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg))
     print(f"Run folder: {run_dir}", flush=True)
 

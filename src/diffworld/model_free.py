@@ -205,3 +205,38 @@ class ModelFreeActorCriticLoss(nn.Module):
         return actor_critic_loss(
             r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, self.cfg
         )
+
+
+class RealRolloutBatches:
+    """The actor-critic's batch source in the model-free baseline: one real rollout per batch.
+
+    ``loss`` takes each rollout itself (``sample`` returns None), as many as the real-step budget funds.
+    The trainer reads the real steps taken, the episodes completed and the state to checkpoint from here.
+    """
+
+    uses_world_model = False
+
+    def __init__(self, loss: ModelFreeActorCriticLoss) -> None:
+        self.loss = loss
+
+    def sample(self) -> None:
+        return None
+
+    def batches_left(self) -> int:
+        return self.loss.rollouts_left
+
+    @property
+    def num_env_steps(self) -> int:
+        return self.loss.env.num_steps_total
+
+    def pop_episodes(self) -> list[EpisodeStats]:
+        return self.loss.env.pop_episodes()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loss.env.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss.env.load_state_dict(state)
+
+    def close(self) -> None:
+        self.loss.env.envs.close()

@@ -249,7 +249,8 @@ class TrainingConfig:
 class LoggingConfig:
     tensorboard: bool = True
     wandb: bool = False
-    """Log to Weights & Biases too (needs the ``wandb`` extra and a login)."""
+    """Log to Weights & Biases too, the same metrics and the run's configuration (needs the ``wandb`` extra,
+    and a login or ``WANDB_MODE=offline``)."""
     wandb_project: str = "diffworld"
     video_steps: int = 50
     """At each test, a video of the first test episode beside the world model's imagination from the same

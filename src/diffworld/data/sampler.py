@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -132,3 +132,29 @@ class SegmentSampler:
 
     def _steps_to_device(self, values: np.ndarray, is_real: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.where(is_real, values, np.zeros((), dtype=values.dtype))).to(self.device)
+
+
+def traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch]:
+    """Every step of ``dataset`` once, in segments shaped like ``sampler``'s (padding where needed)."""
+    seq = sampler.seq_length
+    ids, starts = [], []
+    for episode_id, length in enumerate(dataset.lengths.tolist()):
+        episode_starts = np.arange(0, length, seq)
+        if not sampler.can_sample_beyond_end:
+            # Segments must end inside the episode: the last one shifts left (and may pad on the left).
+            episode_starts = np.minimum(episode_starts, length - seq)
+            episode_starts = np.unique(episode_starts)
+        ids.append(np.full(len(episode_starts), episode_id))
+        starts.append(episode_starts)
+    all_ids, all_starts = np.concatenate(ids), np.concatenate(starts)
+    view = SegmentSampler(
+        dataset,
+        sampler.batch_size,
+        seq,
+        None,
+        sampler.can_sample_beyond_end,
+        rng=sampler.rng,
+        device=sampler.device,
+    )
+    for i in range(0, len(all_ids), sampler.batch_size):
+        yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])
