@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.envs.games import ATARI100K_GAMES
 from diffworld.envs.make import make_env
+from diffworld.games import ATARI100K_GAMES
 
 
 def play(game: str, action: int | None, seed: int, max_steps: int) -> dict[str, float | int]:

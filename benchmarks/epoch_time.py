@@ -48,7 +48,7 @@ def main() -> None:
             times = []
             for i in range(args.warmup + args.steps):
                 t = time.perf_counter()
-                trainer._train_component(name, 1)
+                trainer.train_component(name, 1)
                 if i >= args.warmup:
                     times.append(time.perf_counter() - t)
             seconds[name] = statistics.median(times)

@@ -31,7 +31,7 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 from diffworld.agent import Agent
 from diffworld.config import build_config
 from diffworld.envs import make_atari_env
-from diffworld.training.loading import TrainedAgent
+from diffworld.run.trained_agent import TrainedAgent
 from diffworld.viz.play import PlayApp, build_session
 
 

@@ -1,11 +1,11 @@
 """float32 against bfloat16 (``training.precision``): does bfloat16 change what the denoiser learns?
 
-Two denoisers of a run's configuration are trained from the same initialization on the same batches of
-the run's stored episodes, one per precision, for ``--updates`` optimizer steps (the trainer's autocast,
-AdamW, warm-up and clipping). Printed and written as JSON: seconds per update, the mean training loss of
-every ``--every`` updates, and the one-step PSNR of sampled next frames against the real ones on
-``--segments`` held-out segments (conditioned on the 4 real frames before them and the real actions) with
-sampling in each precision, beside the copy-the-last-frame baseline.
+Two denoisers of a run's configuration are trained from the same initialization on the same batches of the
+run's stored episodes, one per precision, for ``--updates`` optimizer steps (the trainer's update,
+``train_updates``: autocast, AdamW, warm-up and clipping; one batch per step). Printed and written as JSON:
+seconds per update, the mean training loss of every ``--every`` updates, and the one-step PSNR of sampled next
+frames against the real ones on ``--segments`` held-out segments (conditioned on the 4 real frames before them
+and the real actions) with sampling in each precision, beside the copy-the-last-frame baseline.
 
 Usage: python benchmarks/precision_compare.py runs/Boxing/<run> [--updates 600] [--json out.json]
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,11 @@ from diffworld.config.schema import Precision
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.wm_quality import psnr
-from diffworld.models.diffusion import karras_sigmas, make_denoiser
+from diffworld.models.diffusion import make_denoiser
+from diffworld.run.folder import CONFIG_FILE, dataset_dir
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
 from diffworld.training.precision import autocast
-from diffworld.training.run_dir import CONFIG_FILE, dataset_dir
+from diffworld.training.update import SampledBatches, train_updates
 
 
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -57,7 +59,6 @@ def main() -> None:
     seq_length = d.num_cond_frames + d.num_autoregressive_steps - 1
     rng = np.random.default_rng(args.seed + 1)
     test = SegmentSampler(dataset, args.segments, d.num_cond_frames, None, False, rng=rng).sample()
-    sigmas = karras_sigmas(d.sampler.num_steps, d.sampler.sigma_min, d.sampler.sigma_max, d.sampler.rho)
 
     report: dict[str, object] = {"run_dir": str(args.run_dir), "updates": args.updates, "trained": {}}
     with torch.no_grad():
@@ -69,27 +70,30 @@ def main() -> None:
         scheduler = make_warmup_scheduler(optimizer, d.optimizer.warmup_steps)
         rng = np.random.default_rng(args.seed)
         weights = d.training.sample_weights
-        sampler = SegmentSampler(dataset, d.training.batch_size, seq_length, weights, False, rng=rng)
+        batches = SampledBatches(
+            SegmentSampler(dataset, d.training.batch_size, seq_length, weights, False, rng=rng)
+        )
         losses = []
         start = time.perf_counter()
         for _ in range(args.updates):
-            batch = sampler.sample()
-            with autocast(cpu, precision):
-                loss, _ = denoiser(batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(denoiser.parameters(), d.optimizer.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            losses.append(loss.item())
+            result = train_updates(
+                denoiser,
+                batches,
+                optimizer,
+                scheduler,
+                steps=1,
+                grad_acc_steps=1,
+                max_grad_norm=d.optimizer.max_grad_norm,
+                autocast=partial(autocast, cpu, precision),
+            )
+            losses.append(result.metrics["loss_denoising"])
         seconds = (time.perf_counter() - start) / args.updates
-        denoiser.eval()
         one_step = {}
         for sampling in (Precision.fp32, Precision.bf16):
             with torch.no_grad(), autocast(cpu, sampling):
                 generator = torch.Generator().manual_seed(args.seed)
                 prev_obs, prev_act = test.obs[:, :-1], test.act
-                frames = denoiser.predict_next(prev_obs, prev_act, sigmas, d.sampler, generator)
+                frames = denoiser.sampler(d.sampler).predict_next(prev_obs, prev_act, generator)
             one_step[f"sampled_{sampling.value}"] = mean_psnr(frames, test.obs[:, -1])
         curve = [float(np.mean(losses[i : i + args.every])) for i in range(0, args.updates, args.every)]
         report["trained"][precision.value] = {  # type: ignore[index]

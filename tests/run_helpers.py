@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from diffworld.config import build_config
-from diffworld.training.run_dir import unlock_run_dir
+from diffworld.run.folder import unlock_run_dir
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from diffworld.training.run_dir import lock_run_dir
+from diffworld.run.folder import lock_run_dir
 lock_run_dir(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(120)

@@ -22,7 +22,7 @@ from diffworld.agent import (
 )
 from diffworld.config import Config, build_config
 from diffworld.config.schema import DiffusionKind
-from diffworld.training.checkpoint import save_agent_copy
+from diffworld.run.checkpoint import save_agent_copy
 
 NUM_ACTIONS = 4
 

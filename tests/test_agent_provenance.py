@@ -27,7 +27,7 @@ from diffworld.agent import (
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.official_import import official_names
-from diffworld.training.loading import GameMismatchError, load_trained_agent
+from diffworld.run.trained_agent import GameMismatchError, load_trained_agent
 from run_helpers import new_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -16,7 +16,7 @@ from diffworld.cli import main
 from diffworld.cluster.plan import SweepError, parse_seeds
 from diffworld.config import build_config
 from diffworld.config.loading import ConfigError
-from diffworld.training.checkpoint import STATE_FILE, CheckpointError, describe_refusal, load_checkpoint
+from diffworld.run.checkpoint import STATE_FILE, CheckpointError, describe_refusal, load_checkpoint
 
 
 def _fails_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

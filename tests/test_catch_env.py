@@ -10,9 +10,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from diffworld.envs import AtariEnvs, CatchEnv, available_games, env_id, make_env, resolve_game
+from diffworld.envs import AtariEnvs, CatchEnv, make_env
 from diffworld.envs.catch import BALL, BALL_SHIFT, CAUGHT, GRID, LANE, MISSED, PADDLE
 from diffworld.evaluation.scores import human_normalized_score
+from diffworld.games import available_games, env_id, resolve_game
 
 
 def play(env: CatchEnv, actions: list[int]) -> list[tuple[np.ndarray, float, bool, bool, dict]]:

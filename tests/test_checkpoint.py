@@ -17,8 +17,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from diffworld.training import checkpoint
-from diffworld.training.checkpoint import (
+from diffworld.run import checkpoint
+from diffworld.run.checkpoint import (
     BACKUP_FILE,
     STATE_FILE,
     CheckpointError,

@@ -406,3 +406,20 @@ def test_untrained_policy_acts_uniformly() -> None:
     expected = 1_200 / envs.num_actions
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 16.27, counts  # p = 0.001 with 3 degrees of freedom; deterministic given the seeds
+
+
+@pytest.mark.parametrize("max_steps", [3, 200])
+def test_collect_episode_start_is_the_first_envs_episode_whole_or_cut(max_steps: int) -> None:
+    with make_collector("Catch", 2, life_loss_terminal=False) as collector:
+        envs, _, dataset = recorded(collector)
+        episode = collector.collect_episode_start(max_steps)
+        (whole, *_) = replay(envs.resets[-1], envs.results, envs.actions)[0] or [None]
+        if whole is not None:  # the episode ended within max_steps: all of it, with its end
+            assert len(episode) == len(whole) <= max_steps and episode.terminated[-1] == whole.terminated[-1]
+            np.testing.assert_array_equal(episode.obs, whole.obs)
+        else:  # cut after max_steps: the steps taken, open
+            assert len(episode) == max_steps == len(envs.results)
+            assert not episode.terminated[-1] and not episode.truncated[-1]
+            np.testing.assert_array_equal(episode.obs[1:], [r.final_obs[0] for r in envs.results])
+        np.testing.assert_array_equal(episode.act, [a[0] for a in envs.actions])
+        assert dataset.num_episodes == 0 and collector.num_episodes_total == 0

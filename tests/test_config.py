@@ -66,6 +66,15 @@ def test_result_is_a_typed_dataclass() -> None:
     assert isinstance(cfg.denoiser.optimizer.lr, float)
 
 
+def test_policy_temperature_is_the_games_override_else_the_default() -> None:
+    assert build_config(["game=Freeway"]).policy_temperature() == 0.01
+    assert build_config(["game=Pong"]).policy_temperature() == 1.0
+    cfg = build_config(
+        ["game=Pong", "actor_critic.temperature=0.5", "actor_critic.temperature_per_game={Pong: 0.2}"]
+    )
+    assert cfg.policy_temperature() == 0.2
+
+
 def test_dotted_overrides_are_parsed_and_typed() -> None:
     cfg = build_config(
         [

@@ -12,12 +12,12 @@ from diffworld.models.diffusion import (
     DDPMDenoiser,
     Denoiser,
     EDMDenoiser,
-    karras_sigmas,
+    SamplingStep,
+    StepCallback,
     make_denoiser,
 )
 from diffworld.models.diffusion.ddpm import ddim_timesteps
 from diffworld.models.diffusion.edm import autoregressive_loss
-from diffworld.models.utils import count_parameters
 
 NUM_ACTIONS = 3
 SIZE = 16
@@ -67,6 +67,10 @@ def test_make_denoiser_picks_the_kind() -> None:
     assert isinstance(make_denoiser(tiny_cfg(DiffusionKind.ddpm), NUM_ACTIONS), DDPMDenoiser)
 
 
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 @pytest.mark.parametrize("num_actions", [4, 18])
 def test_parameter_count_matches_the_paper(num_actions: int) -> None:
     # docs/method.md §7: the denoiser has 4.41 M parameters (64x64, 4 frames, channels [64] * 4, depths [2] *
@@ -85,10 +89,7 @@ def test_shapes_and_dtypes(kind: DiffusionKind) -> None:
     assert loss.shape == () and loss.dtype == torch.float32 and loss.requires_grad
     assert set(metrics) == {"loss_denoising"}
     assert not metrics["loss_denoising"].requires_grad
-    sigmas = karras_sigmas(
-        cfg.sampler.num_steps, cfg.sampler.sigma_min, cfg.sampler.sigma_max, cfg.sampler.rho
-    )
-    next_obs = model.predict_next(batch.obs[:, :4], batch.act[:, :4], sigmas, cfg.sampler)
+    next_obs = model.sampler(cfg.sampler).predict_next(batch.obs[:, :4], batch.act[:, :4])
     assert next_obs.shape == (4, 3, SIZE, SIZE) and next_obs.dtype == torch.float32
 
 
@@ -204,15 +205,13 @@ def test_edm_predict_next_is_deterministic_and_quantized(sampler_cfg: SamplerCon
     model = EDMDenoiser(tiny_cfg(), NUM_ACTIONS)
     perturb_parameters(model)
     batch = make_batch()
-    sigmas = karras_sigmas(
-        sampler_cfg.num_steps, sampler_cfg.sigma_min, sampler_cfg.sigma_max, sampler_cfg.rho
-    )
+    sampler = model.sampler(sampler_cfg)
     calls = []
     model.net.register_forward_hook(lambda _module, args, _output: calls.append(args[0].shape[0]))
 
     def predict(seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        return model.predict_next(batch.obs[:, :4], batch.act[:, :4], sigmas, sampler_cfg, generator)
+        return sampler.predict_next(batch.obs[:, :4], batch.act[:, :4], generator)
 
     out = predict(0)
     # One batched network call per step (plus one per Heun correction).
@@ -242,10 +241,40 @@ def test_ddpm_sampler_any_number_of_steps(num_steps: int) -> None:
 
     def predict(seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
-        return model.predict_next(batch.obs[:, :4], batch.act[:, :4], torch.empty(0), sampler_cfg, generator)
+        return model.sampler(sampler_cfg).predict_next(batch.obs[:, :4], batch.act[:, :4], generator)
 
     out = predict(0)
     assert calls == [4] * num_steps
     assert out.shape == (4, 3, SIZE, SIZE)
     assert is_quantized(out)
     torch.testing.assert_close(predict(0), out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "sampler_cfg", "labels"),
+    [
+        (DiffusionKind.edm, SamplerConfig(), ["sigma 5", "sigma 0.283", "sigma 0.002"]),
+        # Heun's correction calls the denoiser again at the next level, but for the last step (to 0).
+        (DiffusionKind.edm, SamplerConfig(order=2), ["sigma 5", *["sigma 0.283"] * 2, *["sigma 0.002"] * 2]),
+        (DiffusionKind.ddpm, SamplerConfig(), ["t 999", "t 500", "t 0"]),
+    ],
+)
+def test_sampler_callback_sees_every_denoiser_call_and_changes_nothing(
+    kind: DiffusionKind, sampler_cfg: SamplerConfig, labels: list[str]
+) -> None:
+    model = make_denoiser(tiny_cfg(kind), NUM_ACTIONS)
+    perturb_parameters(model)
+    batch = make_batch()
+    sampler = model.sampler(sampler_cfg)
+    calls = []
+    model.net.register_forward_hook(lambda _module, args, _output: calls.append(args[0].shape[0]))
+    steps: list[SamplingStep] = []
+
+    def predict(callback: StepCallback | None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        return sampler.predict_next(batch.obs[:, :4], batch.act[:, :4], generator, callback)
+
+    watched = predict(steps.append)
+    assert [s.label for s in steps] == labels and len(calls) == len(labels)
+    assert all(s.noisy.shape == s.denoised.shape == (4, 3, SIZE, SIZE) for s in steps)
+    torch.testing.assert_close(predict(None), watched, rtol=0, atol=0)

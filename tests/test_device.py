@@ -34,7 +34,7 @@ from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.batch import Batch
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.models.actor_critic import ActorCritic
-from diffworld.models.diffusion import DDPMDenoiser, EDMDenoiser, karras_sigmas, make_denoiser
+from diffworld.models.diffusion import DDPMDenoiser, EDMDenoiser, make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
 from diffworld.training.precision import autocast
 
@@ -186,11 +186,11 @@ def test_training_losses_and_sampling_on_device(kind: DiffusionKind, target_devi
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
     batch = segments(3, L, seed=12).to(target_device)
     sampler_cfg = SamplerConfig(num_steps=3)
-    sigmas = karras_sigmas(3, sampler_cfg.sigma_min, sampler_cfg.sigma_max, sampler_cfg.rho, target_device)
+    sampler = denoiser.sampler(sampler_cfg)
 
     def sample(seed: int) -> torch.Tensor:
         gen = torch.Generator(target_device).manual_seed(seed)
-        return denoiser.predict_next(batch.obs[:, :L], batch.act, sigmas, sampler_cfg, gen)
+        return sampler.predict_next(batch.obs[:, :L], batch.act, gen)
 
     frames = sample(13)
     assert frames.device == target_device and frames.shape == (3, 3, SIZE, SIZE)
@@ -201,7 +201,7 @@ def test_training_losses_and_sampling_on_device(kind: DiffusionKind, target_devi
 
 def test_bf16_autocast_on_device(target_device: torch.device) -> None:
     """Under ``training.precision=bf16`` on the device the convolutions run in bfloat16 and the loss and
-    gradients stay within bfloat16's rounding of float32 (as ``tests/test_numerics.py`` checks on the CPU)."""
+    gradients stay within bfloat16's rounding of float32 (as ``tests/test_bf16.py`` checks on the CPU)."""
     model = tiny_denoiser(DiffusionKind.edm).to(target_device)
     batch = segments(3, L + 1, seed=14).to(target_device)
     conv_dtypes: list[torch.dtype] = []
@@ -281,7 +281,7 @@ def test_smoke_run_on_device(target_device: torch.device, device_explicit: bool,
         pytest.skip("set DIFFWORLD_TEST_DEVICE to run it (tests/test_train_e2e.py runs it on the CPU)")
     from diffworld.cli import main
     from diffworld.config import build_config
-    from diffworld.training.logger import read_metrics
+    from diffworld.run.metrics_file import read_metrics
     from diffworld.training.trainer import Trainer
 
     run_dir = tmp_path / "run"

@@ -70,10 +70,12 @@ def test_sampler_initial_noise_and_quantization(convention: DiffusionConvention)
         return torch.from_numpy(fake_d(x.numpy(), sigma[0].item()))
 
     denoiser.denoise = denoise  # type: ignore[method-assign]
-    sigmas = karras_sigmas(3, 0.002, 5.0, 7.0)
+    sampler = denoiser.sampler(SamplerConfig())
+    sigmas = sampler.sigmas
+    torch.testing.assert_close(sigmas, karras_sigmas(3, 0.002, 5.0, 7.0), rtol=0, atol=0)
     noise = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     prev_obs, prev_act = torch.zeros(2, 4, 3, SIZE, SIZE), torch.zeros(2, 4, dtype=torch.long)
-    out = denoiser.predict_next(prev_obs, prev_act, sigmas, SamplerConfig(), noise=noise)
+    out = sampler.predict_next(prev_obs, prev_act, noise=noise)
 
     x_ref, inputs = euler_reference(noise.numpy(), sigmas.tolist(), official)
     assert len(calls) == len(inputs) == 3

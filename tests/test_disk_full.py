@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import torch
 
-import diffworld.training.checkpoint as checkpoint_module
+import diffworld.run.checkpoint as checkpoint_module
 import diffworld.utils.atomic as atomic_module
 from diffworld.cli import main
-from diffworld.training.checkpoint import BACKUP_FILE, STATE_FILE, load_checkpoint, save_checkpoint
-from diffworld.training.run_dir import checkpoint_dir
+from diffworld.run.checkpoint import BACKUP_FILE, STATE_FILE, load_checkpoint, save_checkpoint
+from diffworld.run.folder import checkpoint_dir
 from diffworld.utils.atomic import TEMP_SUFFIX, DiskFullError, atomic_write_bytes, is_disk_full
 from run_helpers import new_run
 
@@ -142,7 +142,7 @@ def test_training_that_runs_out_of_space_ends_with_the_resume_command(
 SMALL_FS_SCRIPT = textwrap.dedent(
     """
     import os, sys, torch
-    from diffworld.training.checkpoint import load_checkpoint, save_checkpoint
+    from diffworld.run.checkpoint import load_checkpoint, save_checkpoint
     from diffworld.utils.atomic import DiskFullError
     directory = sys.argv[1]
     save_checkpoint({"i": 1, "x": torch.zeros(1000)}, directory)

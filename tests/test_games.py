@@ -8,7 +8,7 @@ import sys
 import gymnasium as gym
 import pytest
 
-from diffworld.envs.games import ATARI100K_GAMES, UnknownGameError, available_games, env_id, resolve_game
+from diffworld.games import ATARI100K_GAMES, UnknownGameError, available_games, env_id, resolve_game
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_rom_without_noframeskip_v4_registration_is_rejected() -> None:
 def test_name_check_does_not_import_torch() -> None:
     code = (
         "import sys\n"
-        "from diffworld.envs.games import UnknownGameError, resolve_game\n"
+        "from diffworld.games import UnknownGameError, resolve_game\n"
         "try:\n    resolve_game('NotAGame')\nexcept UnknownGameError:\n    pass\n"
         "print('torch' in sys.modules)"
     )

@@ -41,7 +41,7 @@ def split(batch: Batch, parts: int) -> list[Batch]:
 
 
 def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) -> dict[str, torch.Tensor]:
-    """The reward model's gradients handed to the optimizer by ``Trainer._train_component`` for one update."""
+    """The reward model's gradients handed to the optimizer by ``Trainer.train_component`` for one update."""
     cfg = build_config(
         [
             "preset=smoke",
@@ -64,7 +64,7 @@ def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) ->
                 captured[name] = p.grad.clone()
 
     component.optimizer.step = capture_then_skip  # type: ignore[method-assign,assignment]
-    trainer._train_component("reward_model", 1)
+    trainer.train_component("reward_model", 1)
     trainer.train_envs.close()
     trainer.test_envs.close()
     return captured

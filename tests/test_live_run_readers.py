@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from diffworld.cli import main
-from diffworld.training.checkpoint import load_checkpoint
-from diffworld.training.run_dir import checkpoint_dir, live_run_containing, lock_run_dir, unlock_run_dir
+from diffworld.run.checkpoint import load_checkpoint
+from diffworld.run.folder import checkpoint_dir, live_run_containing, lock_run_dir, unlock_run_dir
 from run_helpers import new_run, snapshot, start_holder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,7 +99,7 @@ def test_outputs_beside_a_live_run_and_of_finished_runs_are_allowed(run: Path, t
 
 WRITER = """
 import sys, torch
-from diffworld.training.checkpoint import save_checkpoint
+from diffworld.run.checkpoint import save_checkpoint
 i = 0
 while True:
     save_checkpoint({"i": i, "x": torch.full((300_000,), float(i))}, sys.argv[1])
@@ -129,7 +129,7 @@ def test_a_checkpoint_read_while_the_trainer_saves_is_always_complete(tmp_path: 
 
 
 def test_the_agent_of_a_live_run_is_its_last_checkpoint(live: Path) -> None:
-    from diffworld.training.loading import load_trained_agent
+    from diffworld.run.trained_agent import load_trained_agent
 
     state, _ = load_checkpoint(checkpoint_dir(live), ("agent",))
     trained = load_trained_agent(live, "cpu")
@@ -140,7 +140,7 @@ def test_the_agent_of_a_live_run_is_its_last_checkpoint(live: Path) -> None:
 PROBER = """
 import sys
 from pathlib import Path
-from diffworld.training.run_dir import is_run_dir_locked
+from diffworld.run.folder import is_run_dir_locked
 print("probing", flush=True)
 while True:
     is_run_dir_locked(Path(sys.argv[1]))

@@ -19,9 +19,9 @@ from diffworld.data import EpisodeDataset
 from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.rollout import Rollout, rollout
-from diffworld.training.checkpoint import from_safe, load_checkpoint, to_safe
-from diffworld.training.loading import load_trained_agent
-from diffworld.training.logger import read_metrics
+from diffworld.run.checkpoint import from_safe, load_checkpoint, to_safe
+from diffworld.run.metrics_file import read_metrics
+from diffworld.run.trained_agent import load_trained_agent
 from diffworld.training.trainer import Trainer
 from recording_envs import RecordingEnvs
 

@@ -162,10 +162,10 @@ def test_sampling_float64_gives_the_official_frame(
     prev_obs, act = _float(ref["den_frames"][:, :4]).double(), ref["den_act"]
     denoiser.double()
     try:
+        sampler = denoiser.sampler(SamplerConfig())
+        sampler.sigmas = ref["sampler_sigmas_f64"]  # the official schedule, computed in float64
         with torch.no_grad():
-            frame = denoiser.predict_next(
-                prev_obs, act, ref["sampler_sigmas_f64"], SamplerConfig(), noise=ref["sampler_init_noise_f64"]
-            )
+            frame = sampler.predict_next(prev_obs, act, noise=ref["sampler_init_noise_f64"])
     finally:
         denoiser.float()
     assert torch.equal(_levels(frame), ref["sampler_out_levels_f64"].long())
@@ -180,10 +180,10 @@ def test_sampling_float32(imported: tuple[Agent, Config], ref: dict[str, Tensor]
     """
     denoiser = _edm(imported[0])
     prev_obs, act = _float(ref["den_frames"][:, :4]), ref["den_act"]
+    sampler = denoiser.sampler(SamplerConfig())
+    sampler.sigmas = ref["sampler_sigmas"]  # the official float32 noise levels
     with torch.no_grad():
-        frame = denoiser.predict_next(
-            prev_obs, act, ref["sampler_sigmas"], SamplerConfig(), noise=ref["sampler_init_noise"]
-        )
+        frame = sampler.predict_next(prev_obs, act, noise=ref["sampler_init_noise"])
     differ = (frame - ref["sampler_out"]).abs() > ATOL
     assert differ.float().mean() <= 0.01, f"{int(differ.sum())} of {differ.numel()} values differ"
 

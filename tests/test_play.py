@@ -15,7 +15,7 @@ from diffworld.agent import Agent, export_agent
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.training.loading import TrainedAgent, load_trained_agent
+from diffworld.run.trained_agent import TrainedAgent, load_trained_agent
 from diffworld.viz.keymaps import KeyMap, buttons_of
 
 pygame = pytest.importorskip("pygame")

@@ -12,13 +12,13 @@ pytest.importorskip("rliable", reason="the report needs the 'report' extra")
 
 from diffworld.cli import main
 from diffworld.evaluation.report import (
-    PAPER_LABEL,
     ReportError,
     build_report,
     collect_scores,
     compute_report,
     hns_matrix,
 )
+from diffworld.evaluation.report_metrics import PAPER_LABEL
 from diffworld.evaluation.scores import paper_scores
 
 REPS = 200  # enough for the intervals to be sane, fast enough for a test

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from diffworld.data import EpisodeDataset, read_stored_episode
-from diffworld.training.checkpoint import load_checkpoint
-from diffworld.training.logger import read_metrics
+from diffworld.run.checkpoint import load_checkpoint
+from diffworld.run.metrics_file import read_metrics
 
 ARGS = ["game=Breakout", "preset=smoke", "seed=2"]
 

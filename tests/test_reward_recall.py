@@ -27,8 +27,11 @@ class CopyLastFrame(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))  # gives the module a device
         self.calls: list[tuple[int, ...]] = []
 
+    def sampler(self, cfg: SamplerConfig) -> CopyLastFrame:
+        return self  # its own frame sampler: nothing to schedule
+
     def predict_next(
-        self, prev_obs: Tensor, prev_act: Tensor, sigmas: Tensor, cfg: SamplerConfig, generator: object = None
+        self, prev_obs: Tensor, prev_act: Tensor, generator: object = None, callback: object = None
     ) -> Tensor:
         assert prev_obs.shape[1] == prev_act.shape[1] == self.cfg.num_cond_frames
         self.calls.append(tuple(prev_obs.shape))

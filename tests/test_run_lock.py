@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from diffworld.training.run_dir import (
+from diffworld.run.folder import (
     LOCK_FILE,
     RunDirError,
     create_run_dir,
@@ -23,7 +23,7 @@ from diffworld.training.run_dir import (
 HOLD = """
 import sys, time
 from pathlib import Path
-from diffworld.training.run_dir import lock_run_dir
+from diffworld.run.folder import lock_run_dir
 lock_run_dir(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(120)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diffworld.envs.games import ATARI100K_GAMES
 from diffworld.evaluation.scores import human_normalized_score, paper_scores, reference_scores
+from diffworld.games import ATARI100K_GAMES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 

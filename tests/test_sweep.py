@@ -28,7 +28,7 @@ from diffworld.cluster.sweep import LOCK_FILE, RunCrashed, SweepOptions, run_swe
 from diffworld.cluster.task import worker_file
 from diffworld.config import ConfigError, save_config
 from diffworld.errors import UserError
-from diffworld.training.logger import read_metrics
+from diffworld.run.metrics_file import read_metrics
 
 
 def test_plan(tmp_path: Path) -> None:

@@ -16,14 +16,9 @@ from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.models.diffusion import Denoiser
 from diffworld.training.logger import MetricsLogger
-from diffworld.viz.video import (
-    VIDEO_TAG,
-    compose_frames,
-    imagine_along,
-    log_test_video,
-    real_vs_imagined,
-    write_video,
-)
+from diffworld.training.test_video import VIDEO_TAG, log_test_video
+from diffworld.utils.video_encoding import write_video
+from diffworld.viz.side_by_side import compose_frames, imagine_along, real_vs_imagined
 
 L = 4
 NUM_ACTIONS = 4

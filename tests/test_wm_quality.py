@@ -1,8 +1,10 @@
-"""World-model quality metrics (PSNR, SSIM) and the alignment of predictions with the real frames."""
+"""World-model quality metrics (PSNR, SSIM), the alignment of predictions with the real frames, and
+``diffworld wm-eval`` on the smoke preset (valid JSON and a PNG)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,16 +12,14 @@ import pytest
 import torch
 from torch import Tensor
 
+from diffworld.cli import main
+from diffworld.config import build_config
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
-from diffworld.evaluation.wm_quality import (
-    PSNR_MAX,
-    copy_last_frame_curves,
-    evaluate_trajectories,
-    gaussian_window,
-    psnr,
-    ssim,
-)
+from diffworld.evaluation.image_metrics import PSNR_MAX, gaussian_window, psnr, ssim
+from diffworld.evaluation.wm_trajectories import copy_last_frame_curves, evaluate_trajectories
+from diffworld.training.trainer import Trainer
+from strict_json import load_strict_json
 
 ONE_LEVEL_PSNR = 10 * math.log10(255**2)  # MSE of 1 level everywhere: 48.13 dB
 
@@ -92,9 +92,10 @@ class ShiftDenoiser:
         self.cfg = SimpleNamespace(num_cond_frames=num_cond)
         self.calls: list[int] = []
 
-    def predict_next(
-        self, obs: Tensor, act: Tensor, sigmas: Tensor, cfg: object, generator: object
-    ) -> Tensor:
+    def sampler(self, cfg: object) -> ShiftDenoiser:
+        return self  # its own frame sampler: nothing to schedule
+
+    def predict_next(self, obs: Tensor, act: Tensor, generator: object, callback: object = None) -> Tensor:
         assert obs.shape[:2] == act.shape and obs.shape[1] == self.cfg.num_cond_frames
         self.calls.append(obs.size(0))
         return obs[:, -1] + self.levels / 127.5
@@ -153,3 +154,64 @@ def test_autoregressive_errors_compound() -> None:
     assert curves["autoregressive"].means()["psnr"] == pytest.approx(expected)
     assert curves["autoregressive"].means()["mse"] == pytest.approx([h**2 for h in range(1, 31)])
     assert model.calls[0] == 30  # the 30 one-step predictions in one batch
+
+
+SMOKE = ["game=Breakout", "preset=smoke", "seed=2", "device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder as the trainer leaves it before its first epoch: config and a checkpoint (untrained
+    models; the evaluation's mechanics do not depend on the weights)."""
+    run_dir = tmp_path_factory.mktemp("wm_eval") / "run"
+    trainer = Trainer(build_config([*SMOKE, f"run_dir={run_dir}", "logging.tensorboard=false"]), run_dir)
+    trainer.train_envs.close()
+    trainer.test_envs.close()
+    trainer.logger.close()
+    return run_dir
+
+
+def test_wm_eval_smoke_writes_json_and_png(untrained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "wm"
+    args = ["wm-eval", str(untrained_run), "--horizons", "1", "5", "15", "100000", "--steps", "1", "2"]
+    assert main([*args, "--episodes", "1", "--device", "cpu", "--out-dir", str(out)]) == 0
+    report = load_strict_json(out / "wm_quality.json")
+    assert (out / "wm_quality.png").stat().st_size > 0
+    assert report["kinds_without_run"] == ["ddpm"]  # one EDM run: no DDPM to compare with
+    (run,) = report["runs"]
+    assert run["kind"] == "edm" and len(run["episode_lengths"]) == 1
+    assert run["horizons_evaluated"] == [1, 5, 15] and run["horizons_not_reached"] == [100000]
+    assert set(run["denoising_steps"]) == {"1", "2"}
+    for summary in [run["copy_last_frame"], *run["denoising_steps"].values()]:
+        for mode in ("one_step", "autoregressive"):
+            for metric in ("psnr", "ssim", "mse"):
+                values = summary[mode][metric]
+                assert set(values) == {"1", "5", "15"}
+                assert all(math.isfinite(v) for v in values.values())
+            assert all(-1 <= v <= 1 for v in summary[mode]["ssim"].values())
+    assert set(run["reward_detection"]) == {"1", "2"}
+    for detection in run["reward_detection"].values():
+        assert detection["num_zero_steps"] >= 1  # an episode of Breakout has zero-reward steps
+        for key in (
+            "recall_predicted",
+            "recall_real",
+            "false_positive_rate_predicted",
+            "false_positive_rate_real",
+        ):
+            value = detection[key]  # null: no rewarded step in the episode to count
+            assert (value is None and key.startswith("recall")) or 0.0 <= value <= 1.0
+    # The copy baseline is the same frame at horizon 1 both ways (the last context frame).
+    base = run["copy_last_frame"]
+    assert base["one_step"]["psnr"]["1"] == base["autoregressive"]["psnr"]["1"]
+    per_step = run["per_step"]
+    assert len(per_step["num_trajectories"]) == 15
+    assert len(per_step["steps_2"]["autoregressive"]["psnr"]) == 15
+
+
+def test_wm_eval_kinds_filter(
+    untrained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["wm-eval", str(untrained_run), "--kinds", "ddpm", "--out-dir", str(tmp_path / "none")]
+    assert main([*args, "--device", "cpu"]) == 2
+    assert "no run has a denoiser of kind ddpm" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

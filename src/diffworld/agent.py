@@ -36,8 +36,8 @@ from torch import Tensor, nn
 
 from diffworld.config.loading import ConfigError, validate
 from diffworld.config.schema import Config
-from diffworld.envs.games import UnknownGameError, resolve_game
 from diffworld.errors import UserError
+from diffworld.games import UnknownGameError, resolve_game
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import Denoiser, make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel

@@ -5,10 +5,10 @@ their losses, segment samplers, optimizers and the world-model environment the a
 dataset is first filled with real frames by the untrained policy (uniform: its heads are zero-initialized).
 Then each part is timed, ``warmup`` untimed repetitions first, and the median of ``steps`` timed ones kept:
 
-- ``denoiser``, ``reward_model``, ``actor_critic``: seconds per optimizer step of ``Trainer._train_component``
-  (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2 frames (docs/method.md §3),
-  the reward/termination model on segments of L + H steps, the actor-critic with its imagined rollout of H
-  steps from L-frame segments;
+- ``denoiser``, ``reward_model``, ``actor_critic``: seconds per optimizer step of
+  ``Trainer.train_component`` (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2
+  frames (docs/method.md §3), the reward/termination model on segments of L + H steps, the actor-critic with
+  its imagined rollout of H steps from L-frame segments;
 - ``imagination``: rollouts of H steps of ``WorldModelEnv`` (reset with the reward model's burn-in, then H
   steps of denoising and reward/termination, restarts included) with uniformly random actions: imagined
   frames per second = B x H / median seconds per rollout; and the seconds of one batched denoiser call
@@ -283,7 +283,7 @@ def run_bench(
                         contextlib.redirect_stderr(io.StringIO()),  # the trainer's progress bars
                         imagined_ends() if name == "actor_critic" else contextlib.nullcontext(),
                     ):
-                        times = timed_calls(partial(trainer._train_component, name, 1), steps, warmup, dev)
+                        times = timed_calls(partial(trainer.train_component, name, 1), steps, warmup, dev)
                     results[name] = {
                         "seconds_per_step": statistics.median(times),
                         "times": times,
@@ -365,7 +365,7 @@ def _bench_imagination(trainer: Any, cfg: Config, steps: int, warmup: int) -> di
     denoiser = trainer.agent.denoiser
     x = torch.randn(obs[:, -1].shape, generator=gen, device=dev)
     if isinstance(denoiser, EDMDenoiser):
-        sigma = env.sigmas[:1].expand(b)
+        sigma = denoiser.sampler(env.sampler_cfg).sigmas[:1].expand(b)
 
         def call() -> torch.Tensor:
             return denoiser.denoise(x, sigma, obs, act)

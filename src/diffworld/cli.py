@@ -76,8 +76,8 @@ non_negative_float = _float_in(0.0)
 
 
 def _refuse_live_run_output(path: str | Path, what: str, flag: str) -> None:
-    """A command writes nothing into a run folder that another process is training (see ``run_dir``)."""
-    from diffworld.training.run_dir import refuse_writing_into_live_run
+    """A command writes nothing into a run folder that another process is training (see ``run.folder``)."""
+    from diffworld.run.folder import refuse_writing_into_live_run
 
     refuse_writing_into_live_run(Path(path), what, f"pass {flag} to write it outside the run folder")
 
@@ -96,7 +96,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_games(args: argparse.Namespace) -> int:
-    from diffworld.envs.games import ATARI100K_GAMES, available_games
+    from diffworld.games import ATARI100K_GAMES, available_games
 
     games = ATARI100K_GAMES if args.atari100k else available_games()
     print("\n".join(games))
@@ -107,7 +107,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from diffworld.config import build_config, load_config_file
-    from diffworld.training.run_dir import CONFIG_FILE, check_resumable, create_run_dir, default_run_dir
+    from diffworld.run.folder import CONFIG_FILE, check_resumable, create_run_dir, default_run_dir
+    from diffworld.training.wandb_logger import require_wandb
 
     if args.resume is not None:
         if args.overrides:
@@ -120,6 +121,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config_file(run_dir / CONFIG_FILE)
     else:
         cfg = build_config(args.overrides)
+        if cfg.logging.wandb:
+            require_wandb()  # before the run folder is created
         run_dir = create_run_dir(Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg))
     print(f"Run folder: {run_dir}", flush=True)
 
@@ -133,7 +136,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
-    from diffworld.training.loading import load_trained_agent
+    from diffworld.run.trained_agent import load_trained_agent
 
     source = Path(args.source)
     out = Path(args.out) if args.out else source / "eval.json"
@@ -165,7 +168,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from diffworld.agent import export_agent
-    from diffworld.training.loading import load_trained_agent
+    from diffworld.run.trained_agent import load_trained_agent
 
     _refuse_live_run_output(args.folder, "the agent folder", "another folder")
     trained = load_trained_agent(Path(args.run_dir), "cpu")
@@ -288,7 +291,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffworld.evaluation.report import METRIC_TITLES, build_report, collect_scores
+    from diffworld.evaluation.report import build_report, collect_scores
+    from diffworld.evaluation.report_metrics import METRIC_TITLES
 
     sources = [Path(s) for s in args.sources]
     collect_scores(sources)  # first: a run still training, or no score at all, says so before the output

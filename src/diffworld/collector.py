@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.config.schema import Config
 from diffworld.data.episode import Episode
+from diffworld.data.frames import frames_to_tensor
 from diffworld.data.storage import EpisodeDataset
 from diffworld.envs.vector import AtariEnvs
 from diffworld.models.actor_critic import ActorCritic
@@ -148,6 +150,26 @@ class Collector:
         self._frames, self._actions, self._rewards, self._episode_ids, self._hx_cx = [], [], [], [], None
         return [per_env[k % n][k // n] for k in range(num_episodes)]
 
+    def collect_episode_start(self, max_steps: int) -> Episode:
+        """Reset every env and play the first env's fresh episode until it ends or ``max_steps`` steps are
+        taken; return its steps (whole, or cut there, neither terminated nor truncated). Nothing is stored
+        or counted as an episode; the next collection starts from a reset."""
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self._start()
+        only_first = np.arange(self.envs.num_envs) == 0
+        episode = None
+        for _ in range(max_steps):
+            episode = self._step(only_first)[0]
+            if episode is not None:
+                break
+        if episode is None:
+            episode = Episode.from_steps(
+                self._frames[0], self._actions[0], self._rewards[0], terminated=False, truncated=False
+            )
+        self._frames, self._actions, self._rewards, self._episode_ids, self._hx_cx = [], [], [], [], None
+        return episode
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue collecting exactly from here, envs included.
 
@@ -205,7 +227,7 @@ class Collector:
         keep only their current frame; their steps are not counted.
         """
         obs = np.stack([frames[-1] for frames in self._frames])
-        obs_t = torch.from_numpy(obs).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        obs_t = frames_to_tensor(obs, self.device)
         actions_t, (hx, cx) = self.actor_critic.act(
             obs_t, self._hx_cx, self.epsilon, self.temperature, self.generator
         )
@@ -288,3 +310,34 @@ class Collector:
                     f"episode {episode_id} in the dataset does not end on the frame where env {env}'s "
                     f"running episode goes on: restore the dataset that was saved with this state"
                 )
+
+
+@torch.no_grad()
+def collect_real_episode(
+    actor_critic: ActorCritic, cfg: Config, num_steps: int, seed: int, device: torch.device
+) -> tuple[Episode, list[str]]:
+    """Play up to ``num_steps`` steps of a fresh test episode (no life-loss ends) with the policy, as the
+    test episodes are played, in one env seeded with ``seed``; returns the episode (cut where it stops) and
+    the game's action names."""
+    envs = AtariEnvs(
+        cfg.game,
+        1,
+        seed,
+        life_loss_terminal=False,
+        max_frames_per_episode=cfg.env.max_frames_per_episode,
+        noop_max=cfg.env.noop_max,
+        frame_skip=cfg.env.frame_skip,
+        size=cfg.env.size,
+        asynchronous=False,
+    )
+    with envs:
+        collector = Collector(
+            envs,
+            actor_critic,
+            epsilon=cfg.collection.test_epsilon,
+            temperature=cfg.policy_temperature(),
+            device=device,
+            generator=torch.Generator(device).manual_seed(seed),
+            dataset=None,
+        )
+        return collector.collect_episode_start(num_steps), envs.action_meanings

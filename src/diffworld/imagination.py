@@ -26,9 +26,10 @@ from torch import Tensor, nn
 
 from diffworld.config.schema import ActorCriticConfig, SamplerConfig
 from diffworld.data.batch import Batch
+from diffworld.data.frames import tensor_to_frames
 from diffworld.data.sampler import SegmentSampler
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
-from diffworld.models.diffusion import Denoiser, karras_sigmas
+from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
 from diffworld.rollout import EnvStep, Rollout, rollout
 
@@ -78,8 +79,7 @@ class WorldModelEnv:
         self.reward_model = reward_model
         self.sampler = sampler
         self.sampler_cfg = sampler_cfg
-        c = sampler_cfg
-        self.sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, sampler.device)
+        self.frame_sampler = denoiser.sampler(sampler_cfg)
         self.horizon = horizon
         self.generator = generator
         self.num_envs = sampler.batch_size
@@ -132,9 +132,7 @@ class WorldModelEnv:
         if self._obs is None or self._act is None or self._t is None or self._frame_mask is None:
             raise RuntimeError("call reset() before step()")
         self._act[:, -1] = act
-        next_obs = self.denoiser.predict_next(
-            self._obs, self._act, self.sigmas, self.sampler_cfg, generator=self.generator
-        )
+        next_obs = self.frame_sampler.predict_next(self._obs, self._act, generator=self.generator)
         logits_rew, logits_end, self._rew_state = self.reward_model.predict(
             self._obs[:, -1:], act[:, None], next_obs[:, None], self._rew_state
         )
@@ -174,12 +172,6 @@ class WorldModelEnv:
         self._rew_state[1][:, idx] = c
 
 
-def _to_uint8_hwc(obs: Tensor) -> np.ndarray:
-    """(..., 3, H, W) in [-1, 1] with 8-bit levels -> (..., H, W, 3) uint8, exactly (frames are quantized)."""
-    x = obs.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-    return x.movedim(-3, -1).cpu().numpy()
-
-
 def _reseed(env: WorldModelEnv, seed: int) -> None:
     env.sampler.rng = np.random.default_rng(seed)
     if env.generator is not None:
@@ -209,7 +201,7 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is not None:
             _reseed(self.core, seed if isinstance(seed, int) else int(seed[0]))
-        return _to_uint8_hwc(self.core.reset().obs), {}
+        return tensor_to_frames(self.core.reset().obs), {}
 
     def step(
         self, actions: np.ndarray
@@ -217,9 +209,9 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
         act = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.core.device)
         s = self.core.step(act)
         done = (s.end | s.trunc).cpu().numpy()
-        info = {"final_obs": _to_uint8_hwc(s.final_obs), "_final_obs": done}
+        info = {"final_obs": tensor_to_frames(s.final_obs), "_final_obs": done}
         rew = s.rew.cpu().numpy().astype(np.float32)
-        return _to_uint8_hwc(s.obs), rew, s.end.cpu().numpy(), s.trunc.cpu().numpy(), info
+        return tensor_to_frames(s.obs), rew, s.end.cpu().numpy(), s.trunc.cpu().numpy(), info
 
 
 class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
@@ -241,13 +233,13 @@ class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         if seed is not None:
             _reseed(self.core, seed)
-        return _to_uint8_hwc(self.core.reset().obs[0]), {}
+        return tensor_to_frames(self.core.reset().obs[0]), {}
 
     def step(self, action: np.int64 | int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         act = torch.tensor([int(action)], dtype=torch.long, device=self.core.device)
         s = self.core.step(act)
         # A finished trajectory reports the frame it reached; the caller resets, as with any gym.Env.
-        return _to_uint8_hwc(s.final_obs[0]), float(s.rew[0]), bool(s.end[0]), bool(s.trunc[0]), {}
+        return tensor_to_frames(s.final_obs[0]), float(s.rew[0]), bool(s.end[0]), bool(s.trunc[0]), {}
 
 
 def _burn_in_rows(actor_critic: ActorCritic, state: LSTMState, s: ImaginedStep, rows: Tensor) -> LSTMState:

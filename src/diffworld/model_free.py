@@ -31,14 +31,10 @@ from torch import Tensor, nn
 from diffworld.collector import EpisodeStats
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data.batch import Batch
+from diffworld.data.frames import frames_to_tensor
 from diffworld.envs.vector import AtariEnvs
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
 from diffworld.rollout import EnvStep, rollout
-
-
-def _to_policy_input(obs: np.ndarray, device: torch.device) -> Tensor:
-    """(n, H, W, 3) uint8 -> (n, 3, H, W) float in [-1, 1], as the collector feeds the policy."""
-    return torch.from_numpy(obs).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 class RealEnvRollouts:
@@ -82,7 +78,7 @@ class RealEnvRollouts:
             self._state = actor_critic.initial_state(self.num_envs, self.device)
             self._returns[:] = 0
             self._lengths[:] = 0
-        return _to_policy_input(self._obs, self.device), self._state
+        return frames_to_tensor(self._obs, self.device), self._state
 
     def step(self, act: Tensor) -> EnvStep:
         if self._obs is None:
@@ -104,14 +100,14 @@ class RealEnvRollouts:
             self._returns[i], self._lengths[i] = 0, 0
         self._obs = result.obs
         self._done = result.done
-        obs = _to_policy_input(result.obs, self.device)
+        obs = frames_to_tensor(result.obs, self.device)
         end = torch.from_numpy(result.terminated).to(self.device)
         return EnvStep(
             obs=obs,
             rew=torch.from_numpy(np.sign(result.reward)).to(self.device),
             end=end,
             trunc=torch.from_numpy(result.truncated).to(self.device) & ~end,
-            final_obs=_to_policy_input(result.final_obs, self.device) if result.done.any() else obs,
+            final_obs=frames_to_tensor(result.final_obs, self.device) if result.done.any() else obs,
         )
 
     def restart(self, actor_critic: ActorCritic, state: LSTMState, s: EnvStep, rows: Tensor) -> LSTMState:
@@ -209,3 +205,38 @@ class ModelFreeActorCriticLoss(nn.Module):
         return actor_critic_loss(
             r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, self.cfg
         )
+
+
+class RealRolloutBatches:
+    """The actor-critic's batch source in the model-free baseline: one real rollout per batch.
+
+    ``loss`` takes each rollout itself (``sample`` returns None), as many as the real-step budget funds.
+    The trainer reads the real steps taken, the episodes completed and the state to checkpoint from here.
+    """
+
+    uses_world_model = False
+
+    def __init__(self, loss: ModelFreeActorCriticLoss) -> None:
+        self.loss = loss
+
+    def sample(self) -> None:
+        return None
+
+    def batches_left(self) -> int:
+        return self.loss.rollouts_left
+
+    @property
+    def num_env_steps(self) -> int:
+        return self.loss.env.num_steps_total
+
+    def pop_episodes(self) -> list[EpisodeStats]:
+        return self.loss.env.pop_episodes()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loss.env.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss.env.load_state_dict(state)
+
+    def close(self) -> None:
+        self.loss.env.envs.close()

@@ -30,7 +30,7 @@ from torch import Tensor
 from diffworld.agent import Agent, export_agent
 from diffworld.config.schema import Config, DiffusionKind
 from diffworld.errors import UserError
-from diffworld.training.checkpoint import describe_refusal
+from diffworld.run.checkpoint import describe_refusal
 
 OFFICIAL_PREFIXES = ("denoiser.", "rew_end_model.", "actor_critic.")
 """The key prefixes of the official ``Agent.state_dict()``."""

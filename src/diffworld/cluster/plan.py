@@ -20,9 +20,9 @@ from typing import Any
 
 from diffworld.config import Config, build_config, load_config_file
 from diffworld.config.loading import MAX_SEED
-from diffworld.envs.games import ATARI100K_GAMES, UnknownGameError, resolve_game
 from diffworld.errors import UserError
-from diffworld.training.run_dir import CONFIG_FILE, EVAL_FILE
+from diffworld.games import ATARI100K_GAMES, UnknownGameError, resolve_game
+from diffworld.run.folder import CONFIG_FILE, EVAL_FILE
 
 PER_RUN_KEYS = ("game", "seed", "run_dir")
 """Training keys the sweep sets for each run; giving them is a mistake that :class:`SweepError` explains."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from diffworld.training.logger import METRICS_FILE
+from diffworld.run.metrics_file import METRICS_FILE
 
 TAIL_BYTES = 64 * 1024
 RETURN_KEYS = (

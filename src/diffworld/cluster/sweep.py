@@ -24,7 +24,8 @@ from typing import Protocol, TextIO
 from diffworld.cluster.plan import RunSpec, RunState, SweepError, SweepPlan, check_existing_runs, run_state
 from diffworld.cluster.progress import LiveTable, Progress, Row, read_progress, render_table
 from diffworld.cluster.task import log_file, worker_file
-from diffworld.evaluation.report import DEFAULT_REPS, METRIC_TITLES, ReportError, build_report
+from diffworld.evaluation.report import DEFAULT_REPS, ReportError, build_report
+from diffworld.evaluation.report_metrics import METRIC_TITLES
 
 LOCK_FILE = ".driver.lock"
 

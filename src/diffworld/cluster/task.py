@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from diffworld.cluster.plan import RunSpec, RunState, config_of, run_state
-from diffworld.training.run_dir import EVAL_FILE
+from diffworld.run.folder import EVAL_FILE
 from diffworld.utils.atomic import atomic_write_text
 
 

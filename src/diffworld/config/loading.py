@@ -25,8 +25,8 @@ from omegaconf.errors import (
 
 from diffworld.config.presets import PRESETS
 from diffworld.config.schema import Config
-from diffworld.envs.games import UnknownGameError, resolve_game
 from diffworld.errors import UserError
+from diffworld.games import UnknownGameError, resolve_game
 from diffworld.utils.atomic import atomic_write_text
 
 MAX_SEED = 2**32 - 1
@@ -239,11 +239,6 @@ def validate(cfg: Config) -> None:
         "training.model_free=true needs actor_critic.training.steps_per_epoch >= 1: its epochs train the "
         "actor-critic on real rollouts until collection.total_env_steps are spent.",
     )
-    check(
-        not cfg.logging.wandb,
-        "logging.wandb=true is not available in this version yet: metrics go to metrics.jsonl and "
-        "TensorBoard.",
-    )
     check(cfg.training.save_agent_every >= 1, "training.save_agent_every must be >= 1.")
     check(cfg.logging.video_steps >= 0, "logging.video_steps must be >= 0 (0: no video).")
     check(
@@ -265,6 +260,13 @@ def reward_model_seq_length(cfg: Config) -> int:
 
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The configuration as plain values (enums by name), as ``config.yaml`` holds it."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)
+    assert isinstance(container, dict)
+    return {str(key): value for key, value in container.items()}
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -249,7 +249,8 @@ class TrainingConfig:
 class LoggingConfig:
     tensorboard: bool = True
     wandb: bool = False
-    """Log to Weights & Biases too (needs the ``wandb`` extra and a login)."""
+    """Log to Weights & Biases too, the same metrics and the run's configuration (needs the ``wandb`` extra,
+    and a login or ``WANDB_MODE=offline``)."""
     wandb_project: str = "diffworld"
     video_steps: int = 50
     """At each test, a video of the first test episode beside the world model's imagination from the same
@@ -278,3 +279,8 @@ class Config:
     actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def policy_temperature(self) -> float:
+        """The temperature of the policy's action sampling in this game's real environment: its
+        ``actor_critic.temperature_per_game`` entry, else ``actor_critic.temperature``."""
+        return self.actor_critic.temperature_per_game.get(self.game, self.actor_critic.temperature)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from diffworld.data.batch import Batch
+from diffworld.data.frames import frames_to_tensor
 from diffworld.data.storage import EpisodeDataset
 
 _CPU = torch.device("cpu")
@@ -114,7 +115,7 @@ class SegmentSampler:
         padding_frames = np.flatnonzero((frame_pos < 0) | (frame_pos > lengths))
         # uint8 crosses to the device (4x less traffic than float32); conversion and zeroing happen there.
         obs = torch.from_numpy(frames).to(self.device, non_blocking=True)
-        obs = obs.permute(0, 1, 4, 2, 3).contiguous().float().div_(127.5).sub_(1.0)
+        obs = frames_to_tensor(obs)
         obs.flatten(0, 1).index_fill_(0, torch.from_numpy(padding_frames).to(self.device), 0.0)
         return Batch(
             obs=obs,
@@ -131,3 +132,29 @@ class SegmentSampler:
 
     def _steps_to_device(self, values: np.ndarray, is_real: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.where(is_real, values, np.zeros((), dtype=values.dtype))).to(self.device)
+
+
+def traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch]:
+    """Every step of ``dataset`` once, in segments shaped like ``sampler``'s (padding where needed)."""
+    seq = sampler.seq_length
+    ids, starts = [], []
+    for episode_id, length in enumerate(dataset.lengths.tolist()):
+        episode_starts = np.arange(0, length, seq)
+        if not sampler.can_sample_beyond_end:
+            # Segments must end inside the episode: the last one shifts left (and may pad on the left).
+            episode_starts = np.minimum(episode_starts, length - seq)
+            episode_starts = np.unique(episode_starts)
+        ids.append(np.full(len(episode_starts), episode_id))
+        starts.append(episode_starts)
+    all_ids, all_starts = np.concatenate(ids), np.concatenate(starts)
+    view = SegmentSampler(
+        dataset,
+        sampler.batch_size,
+        seq,
+        None,
+        sampler.can_sample_beyond_end,
+        rng=sampler.rng,
+        device=sampler.device,
+    )
+    for i in range(0, len(all_ids), sampler.batch_size):
+        yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])

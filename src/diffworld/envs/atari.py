@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 from ale_py.env import AtariEnv
 
-from diffworld.envs.games import env_id
+from diffworld.games import env_id
 
 gym.register_envs(ale_py)
 # Process-wide: keeps ALE's version banner and info logs out of the console (workers import this module too).

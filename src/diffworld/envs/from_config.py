@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from diffworld.config.schema import Config
-from diffworld.envs.games import is_atari
 from diffworld.envs.vector import AtariEnvs
+from diffworld.games import is_atari
 from diffworld.utils.seeding import derive_seed
 
 

@@ -6,7 +6,7 @@ from typing import TypeAlias
 
 from diffworld.envs.atari import Atari100kPreprocessing, make_atari_env
 from diffworld.envs.catch import GAME_NAME, CatchEnv, make_catch_env
-from diffworld.envs.games import resolve_game
+from diffworld.games import resolve_game
 
 GameEnv: TypeAlias = Atari100kPreprocessing | CatchEnv
 """What ``make_env`` returns: the same interface (``action_meanings``, ``get_state`` / ``set_state``,

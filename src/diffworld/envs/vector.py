@@ -10,8 +10,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from diffworld.envs.games import resolve_game
 from diffworld.envs.make import make_env
+from diffworld.games import resolve_game
 
 
 @dataclass(frozen=True)

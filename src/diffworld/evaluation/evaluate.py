@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from diffworld import __version__
+from diffworld.collector import Collector
 from diffworld.config.schema import Config
+from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.scores import human_normalized_score
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.utils.atomic import atomic_write_text
@@ -74,9 +76,6 @@ def evaluate_policy(
             final episodes), ``epsilon`` outside [0, 1], ``num_envs`` < 1, or a policy with another number
             of actions than ``cfg.game``'s environment.
     """
-    from diffworld.collector import Collector
-    from diffworld.envs.from_config import make_envs
-
     if num_episodes < 0:
         raise ValueError(f"the number of test episodes must be at least 0, got {num_episodes}")
     if not 0 <= epsilon <= 1:
@@ -94,7 +93,7 @@ def evaluate_policy(
             envs,
             actor_critic,
             epsilon=epsilon,
-            temperature=cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature),
+            temperature=cfg.policy_temperature(),
             device=device,
             generator=torch.Generator(device).manual_seed(derive_seed(cfg.seed, "eval_policy")),
             dataset=None,

@@ -33,13 +33,12 @@ from typing import Any
 import numpy as np
 
 from diffworld.errors import UserError
+from diffworld.evaluation.report_metrics import METRIC_TITLES, METRICS, PAPER_LABEL
+from diffworld.evaluation.report_plots import draw_plots
 from diffworld.evaluation.scores import human_normalized_score, paper_scores, reference_scores
-from diffworld.training.run_dir import CONFIG_FILE, EVAL_FILE, is_run_dir_locked, run_dir_holder
+from diffworld.run.folder import CONFIG_FILE, EVAL_FILE, is_run_dir_locked, run_dir_holder
 from diffworld.utils.atomic import atomic_write_text
 
-METRICS = ("mean", "median", "iqm", "optimality_gap")
-METRIC_TITLES = {"mean": "Mean", "median": "Median", "iqm": "IQM", "optimality_gap": "Optimality gap"}
-PAPER_LABEL = "DIAMOND (paper)"
 DEFAULT_REPS = 50_000
 """rliable's default number of bootstrap replications for the aggregate metrics (about 10 s here)."""
 MAX_PROFILE_REPS = 2_000
@@ -315,8 +314,6 @@ def build_report(
 def write_report(report: dict[str, Any], out: Path) -> None:
     """``report.json``, ``report.md`` and the plots, in ``out`` (created; earlier report files replaced)."""
     _check_dependencies()
-    from diffworld.evaluation.report_plots import draw_plots
-
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = draw_plots(report, out)
     atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2) + "\n")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.evaluation.report import METRIC_TITLES, METRICS, PAPER_LABEL
+from diffworld.evaluation.report_metrics import METRIC_TITLES, METRICS, PAPER_LABEL
 
 PROFILE_PNG = "performance_profile.png"
 PER_GAME_PNG = "per_game_hns.png"

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler
-from diffworld.models.diffusion import Denoiser, karras_sigmas
+from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
 
 
@@ -79,15 +79,14 @@ def one_step_reward_signs(
     )
     episode_ids = np.searchsorted(dataset.step_starts, steps, side="right") - 1
     starts = steps - dataset.step_starts[episode_ids] - (num_cond - 1)
-    c = sampler_cfg
-    sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
+    sampler = denoiser.sampler(sampler_cfg)
     true: list[Tensor] = []
     predicted: list[Tensor] = []
     real: list[Tensor] = []
     for i in range(0, len(steps), batch_size):
         batch = segments.make_batch(episode_ids[i : i + batch_size], starts[i : i + batch_size])
         prev_obs, next_obs = batch.obs[:, :-1], batch.obs[:, -1]
-        prediction = denoiser.predict_next(prev_obs, batch.act, sigmas, sampler_cfg, generator=generator)
+        prediction = sampler.predict_next(prev_obs, batch.act, generator=generator)
         for frame, signs in ((prediction, predicted), (next_obs, real)):
             following = torch.cat([prev_obs[:, 1:], frame[:, None]], dim=1)
             logits_rew, _, _ = reward_model.predict(prev_obs, batch.act, following, mask=batch.mask_padding)

@@ -1,4 +1,5 @@
-"""Metrics of a run: one JSON object per line in ``metrics.jsonl`` and TensorBoard scalars.
+"""Metrics of a run: one JSON object per line in ``metrics.jsonl``, TensorBoard scalars and, with
+``logging.wandb=true``, Weights & Biases (``diffworld.training.wandb_logger``).
 
 Keys follow ``component/train|test/name`` (``denoiser/train/loss_denoising``); every record carries the
 epoch and the number of real environment steps, against which TensorBoard plots everything.
@@ -14,24 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from diffworld.run.metrics_file import METRICS_FILE, read_metrics
+from diffworld.training.wandb_logger import WandbLogger
 from diffworld.utils.atomic import atomic_write_text
-
-METRICS_FILE = "metrics.jsonl"
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Every record of a run, in order."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a crash is the last one: everything before it is intact
-    return records
+from diffworld.utils.video_encoding import encode_gif
 
 
 class MetricsLogger:
@@ -39,11 +26,17 @@ class MetricsLogger:
 
     ``keep_records``, for a resumed run, is the number of records its checkpoint had seen: later ones were
     logged by work the crash undid and that the resumed run redoes, so they are dropped and the file never
-    holds a record twice. TensorBoard is told the same with ``purge_step``.
+    holds a record twice. TensorBoard is told the same with ``purge_step``; ``wandb`` gets every record with
+    its index, so that it can leave out those it already holds.
     """
 
     def __init__(
-        self, run_dir: Path, tensorboard: bool, keep_records: int | None = None, purge_step: int | None = None
+        self,
+        run_dir: Path,
+        tensorboard: bool,
+        keep_records: int | None = None,
+        purge_step: int | None = None,
+        wandb: WandbLogger | None = None,
     ) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         records = read_metrics(run_dir)
@@ -57,12 +50,15 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
+        self._wandb = wandb
 
     def log(self, metrics: dict[str, float], *, epoch: int, env_steps: int, **extra: Any) -> None:
         record = {"epoch": epoch, "env_steps": env_steps, **extra, **metrics}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        if self._wandb is not None:
+            self._wandb.log(record, index=self.num_records)
         self.num_records += 1
         if self._writer is not None:
             for key, value in metrics.items():
@@ -85,8 +81,6 @@ class MetricsLogger:
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        from diffworld.viz.video import encode_gif
-
         _, height, width, channels = frames.shape
         image = Summary.Image(
             height=height, width=width, colorspace=channels, encoded_image_string=encode_gif(frames, fps)
@@ -99,3 +93,5 @@ class MetricsLogger:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.close()

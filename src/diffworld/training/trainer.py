@@ -25,30 +25,25 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from diffworld.agent import Agent, export_agent
 from diffworld.collector import Collector, EpisodeStats
-from diffworld.config.loading import reward_model_seq_length, save_config
+from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
 from diffworld.config.schema import ComponentTrainingConfig, Config, OptimizerConfig
-from diffworld.data import (
-    Batch,
-    EpisodeDataset,
-    SegmentSampler,
-    has_enough_minority_rewards,
-    set_aside_later_files,
-)
+from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
+from diffworld.data.sampler import traverse
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
 from diffworld.evaluation.reward_recall import RewardDetection, reward_detection
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
-from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
-from diffworld.training.checkpoint import (
+from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts, RealRolloutBatches
+from diffworld.run.checkpoint import (
     generator_state,
     has_checkpoint,
     last_complete_checkpoint,
@@ -56,13 +51,11 @@ from diffworld.training.checkpoint import (
     rng_state,
     save_agent_copy,
     save_checkpoint,
+    set_aside_after_checkpoint,
     set_generator_state,
     set_rng_state,
 )
-from diffworld.training.logger import MetricsLogger
-from diffworld.training.optim import make_optimizer, make_warmup_scheduler
-from diffworld.training.precision import autocast
-from diffworld.training.run_dir import (
+from diffworld.run.folder import (
     CONFIG_FILE,
     EVAL_FILE,
     RunDirError,
@@ -72,7 +65,14 @@ from diffworld.training.run_dir import (
     lock_run_dir,
     unlock_run_dir,
 )
+from diffworld.training.logger import MetricsLogger
+from diffworld.training.optim import make_optimizer, make_warmup_scheduler
+from diffworld.training.precision import autocast
+from diffworld.training.test_video import log_test_video
+from diffworld.training.update import BatchSource, SampledBatches, train_updates
+from diffworld.training.wandb_logger import WandbLogger, require_wandb
 from diffworld.utils.atomic import DiskFullError, format_bytes, free_bytes, is_disk_full
+from diffworld.utils.device import resolve_device
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 COMPONENTS = ("denoiser", "reward_model", "actor_critic")
@@ -86,12 +86,6 @@ CHECKPOINT_KEYS = (
     "generators",
     "collector",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -110,11 +104,60 @@ class Counters:
     """Records in ``metrics.jsonl`` when the checkpoint was saved."""
 
 
+class ActorCriticBatches(BatchSource, Protocol):
+    """Where the actor-critic learns: imagination from dataset segments (``ImaginationBatches``) or, for the
+    model-free baseline (``training.model_free``), real rollouts (``model_free.RealRolloutBatches``), which
+    spend the real-step budget themselves and leave the world model out of the run."""
+
+    uses_world_model: bool
+    """Whether the run collects a dataset and trains and tests the world model for it."""
+
+    @property
+    def num_env_steps(self) -> int:
+        """Real agent steps taken for these batches."""
+        ...
+
+    def pop_episodes(self) -> list[EpisodeStats]:
+        """The real episodes these batches completed since the last call."""
+        ...
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a checkpoint must hold beyond the samplers' random streams (None: nothing)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ImaginationBatches(SampledBatches):
+    """The segments imagination starts from: no real step, no episode, no state of their own."""
+
+    uses_world_model = True
+    num_env_steps = 0
+
+    def pop_episodes(self) -> list[EpisodeStats]:
+        return []
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise ValueError("imagination's batches have no state to load beyond their sampler's")
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class Component:
-    """One model with what trains it: ``model(batch) -> (loss, metrics)``, its sampler and optimizer."""
+    """One model with what trains it: ``model(batch) -> (loss, metrics)``, its batches and optimizer.
+
+    ``sampler`` draws the dataset segments behind ``batches`` (a model-free actor-critic's batches are real
+    rollouts instead); the test losses go through the test episodes in segments of its shape."""
 
     model: nn.Module
+    batches: BatchSource
     sampler: SegmentSampler
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -126,6 +169,8 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        if cfg.logging.wandb:
+            require_wandb()  # before anything is written
         # Before anything reads or writes the folder: a second writer (a resume of a live run, the same
         # run_dir twice) is refused here, with the holder's name.
         lock_run_dir(self.run_dir)
@@ -159,7 +204,9 @@ class Trainer:
             tqdm.write(f"Resuming from {used}")
             # Checkpoints saved before running episodes were stored have no lengths: all their episodes ended.
             lengths = state.get("dataset_lengths")
-            _set_aside_episodes(self.run_dir, keep=state["dataset_num_episodes"], lengths=lengths)
+            set_aside_after_checkpoint(
+                dataset_dir(self.run_dir), keep=state["dataset_num_episodes"], lengths=lengths
+            )
             self.dataset = EpisodeDataset.load(
                 dataset_dir(self.run_dir),
                 max_episodes=state["dataset_num_episodes"],
@@ -174,7 +221,7 @@ class Trainer:
             state = None
             if resume:
                 tqdm.write(f"{self.run_dir} was stopped before its first checkpoint: starting it over")
-                _set_aside_episodes(self.run_dir, keep=0)
+                set_aside_after_checkpoint(dataset_dir(self.run_dir), keep=0)
             else:
                 create_run_dir(self.run_dir)
             save_config(cfg, self.run_dir / CONFIG_FILE)
@@ -182,7 +229,7 @@ class Trainer:
                 dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
             )
 
-        temperature = cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature)
+        temperature = cfg.policy_temperature()
         self.generators = {
             name: torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, name))
             for name in ("collector", "test_collector", "imagination")
@@ -211,12 +258,16 @@ class Trainer:
         self._clock = time.monotonic()
         if state is not None:
             self._load_state(state)
+        wandb = (
+            WandbLogger(self.run_dir, cfg.logging.wandb_project, to_dict(cfg)) if cfg.logging.wandb else None
+        )
         self.logger = MetricsLogger(
             self.run_dir,
             tensorboard=cfg.logging.tensorboard,
             keep_records=self.counters.num_records if resume else None,
             # Records at the checkpoint's env steps were logged before it: keep them in TensorBoard too.
             purge_step=self.env_steps + (1 if resumable else 0) if resume else None,
+            wandb=wandb,
         )
         if not resumable:
             self._save_checkpoint()
@@ -239,16 +290,18 @@ class Trainer:
 
         ac_sampler = sampler("actor_critic", num_cond - 1, False)
         ac_loss: nn.Module
+        ac_batches: ActorCriticBatches
         if cfg.training.model_free:
             # The baseline: real rollouts in envs of their own, every step spent from the run's budget.
             envs = make_envs(cfg, cfg.actor_critic.training.batch_size, "model_free", life_loss_terminal=True)
             generator = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, "model_free"))
-            ac_loss = ModelFreeActorCriticLoss(
+            model_free_loss = ModelFreeActorCriticLoss(
                 self.agent.actor_critic,
                 RealEnvRollouts(envs, self.device, generator),
                 cfg.actor_critic,
                 max_env_steps=cfg.collection.total_env_steps,
             )
+            ac_loss, ac_batches = model_free_loss, RealRolloutBatches(model_free_loss)
         else:
             wm_env = WorldModelEnv(
                 self.agent.denoiser,
@@ -259,23 +312,22 @@ class Trainer:
                 self.generators["imagination"],
             )
             ac_loss = ImaginationActorCriticLoss(self.agent.actor_critic, wm_env, cfg.actor_critic)
-        models: dict[str, tuple[nn.Module, SegmentSampler]] = {
-            "denoiser": (
-                self.agent.denoiser,
-                sampler("denoiser", num_cond + cfg.denoiser.num_autoregressive_steps - 1, False),
-            ),
-            "reward_model": (
-                self.agent.reward_model,
-                sampler("reward_model", reward_model_seq_length(cfg), True),
-            ),
-            "actor_critic": (ac_loss, ac_sampler),
+            ac_batches = ImaginationBatches(ac_sampler)
+        self.actor_critic_batches = ac_batches
+        denoiser_sampler = sampler("denoiser", num_cond + cfg.denoiser.num_autoregressive_steps - 1, False)
+        reward_sampler = sampler("reward_model", reward_model_seq_length(cfg), True)
+        models: dict[str, tuple[nn.Module, BatchSource, SegmentSampler]] = {
+            "denoiser": (self.agent.denoiser, SampledBatches(denoiser_sampler), denoiser_sampler),
+            "reward_model": (self.agent.reward_model, SampledBatches(reward_sampler), reward_sampler),
+            "actor_critic": (ac_loss, ac_batches, ac_sampler),
         }
         components = {}
-        for name, (model, model_sampler) in models.items():
+        for name, (model, batches, model_sampler) in models.items():
             model_cfg = getattr(cfg, name)
             optimizer = make_optimizer(model, model_cfg.optimizer)
             components[name] = Component(
                 model=model,
+                batches=batches,
                 sampler=model_sampler,
                 optimizer=optimizer,
                 scheduler=make_warmup_scheduler(optimizer, model_cfg.optimizer.warmup_steps),
@@ -288,21 +340,19 @@ class Trainer:
 
     @property
     def num_epochs(self) -> int:
-        if self._model_free is not None:
-            return self.counters.num_epochs_collect
-        return self.counters.num_epochs_collect + self.cfg.training.num_final_epochs
+        # Final epochs train on the dataset without collecting; real rollouts end with the real steps.
+        final = self.cfg.training.num_final_epochs if self.actor_critic_batches.uses_world_model else 0
+        return self.counters.num_epochs_collect + final
 
     @property
-    def _model_free(self) -> ModelFreeActorCriticLoss | None:
-        """The actor-critic's loss on real rollouts with ``training.model_free``, else None."""
-        model = self.components["actor_critic"].model
-        return model if isinstance(model, ModelFreeActorCriticLoss) else None
+    def trained_components(self) -> tuple[str, ...]:
+        """The models an epoch trains, in order."""
+        return COMPONENTS if self.actor_critic_batches.uses_world_model else ("actor_critic",)
 
     @property
     def env_steps(self) -> int:
-        """Real agent steps taken so far: training collection, plus the model-free rollouts' steps."""
-        model_free = self._model_free
-        return self.collector.num_steps_total + (0 if model_free is None else model_free.env.num_steps_total)
+        """Real agent steps taken so far: training collection, plus those of the actor-critic's batches."""
+        return self.collector.num_steps_total + self.actor_critic_batches.num_env_steps
 
     def elapsed_seconds(self) -> float:
         """Wall-clock seconds of the whole run so far, over all resumes."""
@@ -344,10 +394,10 @@ class Trainer:
     def _run(self) -> dict[str, Any] | None:
         try:
             if self.counters.phase == "initial":
-                if self._model_free is not None:
-                    self._plan_model_free()
-                else:
+                if self.actor_critic_batches.uses_world_model:
                     self._initial_collection()
+                else:
+                    self._plan_real_rollouts()
             epochs = tqdm(
                 total=self.num_epochs,
                 initial=self.counters.epoch,
@@ -367,8 +417,7 @@ class Trainer:
             self.logger.close()
             self.train_envs.close()
             self.test_envs.close()
-            if self._model_free is not None:
-                self._model_free.env.envs.close()
+            self.actor_critic_batches.close()
             unlock_run_dir(self.run_dir)
 
     def _initial_collection(self) -> None:
@@ -403,11 +452,12 @@ class Trainer:
         self.counters.phase = "epochs" if self.num_epochs > 0 else "final"
         self._save_checkpoint()
 
-    def _plan_model_free(self) -> None:
+    def _plan_real_rollouts(self) -> None:
         """The model-free schedule: as many epochs of actor-critic steps as the real-step budget funds."""
-        assert self._model_free is not None
+        rollouts_left = self.actor_critic_batches.batches_left()
+        assert rollouts_left is not None
         t = self.cfg.actor_critic.training
-        updates = -(-self._model_free.rollouts_left // t.grad_acc_steps)
+        updates = -(-rollouts_left // t.grad_acc_steps)
         if updates <= t.steps_first_epoch:
             epochs = min(updates, 1)
         else:
@@ -421,20 +471,19 @@ class Trainer:
         counters, cfg = self.counters, self.cfg
         counters.epoch += 1
         metrics: dict[str, float] = {}
-        model_free = self._model_free
-        if counters.epoch <= counters.num_epochs_collect and model_free is None:
+        collects = self.actor_critic_batches.uses_world_model  # real rollouts spend the real steps instead
+        if counters.epoch <= counters.num_epochs_collect and collects:
             stats = self.collector.collect_steps(cfg.collection.steps_per_epoch)
             metrics |= _episode_metrics("collection/train", stats)
             neg, zero, pos = self.dataset.reward_sign_counts()
             metrics["collection/train/dataset_reward_rate"] = float((neg + pos) / max(1, neg + zero + pos))
-        for name in COMPONENTS if model_free is None else ("actor_critic",):
+        for name in self.trained_components:
             training = self.components[name].training
             steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
             t_component = time.monotonic()
-            metrics |= self._train_component(name, steps)
+            metrics |= self.train_component(name, steps)
             metrics[f"time/{name}_seconds"] = time.monotonic() - t_component
-        if model_free is not None:
-            metrics |= _episode_metrics("collection/model_free", model_free.env.pop_episodes())
+        metrics |= _episode_metrics("collection/model_free", self.actor_critic_batches.pop_episodes())
         if counters.epoch % cfg.collection.test_every_epochs == 0:
             t_test = time.monotonic()
             metrics |= self._test()
@@ -453,41 +502,24 @@ class Trainer:
         """The number format of training's forward passes, the imagined rollouts included."""
         return autocast(self.device, self.cfg.training.precision)
 
-    def _train_component(self, name: str, steps: int) -> dict[str, float]:
+    def train_component(self, name: str, steps: int) -> dict[str, float]:
+        """``steps`` updates of one of ``COMPONENTS`` (``train_updates``); its ``name/train/...`` metrics."""
         component = self.components[name]
-        model = component.model
         # The world model only generates while the actor-critic learns in imagination.
         self.agent.eval()
-        model.train()
-        model_free = model if isinstance(model, ModelFreeActorCriticLoss) else None
-        sums: dict[str, Tensor] = {}
-        num_batches_done = 0
-        for _ in tqdm(range(steps), desc=name, leave=False, dynamic_ncols=True, disable=steps == 0):
-            num_batches = component.training.grad_acc_steps
-            if model_free is not None:  # real rollouts, each funded by the budget: stop when it is spent
-                num_batches = min(num_batches, model_free.rollouts_left)
-                if num_batches == 0:
-                    break
-            for _ in range(num_batches):
-                batch = None if model_free is not None else component.sampler.sample()
-                with self.autocast():
-                    loss, step_metrics = model(batch)
-                (loss / num_batches).backward()
-                for key, value in step_metrics.items():
-                    sums[key] = sums.get(key, 0) + value
-            num_batches_done += num_batches
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), component.optim_cfg.max_grad_norm)
-            sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.detach() * num_batches
-            component.optimizer.step()
-            component.optimizer.zero_grad(set_to_none=True)
-            component.scheduler.step()
-            self.counters.num_updates[name] += 1
-        self.agent.eval()
-        n = max(1, num_batches_done)
-        metrics = {f"{name}/train/{key}": float(value) / n for key, value in sums.items()}
-        if num_batches_done:
-            metrics[f"{name}/train/lr"] = float(component.scheduler.get_last_lr()[0])
-        return metrics
+        result = train_updates(
+            component.model,
+            component.batches,
+            component.optimizer,
+            component.scheduler,
+            steps=steps,
+            grad_acc_steps=component.training.grad_acc_steps,
+            max_grad_norm=component.optim_cfg.max_grad_norm,
+            autocast=self.autocast,
+            desc=name,
+        )
+        self.counters.num_updates[name] += result.num_updates
+        return {f"{name}/train/{key}": value for key, value in result.metrics.items()}
 
     @torch.no_grad()
     def _test(self) -> dict[str, float]:
@@ -496,13 +528,13 @@ class Trainer:
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
         metrics = _episode_metrics("collection/test", stats)
-        if test_dataset.num_episodes == 0 or self.cfg.training.model_free:
-            return metrics  # a model-free run has no world model to test
+        if test_dataset.num_episodes == 0 or not self.actor_critic_batches.uses_world_model:
+            return metrics
         for name in ("denoiser", "reward_model"):
             component = self.components[name]
             sums: dict[str, float] = {}
             num_batches = 0
-            for batch in _traverse(test_dataset, component.sampler):
+            for batch in traverse(test_dataset, component.sampler):
                 _, batch_metrics = component.model(batch)
                 for key, value in batch_metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
@@ -517,8 +549,6 @@ class Trainer:
         )
         metrics |= _reward_detection_metrics(detection)
         if self.cfg.logging.video_steps > 0:
-            from diffworld.viz.video import log_test_video
-
             # Real | imagined from the same start, to TensorBoard; its own generator leaves the run's alone.
             log_test_video(
                 self.logger,
@@ -589,8 +619,9 @@ class Trainer:
             "num_actions": self.num_actions,
             "game": self.cfg.game,  # checked against config.yaml by the commands that load the agent
         }
-        if self._model_free is not None:
-            state["model_free"] = self._model_free.env.state_dict()
+        batches_state = self.actor_critic_batches.state_dict()
+        if batches_state is not None:
+            state["model_free"] = batches_state
         save_checkpoint(state, checkpoint_dir(self.run_dir))
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -605,8 +636,8 @@ class Trainer:
             generator.set_state(state["generators"][name])
         self.collector.load_state_dict(state["collector"])
         self.test_collector.load_state_dict(state["test_collector"])
-        if self._model_free is not None:
-            self._model_free.env.load_state_dict(state["model_free"])
+        if "model_free" in state:
+            self.actor_critic_batches.load_state_dict(state["model_free"])
         set_rng_state(state["rng"])
 
 
@@ -638,44 +669,6 @@ def _episode_metrics(prefix: str, stats: list[EpisodeStats]) -> dict[str, float]
         f"{prefix}/length_mean": float(lengths.mean()),
         f"{prefix}/num_episodes": float(len(stats)),
     }
-
-
-def _traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch]:
-    """Every step of ``dataset`` once, in segments shaped like ``sampler``'s (padding where needed)."""
-    seq = sampler.seq_length
-    ids, starts = [], []
-    for episode_id, length in enumerate(dataset.lengths.tolist()):
-        episode_starts = np.arange(0, length, seq)
-        if not sampler.can_sample_beyond_end:
-            # Segments must end inside the episode: the last one shifts left (and may pad on the left).
-            episode_starts = np.minimum(episode_starts, length - seq)
-            episode_starts = np.unique(episode_starts)
-        ids.append(np.full(len(episode_starts), episode_id))
-        starts.append(episode_starts)
-    all_ids, all_starts = np.concatenate(ids), np.concatenate(starts)
-    view = SegmentSampler(
-        dataset,
-        sampler.batch_size,
-        seq,
-        None,
-        sampler.can_sample_beyond_end,
-        rng=sampler.rng,
-        device=sampler.device,
-    )
-    for i in range(0, len(all_ids), sampler.batch_size):
-        yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])
-
-
-def _set_aside_episodes(run_dir: Path, keep: int, lengths: np.ndarray | None = None) -> None:
-    """Move what was stored after the checkpoint (lost to a crash) aside: the files of episodes with ids
-    >= ``keep``, and the steps that open episodes gained since (``lengths``: each one's at the checkpoint)."""
-    directory = dataset_dir(run_dir)
-    if not directory.is_dir():
-        return
-    aside = run_dir / "dataset" / f"after_checkpoint_{time.strftime('%Y%m%d-%H%M%S')}"
-    moved = set_aside_later_files(directory, aside, keep, None if lengths is None else lengths.tolist())
-    if moved:
-        tqdm.write(f"Moved {len(moved)} episode file(s) written after the last checkpoint to {aside}")
 
 
 def _reward_detection_metrics(detection: RewardDetection) -> dict[str, float]:

@@ -202,7 +202,7 @@ def action_meanings_for(folder: Path, source: Path) -> list[str] | None:
     if info_path.is_file():
         meanings = json.loads(info_path.read_text()).get("action_meanings")
         return list(meanings) if isinstance(meanings, list) else None
-    from diffworld.training.run_dir import CONFIG_FILE
+    from diffworld.run.folder import CONFIG_FILE
 
     if (source / CONFIG_FILE).is_file():
         from diffworld.config.loading import load_config_file

@@ -15,7 +15,7 @@ from diffworld.data import (
     stored_episode_ids,
 )
 from diffworld.errors import UserError
-from diffworld.training.run_dir import CONFIG_FILE, dataset_dir
+from diffworld.run.folder import CONFIG_FILE, dataset_dir
 
 _CACHED_EPISODES = 4
 RECORDING_INFO = "recording.json"

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
+from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.data.storage import episode_path
 from diffworld.errors import UserError
 from diffworld.imagination import WorldModelEnv
@@ -40,11 +41,10 @@ from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
 from diffworld.viz.display import Window, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO
 from diffworld.viz.keymaps import KeyMap
-from diffworld.viz.video import to_tensor, to_uint8
 
 if TYPE_CHECKING:
     from diffworld.envs.vector import AtariEnvs
-    from diffworld.training.loading import TrainedAgent
+    from diffworld.run.trained_agent import TrainedAgent
 
 MAX_HORIZON = 1 << 20
 _CONTEXT_EPISODES = 100
@@ -147,13 +147,13 @@ class WorldModelPlayEnv:
 
     def reset(self) -> Start:
         s = self.env.reset()
-        return Start(to_uint8(s.obs[0]), s.history, s.history_mask)
+        return Start(tensor_to_frames(s.obs[0]), s.history, s.history_mask)
 
     def step(self, action: int) -> Transition:
         s = self.env.step(torch.tensor([action], dtype=torch.long, device=self.env.device))
         end, trunc = bool(s.end[0]), bool(s.trunc[0])
-        next_start = Start(to_uint8(s.obs[0]), s.history, s.history_mask) if end or trunc else None
-        return Transition(to_uint8(s.final_obs[0]), float(s.rew[0]), end, trunc, next_start)
+        next_start = Start(tensor_to_frames(s.obs[0]), s.history, s.history_mask) if end or trunc else None
+        return Transition(tensor_to_frames(s.final_obs[0]), float(s.rew[0]), end, trunc, next_start)
 
     def close(self) -> None:
         pass
@@ -382,7 +382,9 @@ class PlaySession:
 
     @torch.no_grad()
     def _advance(self, held: Collection[str]) -> None:
-        logits, _, self._state = self.actor_critic.step(to_tensor(self.obs[None], self.device), self._state)
+        logits, _, self._state = self.actor_critic.step(
+            frames_to_tensor(self.obs[None], self.device), self._state
+        )
         if self.human:
             action = self.keymap.action(held)
         else:
@@ -568,12 +570,12 @@ def build_session(
     The world model starts its trajectories from ``context_dataset`` if given, else from the last episodes
     of the run folder ``source``'s dataset, else (an agent folder) from a short real episode of the policy.
     """
+    from diffworld.collector import collect_real_episode
     from diffworld.envs.make import make_env as make_game_env
     from diffworld.envs.vector import AtariEnvs
-    from diffworld.training.run_dir import dataset_dir, is_run_dir_locked
+    from diffworld.run.folder import dataset_dir, is_run_dir_locked
     from diffworld.utils.seeding import derive_seed
     from diffworld.viz.episodes import recent_episodes
-    from diffworld.viz.video import collect_real_episode
 
     cfg, agent, device = trained.cfg, trained.agent, trained.device
     probe = make_game_env(cfg.game)
@@ -649,7 +651,7 @@ def build_session(
         recorder=recorder,
         device=device,
         epsilon=cfg.collection.test_epsilon,
-        temperature=cfg.actor_critic.temperature_per_game.get(cfg.game, cfg.actor_critic.temperature),
+        temperature=cfg.policy_temperature(),
         generator=torch.Generator(device).manual_seed(derive_seed(seed, "play/policy")),
         horizon=horizon,
         env=env,
@@ -672,7 +674,7 @@ def run_play(
     max_frames: int | None = None,
 ) -> PlaySession:
     """``diffworld play``: load the agent of ``source``, print the keys, play until quit."""
-    from diffworld.training.loading import load_trained_agent
+    from diffworld.run.trained_agent import load_trained_agent
 
     if horizon < 1:
         raise UserError(f"--horizon must be >= 1, got {horizon}")

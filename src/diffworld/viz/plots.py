@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from diffworld.errors import UserError
-from diffworld.training.logger import METRICS_FILE, read_metrics
+from diffworld.run.metrics_file import METRICS_FILE, read_metrics
 
 DEFAULT_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (

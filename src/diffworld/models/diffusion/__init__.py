@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 from diffworld.config.schema import DenoiserConfig, DiffusionKind
-from diffworld.models.diffusion.ddpm import DDPMDenoiser
-from diffworld.models.diffusion.edm import EDMDenoiser, edm_preconditioning, sample_sigma_training
+from diffworld.models.diffusion.ddpm import DDIMSampler, DDPMDenoiser
+from diffworld.models.diffusion.denoiser import Denoiser, FrameSampler, SamplingStep, StepCallback
+from diffworld.models.diffusion.edm import EDMDenoiser, EDMSampler, edm_preconditioning, sample_sigma_training
 from diffworld.models.diffusion.sampling import karras_sigmas, quantize, sample
 from diffworld.models.diffusion.unet import DenoiserNetwork, UNet
-
-Denoiser = EDMDenoiser | DDPMDenoiser
-"""Either world model: both have ``forward(batch) -> (loss, metrics)`` and the same ``predict_next``."""
 
 
 def make_denoiser(cfg: DenoiserConfig, num_actions: int) -> Denoiser:
@@ -22,10 +20,15 @@ def make_denoiser(cfg: DenoiserConfig, num_actions: int) -> Denoiser:
 
 
 __all__ = [
+    "DDIMSampler",
     "DDPMDenoiser",
     "Denoiser",
     "DenoiserNetwork",
     "EDMDenoiser",
+    "EDMSampler",
+    "FrameSampler",
+    "SamplingStep",
+    "StepCallback",
     "UNet",
     "edm_preconditioning",
     "karras_sigmas",

@@ -13,10 +13,11 @@ from the last training timestep down to 0, so any number of steps from 1 to num_
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffworld.config.schema import DenoiserConfig, SamplerConfig
 from diffworld.data.batch import Batch
+from diffworld.models.diffusion.denoiser import Denoiser, FrameSampler, SamplingStep, StepCallback
 from diffworld.models.diffusion.edm import autoregressive_loss, check_segment_length, offset_noise
 from diffworld.models.diffusion.sampling import quantize
 from diffworld.models.diffusion.unet import DenoiserNetwork
@@ -35,7 +36,7 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int) -> list[int]:
     return torch.linspace(num_train_timesteps - 1, 0, num_steps).round().long().tolist()
 
 
-class DDPMDenoiser(nn.Module):
+class DDPMDenoiser(Denoiser):
     """The DDPM world model: epsilon prediction with F, its training loss and a DDIM sampler."""
 
     alphas_cumprod: Tensor
@@ -73,29 +74,42 @@ class DDPMDenoiser(nn.Module):
         loss = autoregressive_loss(batch, self.cfg.num_cond_frames, self._training_prediction)
         return loss, {"loss_denoising": loss.detach()}
 
+    def sampler(self, sampler_cfg: SamplerConfig) -> DDIMSampler:
+        return DDIMSampler(self, sampler_cfg)
+
+
+class DDIMSampler(FrameSampler):
+    """Deterministic DDIM over ``sampler_cfg.num_steps`` timesteps (see ``ddim_timesteps``), chosen once; the
+    rest of ``sampler_cfg`` (the EDM sigmas, order and churn) does not apply."""
+
+    def __init__(self, denoiser: DDPMDenoiser, sampler_cfg: SamplerConfig) -> None:
+        self.denoiser = denoiser
+        self.timesteps = ddim_timesteps(sampler_cfg.num_steps, denoiser.cfg.ddpm_num_train_timesteps)
+        self.alphas_cumprod: list[float] = denoiser.alphas_cumprod.tolist()
+
     @torch.no_grad()
     def predict_next(
         self,
         prev_obs: Tensor,
         prev_act: Tensor,
-        sigmas: Tensor,
-        sampler_cfg: SamplerConfig,
         generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
     ) -> Tensor:
-        """Sample the next frames (B, 3, H, W), clamped and quantized, with ``sampler_cfg.num_steps``
-        deterministic DDIM steps. ``sigmas`` is ignored (it is there for the signature of the EDM model);
-        the initial noise is drawn like the training noise, offset included."""
-        timesteps = ddim_timesteps(sampler_cfg.num_steps, self.cfg.ddpm_num_train_timesteps)
-        alphas_cumprod = self.alphas_cumprod.tolist()
+        """Sample the next frames (B, 3, H, W), clamped and quantized, with deterministic DDIM steps; the
+        initial noise is drawn like the training noise, offset included. ``callback`` sees every denoiser
+        call with its estimate of x_0, clamped."""
+        denoiser, timesteps, alphas_cumprod = self.denoiser, self.timesteps, self.alphas_cumprod
         shape = prev_obs[:, -1].shape
         eps = torch.randn(shape, generator=generator, device=prev_obs.device, dtype=prev_obs.dtype)
-        eps = eps + offset_noise(eps, self.cfg.sigma_offset_noise, generator)
+        eps = eps + offset_noise(eps, denoiser.cfg.sigma_offset_noise, generator)
         x = (1 - alphas_cumprod[timesteps[0]]) ** 0.5 * eps
         t_in = torch.ones(shape[0], dtype=torch.long, device=prev_obs.device)
         for k, t in enumerate(timesteps):
             alpha_bar = alphas_cumprod[t]
-            eps_hat = self.predict_epsilon(x, t * t_in, prev_obs, prev_act)
+            eps_hat = denoiser.predict_epsilon(x, t * t_in, prev_obs, prev_act)
             x_0 = ((x - (1 - alpha_bar) ** 0.5 * eps_hat) / alpha_bar**0.5).clamp(-1, 1)
+            if callback is not None:
+                callback(SamplingStep(x, x_0, f"t {t}"))
             if k + 1 == len(timesteps):
                 x = x_0
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from diffworld.config.schema import (
     DenoiserConfig,
@@ -20,7 +20,8 @@ from diffworld.config.schema import (
     SigmaDistributionConfig,
 )
 from diffworld.data.batch import Batch
-from diffworld.models.diffusion.sampling import quantize, quantize_floor, sample
+from diffworld.models.diffusion.denoiser import Denoiser, FrameSampler, SamplingStep, StepCallback
+from diffworld.models.diffusion.sampling import karras_sigmas, quantize, quantize_floor, sample
 from diffworld.models.diffusion.unet import DenoiserNetwork
 
 PredictFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
@@ -97,7 +98,7 @@ def check_segment_length(batch: Batch, cfg: DenoiserConfig) -> None:
         raise ValueError(f"segments must hold {expected} frames, got {batch.obs.size(1)}")
 
 
-class EDMDenoiser(nn.Module):
+class EDMDenoiser(Denoiser):
     """The EDM world model: denoiser D around the U-Net F, its training loss and its sampler."""
 
     def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
@@ -145,45 +146,63 @@ class EDMDenoiser(nn.Module):
         loss = autoregressive_loss(batch, self.cfg.num_cond_frames, self._training_prediction)
         return loss, {"loss_denoising": loss.detach()}
 
+    def sampler(self, sampler_cfg: SamplerConfig) -> EDMSampler:
+        return EDMSampler(self, sampler_cfg)
+
+
+class EDMSampler(FrameSampler):
+    """EDM's sampler (Algorithm 2) from noise along the Karras schedule of ``sampler_cfg`` (see
+    ``karras_sigmas``), computed once; ``sampler_cfg`` also gives the order and churn."""
+
+    def __init__(self, denoiser: EDMDenoiser, sampler_cfg: SamplerConfig) -> None:
+        self.denoiser = denoiser
+        self.cfg = sampler_cfg
+        c = sampler_cfg
+        device = next(denoiser.parameters()).device
+        self.sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
+
     @torch.no_grad()
     def predict_next(
         self,
         prev_obs: Tensor,
         prev_act: Tensor,
-        sigmas: Tensor,
-        sampler_cfg: SamplerConfig,
         generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
         noise: Tensor | None = None,
     ) -> Tensor:
         """Sample the next frames (B, 3, H, W), clamped and quantized, given ``prev_obs`` (B, L, 3, H, W)
         and ``prev_act`` (B, L), from noise at ``sigmas[0]`` along ``sigmas`` (ending with 0).
 
-        ``sampler_cfg`` gives the order and churn; its ``num_steps`` and sigma range are already in
-        ``sigmas`` (see ``karras_sigmas``). ``noise``: the N(0, I) draw to start from (B, 3, H, W); None draws
-        it from ``generator``. With the ``official`` convention the sampler starts from that draw itself
-        (unit variance, while the first denoiser call is told sigmas[0]) and floors every denoiser output to
-        the 8-bit levels; with ``edm`` it starts from sigmas[0] x noise and only the result is rounded.
+        ``noise``: the N(0, I) draw to start from (B, 3, H, W); None draws it from ``generator``. With the
+        ``official`` convention the sampler starts from that draw itself (unit variance, while the first
+        denoiser call is told sigmas[0]) and floors every denoiser output to the 8-bit levels; with ``edm``
+        it starts from sigmas[0] x noise and only the result is rounded. ``callback`` sees every denoiser
+        call (twice per step with Heun's correction), its output before that flooring.
         """
+        denoiser, sigmas, official = self.denoiser, self.sigmas, self.denoiser.official
         shape = prev_obs[:, -1].shape
         if noise is None:
             noise = torch.randn(shape, generator=generator, device=prev_obs.device, dtype=prev_obs.dtype)
         # The official choice against autoregressive drift: less initial noise than sigma_max
         # (docs/method.md).
-        x = noise if self.official else sigmas[0] * noise
+        x = noise if official else sigmas[0] * noise
 
         def denoise_fn(x: Tensor, sigma: Tensor) -> Tensor:
-            denoised = self.denoise(x, sigma, prev_obs, prev_act)
-            return quantize_floor(denoised) if self.official else denoised
+            denoised = denoiser.denoise(x, sigma, prev_obs, prev_act)
+            if callback is not None:
+                callback(SamplingStep(x, denoised, f"sigma {float(sigma[0]):.3g}"))
+            return quantize_floor(denoised) if official else denoised
 
+        c = self.cfg
         x = sample(
             denoise_fn,
             x,
             sigmas,
-            order=sampler_cfg.order,
-            s_churn=sampler_cfg.s_churn,
-            s_tmin=sampler_cfg.s_tmin,
-            s_tmax=sampler_cfg.s_tmax,
-            s_noise=sampler_cfg.s_noise,
+            order=c.order,
+            s_churn=c.s_churn,
+            s_tmin=c.s_tmin,
+            s_tmax=c.s_tmax,
+            s_noise=c.s_noise,
             generator=generator,
         )
         # Snaps the last Euler step (x + (0 - sigma) (x - D) / sigma = D up to rounding errors) onto D's

@@ -10,10 +10,11 @@ import torch
 from diffworld.agent import INFO_FILE, Agent, load_agent
 from diffworld.config.loading import load_config_file
 from diffworld.config.schema import Config
+from diffworld.envs.make import game_num_actions
 from diffworld.errors import UserError
-from diffworld.training.checkpoint import load_checkpoint
-from diffworld.training.run_dir import CONFIG_FILE, checkpoint_dir
-from diffworld.training.trainer import resolve_device
+from diffworld.run.checkpoint import load_checkpoint
+from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
+from diffworld.utils.device import resolve_device
 
 
 @dataclass
@@ -34,8 +35,6 @@ class GameMismatchError(UserError, ValueError):
 def check_game_actions(source: Path, game: str, num_actions: int) -> None:
     """Refuse an agent whose number of actions is not ``game``'s (the environment's, asked now): it was
     trained on another game, which would pick actions the game does not have or mean other ones."""
-    from diffworld.envs.make import game_num_actions
-
     actual = game_num_actions(game)
     if actual != num_actions:
         raise GameMismatchError(

@@ -1,0 +1,106 @@
+"""The optimizer updates every model trains with (docs/method.md §6): accumulate, clip, step, schedule.
+
+``train_updates`` is the one loop: the run's trainer, the benchmarks and the precision comparison call it.
+Batches come from a ``BatchSource``: a dataset's segments (``SampledBatches``), or the model-free baseline's
+real rollouts (``diffworld.model_free.RealRolloutBatches``), which its loss takes itself and whose number
+the real-step budget bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from tqdm.auto import tqdm
+
+from diffworld.data.batch import Batch
+from diffworld.data.sampler import SegmentSampler
+
+
+class BatchSource(Protocol):
+    """What a model's ``forward(batch) -> (loss, metrics)`` is called on, one batch per call."""
+
+    def sample(self) -> Batch | None:
+        """The next batch; None where the model draws its own data (the model-free baseline's rollouts)."""
+        ...
+
+    def batches_left(self) -> int | None:
+        """How many more batches there are; None when they never run out."""
+        ...
+
+
+class SampledBatches:
+    """Segments drawn from a dataset by ``sampler``, without end."""
+
+    def __init__(self, sampler: SegmentSampler) -> None:
+        self.sampler = sampler
+
+    def sample(self) -> Batch:
+        return self.sampler.sample()
+
+    def batches_left(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    metrics: dict[str, float]
+    """Each of the model's metrics averaged over the batches, ``grad_norm`` (before clipping) and ``lr``
+    (after the last update; absent when there was no batch)."""
+    num_updates: int
+
+
+def train_updates(
+    model: nn.Module,
+    batches: BatchSource,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    *,
+    steps: int,
+    grad_acc_steps: int,
+    max_grad_norm: float,
+    autocast: Callable[[], AbstractContextManager[object]],
+    desc: str = "updates",
+) -> UpdateResult:
+    """``steps`` optimizer updates of ``model``, each on the mean gradient of ``grad_acc_steps`` batches.
+
+    Stops early when ``batches`` runs out; an update then averages over the batches that were left. Every
+    forward pass runs inside ``autocast()``. The model is in training mode during the updates and in
+    evaluation mode after them.
+    """
+    model.train()
+    sums: dict[str, Tensor] = {}
+    num_batches_done = 0
+    num_updates = 0
+    for _ in tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=steps == 0):
+        num_batches = grad_acc_steps
+        left = batches.batches_left()
+        if left is not None:
+            num_batches = min(num_batches, left)
+            if num_batches == 0:
+                break
+        for _ in range(num_batches):
+            batch = batches.sample()
+            with autocast():
+                loss, step_metrics = model(batch)
+            (loss / num_batches).backward()
+            for key, value in step_metrics.items():
+                sums[key] = sums.get(key, 0) + value
+        num_batches_done += num_batches
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.detach() * num_batches
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        num_updates += 1
+    model.eval()
+    n = max(1, num_batches_done)
+    metrics = {key: float(value) / n for key, value in sums.items()}
+    if num_batches_done:
+        metrics["lr"] = float(scheduler.get_last_lr()[0])
+    return UpdateResult(metrics, num_updates)
