@@ -406,3 +406,25 @@ def test_untrained_policy_acts_uniformly() -> None:
     expected = 1_200 / envs.num_actions
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 16.27, counts  # p = 0.001 with 3 degrees of freedom; deterministic given the seeds
+
+
+def test_a_running_episode_is_held_in_few_arrays() -> None:
+    # One array per frame fragmented the heap until a Krull test episode of 27,000 steps took 21 GB
+    # (benchmarks/results/README.md); the running frames must sit in a few blocks.
+    with make_collector("Boxing", 2, life_loss_terminal=False, max_frames=4000, epsilon=0.0) as collector:
+        collector.dataset = None
+        blocks: list[tuple[int, int, int]] = []
+        act = collector.actor_critic.act
+
+        def watching_act(*args: Any, **kwargs: Any) -> tuple[Tensor, LSTMState]:
+            if collector._frames:
+                frames = collector._frames[0]
+                blocks.append((len(frames), frames.num_blocks, frames.nbytes))
+            return act(*args, **kwargs)
+
+        collector.actor_critic.act = watching_act  # type: ignore[method-assign]
+        collector.collect_steps(2 * 600)
+    num_frames, num_blocks, nbytes = max(blocks)
+    assert num_frames == 600  # the episode ran on through all of them (Boxing lasts 2 minutes)
+    assert num_blocks <= 11  # blocks of 1, 1, 2, 4, ... frames
+    assert nbytes <= 2 * num_frames * 64 * 64 * 3

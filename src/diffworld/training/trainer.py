@@ -495,6 +495,7 @@ class Trainer:
         test_dataset = EpisodeDataset(frame_shape=(self.cfg.env.size, self.cfg.env.size, 3))
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
+        self.test_collector.dataset = None  # the test episodes' frames go when this test is done
         metrics = _episode_metrics("collection/test", stats)
         if test_dataset.num_episodes == 0 or self.cfg.training.model_free:
             return metrics  # a model-free run has no world model to test
