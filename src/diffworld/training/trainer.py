@@ -142,7 +142,13 @@ class Trainer:
         c = cfg.collection
 
         self.train_envs = make_envs(cfg, cfg.env.num_train_envs, "train_env", life_loss_terminal=True)
-        self.test_envs = make_envs(cfg, cfg.env.num_test_envs, "test_env", life_loss_terminal=False)
+        self.test_envs = make_envs(
+            cfg,
+            cfg.env.num_test_envs,
+            "test_env",
+            life_loss_terminal=False,
+            max_frames_per_episode=c.test_max_frames_per_episode,
+        )
         self.num_actions = self.train_envs.num_actions
         self.agent = Agent.build(cfg, self.num_actions).to(self.device)
 
