@@ -423,3 +423,25 @@ def test_collect_episode_start_is_the_first_envs_episode_whole_or_cut(max_steps:
             np.testing.assert_array_equal(episode.obs[1:], [r.final_obs[0] for r in envs.results])
         np.testing.assert_array_equal(episode.act, [a[0] for a in envs.actions])
         assert dataset.num_episodes == 0 and collector.num_episodes_total == 0
+
+
+def test_a_running_episode_is_held_in_few_arrays() -> None:
+    # One array per frame fragmented the heap until a Krull test episode of 27,000 steps took 21 GB
+    # (benchmarks/results/README.md); the running frames must sit in a few blocks.
+    with make_collector("Boxing", 2, life_loss_terminal=False, max_frames=4000, epsilon=0.0) as collector:
+        collector.dataset = None
+        blocks: list[tuple[int, int, int]] = []
+        act = collector.actor_critic.act
+
+        def watching_act(*args: Any, **kwargs: Any) -> tuple[Tensor, LSTMState]:
+            if collector._frames:
+                frames = collector._frames[0]
+                blocks.append((len(frames), frames.num_blocks, frames.nbytes))
+            return act(*args, **kwargs)
+
+        collector.actor_critic.act = watching_act  # type: ignore[method-assign]
+        collector.collect_steps(2 * 600)
+    num_frames, num_blocks, nbytes = max(blocks)
+    assert num_frames == 600  # the episode ran on through all of them (Boxing lasts 2 minutes)
+    assert num_blocks <= 11  # blocks of 1, 1, 2, 4, ... frames
+    assert nbytes <= 2 * num_frames * 64 * 64 * 3

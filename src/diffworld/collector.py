@@ -20,6 +20,7 @@ import torch
 
 from diffworld.config.schema import Config
 from diffworld.data.episode import Episode
+from diffworld.data.frame_chunks import FrameChunks
 from diffworld.data.frames import frames_to_tensor
 from diffworld.data.storage import EpisodeDataset
 from diffworld.envs.vector import AtariEnvs
@@ -80,8 +81,8 @@ class Collector:
         self.num_episodes_total = 0
         # Per env, the steps of the running episode not in the dataset yet: the frames from the last one
         # stored (the episode's first if none is), actions, rewards. Empty lists until the envs are first
-        # reset (``_started``).
-        self._frames: list[list[np.ndarray]] = []
+        # reset (``_started``). The frames go into blocks, not one array each: see FrameChunks.
+        self._frames: list[FrameChunks] = []
         self._actions: list[list[int]] = []
         self._rewards: list[list[float]] = []
         # Per env, the dataset id of the running episode once its first steps are stored (it is open there).
@@ -165,7 +166,7 @@ class Collector:
                 break
         if episode is None:
             episode = Episode.from_steps(
-                self._frames[0], self._actions[0], self._rewards[0], terminated=False, truncated=False
+                self._frames[0].array(), self._actions[0], self._rewards[0], terminated=False, truncated=False
             )
         self._frames, self._actions, self._rewards, self._episode_ids, self._hx_cx = [], [], [], [], None
         return episode
@@ -179,7 +180,7 @@ class Collector:
         return {
             "num_steps_total": self.num_steps_total,
             "num_episodes_total": self.num_episodes_total,
-            "frames": [torch.from_numpy(np.stack(frames)) for frames in self._frames],
+            "frames": [torch.from_numpy(frames.array()) for frames in self._frames],
             "actions": [torch.tensor(actions, dtype=torch.int64) for actions in self._actions],
             "rewards": [torch.tensor(rewards, dtype=torch.float32) for rewards in self._rewards],
             "episode_ids": list(self._episode_ids),
@@ -199,7 +200,7 @@ class Collector:
         self.generator.set_state(state["generator"])
         self.num_steps_total = int(state["num_steps_total"])
         self.num_episodes_total = int(state["num_episodes_total"])
-        self._frames = [list(frames.numpy()) for frames in state["frames"]]
+        self._frames = [FrameChunks.from_array(frames.numpy()) for frames in state["frames"]]
         self._actions = [actions.tolist() for actions in state["actions"]]
         self._rewards = [rewards.tolist() for rewards in state["rewards"]]
         # States saved before running episodes were stored hold them whole, from their first frame.
@@ -214,7 +215,7 @@ class Collector:
         """Reset every env and begin fresh episodes with a zero LSTM state."""
         obs = self.envs.reset()
         n = self.envs.num_envs
-        self._frames = [[obs[i].copy()] for i in range(n)]
+        self._frames = [FrameChunks(obs[i]) for i in range(n)]
         self._actions = [[] for _ in range(n)]
         self._rewards = [[] for _ in range(n)]
         self._episode_ids = [None] * n
@@ -226,7 +227,7 @@ class Collector:
         Those steps end the episode (whole if none was stored before); None for the others. Inactive envs
         keep only their current frame; their steps are not counted.
         """
-        obs = np.stack([frames[-1] for frames in self._frames])
+        obs = np.stack([frames.last for frames in self._frames])
         obs_t = frames_to_tensor(obs, self.device)
         actions_t, (hx, cx) = self.actor_critic.act(
             obs_t, self._hx_cx, self.epsilon, self.temperature, self.generator
@@ -238,18 +239,17 @@ class Collector:
 
         ended: list[Episode | None] = [None] * self.envs.num_envs
         for i in range(self.envs.num_envs):
-            # Copies: a view would keep the whole (n, H, W, C) batch alive for as long as the episode runs.
-            next_obs = result.obs[i].copy()
+            next_obs = result.obs[i]
             if not active[i]:
-                self._frames[i] = [next_obs]
+                self._frames[i] = FrameChunks(next_obs)
                 continue
             self.num_steps_total += 1
-            self._frames[i].append(result.final_obs[i].copy())
+            self._frames[i].append(result.final_obs[i])
             self._actions[i].append(int(actions[i]))
             self._rewards[i].append(float(result.reward[i]))
             if result.done[i]:
                 episode = Episode.from_steps(
-                    self._frames[i],
+                    self._frames[i].array(),
                     self._actions[i],
                     self._rewards[i],
                     terminated=bool(result.terminated[i]),
@@ -257,7 +257,7 @@ class Collector:
                 )
                 ended[i] = episode
                 # After a life loss (training mode) the game goes on: next_obs is the final frame again.
-                self._frames[i], self._actions[i], self._rewards[i] = [next_obs], [], []
+                self._frames[i], self._actions[i], self._rewards[i] = FrameChunks(next_obs), [], []
         return ended
 
     def _record(self, env: int, steps: Episode) -> EpisodeStats:
@@ -283,14 +283,19 @@ class Collector:
         if not self._actions[env]:
             return
         steps = Episode.from_steps(
-            self._frames[env], self._actions[env], self._rewards[env], terminated=False, truncated=False
+            self._frames[env].array(),
+            self._actions[env],
+            self._rewards[env],
+            terminated=False,
+            truncated=False,
         )
         episode_id = self._episode_ids[env]
         if episode_id is None:
             self._episode_ids[env] = dataset.add(steps, partial=True)
         else:
             dataset.extend(episode_id, steps, partial=True)
-        self._frames[env], self._actions[env], self._rewards[env] = [self._frames[env][-1]], [], []
+        self._frames[env] = FrameChunks(self._frames[env].last)
+        self._actions[env], self._rewards[env] = [], []
 
     def _check_stored_steps(self) -> None:
         """Each running episode with stored steps is open in the dataset, on the frame it goes on from."""
@@ -305,7 +310,7 @@ class Collector:
                     f"env {env}'s running episode is stored as episode {episode_id}, which the dataset does "
                     f"not hold open: restore the dataset that was saved with this state"
                 )
-            if not np.array_equal(dataset.get_episode(episode_id).obs[-1], self._frames[env][0]):
+            if not np.array_equal(dataset.get_episode(episode_id).obs[-1], self._frames[env].first):
                 raise ValueError(
                     f"episode {episode_id} in the dataset does not end on the frame where env {env}'s "
                     f"running episode goes on: restore the dataset that was saved with this state"

@@ -232,6 +232,12 @@ def validate(cfg: Config) -> None:
     check(e.noop_max >= 0, "env.noop_max must be >= 0.")
     check(e.size >= 8, "env.size must be >= 8.")
     check(e.max_frames_per_episode >= e.frame_skip, "env.max_frames_per_episode must be >= env.frame_skip.")
+    check(
+        c.test_max_frames_per_episode is None
+        or e.frame_skip <= c.test_max_frames_per_episode <= e.max_frames_per_episode,
+        "collection.test_max_frames_per_episode must be null or from env.frame_skip to "
+        "env.max_frames_per_episode.",
+    )
     check(e.num_train_envs >= 1 and e.num_test_envs >= 1, "env.num_train_envs/num_test_envs must be >= 1.")
     check(cfg.training.num_final_epochs >= 0, "training.num_final_epochs must be >= 0.")
     check(

@@ -82,6 +82,10 @@ class CollectionConfig:
     """Test episodes and world-model test losses every this many epochs."""
     num_test_episodes: int = 4
     """Test episodes played at each periodic evaluation."""
+    test_max_frames_per_episode: int | None = None
+    """Frame cap of those periodic test episodes; None: ``env.max_frames_per_episode``, as in the paper. A
+    lower cap bounds the time (and memory) of a test whose policy can play for hours, as a collapsed one
+    repeating one action can; the final evaluation keeps ``env.max_frames_per_episode`` whatever this says."""
     num_final_episodes: int = 100
     """Test episodes of the final evaluation."""
 

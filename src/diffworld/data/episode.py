@@ -61,7 +61,7 @@ class Episode:
     @classmethod
     def from_steps(
         cls,
-        frames: Sequence[np.ndarray],
+        frames: Sequence[np.ndarray] | np.ndarray,
         actions: Sequence[int],
         rewards: Sequence[float],
         *,
@@ -70,14 +70,15 @@ class Episode:
     ) -> Episode:
         """Build an episode from per-step lists: ``len(frames) == len(actions) + 1`` (final frame included).
 
-        Frames must already be uint8; ``terminated`` / ``truncated`` describe how the last step ended.
+        Frames must already be uint8; ``terminated`` / ``truncated`` describe how the last step ended. An
+        array of frames (T+1, H, W, C) becomes ``obs`` as it is, without a copy.
         """
         num_steps = len(actions)
         ends = np.zeros((2, num_steps), dtype=np.bool_)
         if num_steps > 0:
             ends[:, -1] = (terminated, truncated)
         return cls(
-            obs=np.stack(frames),
+            obs=frames if isinstance(frames, np.ndarray) else np.stack(frames),
             act=np.asarray(actions, dtype=np.int64),
             rew=np.asarray(rewards, dtype=np.float32),
             terminated=ends[0],

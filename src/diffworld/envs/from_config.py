@@ -8,8 +8,15 @@ from diffworld.games import is_atari
 from diffworld.utils.seeding import derive_seed
 
 
-def make_envs(cfg: Config, num_envs: int, purpose: str, life_loss_terminal: bool) -> AtariEnvs:
-    """Environments of the run's game, seeded from the run seed and ``purpose``.
+def make_envs(
+    cfg: Config,
+    num_envs: int,
+    purpose: str,
+    life_loss_terminal: bool,
+    max_frames_per_episode: int | None = None,
+) -> AtariEnvs:
+    """Environments of the run's game, seeded from the run seed and ``purpose``, with episodes capped at
+    ``max_frames_per_episode`` frames (None: ``env.max_frames_per_episode``).
 
     Atari games step in one process each when there are several; Catch's steps cost microseconds, less
     than passing them between processes, so its environments all step in this one.
@@ -19,7 +26,9 @@ def make_envs(cfg: Config, num_envs: int, purpose: str, life_loss_terminal: bool
         num_envs,
         derive_seed(cfg.seed, purpose),
         life_loss_terminal,
-        max_frames_per_episode=cfg.env.max_frames_per_episode,
+        max_frames_per_episode=(
+            cfg.env.max_frames_per_episode if max_frames_per_episode is None else max_frames_per_episode
+        ),
         noop_max=cfg.env.noop_max,
         frame_skip=cfg.env.frame_skip,
         size=cfg.env.size,

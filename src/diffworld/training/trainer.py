@@ -187,7 +187,13 @@ class Trainer:
         c = cfg.collection
 
         self.train_envs = make_envs(cfg, cfg.env.num_train_envs, "train_env", life_loss_terminal=True)
-        self.test_envs = make_envs(cfg, cfg.env.num_test_envs, "test_env", life_loss_terminal=False)
+        self.test_envs = make_envs(
+            cfg,
+            cfg.env.num_test_envs,
+            "test_env",
+            life_loss_terminal=False,
+            max_frames_per_episode=c.test_max_frames_per_episode,
+        )
         self.num_actions = self.train_envs.num_actions
         self.agent = Agent.build(cfg, self.num_actions).to(self.device)
 
@@ -527,6 +533,7 @@ class Trainer:
         test_dataset = EpisodeDataset(frame_shape=(self.cfg.env.size, self.cfg.env.size, 3))
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
+        self.test_collector.dataset = None  # the test episodes' frames go when this test is done
         metrics = _episode_metrics("collection/test", stats)
         if test_dataset.num_episodes == 0 or not self.actor_critic_batches.uses_world_model:
             return metrics
