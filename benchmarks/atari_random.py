@@ -39,7 +39,8 @@ Z_99 = 2.3263
 
 
 def protocol_returns(game: str, preset: str, num_episodes: int, seed: int, num_envs: int) -> list[float]:
-    """Returns of ``num_episodes`` final-evaluation episodes of the untrained agent of ``preset``."""
+    """Returns of ``num_episodes`` final-evaluation episodes of the untrained agent of ``preset`` (also the
+    protocol view of ``catch_random.py``)."""
     cfg = build_config([f"game={game}", f"preset={preset}", f"seed={seed}"])
     torch.manual_seed(seed)
     agent = Agent.build(cfg, game_num_actions(game))

@@ -96,34 +96,18 @@ def upper_bound(support: np.ndarray, probs: np.ndarray, alpha: float) -> tuple[f
 
 def protocol_returns(num_episodes: int, seed: int) -> tuple[list[float], dict[str, Any]]:
     """Returns of ``num_episodes`` final-evaluation episodes of the untrained ``preset=catch`` agent."""
-    import torch
-
-    from diffworld.agent import Agent
+    # Imported here: the exact law needs neither torch nor the package's models.
+    from atari_random import protocol_returns as untrained_agent_returns  # this script's folder
     from diffworld.config import build_config
-    from diffworld.evaluation.evaluate import evaluate_policy
 
+    returns = untrained_agent_returns("Catch", "catch", num_episodes, seed, num_envs=500)
     cfg = build_config(["game=Catch", "preset=catch", f"seed={seed}"])
-    torch.manual_seed(seed)
-    agent = Agent.build(cfg, 3)
-    logits = agent.actor_critic.actor.weight.abs().sum() + agent.actor_critic.actor.bias.abs().sum()
-    assert float(logits) == 0.0, "the untrained policy head must be zero (the uniform policy)"
-    report = evaluate_policy(
-        agent.actor_critic,
-        cfg,
-        num_episodes=num_episodes,
-        epsilon=cfg.collection.test_epsilon,
-        device=torch.device("cpu"),
-        env_steps=0,
-        train_seconds=None,
-        checkpoint_epoch=None,
-        num_envs=500,
-    )
     settings = {
         "num_final_episodes": cfg.collection.num_final_episodes,
         "test_epsilon": cfg.collection.test_epsilon,
         "env": {k: getattr(cfg.env, k) for k in ("size", "frame_skip", "max_frames_per_episode")},
     }
-    return report["returns"], settings
+    return returns, settings
 
 
 def env_returns(num_episodes: int, seed: int, num_balls: int = 1) -> list[float]:
