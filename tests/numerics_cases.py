@@ -4,6 +4,7 @@ compared with its plain one on the same case."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -53,7 +54,10 @@ def random_inputs(
     return obs, act, mask, state
 
 
-def nonzero_init(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def nonzero_init(model: M, seed: int) -> M:
     """``model`` with its zero-initialized weights drawn at random, so that every layer matters."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -14,7 +14,6 @@ import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -37,6 +36,7 @@ from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import DDPMDenoiser, EDMDenoiser, make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
 from diffworld.training.precision import autocast
+from numerics_cases import nonzero_init
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,17 +44,6 @@ CPU = torch.device("cpu")
 NUM_ACTIONS = 4
 SIZE = 16
 L = 4
-M = TypeVar("M", bound=nn.Module)
-
-
-def nonzero_init(model: M, seed: int) -> M:
-    """``model`` with its zero-initialized weights drawn at random, so that every layer matters."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if torch.all(p == 0):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    return model
 
 
 def tiny_denoiser(kind: DiffusionKind) -> nn.Module:
