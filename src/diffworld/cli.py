@@ -132,6 +132,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_engine_train(args: argparse.Namespace) -> int:
+    from diffworld.engine.config import build_engine_config, load_engine_config
+    from diffworld.engine.distributed import launched_processes
+    from diffworld.engine.folder import default_engine_run_dir
+    from diffworld.run.folder import CONFIG_FILE, check_resumable
+
+    if args.resume is not None:
+        if args.overrides:
+            print("diffworld engine train: --resume takes no overrides", file=sys.stderr)
+            return 2
+        run_dir = check_resumable(Path(args.resume))
+        cfg = load_engine_config(run_dir / CONFIG_FILE)
+    else:
+        cfg = build_engine_config(args.overrides)
+        if cfg.run_dir is None and launched_processes().distributed:
+            # Each process would name its own folder after its clock.
+            raise UserError("Under torchrun, name the run folder: add run_dir=<path>.")
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else default_engine_run_dir(cfg)
+    if launched_processes().is_main:
+        print(f"Run folder: {run_dir}", flush=True)
+
+    from diffworld.engine.trainer import EngineTrainer
+
+    EngineTrainer(cfg, run_dir, resume=args.resume is not None).run()
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -580,6 +607,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--out-dir", help="where the JSON and PNG go (default: <run>/wm_eval, or wm_eval)")
     p.set_defaults(func=_cmd_wm_eval)
+
+    p = sub.add_parser("engine", help="neural game engines: world models of recorded play (docs/engine.md)")
+    engine = p.add_subparsers(dest="engine_command", metavar="ENGINE_COMMAND", required=True)
+    p = engine.add_parser("train", help="train an engine's denoiser and upsampler on an engine dataset")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="configuration as key=value, e.g. data=<dataset folder> preset=cpu seed=3",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an engine run from its last checkpoint")
+    p.set_defaults(func=_cmd_engine_train)
 
     p = sub.add_parser("games", help="list the Atari games you can name")
     p.add_argument("--atari100k", action="store_true", help="only the 26 games of the benchmark")
