@@ -159,6 +159,27 @@ def _cmd_engine_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_engine_eval(args: argparse.Namespace) -> int:
+    from diffworld.engine.quality import QUALITY_FILE, evaluate_engine, format_table
+
+    out = Path(args.out) if args.out else Path(args.engine) / QUALITY_FILE
+    _refuse_live_run_output(out, "the quality report", "--out <file>")
+    report, path = evaluate_engine(
+        Path(args.engine),
+        out,
+        data=args.data,
+        horizons=args.horizons,
+        max_trajectories=args.trajectories,
+        denoising_steps=args.denoising_steps,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+    )
+    print(format_table(report))
+    print(f"Wrote {path}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -240,17 +261,38 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
         run_browser(Path(args.source), scale=args.scale, fps=args.fps, max_frames=args.max_frames)
         return 0
-    from diffworld.viz.play import ENV_CHOICES, run_play
+    from diffworld.engine.folder import is_engine_run
 
     if args.record_dir:
         _refuse_live_run_output(args.record_dir, "recorded episodes", "another --record-dir")
+    if is_engine_run(Path(args.source)):
+        from diffworld.engine.play import run_engine_play
+
+        run_engine_play(
+            Path(args.source),
+            keymap_path=Path(args.keymap) if args.keymap else None,
+            data=args.data,
+            horizon=args.horizon,
+            denoising_steps=args.denoising_steps,
+            fps=args.fps,
+            scale=args.scale or 2,
+            record_dir=Path(args.record_dir) if args.record_dir else None,
+            seed=args.seed,
+            device=args.device,
+            max_frames=args.max_frames,
+        )
+        return 0
+    if args.keymap or args.data or args.denoising_steps:
+        raise UserError("--keymap, --data and --denoising-steps are for engine folders")
+    from diffworld.viz.play import ENV_CHOICES, run_play
+
     run_play(
         Path(args.source),
         env=ENV_CHOICES[args.env],
         human=args.human,
         horizon=args.horizon,
         fps=args.fps,
-        scale=args.scale,
+        scale=args.scale or 8,
         record_dir=Path(args.record_dir) if args.record_dir else None,
         seed=args.seed,
         device=args.device,
@@ -467,8 +509,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fps", type=non_negative_float, default=15.0, help="frames per second at most (0: no limit)"
     )
-    p.add_argument("--scale", type=positive_int, default=8, help="window pixels per frame pixel")
-    p.add_argument("--record-dir", help="where recorded episodes go (default: recordings/<game>/<time>)")
+    p.add_argument(
+        "--scale", type=positive_int, help="window pixels per frame pixel (default: 8, an engine's 2)"
+    )
+    p.add_argument(
+        "--record-dir",
+        help="where recorded episodes go (default: recordings/<game>/<time>, an engine's "
+        "recordings/engine/<time>)",
+    )
+    p.add_argument("--keymap", help="engine: a key map file (JSON, docs/engine.md) for the dataset's actions")
+    p.add_argument("--data", help="engine: the dataset to start from (default: the engine's own)")
+    p.add_argument(
+        "--denoising-steps", type=positive_int, help="engine: denoising steps (default: the engine's)"
+    )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(
@@ -618,6 +671,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an engine run from its last checkpoint")
     p.set_defaults(func=_cmd_engine_train)
+    p = engine.add_parser(
+        "eval",
+        help="PSNR/SSIM of an engine's open-loop predictions on the test split at horizons 1, 10, 100 "
+        "(low resolution and upsampled), against copying the last real frame",
+    )
+    p.add_argument("engine", help="an engine folder (engine train or engine import)")
+    p.add_argument("--data", help="the engine dataset to evaluate on (default: the engine's)")
+    p.add_argument(
+        "--horizons", type=positive_int, nargs="+", default=[1, 10, 100], help="horizons (steps) reported"
+    )
+    p.add_argument("--trajectories", type=positive_int, default=32, help="open-loop trajectories at most")
+    p.add_argument(
+        "--denoising-steps", type=positive_int, help="next-frame denoising steps (default: the engine's)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=8, help="trajectories imagined together")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out", help="the JSON report (default: <engine>/quality.json)")
+    p.set_defaults(func=_cmd_engine_eval)
 
     p = sub.add_parser("games", help="list the Atari games you can name")
     p.add_argument("--atari100k", action="store_true", help="only the 26 games of the benchmark")
