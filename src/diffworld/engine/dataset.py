@@ -38,7 +38,7 @@ import numpy as np
 
 from diffworld.engine.actions import ActionSpec
 from diffworld.errors import UserError
-from diffworld.utils.atomic import atomic_write, atomic_write_text, remove_temp_files
+from diffworld.utils.atomic import atomic_write, atomic_write_text, format_bytes, remove_temp_files
 
 FORMAT = "diffworld-engine-dataset"
 VERSION = 1
@@ -298,6 +298,22 @@ class EngineDataset:
             "skipped": list(self.skipped),
             "source": self.source,
         }
+
+    def describe(self) -> str:
+        """A few lines for people: frames, split, actions, skipped episodes."""
+        info = self.summary()
+        h, w = self.frame_size
+        lines = [
+            f"Engine dataset {self.folder}",
+            f"  frames: {h}x{w} RGB, {info['steps']} in {info['episodes']} episodes "
+            f"({format_bytes(info['frame_bytes'])})",
+            f"  split: {info['train_episodes']} train episodes ({info['train_steps']} frames), "
+            f"{info['test_episodes']} test episodes ({info['test_steps']} frames)",
+            f"  actions: {info['action_width']} columns: {info['action_space']}",
+        ]
+        if self.skipped:
+            lines.append(f"  skipped (corrupt): {', '.join(self.skipped)}")
+        return "\n".join(lines)
 
     def _check_files(self, record: EpisodeRecord) -> None:
         folder = self.folder / EPISODES_DIR / record.name
