@@ -170,7 +170,7 @@ def test_recording_folder(tmp_path: Path) -> None:
 
 def test_bare_episode_folder_needs_the_number_of_actions(tmp_path: Path) -> None:
     _episodes(tmp_path / "eps", [2])
-    with pytest.raises(UserError, match="num_actions"):
+    with pytest.raises(UserError, match="number of actions"):
         convert_run(tmp_path / "eps", tmp_path / "out")
     data = EngineDataset(convert_run(tmp_path / "eps", tmp_path / "out", num_actions=6))
     assert data.spec.components == (Discrete("action", 6),)
@@ -185,6 +185,13 @@ def test_run_folder_with_a_corrupt_episode(tmp_path: Path, caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING):
         folder = convert_run(tmp_path / "eps", tmp_path / "out2", num_actions=4, skip_corrupt=True)
     assert EngineDataset(folder).episode_names == ["000000", "000002"] and "episode 1" in caplog.text
+
+
+def test_first_episode_corrupt_is_skipped_too(tmp_path: Path) -> None:
+    _episodes(tmp_path / "eps", [2, 3])
+    (tmp_path / "eps" / "episode_000000.npz").write_bytes(b"not a zip")
+    data = EngineDataset(convert_run(tmp_path / "eps", tmp_path / "out", num_actions=4, skip_corrupt=True))
+    assert data.episode_names == ["000001"]
 
 
 def test_folder_without_episodes(tmp_path: Path) -> None:

@@ -217,7 +217,9 @@ class EngineDataset:
         if len(set(names)) != len(names):
             raise EngineDatasetError(f"{source} lists an episode name twice")
         test_names = meta.get("test_episodes", [])
-        if not isinstance(test_names, list) or not set(test_names) <= set(names):
+        if not (isinstance(test_names, list) and all(isinstance(n, str) for n in test_names)) or not set(
+            test_names
+        ) <= set(names):
             raise EngineDatasetError(f"{source}: test_episodes must list names of its episodes")
 
         self.skipped: list[str] = []
@@ -237,7 +239,8 @@ class EngineDataset:
         self._records = kept
         self.episode_names = [r.name for r in kept]
         self.lengths = np.array([r.length for r in kept], dtype=np.int64)
-        is_test = np.array([r.name in set(test_names) for r in kept], dtype=bool)
+        tests = set(test_names)
+        is_test = np.array([r.name in tests for r in kept], dtype=bool)
         self.train_ids = np.flatnonzero(~is_test)
         self.test_ids = np.flatnonzero(is_test)
         self._actions_checked: set[int] = set()

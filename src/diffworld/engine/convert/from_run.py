@@ -49,20 +49,17 @@ def convert_run(
     if n is None:
         raise UserError(
             f"{source} does not say how many actions its game has (no run configuration, no recording.json): "
-            "give num_actions=<n>"
+            "give its number of actions (--num-actions)"
         )
     files = EpisodeFiles(folder)
-    first = files[0]
-    source_info: dict[str, Any] = {"converter": "run", "path": str(folder.resolve()), "episode_ids": []}
+    source_info: dict[str, Any] = {"converter": "run", "path": str(folder.resolve())}
     if meanings is not None:
         source_info["action_meanings"] = meanings
     spec = ActionSpec.of(discrete("action", n))
-    writer = EngineDatasetWriter(out, spec, first.obs.shape[1:3], source_info, resume=resume)
-    done = set(writer.episode_names)
+    writer: EngineDatasetWriter | None = None
+    done: set[str] = set()  # converted before an interruption
     for index, episode_id in enumerate(files.ids):
         name = f"{episode_id:06d}"
-        if name in done:
-            continue
         try:
             episode = files[index]
         except UserError as e:  # the file cannot be read back
@@ -70,6 +67,13 @@ def convert_run(
                 raise
             logger.warning("Skipping episode %d of %s: %s", episode_id, folder, e)
             continue
+        if writer is None:  # the first readable episode gives the frame size
+            writer = EngineDatasetWriter(out, spec, episode.obs.shape[1:3], source_info, resume=resume)
+            done = set(writer.episode_names)
+        if name in done:
+            continue
         actions = np.concatenate([episode.act, episode.act[-1:]]).astype(np.float32)
         writer.add_episode(episode.obs, actions, name=name)
+    if writer is None:
+        raise UserError(f"no episode of {folder} could be read")
     return writer.finish(test_fraction)
