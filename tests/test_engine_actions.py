@@ -70,6 +70,10 @@ def test_bad_value_names_step_and_column(column: int, value: float, words: str) 
     assert isinstance(info.value, UserError)
 
 
+def test_boolean_keys_are_accepted() -> None:
+    ActionSpec.of(keys(["a", "b"])).validate(np.array([[True, False]]))
+
+
 def test_wrong_width_is_refused() -> None:
     with pytest.raises(ActionMismatchError, match=r"shape \(3, 6\).*\(T, 7\)"):
         mixed_spec().validate(np.zeros((3, 6), dtype=np.float32))

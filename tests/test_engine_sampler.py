@@ -88,6 +88,20 @@ def test_same_rng_same_batches(dataset: EngineDataset) -> None:
     assert torch.equal(moved.obs, x.obs)
 
 
+def test_traverse_covers_every_frame_once_in_order(dataset: EngineDataset) -> None:
+    s = sampler(dataset, batch_size=4, seq_length=8, low_res=None)
+    rng_state = s.rng.bit_generator.state
+    batches = list(s.traverse())
+    assert s.rng.bit_generator.state == rng_state
+    # Episode 0 (6 frames): one left-padded segment; episode 1 (30 frames): ends at 8, 16, 24 and 30.
+    assert sum(b.obs.shape[0] for b in batches) == 5 and [b.obs.shape[0] for b in batches] == [4, 1]
+    levels = torch.cat([((b.obs[:, :, 0, 0, 0] + 1) * 127.5).round() for b in batches])
+    mask = torch.cat([b.mask for b in batches])
+    assert levels[0][mask[0]].tolist() == [0, 1, 2, 3, 4, 5]
+    covered = torch.cat([levels[i][mask[i]] for i in range(1, 5)]).unique().tolist()
+    assert covered == [10 + t for t in range(30)]
+
+
 def test_bad_arguments(dataset: EngineDataset) -> None:
     with pytest.raises(EngineDatasetError, match="empty split"):
         EngineSegmentSampler(dataset, [], 2, 2, None, np.random.default_rng(0))

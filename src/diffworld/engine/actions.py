@@ -215,6 +215,8 @@ class ActionSpec:
         ``actions`` is (T, D); ``source`` names them in the message (a file, an episode).
         """
         actions = np.asarray(actions)
+        if actions.dtype == np.bool_:  # pressed keys given as booleans
+            actions = actions.astype(np.float32)
         if actions.ndim != 2 or actions.shape[1] != self.width:
             raise ActionMismatchError(
                 f"{source} have shape {actions.shape}; the action space {self.describe()} needs "

@@ -38,7 +38,7 @@ import numpy as np
 
 from diffworld.engine.actions import ActionSpec
 from diffworld.errors import UserError
-from diffworld.utils.atomic import atomic_write, atomic_write_text, remove_temp_files
+from diffworld.utils.atomic import atomic_write, atomic_write_text, format_bytes, remove_temp_files
 
 FORMAT = "diffworld-engine-dataset"
 VERSION = 1
@@ -217,7 +217,9 @@ class EngineDataset:
         if len(set(names)) != len(names):
             raise EngineDatasetError(f"{source} lists an episode name twice")
         test_names = meta.get("test_episodes", [])
-        if not isinstance(test_names, list) or not set(test_names) <= set(names):
+        if not (isinstance(test_names, list) and all(isinstance(n, str) for n in test_names)) or not set(
+            test_names
+        ) <= set(names):
             raise EngineDatasetError(f"{source}: test_episodes must list names of its episodes")
 
         self.skipped: list[str] = []
@@ -237,7 +239,8 @@ class EngineDataset:
         self._records = kept
         self.episode_names = [r.name for r in kept]
         self.lengths = np.array([r.length for r in kept], dtype=np.int64)
-        is_test = np.array([r.name in set(test_names) for r in kept], dtype=bool)
+        tests = set(test_names)
+        is_test = np.array([r.name in tests for r in kept], dtype=bool)
         self.train_ids = np.flatnonzero(~is_test)
         self.test_ids = np.flatnonzero(is_test)
         self._actions_checked: set[int] = set()
@@ -298,6 +301,22 @@ class EngineDataset:
             "skipped": list(self.skipped),
             "source": self.source,
         }
+
+    def describe(self) -> str:
+        """A few lines for people: frames, split, actions, skipped episodes."""
+        info = self.summary()
+        h, w = self.frame_size
+        lines = [
+            f"Engine dataset {self.folder}",
+            f"  frames: {h}x{w} RGB, {info['steps']} in {info['episodes']} episodes "
+            f"({format_bytes(info['frame_bytes'])})",
+            f"  split: {info['train_episodes']} train episodes ({info['train_steps']} frames), "
+            f"{info['test_episodes']} test episodes ({info['test_steps']} frames)",
+            f"  actions: {info['action_width']} columns: {info['action_space']}",
+        ]
+        if self.skipped:
+            lines.append(f"  skipped (corrupt): {', '.join(self.skipped)}")
+        return "\n".join(lines)
 
     def _check_files(self, record: EpisodeRecord) -> None:
         folder = self.folder / EPISODES_DIR / record.name

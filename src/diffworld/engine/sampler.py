@@ -8,7 +8,7 @@ Only the frames a segment covers are read from the memory-mapped files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,3 +149,23 @@ class EngineSegmentSampler:
     def sample(self, batch_size: int | None = None) -> EngineBatch:
         """Draw a batch of segments (see the module docstring); ``batch_size`` overrides the default."""
         return self.make_batch(*self.sample_segments(batch_size))
+
+    def traverse(self) -> Iterator[EngineBatch]:
+        """Every frame of the sampler's episodes, in order, in batches of up to ``batch_size`` segments (for
+        test losses); draws no random numbers.
+
+        Each episode is cut into consecutive segments, the last one moved back to end with the episode (an
+        episode shorter than a segment is padded on the left), so frames near an episode's end may be in
+        two segments.
+        """
+        episodes, starts = [], []
+        for episode in self.ids.tolist():
+            length = int(self.dataset.lengths[episode])
+            ends = np.unique(
+                np.minimum(np.arange(self.seq_length, length + self.seq_length, self.seq_length), length)
+            )
+            episodes.append(np.full(len(ends), episode))
+            starts.append(ends - self.seq_length)
+        all_episodes, all_starts = np.concatenate(episodes), np.concatenate(starts)
+        for i in range(0, len(all_episodes), self.batch_size):
+            yield self.make_batch(all_episodes[i : i + self.batch_size], all_starts[i : i + self.batch_size])
