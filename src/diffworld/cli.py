@@ -180,6 +180,20 @@ def _cmd_engine_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_engine_import(args: argparse.Namespace) -> int:
+    from diffworld.engine.official_import import import_official_engine
+
+    folder = import_official_engine(
+        Path(args.file),
+        Path(args.folder),
+        data=args.data or "",
+        overrides=tuple(args.overrides),
+        overwrite=args.overwrite,
+    )
+    print(f"Imported {args.file} as the engine folder {folder}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -620,6 +634,47 @@ def _add_engine_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_cmd_engine_info)
 
+    p = commands.add_parser("train", help="train an engine's denoiser and upsampler on an engine dataset")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="configuration as key=value, e.g. data=<dataset folder> preset=cpu seed=3",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an engine run from its last checkpoint")
+    p.set_defaults(func=_cmd_engine_train)
+    p = commands.add_parser(
+        "eval",
+        help="PSNR/SSIM of an engine's open-loop predictions on the test split at horizons 1, 10, 100 "
+        "(low resolution and upsampled), against copying the last real frame",
+    )
+    p.add_argument("engine", help="an engine folder (engine train or engine import)")
+    p.add_argument("--data", help="the engine dataset to evaluate on (default: the engine's)")
+    p.add_argument(
+        "--horizons", type=positive_int, nargs="+", default=[1, 10, 100], help="horizons (steps) reported"
+    )
+    p.add_argument("--trajectories", type=positive_int, default=32, help="open-loop trajectories at most")
+    p.add_argument(
+        "--denoising-steps", type=positive_int, help="next-frame denoising steps (default: the engine's)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=8, help="trajectories imagined together")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--out", help="the JSON report (default: <engine>/quality.json)")
+    p.set_defaults(func=_cmd_engine_eval)
+    p = commands.add_parser(
+        "import",
+        help="turn the authors' published CS:GO model (csgo.pt: denoiser.* and upsampler.* tensors) into an "
+        "engine folder",
+    )
+    p.add_argument("file", help="the official model file (.pt), read as tensors only (no code runs)")
+    p.add_argument("folder", help="the engine folder to write")
+    p.add_argument(
+        "overrides", nargs="*", help="configuration overrides of the csgo preset, if the model differs"
+    )
+    p.add_argument("--data", help="the CS:GO engine dataset play and eval start from by default")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=_cmd_engine_import)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
@@ -848,36 +903,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--out-dir", help="where the JSON and PNG go (default: <run>/wm_eval, or wm_eval)")
     p.set_defaults(func=_cmd_wm_eval)
-
-    p = sub.add_parser("engine", help="neural game engines: world models of recorded play (docs/engine.md)")
-    engine = p.add_subparsers(dest="engine_command", metavar="ENGINE_COMMAND", required=True)
-    p = engine.add_parser("train", help="train an engine's denoiser and upsampler on an engine dataset")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        help="configuration as key=value, e.g. data=<dataset folder> preset=cpu seed=3",
-    )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an engine run from its last checkpoint")
-    p.set_defaults(func=_cmd_engine_train)
-    p = engine.add_parser(
-        "eval",
-        help="PSNR/SSIM of an engine's open-loop predictions on the test split at horizons 1, 10, 100 "
-        "(low resolution and upsampled), against copying the last real frame",
-    )
-    p.add_argument("engine", help="an engine folder (engine train or engine import)")
-    p.add_argument("--data", help="the engine dataset to evaluate on (default: the engine's)")
-    p.add_argument(
-        "--horizons", type=positive_int, nargs="+", default=[1, 10, 100], help="horizons (steps) reported"
-    )
-    p.add_argument("--trajectories", type=positive_int, default=32, help="open-loop trajectories at most")
-    p.add_argument(
-        "--denoising-steps", type=positive_int, help="next-frame denoising steps (default: the engine's)"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=8, help="trajectories imagined together")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--out", help="the JSON report (default: <engine>/quality.json)")
-    p.set_defaults(func=_cmd_engine_eval)
 
     p = sub.add_parser("games", help="list the Atari games you can name")
     p.add_argument("--atari100k", action="store_true", help="only the 26 games of the benchmark")
