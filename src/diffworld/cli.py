@@ -273,7 +273,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
     if args.dataset:
         from diffworld.viz.dataset_browser import run_browser
 
-        run_browser(Path(args.source), scale=args.scale, fps=args.fps, max_frames=args.max_frames)
+        run_browser(Path(args.source), scale=args.scale or 8, fps=args.fps, max_frames=args.max_frames)
         return 0
     from diffworld.engine.folder import is_engine_run
 
