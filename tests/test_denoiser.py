@@ -167,7 +167,7 @@ def test_autoregressive_conditioning_uses_the_estimate() -> None:
         seen.append((prev_obs.clone(), prev_act, next_obs))
         return torch.zeros_like(next_obs), torch.ones_like(next_obs), torch.full_like(next_obs, 0.25)
 
-    loss = autoregressive_loss(batch, 4, predict)
+    loss = autoregressive_loss(batch.obs, batch.act, batch.frame_mask, 4, predict)
     assert loss.item() == 1.0
     assert len(seen) == 2
     torch.testing.assert_close(seen[0][0], obs[:, :4])

@@ -111,13 +111,15 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def read_official_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+def read_official_state_dict(
+    path: str | os.PathLike[str], prefixes: tuple[str, ...] = OFFICIAL_PREFIXES
+) -> dict[str, Tensor]:
     """The tensors of an official agent file, read without unpickling anything but tensors.
 
     Raises:
         OfficialAgentError: the file is missing, not a ``torch.save`` file, holds other objects than
-            tensors, or is not an agent's state dict (keys prefixed by ``denoiser.``, ``rew_end_model.``,
-            ``actor_critic.``).
+            tensors, or is not an agent's state dict (some keys prefixed by one of ``prefixes``: the Atari
+            agent's ``denoiser.``, ``rew_end_model.``, ``actor_critic.`` by default).
     """
     path = Path(path)
     if not path.is_file():
@@ -154,10 +156,10 @@ def read_official_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             f"{path} is not an agent's state dict: the values of {_listed(not_tensors)} are not "
             f"tensors{hint}."
         )
-    if not any(str(k).startswith(OFFICIAL_PREFIXES) for k in data):
+    if not any(str(k).startswith(prefixes) for k in data):
         raise OfficialAgentError(
             f"{path} is not an official DIAMOND agent: none of its {len(data)} tensor names starts with "
-            f"{', '.join(OFFICIAL_PREFIXES)}."
+            f"{', '.join(prefixes)}."
         )
     return {str(k): v for k, v in data.items()}
 

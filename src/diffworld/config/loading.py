@@ -68,8 +68,8 @@ def _first_line(error: OmegaConfBaseException) -> str:
     return str(getattr(error, "msg", None) or error).splitlines()[0]
 
 
-def _suggest(key: str) -> str:
-    close = close_keys(key)
+def _suggest(key: str, schema: type = Config) -> str:
+    close = close_keys(key, all_keys(schema))
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return f"{hint} Run 'diffworld config --keys' to list every key."
 
@@ -86,7 +86,11 @@ def parse_overrides(args: Iterable[str]) -> dict[str, str]:
     return overrides
 
 
-def _apply(cfg: DictConfig, key: str, value: Any, parsed_from_text: bool) -> None:
+def apply_override(
+    cfg: DictConfig, key: str, value: Any, parsed_from_text: bool, schema: type = Config
+) -> None:
+    """Set ``cfg.key`` (a structured config of ``schema``) to ``value``, parsed as YAML if
+    ``parsed_from_text``; a ``ConfigError`` naming the key (and close valid ones) if it cannot be."""
     try:
         if parsed_from_text:
             # from_dotlist parses the value as YAML (numbers, booleans, lists) and never evaluates code.
@@ -94,7 +98,7 @@ def _apply(cfg: DictConfig, key: str, value: Any, parsed_from_text: bool) -> Non
         else:
             OmegaConf.update(cfg, key, value, merge=False)
     except (ConfigKeyError, ConfigAttributeError):
-        raise ConfigError(f"Unknown configuration key {key!r}.{_suggest(key)}") from None
+        raise ConfigError(f"Unknown configuration key {key!r}.{_suggest(key, schema)}") from None
     except ValidationError as e:
         raise ConfigError(f"Bad value {value!r} for {key!r}: {_first_line(e)}") from None
     except OmegaConfBaseException as e:
@@ -113,9 +117,9 @@ def build_config(args: Iterable[str] = ()) -> Config:
     cfg = OmegaConf.structured(Config)
     cfg.preset = preset
     for key, value in PRESETS[preset].items():
-        _apply(cfg, key, value, parsed_from_text=False)
+        apply_override(cfg, key, value, parsed_from_text=False)
     for key, value in overrides.items():
-        _apply(cfg, key, value, parsed_from_text=True)
+        apply_override(cfg, key, value, parsed_from_text=True)
     return _finalize(cfg)
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,17 +16,23 @@ from diffworld.evaluation.image_metrics import METRICS
 from diffworld.models.diffusion import Denoiser
 from diffworld.models.diffusion.open_loop import predict_open_loop
 
+Metric = Callable[[Tensor, Tensor], Tensor]
+
 
 class CurveSums:
-    """Running sums of each metric per horizon step (1-based), over trajectories."""
+    """Running sums of each metric per horizon step (1-based), over trajectories.
 
-    def __init__(self, max_horizon: int) -> None:
-        self.sums = {name: np.zeros(max_horizon) for name in METRICS}
+    ``metrics``: name -> metric of (N, C, H, W) predictions against targets; ``METRICS`` by default.
+    """
+
+    def __init__(self, max_horizon: int, metrics: Mapping[str, Metric] = METRICS) -> None:
+        self.metrics = dict(metrics)
+        self.sums = {name: np.zeros(max_horizon) for name in self.metrics}
         self.counts = np.zeros(max_horizon, dtype=np.int64)
 
     def add(self, steps: np.ndarray, pred: Tensor, target: Tensor) -> None:
         """Add the metrics of predictions ``pred`` of ``target`` (N, C, H, W) made at horizons ``steps``."""
-        for name, fn in METRICS.items():
+        for name, fn in self.metrics.items():
             np.add.at(self.sums[name], steps - 1, fn(pred, target).cpu().numpy())
         np.add.at(self.counts, steps - 1, 1)
 

@@ -54,6 +54,11 @@ class MetricsLogger:
 
     def log(self, metrics: dict[str, float], *, epoch: int, env_steps: int, **extra: Any) -> None:
         record = {"epoch": epoch, "env_steps": env_steps, **extra, **metrics}
+        self.log_record(record, metrics, step=env_steps)
+
+    def log_record(self, record: dict[str, Any], metrics: dict[str, float], *, step: int) -> None:
+        """Append ``record`` (``metrics`` and what they are counted against) and plot ``metrics`` against
+        ``step``: a run whose steps are not the environment's (an engine's, counted in updates)."""
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -63,7 +68,7 @@ class MetricsLogger:
         if self._writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
-                    self._writer.add_scalar(key, value, global_step=env_steps)
+                    self._writer.add_scalar(key, value, global_step=step)
             self._writer.flush()
 
     @property

@@ -25,8 +25,9 @@ from diffworld.data.sampler import SegmentSampler
 class BatchSource(Protocol):
     """What a model's ``forward(batch) -> (loss, metrics)`` is called on, one batch per call."""
 
-    def sample(self) -> Batch | None:
-        """The next batch; None where the model draws its own data (the model-free baseline's rollouts)."""
+    def sample(self) -> object:
+        """The next batch, what the model's forward takes (a ``Batch``, an engine's ``EngineBatch``); None
+        where the model draws its own data (the model-free baseline's rollouts)."""
         ...
 
     def batches_left(self) -> int | None:

@@ -71,7 +71,9 @@ class DDPMDenoiser(Denoiser):
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) on segments of num_cond_frames + num_autoregressive_steps frames."""
         check_segment_length(batch, self.cfg)
-        loss = autoregressive_loss(batch, self.cfg.num_cond_frames, self._training_prediction)
+        loss = autoregressive_loss(
+            batch.obs, batch.act, batch.frame_mask, self.cfg.num_cond_frames, self._training_prediction
+        )
         return loss, {"loss_denoising": loss.detach()}
 
     def sampler(self, sampler_cfg: SamplerConfig) -> DDIMSampler:

@@ -72,20 +72,24 @@ def masked_mse(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, per_sample, 0).sum() / mask.sum().clamp(min=1)
 
 
-def autoregressive_loss(batch: Batch, num_cond_frames: int, predict: PredictFn) -> Tensor:
-    """The denoising loss of a segment of L + n frames, averaged over its n consecutive predictions.
+def autoregressive_loss(
+    obs: Tensor, act: Tensor, frame_mask: Tensor, num_cond_frames: int, predict: PredictFn
+) -> Tensor:
+    """The denoising loss of segments of L + n frames, averaged over their n consecutive predictions.
 
-    Prediction i is conditioned on frames i..i+L-1 and actions i..i+L-1 and targets frame i+L; the loss
-    counts real targets only (``batch.frame_mask``). Each real target is then replaced, in the
-    conditioning of the later predictions, by the one-shot estimate of ``predict`` (no gradient).
+    ``obs``: (B, L + n, ...) frames; ``act``: (B, >= L + n - 1, ...) per-step conditioning (the actions);
+    ``frame_mask``: (B, L + n) bool, True for real frames. Prediction i is conditioned on frames i..i+L-1 and
+    ``act[:, i : i + L]`` and targets frame i+L; the loss counts real targets only. Each real target is then
+    replaced, in the conditioning of the later predictions, by the one-shot estimate of ``predict`` (no
+    gradient).
     """
-    num_predictions = batch.obs.size(1) - num_cond_frames
-    frame_mask = batch.frame_mask
-    obs = batch.obs.clone()
+    num_predictions = obs.size(1) - num_cond_frames
+    targets = obs
+    obs = obs.clone()
     losses = []
     for i in range(num_predictions):
         j = i + num_cond_frames
-        model_output, target, estimate = predict(obs[:, i:j], batch.act[:, i:j], batch.obs[:, j])
+        model_output, target, estimate = predict(obs[:, i:j], act[:, i:j], targets[:, j])
         losses.append(masked_mse(model_output, target, frame_mask[:, j]))
         obs[:, j] = torch.where(frame_mask[:, j, None, None, None], estimate, obs[:, j])
     return torch.stack(losses).mean()
@@ -143,7 +147,9 @@ class EDMDenoiser(Denoiser):
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) on segments of num_cond_frames + num_autoregressive_steps frames."""
         check_segment_length(batch, self.cfg)
-        loss = autoregressive_loss(batch, self.cfg.num_cond_frames, self._training_prediction)
+        loss = autoregressive_loss(
+            batch.obs, batch.act, batch.frame_mask, self.cfg.num_cond_frames, self._training_prediction
+        )
         return loss, {"loss_denoising": loss.detach()}
 
     def sampler(self, sampler_cfg: SamplerConfig) -> EDMSampler:

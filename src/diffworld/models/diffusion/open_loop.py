@@ -6,16 +6,29 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from diffworld.models.diffusion.denoiser import FrameSampler, StepCallback
+from diffworld.models.diffusion.denoiser import StepCallback
+
+
+class NextFrameSampler(Protocol):
+    """What open-loop prediction needs of a sampler: a ``FrameSampler`` or an engine's frame sampler."""
+
+    def predict_next(
+        self,
+        prev_obs: Tensor,
+        prev_act: Tensor,
+        generator: torch.Generator | None = None,
+        callback: StepCallback | None = None,
+    ) -> Tensor: ...
 
 
 @torch.no_grad()
 def predict_open_loop(
-    sampler: FrameSampler,
+    sampler: NextFrameSampler,
     context: Tensor,
     actions: Sequence[Tensor],
     horizons: Sequence[int],
@@ -26,7 +39,8 @@ def predict_open_loop(
 
     Trajectory i starts from ``context[i]`` (L frames, (B, L, 3, H, W) in [-1, 1]) and makes ``horizons[i]``
     predictions; prediction h is conditioned on the last L frames (real, then predicted) and on
-    ``actions[i][h - 1 : h - 1 + L]``, so ``actions[i]`` holds at least ``horizons[i] + L - 1`` actions.
+    ``actions[i][h - 1 : h - 1 + L]``, so ``actions[i]`` holds at least ``horizons[i] + L - 1`` actions
+    (indices (T,) of an Atari world model, or (T, D) action vectors of an engine).
     ``horizons`` must not increase, so that the trajectories still going at h are the first m_h: each yield
     is (m_h, 3, H, W), one batched sampling per horizon, whose denoiser calls go to ``callback``.
     """

@@ -53,12 +53,17 @@ def sample(
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
     generator: torch.Generator | None = None,
+    churned_call_at_sigma: bool = False,
 ) -> Tensor:
     """EDM Algorithm 2 from ``x`` (noise at level ``sigmas[0]``) down to ``sigmas[-1]`` (0).
 
     ``order`` 1 takes Euler steps; ``order`` 2 adds Heun's correction on every step whose next sigma is
     not 0. With ``s_churn > 0``, noise is first added to raise sigma to sigma_hat (steps 4-6). Each step
     calls ``denoise_fn`` once on the whole batch (twice with a Heun correction).
+
+    ``churned_call_at_sigma``: a step's first denoiser call is told the level before churn, sigma, while the
+    step itself goes from sigma_hat, as the official CS:GO sampler does (its upsampler is used that way);
+    the same as Algorithm 2 where there is no churn.
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (Euler) or 2 (Heun), got {order}")
@@ -74,7 +79,8 @@ def sample(
             eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + eps * s_noise * math.sqrt(sigma_hat**2 - sigma**2)
         # Steps 7-8: Euler step from sigma_hat to sigma_next, dx/dsigma = (x - D(x; sigma)) / sigma.
-        d = (x - denoise_fn(x, sigma_hat * sigma_in)) / sigma_hat
+        told = sigma if churned_call_at_sigma else sigma_hat
+        d = (x - denoise_fn(x, told * sigma_in)) / sigma_hat
         x_next = x + (sigma_next - sigma_hat) * d
         # Steps 9-11: Heun's second-order correction, unless the next level is 0.
         if order == 2 and sigma_next != 0:

@@ -1,0 +1,55 @@
+"""The action encoder of the engine denoiser: a dataset's action vectors, whatever their kinds, to one
+embedding per step (docs/engine.md, "Models").
+
+Each component of the ``ActionSpec`` has a table of embeddings, and a step's embedding is the sum of its
+components':
+
+- ``discrete`` and ``bins``: the row of the column's index, as the Atari world model embeds its action;
+- ``keys``: the sum of the rows of the pressed keys (the multi-hot columns times the table);
+- ``continuous``: the value, mapped from [low, high] to [-1, 1], times the table's one row.
+
+With the CS:GO action space (keys, clicks, mouse-x bins, mouse-y bins) this is the official CS:GO model's
+action embedding, the 51-wide multi-hot vector times one table, split by components; a spec of one discrete
+component is ``DenoiserNetwork``'s ``nn.Embedding``. The tables are ``nn.Embedding`` weights (drawn from
+N(0, 1) and exempt from weight decay, as every embedding of the project), in the order of the components
+and, within one, of its rows: stacked, they are that one table.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from diffworld.engine.actions import ActionSpec, Bins, Continuous, Discrete, Keys
+
+
+def _num_rows(component: Discrete | Keys | Bins | Continuous) -> int:
+    if isinstance(component, Discrete | Bins):
+        return component.n
+    return component.width
+
+
+class ActionEncoder(nn.Module):
+    """(B, L, D) float action vectors laid out by ``spec`` -> (B, L, ``dim``) embeddings."""
+
+    def __init__(self, spec: ActionSpec, dim: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.dim = dim
+        self.tables = nn.ModuleList([nn.Embedding(_num_rows(c), dim) for c in spec.components])
+
+    def forward(self, act: Tensor) -> Tensor:
+        if act.size(-1) != self.spec.width:
+            raise ValueError(f"action vectors of width {act.size(-1)} given, the spec has {self.spec.width}")
+        out = act.new_zeros(*act.shape[:-1], self.dim)
+        for (component, cols), table in zip(self.spec.columns(), self.tables, strict=True):
+            assert isinstance(table, nn.Embedding)
+            values = act[..., cols]
+            if isinstance(component, Discrete | Bins):
+                out = out + table(values[..., 0].round().long())
+            elif isinstance(component, Keys):
+                out = out + values @ table.weight
+            else:
+                half_range = (component.high - component.low) / 2
+                centred = (values - (component.low + half_range)) / half_range
+                out = out + centred @ table.weight
+        return out

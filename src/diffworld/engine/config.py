@@ -1,0 +1,340 @@
+"""The configuration of a neural game engine: a low-resolution next-frame denoiser, an optional upsampler, and
+how they train (the paper's CS:GO setting, docs/method.md; docs/engine.md).
+
+Typed dataclasses as ``config/schema.py``'s, so that OmegaConf validates keys and types of command-line
+overrides; ``ENGINE_PRESETS`` are dotted overrides on top of the defaults, which are the official CS:GO
+model's settings (``csgo``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from diffworld.config.loading import ConfigError, apply_override, parse_overrides
+from diffworld.config.schema import OptimizerConfig, Precision, SamplerConfig, SigmaDistributionConfig
+from diffworld.utils.atomic import atomic_write_text
+
+
+@dataclass
+class EngineSamplerConfig(SamplerConfig):
+    """A sampler of the engine: EDM's (``SamplerConfig``) plus the conditioning frames' noise level."""
+
+    s_cond: float = 0.0
+    """With ``noise_previous_obs``: the conditioning frames get Gaussian noise of this std before the
+    denoiser sees them, and the network is told this level (the official CS:GO sampler's 0.005). 0: clean
+    conditioning frames, the network told level 0 (c_noise_cond = 0)."""
+
+
+@dataclass
+class EngineModelTrainingConfig:
+    """The batches one model trains on."""
+
+    batch_size: int = 16
+    """Segments per batch, over all processes (each of N ``torchrun`` processes takes batch_size / N)."""
+    grad_acc_steps: int = 8
+    """Batches accumulated per optimizer update."""
+    num_autoregressive_steps: int = 4
+    """Consecutive predictions per training segment (num_cond_frames + this many frames), the later ones
+    conditioned on the model's own one-shot estimates (docs/method.md §3)."""
+
+
+@dataclass
+class EngineDenoiserConfig:
+    """The low-resolution next-frame denoiser: EDM around a U-Net conditioned on the L past frames and
+    actions.
+
+    Defaults: the official CS:GO model (``csgo``).
+    """
+
+    num_cond_frames: int = 4
+    """L: past frames (and actions) each prediction is conditioned on."""
+    cond_channels: int = 2048
+    """Width of the conditioning vector; each of the L action embeddings has cond_channels / L dims."""
+    channels: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
+    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    attn_depths: list[bool] = field(default_factory=lambda: [False, False, True, True])
+    sigma_data: float = 0.5
+    sigma_offset_noise: float = 0.1
+    noise_previous_obs: bool = True
+    """Noise augmentation of the conditioning frames in training: per sample, a level sigma_cond drawn like
+    the training sigmas, the L past frames noised at it (offset noise included), and c_noise_cond =
+    log(sigma_cond) / 4 fed to the network beside c_noise. Makes long autoregressive rollouts robust to the
+    model's own errors (the official CS:GO recipe)."""
+    sigma_distribution: SigmaDistributionConfig = field(
+        default_factory=lambda: SigmaDistributionConfig(loc=-1.2, scale=1.2, sigma_min=2e-3, sigma_max=20.0)
+    )
+    sampler: EngineSamplerConfig = field(
+        default_factory=lambda: EngineSamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
+    )
+    """One Euler step, as the official CS:GO ``fast`` settings."""
+    training: EngineModelTrainingConfig = field(default_factory=EngineModelTrainingConfig)
+    optimizer: OptimizerConfig = field(
+        default_factory=lambda: OptimizerConfig(lr=1e-4, weight_decay=1e-2, eps=1e-8, max_grad_norm=10.0)
+    )
+
+
+@dataclass
+class UpsamplerConfig(EngineDenoiserConfig):
+    """The upsampler: a second EDM model whose network sees the noisy full-resolution frame stacked with the
+    low-resolution frame (bicubic-upsampled by ``factor``) and the L previous full-resolution frames; no
+    actions. Its defaults are set by ``EngineConfig`` (the official CS:GO upsampler)."""
+
+    factor: int = 5
+    """Full resolution = ``factor`` x ``low_res`` (CS:GO: 150x280 from 30x56)."""
+
+
+def _csgo_upsampler() -> UpsamplerConfig:
+    return UpsamplerConfig(
+        num_cond_frames=1,
+        channels=[64, 64, 128, 256],
+        attn_depths=[False, False, False, True],
+        noise_previous_obs=False,
+        # Heun with churn, as the official CS:GO ``fast`` settings: one step from sigma 5 raised by churn.
+        sampler=EngineSamplerConfig(
+            num_steps=1,
+            sigma_min=1.0,
+            sigma_max=5.0,
+            order=2,
+            s_churn=10.0,
+            s_tmin=1.0,
+            s_tmax=5.0,
+            s_noise=0.9,
+        ),
+        training=EngineModelTrainingConfig(batch_size=4, grad_acc_steps=8, num_autoregressive_steps=1),
+    )
+
+
+@dataclass
+class EngineTrainingConfig:
+    """The schedule of an engine run: both models take one update each in turn."""
+
+    num_updates: int = 100_000
+    """Optimizer updates of each model."""
+    log_every: int = 50
+    """A ``metrics.jsonl`` record of the training metrics every this many updates."""
+    checkpoint_every: int = 500
+    """A checkpoint every this many updates (and at the end): a crash loses at most this many."""
+    test_every: int = 1000
+    """Test losses on the dataset's test split every this many updates (and at the end)."""
+    num_test_batches: int = 4
+    """Batches of test segments per test loss, drawn from a generator seeded anew at every test."""
+    precision: Precision = Precision.fp32
+    """``bf16``: forward passes under ``torch.autocast`` to bfloat16 (``config.schema.TrainingConfig``)."""
+
+
+@dataclass
+class EngineLoggingConfig:
+    tensorboard: bool = True
+
+
+@dataclass
+class EngineConfig:
+    """A whole engine run. ``data`` is required."""
+
+    data: str = MISSING
+    """The engine dataset folder (docs/engine.md, "Datasets")."""
+    preset: str = "csgo"
+    """Preset the run started from (``csgo``, ``cpu`` or ``smoke``); recorded for reference."""
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; under ``torchrun`` each process
+    takes ``cuda:<local rank>`` (``auto``, ``cuda``) or the CPU."""
+    run_dir: str | None = None
+    """Run folder; default ``runs/engine/<dataset name>/<date>_<time>_s<seed>``."""
+    low_res: list[int] = field(default_factory=lambda: [30, 56])
+    """[h, w]: the denoiser's resolution, to which the dataset's frames are area-downsampled."""
+    denoiser: EngineDenoiserConfig = field(default_factory=EngineDenoiserConfig)
+    upsampler: UpsamplerConfig | None = field(default_factory=_csgo_upsampler)
+    """None (``upsampler=null``): no upsampler, the engine plays at ``low_res``."""
+    training: EngineTrainingConfig = field(default_factory=EngineTrainingConfig)
+    logging: EngineLoggingConfig = field(default_factory=EngineLoggingConfig)
+
+    def full_res(self) -> tuple[int, int] | None:
+        """The upsampler's resolution (``factor`` x ``low_res``), None without upsampler."""
+        if self.upsampler is None:
+            return None
+        h, w = self.low_res
+        return h * self.upsampler.factor, w * self.upsampler.factor
+
+
+ENGINE_PRESETS: dict[str, dict[str, Any]] = {
+    # The official CS:GO model (defaults): denoiser at 30x56, upsampler to 150x280.
+    "csgo": {},
+    "cpu": {
+        # Full-resolution Atari frames (210x160) on 2 CPU cores for an hour. Factor 5 is the only one that
+        # divides both 210 and 160 and keeps the low-res frames readable: 4 does not divide 210, 10 leaves
+        # 21x16, where a 2-pixel Atari ball disappears. 42x32 has about a third of the pixels of the paper's
+        # 64x64, so the denoiser's updates are cheap; the upsampler works at full resolution, where most of
+        # the time goes, so it is the smaller network with the smaller batch. One sampling step each and
+        # denoiser noise levels centred on the level that step uses, as the ``quick`` Atari preset.
+        "low_res": [42, 32],
+        "denoiser.cond_channels": 256,
+        "denoiser.channels": [32, 64, 64],
+        "denoiser.depths": [1, 1, 1],
+        "denoiser.attn_depths": [False, False, False],
+        "denoiser.training.batch_size": 16,
+        "denoiser.training.grad_acc_steps": 1,
+        "denoiser.training.num_autoregressive_steps": 2,
+        "denoiser.optimizer.lr": 1e-3,
+        "denoiser.optimizer.max_grad_norm": 1.0,
+        "upsampler.cond_channels": 128,
+        "upsampler.channels": [16, 32, 32],
+        "upsampler.depths": [1, 1, 1],
+        "upsampler.attn_depths": [False, False, False],
+        "upsampler.training.batch_size": 4,
+        "upsampler.training.grad_acc_steps": 1,
+        "upsampler.optimizer.lr": 1e-3,
+        "upsampler.optimizer.max_grad_norm": 1.0,
+        "training.num_updates": 3000,
+        "training.log_every": 25,
+        "training.checkpoint_every": 250,
+        "training.test_every": 500,
+    },
+    "smoke": {
+        # Seconds, for tests: tiny networks on tiny frames.
+        "low_res": [6, 10],
+        "denoiser.num_cond_frames": 2,
+        "denoiser.cond_channels": 16,
+        "denoiser.channels": [8, 8],
+        "denoiser.depths": [1, 1],
+        "denoiser.attn_depths": [False, False],
+        "denoiser.training.batch_size": 4,
+        "denoiser.training.grad_acc_steps": 1,
+        "denoiser.training.num_autoregressive_steps": 2,
+        "denoiser.optimizer.warmup_steps": 2,
+        "upsampler.factor": 2,
+        "upsampler.cond_channels": 16,
+        "upsampler.channels": [8, 8],
+        "upsampler.depths": [1, 1],
+        "upsampler.attn_depths": [False, False],
+        "upsampler.training.batch_size": 2,
+        "upsampler.training.grad_acc_steps": 1,
+        "upsampler.optimizer.warmup_steps": 2,
+        "training.num_updates": 6,
+        "training.log_every": 2,
+        "training.checkpoint_every": 2,
+        "training.test_every": 3,
+        "training.num_test_batches": 1,
+        "logging.tensorboard": False,
+    },
+}
+
+
+def build_engine_config(args: Iterable[str] = ()) -> EngineConfig:
+    """The engine configuration for command-line arguments like ``data=<folder> preset=cpu seed=3``.
+
+    Values are parsed as YAML scalars and lists and checked against the dataclasses, never evaluated.
+    """
+    overrides = parse_overrides(args)
+    preset = overrides.pop("preset", "csgo")
+    if preset not in ENGINE_PRESETS:
+        close = difflib.get_close_matches(preset, list(ENGINE_PRESETS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown engine preset {preset!r}.{hint} Presets: {', '.join(ENGINE_PRESETS)}.")
+    cfg = OmegaConf.structured(EngineConfig)
+    cfg.preset = preset
+    for key, value in ENGINE_PRESETS[preset].items():
+        apply_override(cfg, key, value, parsed_from_text=False, schema=EngineConfig)
+    for key, value in overrides.items():
+        if key.startswith("upsampler.") and cfg.upsampler is None:
+            raise ConfigError(f"Cannot set {key!r}: upsampler=null turned the upsampler off.")
+        apply_override(cfg, key, value, parsed_from_text=True, schema=EngineConfig)
+    return _finalize(cfg)
+
+
+def _finalize(cfg: DictConfig) -> EngineConfig:
+    if OmegaConf.is_missing(cfg, "data"):
+        raise ConfigError("No dataset given: add data=<engine dataset folder>.")
+    config = OmegaConf.to_object(cfg)
+    assert isinstance(config, EngineConfig)
+    validate_engine_config(config)
+    return config
+
+
+def validate_engine_config(cfg: EngineConfig) -> None:
+    """Checks that types alone cannot express; each failure names the key and the fix."""
+    errors: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    check(len(cfg.low_res) == 2 and min(cfg.low_res) >= 1, f"low_res must be [h, w] >= 1, got {cfg.low_res}.")
+    models: list[tuple[str, EngineDenoiserConfig]] = [("denoiser", cfg.denoiser)]
+    if cfg.upsampler is not None:
+        models.append(("upsampler", cfg.upsampler))
+        check(cfg.upsampler.factor >= 2, "upsampler.factor must be >= 2 (or upsampler=null: no upsampler).")
+    for name, m in models:
+        n = len(m.channels)
+        check(
+            n > 0 and len(m.depths) == n and len(m.attn_depths) == n,
+            f"{name}.channels, {name}.depths and {name}.attn_depths must have one entry per level "
+            f"(got {len(m.channels)}, {len(m.depths)}, {len(m.attn_depths)}).",
+        )
+        check(all(c > 0 for c in m.channels) and all(d > 0 for d in m.depths), f"{name}: sizes must be > 0.")
+        check(m.num_cond_frames >= 1, f"{name}.num_cond_frames must be >= 1.")
+        check(
+            m.cond_channels % 2 == 0 and m.cond_channels % m.num_cond_frames == 0,
+            f"{name}.cond_channels must be even and divisible by {name}.num_cond_frames.",
+        )
+        check(m.sigma_data > 0, f"{name}.sigma_data must be > 0.")
+        sd = m.sigma_distribution
+        check(0 < sd.sigma_min < sd.sigma_max and sd.scale > 0, f"{name}.sigma_distribution: bad levels.")
+        s = m.sampler
+        check(s.num_steps >= 1 and s.order in (1, 2), f"{name}.sampler: num_steps >= 1, order 1 or 2.")
+        check(
+            0 < s.sigma_min <= s.sigma_max and s.rho > 0, f"{name}.sampler: need 0 < sigma_min <= sigma_max."
+        )
+        check(s.s_churn >= 0 and s.s_cond >= 0, f"{name}.sampler: s_churn and s_cond must be >= 0.")
+        mt = m.training
+        check(mt.batch_size >= 1 and mt.grad_acc_steps >= 1, f"{name}.training: batch sizes must be >= 1.")
+        check(mt.num_autoregressive_steps >= 1, f"{name}.training.num_autoregressive_steps must be >= 1.")
+        o = m.optimizer
+        check(o.lr > 0 and o.weight_decay >= 0 and o.max_grad_norm > 0, f"{name}.optimizer: bad values.")
+        check(o.warmup_steps >= 0, f"{name}.optimizer.warmup_steps must be >= 0.")
+    t = cfg.training
+    check(t.num_updates >= 0, "training.num_updates must be >= 0.")
+    for key in ("log_every", "checkpoint_every", "test_every", "num_test_batches"):
+        check(getattr(t, key) >= 1, f"training.{key} must be >= 1.")
+    check(
+        cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
+        f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
+    )
+    if errors:
+        if len(errors) == 1:
+            raise ConfigError(f"Invalid engine configuration: {errors[0]}")
+        raise ConfigError("Invalid engine configuration:\n  " + "\n  ".join(errors))
+
+
+def engine_config_to_yaml(cfg: EngineConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_engine_config(cfg: EngineConfig, path: Path) -> None:
+    """Write the resolved configuration atomically as YAML."""
+    atomic_write_text(path, engine_config_to_yaml(cfg))
+
+
+def load_engine_config(path: Path) -> EngineConfig:
+    """Read a saved engine configuration back, checked against the current schema."""
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"No engine configuration file at {path}.") from None
+    except Exception as e:
+        raise ConfigError(f"Cannot parse engine configuration {path}: {e}") from None
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(EngineConfig), loaded)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise ConfigError(f"{path}: unknown key {str(e.full_key)!r} (written by another version?).") from None
+    except (ValidationError, OmegaConfBaseException) as e:
+        raise ConfigError(f"{path}: bad value: {str(e).splitlines()[0]}") from None
+    assert isinstance(cfg, DictConfig)
+    return _finalize(cfg)

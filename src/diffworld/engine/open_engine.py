@@ -1,0 +1,64 @@
+"""An engine folder opened for evaluation, play and videos: its trained models (``load_trained_engine``),
+their samplers bound together with a chosen number of denoising steps (``EngineSamplers``), and the dataset
+its trajectories start from."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from diffworld.engine.dataset import EngineDataset
+from diffworld.engine.folder import is_engine_run
+from diffworld.engine.imagine import EngineSamplers
+from diffworld.engine.trained import TrainedEngine, load_trained_engine
+from diffworld.errors import UserError
+from diffworld.run.folder import RunDirError
+from diffworld.utils.device import resolve_device
+
+
+def open_engine(folder: str | Path, device: str = "auto") -> TrainedEngine:
+    """The engine of ``folder`` (``diffworld engine train``'s or ``import``'s); a one-line error where
+    ``folder`` is not one or its weights do not fit its configuration."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RunDirError(f"No engine folder at {folder}.")
+    if not is_engine_run(folder):
+        raise RunDirError(
+            f"{folder} is not an engine folder (it lacks config.yaml or action_space.json): give a folder "
+            "of 'diffworld engine train' or 'diffworld engine import'."
+        )
+    try:
+        return load_trained_engine(folder, resolve_device(device))
+    except RuntimeError as e:  # load_state_dict: weights of another architecture than config.yaml's
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"The weights in {folder} do not fit its config.yaml: {first}") from None
+
+
+def engine_samplers(engine: TrainedEngine, denoising_steps: int | None = None) -> EngineSamplers:
+    """The engine's samplers; ``denoising_steps`` replaces the next-frame sampler's number of steps."""
+    cfg = engine.cfg.denoiser.sampler
+    if denoising_steps is not None:
+        cfg = dataclasses.replace(cfg, num_steps=denoising_steps)
+    h, w = engine.cfg.low_res
+    upsampler = engine.upsampling_sampler()
+    num_cond_full = engine.cfg.upsampler.num_cond_frames if engine.cfg.upsampler is not None else 1
+    return EngineSamplers(engine.frame_sampler(cfg), engine.num_cond_frames, (h, w), upsampler, num_cond_full)
+
+
+def open_start_dataset(engine: TrainedEngine, folder: Path, data: str | Path | None = None) -> EngineDataset:
+    """The dataset ``data``, else the one the engine (of ``folder``) was trained on; refused where its
+    action space or frame size is not the engine's."""
+    if data is None and not engine.cfg.data:
+        raise UserError(f"The engine {folder} names no dataset: give one (--data <engine dataset folder>).")
+    path = Path(data if data is not None else engine.cfg.data)
+    dataset = EngineDataset(path)
+    if dataset.spec != engine.spec:
+        raise UserError(
+            f"{path} has the actions {dataset.spec.describe()}, but the engine {folder} takes "
+            f"{engine.spec.describe()}"
+        )
+    full = engine.cfg.full_res()
+    if full is not None and tuple(dataset.frame_size) != tuple(full):
+        h, w = dataset.frame_size
+        raise UserError(f"{path} has frames of {h}x{w}, but the engine {folder} makes {full[0]}x{full[1]}")
+    return dataset

@@ -1,0 +1,492 @@
+"""Interactive play of an engine: you hold keys and move the mouse, the engine imagines the next frame.
+
+As ``viz/play.py``, the game logic (:class:`EnginePlaySession`, fed with :class:`Command` values and an
+:class:`~diffworld.engine.keymap.InputState` per step) is separate from pygame (:class:`EnginePlayApp`), so
+that tests drive it headless. A trajectory starts from the first frames of a test episode of the engine's
+dataset (``Enter`` moves to the next one) and restarts there when it reaches the horizon. Control is yours
+or the dataset's: the episode's own actions replayed (``F2``), to watch what the engine makes of them. The
+frame shown is the upsampler's (full resolution), or the denoiser's without one. Denoising steps change the
+samplers at once (``-`` / ``=``). Recording (``F5``) writes each imagined trajectory as an episode of an
+engine dataset (the frames shown and the actions taken, the last step's action the neutral one).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffworld.data.frames import frames_to_tensor, tensor_to_frames
+from diffworld.engine.actions import ActionSpec
+from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
+from diffworld.engine.imagine import EngineSamplers, Imagination
+from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
+from diffworld.engine.open_engine import engine_samplers, open_engine, open_start_dataset
+from diffworld.engine.sampler import downsample
+from diffworld.errors import UserError
+from diffworld.viz.display import Window, import_pygame
+
+MAX_HORIZON = 1 << 20
+NO_INPUT = InputState()
+MAX_DENOISING_STEPS = 100
+
+
+class Command(enum.Enum):
+    TOGGLE_CONTROLLER = "switch control: you / the dataset's actions"
+    HORIZON_DOWN = "halve the horizon (steps before restarting from the dataset)"
+    HORIZON_UP = "double the horizon"
+    STEPS_DOWN = "one denoising step less"
+    STEPS_UP = "one denoising step more"
+    PAUSE = "pause / resume"
+    STEP = "one step (pauses first)"
+    RESET = "restart from the next test episode's start"
+    RECORD = "start / stop recording"
+    HELP = "print the keys again"
+    QUIT = "quit"
+
+
+CONTROL_KEYS: tuple[tuple[str, Command], ...] = (
+    ("f2", Command.TOGGLE_CONTROLLER),
+    ("[", Command.HORIZON_DOWN),
+    ("]", Command.HORIZON_UP),
+    ("-", Command.STEPS_DOWN),
+    ("=", Command.STEPS_UP),
+    ("f3", Command.PAUSE),
+    ("f4", Command.STEP),
+    ("return", Command.RESET),
+    ("f5", Command.RECORD),
+    ("f1", Command.HELP),
+    ("escape", Command.QUIT),
+)
+"""The control keys, by pygame name: a key map may not use them."""
+CONTROL_INPUTS = frozenset(key for key, _ in CONTROL_KEYS)
+
+
+class EngineRecorder:
+    """Imagined trajectories written to ``directory`` as an engine dataset, one episode each.
+
+    The dataset's writer opens with the first episode; ``close`` finishes it (no test split), after which
+    ``diffworld engine info`` and training read it.
+    """
+
+    def __init__(
+        self, directory: Path, spec: ActionSpec, neutral: np.ndarray, source: dict[str, Any]
+    ) -> None:
+        self.directory = Path(directory)
+        self.spec = spec
+        self.neutral = neutral
+        self.source = source
+        self.on = False
+        self.num_saved = 0
+        self._writer: EngineDatasetWriter | None = None
+        self._frames: list[np.ndarray] = []
+        self._actions: list[np.ndarray] = []
+
+    def begin(self, frame: np.ndarray) -> None:
+        """A trajectory starts at ``frame`` (kept only while recording)."""
+        self._frames = [frame] if self.on else []
+        self._actions = []
+
+    def add(self, action: np.ndarray, frame: np.ndarray) -> None:
+        """``action`` was taken after the last frame and led to ``frame``."""
+        if self.on and self._frames:
+            self._actions.append(action)
+            self._frames.append(frame)
+
+    def finish(self) -> str | None:
+        """Write the running trajectory if it has a step; returns its episode's name."""
+        name = None
+        if self._actions:
+            frames = np.stack(self._frames)
+            if self._writer is None:
+                self._writer = EngineDatasetWriter(
+                    self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
+                )
+            name = self._writer.add_episode(frames, np.stack([*self._actions, self.neutral]))
+            self.num_saved += 1
+        self._frames, self._actions = [], []
+        return name
+
+    def close(self) -> Path | None:
+        """Write the running trajectory and finish the dataset; its folder (None: nothing recorded)."""
+        self.finish()
+        if self._writer is None:
+            return None
+        folder = self._writer.finish(test_fraction=0.0)
+        self._writer = None
+        return folder
+
+
+class EnginePlaySession:
+    """The state of play and its rules, without any display (see the module docstring).
+
+    ``make_samplers(steps)`` gives the engine's samplers with ``steps`` denoising steps (of the next-frame
+    model; the upsampler keeps its own); ``starts`` are the dataset episodes trajectories start from.
+    """
+
+    def __init__(
+        self,
+        make_samplers: Callable[[int], EngineSamplers],
+        dataset: EngineDataset,
+        starts: list[int],
+        keymap: KeyMap,
+        *,
+        recorder: EngineRecorder,
+        denoising_steps: int = 1,
+        horizon: int = 1000,
+        human: bool = True,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if not starts:
+            raise UserError(f"{dataset.folder} has no episode to start from")
+        self._make_samplers = make_samplers
+        self.denoising_steps = denoising_steps
+        self.engine = make_samplers(denoising_steps)
+        self.dataset = dataset
+        self.starts = starts
+        self.keymap = keymap
+        self.recorder = recorder
+        self.horizon = horizon
+        self.human = human
+        self.device = torch.device(device)
+        self.generator = generator
+        self.log = log
+        self.paused = False
+        self.running = True
+        self.num_steps_taken = 0
+        self.last_action = keymap.neutral()
+        self._step_once = False
+        self._start_index = -1
+        self.episode = starts[0]
+        self.t = 0
+        self.frame = np.zeros((1, 1, 3), np.uint8)
+        self._replay: np.ndarray = np.zeros((0, keymap.spec.width), np.float32)
+        self._imagination: Imagination | None = None
+        self._restart()
+
+    @property
+    def controller(self) -> str:
+        return "you" if self.human else "dataset actions"
+
+    def header(self, fps: float | None = None) -> list[str]:
+        """Two lines: episode, step, controller, frames per second; horizon, denoising steps and flags."""
+        first = f"from {self.dataset.episode_names[self.episode]} | step {self.t} | {self.controller}"
+        if fps is not None:
+            first += f" | {fps:.1f} fps"
+        flags = [f"horizon {self.horizon}", f"{self.denoising_steps} denoising step(s)"]
+        if self.paused:
+            flags.append("PAUSED")
+        if self.recorder.on:
+            flags.append(f"REC ({self.recorder.num_saved} saved)")
+        return [first, " | ".join(flags)]
+
+    # ---------------------------------------------------------------------------------------- commands
+
+    def handle(self, command: Command) -> None:
+        if command is Command.TOGGLE_CONTROLLER:
+            self.human = not self.human
+            self.log(f"Control: {self.controller}")
+        elif command in (Command.HORIZON_DOWN, Command.HORIZON_UP):
+            factor = 2 if command is Command.HORIZON_UP else 0.5
+            self.horizon = int(min(MAX_HORIZON, max(1, self.horizon * factor)))
+            self.log(f"Horizon: {self.horizon}")
+        elif command in (Command.STEPS_DOWN, Command.STEPS_UP):
+            change = 1 if command is Command.STEPS_UP else -1
+            steps = min(MAX_DENOISING_STEPS, max(1, self.denoising_steps + change))
+            if steps != self.denoising_steps:
+                self.denoising_steps = steps
+                self.engine = self._make_samplers(steps)
+                if self._imagination is not None:
+                    self._imagination.engine = self.engine
+            self.log(f"Denoising steps: {self.denoising_steps}")
+        elif command is Command.PAUSE:
+            self.paused = not self.paused
+        elif command is Command.STEP:
+            self.paused = True
+            self._step_once = True
+        elif command is Command.RESET:
+            self._cut_recording()
+            self._restart()
+        elif command is Command.RECORD:
+            if self.recorder.on:
+                self._cut_recording()
+                self.recorder.on = False
+                self.log(
+                    f"Recording off: {self.recorder.num_saved} trajectories for {self.recorder.directory}"
+                )
+            else:
+                self.recorder.on = True
+                self.recorder.begin(self.frame)  # from the current frame, mid-trajectory
+                self.log(f"Recording to {self.recorder.directory}")
+        elif command is Command.HELP:
+            self.log(help_text(self.keymap))
+        elif command is Command.QUIT:
+            self.close()
+
+    def update(self, state: InputState = NO_INPUT) -> bool:
+        """Advance one step unless paused (a STEP command steps once while paused); returns if it did."""
+        if not self.running or (self.paused and not self._step_once):
+            return False
+        self._step_once = False
+        self._advance(state)
+        return True
+
+    def close(self) -> None:
+        """Finish the recording, stop."""
+        if not self.running:
+            return
+        self._cut_recording()
+        folder = self.recorder.close()
+        if folder is not None:
+            self.log(f"Recorded {self.recorder.num_saved} trajectories: the engine dataset {folder}")
+        self.running = False
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    def _advance(self, state: InputState) -> None:
+        action = self.keymap.action(state) if self.human else self._replay[self.t]
+        assert self._imagination is not None
+        low, full = self._imagination.step(torch.tensor(action, device=self.device)[None])
+        self.frame = tensor_to_frames((low if full is None else full)[0])
+        self.last_action = action
+        self.t += 1
+        self.num_steps_taken += 1
+        self.recorder.add(action, self.frame)
+        if self.t >= self.horizon or (not self.human and self.t >= len(self._replay)):
+            self.log(f"Restart after {self.t} steps")
+            self._cut_recording()
+            self._restart(next_start=False)
+
+    def _restart(self, next_start: bool = True) -> None:
+        """Start a trajectory from the first frames of a start episode (the next one, or the same)."""
+        if next_start:
+            self._start_index = (self._start_index + 1) % len(self.starts)
+        self.episode = self.starts[self._start_index]
+        engine = self.engine
+        context = engine.context_length
+        frames = self.dataset.frames(self.episode)
+        actions = np.asarray(self.dataset.actions(self.episode), dtype=np.float32)
+        full = frames_to_tensor(frames[:context], self.device)[None]
+        low = downsample(full, engine.low_res)
+        past = torch.tensor(actions[context - engine.num_cond : context - 1], device=self.device)[None]
+        self._imagination = Imagination(
+            engine,
+            low[:, context - engine.num_cond :],
+            past,
+            full[:, context - engine.num_cond_full :] if engine.upsampler is not None else None,
+            self.generator,
+        )
+        # The dataset's actions from the last context frame on, for replay.
+        self._replay = actions[context - 1 :]
+        self.t = 0
+        self.frame = (
+            np.asarray(frames[context - 1]) if engine.upsampler is not None else tensor_to_frames(low[0, -1])
+        )
+        self.recorder.begin(self.frame)
+
+    def _cut_recording(self) -> None:
+        if self.recorder.on:
+            name = self.recorder.finish()
+            if name is not None:
+                self.log(f"Recorded episode {name}")
+
+
+def help_text(keymap: KeyMap) -> str:
+    controls = "\n".join(f"  {key:<8} {command.value}" for key, command in CONTROL_KEYS)
+    return f"Controls:\n{controls}\nGame ({keymap.name} key map):\n{keymap.describe()}"
+
+
+def check_start_episodes(dataset: EngineDataset, ids: list[int], context: int) -> list[int]:
+    """The episodes of ``ids`` long enough to start from (``context`` frames and one more)."""
+    usable = [i for i in ids if int(dataset.lengths[i]) > context]
+    if not usable:
+        raise UserError(
+            f"{dataset.folder}: no episode has the {context + 1} frames a trajectory needs to start from"
+        )
+    return usable
+
+
+class EnginePlayApp:
+    """The pygame front end of an :class:`EnginePlaySession`: key and mouse events in, frames out.
+
+    Keys are read by their pygame names; a key pressed and released within one frame still counts for that
+    frame's step. Where the key map reads the mouse, the window grabs and hides it (Esc quits).
+    """
+
+    def __init__(self, session: EnginePlaySession, *, scale: int = 2, fps: float = 15.0) -> None:
+        self.session = session
+        self.fps = fps
+        h, w = session.frame.shape[:2]
+        self.window = Window(f"diffworld play: {session.keymap.name}", (h, w), scale, header_lines=2)
+        self.pg = self.window.pg
+        check_inputs(session.keymap, CONTROL_INPUTS)
+        self.held: set[str] = set()
+        self.measured_fps = 0.0
+        self.num_frames = 0
+        self._clock: Any = None
+        self._last_step_time: float | None = None
+        self._controls = {key: command for key, command in CONTROL_KEYS}
+
+    def open(self) -> None:
+        self.window.open()
+        self._check_key_names()
+        self._clock = self.pg.time.Clock()
+        if self.session.keymap.uses_mouse:
+            self.pg.mouse.set_visible(False)
+            self.pg.event.set_grab(True)
+
+    def _check_key_names(self) -> None:
+        unknown = []
+        for name in sorted(self.session.keymap.inputs - set(MOUSE_BUTTONS)):
+            try:
+                self.pg.key.key_code(name)
+            except ValueError:
+                unknown.append(name)
+        if unknown:
+            self.window.close()
+            check_inputs(self.session.keymap, CONTROL_INPUTS, self.session.keymap.inputs - set(unknown))
+
+    def frame(self) -> bool:
+        """Handle the pending events, step, draw; returns whether the session still runs."""
+        pg = self.pg
+        pressed: set[str] = set()
+        dx = dy = 0.0
+        buttons = {1: MOUSE_BUTTONS[0], 3: MOUSE_BUTTONS[1], 2: MOUSE_BUTTONS[2]}
+        for event in pg.event.get():
+            if event.type == pg.QUIT:
+                self.session.handle(Command.QUIT)
+            elif event.type == pg.KEYDOWN:
+                name = pg.key.name(event.key)
+                if name in self._controls:
+                    self.session.handle(self._controls[name])
+                else:
+                    self.held.add(name)
+                    pressed.add(name)
+            elif event.type == pg.KEYUP:
+                self.held.discard(pg.key.name(event.key))
+            elif event.type == pg.MOUSEBUTTONDOWN and event.button in buttons:
+                self.held.add(buttons[event.button])
+                pressed.add(buttons[event.button])
+            elif event.type == pg.MOUSEBUTTONUP and event.button in buttons:
+                self.held.discard(buttons[event.button])
+            elif event.type == pg.MOUSEMOTION:
+                dx += event.rel[0]
+                dy += event.rel[1]
+        if not self.session.running:
+            return False
+        if self.session.update(InputState(frozenset(self.held | pressed), (dx, dy))):
+            now = time.perf_counter()
+            if self._last_step_time is not None:
+                rate = 1 / max(now - self._last_step_time, 1e-6)
+                self.measured_fps = rate if self.measured_fps == 0 else 0.9 * self.measured_fps + 0.1 * rate
+            self._last_step_time = now
+        else:
+            self._last_step_time = None
+        self.window.draw(self.session.frame, self.session.header(self.measured_fps))
+        self.num_frames += 1
+        if self.fps > 0:
+            self._clock.tick(self.fps)
+        return self.session.running
+
+    def close(self) -> None:
+        self.session.close()
+        self.window.close()
+
+    def run(self, max_frames: int | None = None) -> None:
+        """Open the window and play until quit (or ``max_frames`` frames); then close everything."""
+        self.open()
+        try:
+            while self.frame():
+                if max_frames is not None and self.num_frames >= max_frames:
+                    break
+        finally:
+            self.close()
+
+
+def default_record_dir() -> Path:
+    return Path("recordings") / "engine" / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def _action_meanings(dataset: EngineDataset) -> list[str] | None:
+    """The dataset's action names where its converter recorded them (an Atari game's)."""
+    source = dataset.source
+    meanings = source.get("action_meanings") if isinstance(source, dict) else None
+    if isinstance(meanings, list) and all(isinstance(m, str) for m in meanings):
+        return meanings
+    return None
+
+
+def build_engine_session(
+    folder: Path,
+    *,
+    keymap_path: Path | None = None,
+    data: str | None = None,
+    horizon: int = 1000,
+    denoising_steps: int | None = None,
+    record_dir: Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> EnginePlaySession:
+    """A play session of the engine in ``folder``, starting from the test episodes of its dataset (or of
+    ``data``; all its episodes where it has no test split)."""
+    engine = open_engine(folder, device)
+    dataset = open_start_dataset(engine, folder, data)
+    keymap = keymap_for(engine.spec, keymap_path, _action_meanings(dataset))
+    check_inputs(keymap, CONTROL_INPUTS)
+    steps = denoising_steps or engine.cfg.denoiser.sampler.num_steps
+    context = engine_samplers(engine).context_length
+    ids = [int(i) for i in dataset.test_ids] or list(range(dataset.num_episodes))
+    torch_device = next(engine.denoiser.parameters()).device
+    source = {"engine": str(folder), "recorded_by": "diffworld play", "keymap": keymap.name}
+    return EnginePlaySession(
+        lambda n: engine_samplers(engine, n),
+        dataset,
+        check_start_episodes(dataset, ids, context),
+        keymap,
+        recorder=EngineRecorder(record_dir or default_record_dir(), engine.spec, keymap.neutral(), source),
+        denoising_steps=steps,
+        horizon=horizon,
+        device=torch_device,
+        generator=torch.Generator(torch_device).manual_seed(seed),
+        log=log,
+    )
+
+
+def run_engine_play(
+    folder: Path,
+    *,
+    keymap_path: Path | None = None,
+    data: str | None = None,
+    horizon: int = 1000,
+    denoising_steps: int | None = None,
+    fps: float = 15.0,
+    scale: int = 2,
+    record_dir: Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    max_frames: int | None = None,
+) -> EnginePlaySession:
+    """``diffworld play <engine folder>``: load the engine, print the keys, play until quit."""
+    import_pygame()  # fail before loading anything where the viz extra is missing
+    session = build_engine_session(
+        folder,
+        keymap_path=keymap_path,
+        data=data,
+        horizon=horizon,
+        denoising_steps=denoising_steps,
+        record_dir=record_dir,
+        seed=seed,
+        device=device,
+    )
+    print(help_text(session.keymap))
+    print(f"Recordings go to {session.recorder.directory}", flush=True)
+    EnginePlayApp(session, scale=scale, fps=fps).run(max_frames)
+    return session

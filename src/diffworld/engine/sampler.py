@@ -1,0 +1,171 @@
+"""Random fixed-length segments of an engine dataset's episodes, as the official CS:GO sampler draws them.
+
+An episode is drawn with probability proportional to its length, a step t uniformly in it, and the segment of
+``seq_length`` frames ends ``randint(0, seq_length)`` steps after t but never beyond the episode's last frame;
+it may therefore start before the episode: those frames are padding (``mask`` False, frames 0.0, actions 0).
+Only the frames a segment covers are read from the memory-mapped files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffworld.data.frames import frames_to_tensor
+from diffworld.engine.dataset import EngineDataset, EngineDatasetError
+
+_CPU = torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class EngineBatch:
+    """B segments of T frames with the action taken after each.
+
+    Attributes:
+        obs: (B, T, 3, h, w) float32 in [-1, 1], at the sampler's low resolution (the dataset's when it has
+            none). Padding frames are exactly 0.0.
+        obs_full: (B, T, 3, H, W) float32 in [-1, 1], the frames at the dataset's resolution, for the
+            upsampler; None when ``obs`` already is at that resolution or the sampler was asked for none.
+        act: (B, T, D) float32 action vectors (``ActionSpec`` layout); 0 on padding frames.
+        mask: (B, T) bool, True for real frames.
+    """
+
+    obs: torch.Tensor
+    obs_full: torch.Tensor | None
+    act: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> EngineBatch:
+        """The same batch with every tensor on ``device``."""
+        full = None if self.obs_full is None else self.obs_full.to(device)
+        return EngineBatch(self.obs.to(device), full, self.act.to(device), self.mask.to(device))
+
+
+def downsample(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., 3, H, W) float frames -> (..., 3, h, w) by area interpolation (each pixel the mean of the full
+    frame's pixels it covers)."""
+    flat = frames.flatten(0, -4)
+    small = F.interpolate(flat, size=size, mode="area")
+    return small.unflatten(0, frames.shape[:-3])
+
+
+class EngineSegmentSampler:
+    """Draws batches of ``seq_length``-frame segments from the episodes ``ids`` of ``dataset``.
+
+    Args:
+        dataset: an opened ``EngineDataset``.
+        ids: the episodes to draw from (``dataset.train_ids`` or ``dataset.test_ids``).
+        batch_size: B, the default number of segments per batch.
+        seq_length: T, frames per segment.
+        low_res: (h, w) of ``EngineBatch.obs``; None keeps the dataset's frame size.
+        rng: the only source of randomness (checkpoint ``rng.bit_generator.state`` to resume the sequence).
+        device: where the batches' tensors go.
+        full_res: whether batches carry ``obs_full`` when ``low_res`` differs from the frame size.
+    """
+
+    def __init__(
+        self,
+        dataset: EngineDataset,
+        ids: Sequence[int] | np.ndarray,
+        batch_size: int,
+        seq_length: int,
+        low_res: tuple[int, int] | None,
+        rng: np.random.Generator,
+        device: torch.device | str = _CPU,
+        *,
+        full_res: bool = True,
+    ) -> None:
+        if batch_size < 1 or seq_length < 1:
+            raise ValueError(f"batch_size and seq_length must be >= 1, got {batch_size} and {seq_length}")
+        self.ids = np.asarray(ids, dtype=np.int64)
+        if self.ids.size == 0:
+            raise EngineDatasetError(f"{dataset.folder}: no episodes to sample from (an empty split)")
+        if ((self.ids < 0) | (self.ids >= dataset.num_episodes)).any():
+            raise ValueError(f"episode ids must be within [0, {dataset.num_episodes}), got {self.ids}")
+        if low_res is not None:
+            h, w = (int(x) for x in low_res)
+            if not (1 <= h <= dataset.frame_size[0] and 1 <= w <= dataset.frame_size[1]):
+                raise EngineDatasetError(
+                    f"low_res {h}x{w} must be positive and at most the dataset's frames, "
+                    f"{dataset.frame_size[0]}x{dataset.frame_size[1]}"
+                )
+            low_res = (h, w)
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.low_res = None if low_res == dataset.frame_size else low_res
+        self.full_res = full_res
+        self.rng = rng
+        self.device = torch.device(device)
+
+    def sample_segments(self, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw B segments: (episode indices into the dataset, start frames), (B,) int64 each.
+
+        A segment covers frames ``[start, start + seq_length)``; a negative start means left padding.
+        """
+        size = self.batch_size if batch_size is None else batch_size
+        lengths = self.dataset.lengths[self.ids]
+        episodes = self.ids[self.rng.choice(len(self.ids), size=size, p=lengths / lengths.sum())]
+        lengths = self.dataset.lengths[episodes]
+        timesteps = self.rng.integers(0, lengths)
+        stops = np.minimum(lengths, timesteps + 1 + self.rng.integers(0, self.seq_length, size=size))
+        return episodes.astype(np.int64), (stops - self.seq_length).astype(np.int64)
+
+    def make_batch(self, episodes: np.ndarray, starts: np.ndarray) -> EngineBatch:
+        """Gather the segments ``[start, start + seq_length)`` of the given episodes; each must hold a real
+        frame and end within its episode."""
+        t = self.seq_length
+        h, w = self.dataset.frame_size
+        b = len(episodes)
+        frames = np.zeros((b, t, h, w, 3), dtype=np.uint8)
+        actions = np.zeros((b, t, self.dataset.spec.width), dtype=np.float32)
+        mask = np.zeros((b, t), dtype=bool)
+        for row, (episode, start) in enumerate(zip(episodes.tolist(), starts.tolist(), strict=True)):
+            length = int(self.dataset.lengths[episode])
+            first, stop = max(0, start), start + t
+            if stop <= 0 or stop > length:
+                raise ValueError(
+                    f"segment [{start}, {stop}) of episode {episode} (length {length}) is invalid"
+                )
+            frames[row, first - start :] = self.dataset.frames(episode)[first:stop]
+            actions[row, first - start :] = self.dataset.actions(episode)[first:stop]
+            mask[row, first - start :] = True
+        # uint8 crosses to the device (4x less traffic than float32); conversion happens there.
+        full = frames_to_tensor(torch.from_numpy(frames).to(self.device, non_blocking=True))
+        mask_t = torch.from_numpy(mask).to(self.device)
+        full = full * mask_t[:, :, None, None, None]  # padding frames are 0.0, as the official sampler pads
+        obs, obs_full = full, None
+        if self.low_res is not None:
+            obs = downsample(full, self.low_res)
+            obs_full = full if self.full_res else None
+        return EngineBatch(
+            obs=obs, obs_full=obs_full, act=torch.from_numpy(actions).to(self.device), mask=mask_t
+        )
+
+    def sample(self, batch_size: int | None = None) -> EngineBatch:
+        """Draw a batch of segments (see the module docstring); ``batch_size`` overrides the default."""
+        return self.make_batch(*self.sample_segments(batch_size))
+
+    def traverse(self) -> Iterator[EngineBatch]:
+        """Every frame of the sampler's episodes, in order, in batches of up to ``batch_size`` segments (for
+        test losses); draws no random numbers.
+
+        Each episode is cut into consecutive segments, the last one moved back to end with the episode (an
+        episode shorter than a segment is padded on the left), so frames near an episode's end may be in
+        two segments.
+        """
+        episodes, starts = [], []
+        for episode in self.ids.tolist():
+            length = int(self.dataset.lengths[episode])
+            ends = np.unique(
+                np.minimum(np.arange(self.seq_length, length + self.seq_length, self.seq_length), length)
+            )
+            episodes.append(np.full(len(ends), episode))
+            starts.append(ends - self.seq_length)
+        all_episodes, all_starts = np.concatenate(episodes), np.concatenate(starts)
+        for i in range(0, len(all_episodes), self.batch_size):
+            yield self.make_batch(all_episodes[i : i + self.batch_size], all_starts[i : i + self.batch_size])

@@ -1,0 +1,373 @@
+"""Training of an engine: its denoiser and upsampler on an engine dataset (docs/engine.md, "Training").
+
+Both models take their updates in turn, through ``training.update.train_updates`` (the loop every model of
+the project trains with), in chunks that end at the next log, test or checkpoint. A checkpoint
+(``run/checkpoint.py``: atomic, weights-only) holds the models, optimizers, schedulers, every process's random
+generators and the counters, so a run killed at any moment (SIGKILL included) resumes from its last
+checkpoint and goes on as if it had not stopped: what was logged after the checkpoint is dropped and redone.
+Test losses on the dataset's test split, from generators seeded anew at every test so that tests compare,
+leave the training's random streams alone.
+
+Under ``torchrun`` (``distributed.py``) every process trains a DDP replica on its share of each global batch,
+and process 0 alone writes the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+from diffworld.engine import distributed
+from diffworld.engine.config import EngineConfig, EngineDenoiserConfig, save_engine_config
+from diffworld.engine.dataset import EngineDataset
+from diffworld.engine.denoiser import EngineDenoiser, Upsampler
+from diffworld.engine.folder import save_action_space
+from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
+from diffworld.errors import UserError
+from diffworld.run.checkpoint import (
+    generator_state,
+    has_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_generator_state,
+    set_rng_state,
+)
+from diffworld.run.folder import CONFIG_FILE, checkpoint_dir, create_run_dir, lock_run_dir, unlock_run_dir
+from diffworld.training.logger import MetricsLogger
+from diffworld.training.optim import make_optimizer, make_warmup_scheduler
+from diffworld.training.precision import autocast
+from diffworld.training.update import train_updates
+from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_KEYS = (
+    "updates",
+    "train_seconds",
+    "num_records",
+    "pending_metrics",
+    "models",
+    "optimizers",
+    "schedulers",
+    "processes",
+)
+
+
+class EngineBatches:
+    """Training batches of one model, without end (a ``training.update.BatchSource``)."""
+
+    def __init__(self, sampler: EngineSegmentSampler) -> None:
+        self.sampler = sampler
+
+    def sample(self) -> EngineBatch:
+        return self.sampler.sample()
+
+    def batches_left(self) -> None:
+        return None
+
+
+@dataclass
+class Component:
+    """One of the engine's models with what trains it."""
+
+    model: EngineDenoiser | Upsampler
+    replica: nn.Module
+    """``model``, in DistributedDataParallel under ``torchrun``: what the updates call."""
+    cfg: EngineDenoiserConfig
+    optimizer: AdamW
+    scheduler: LambdaLR
+    batches: EngineBatches
+    full_res: bool
+    """Whether its batches carry the full-resolution frames (the upsampler's)."""
+
+
+def check_dataset_fits(cfg: EngineConfig, dataset: EngineDataset) -> None:
+    """A one-line error unless the dataset's frames are the upsampler's resolution (or, without upsampler, at
+    least ``low_res``)."""
+    h, w = dataset.frame_size
+    full = cfg.full_res()
+    if full is not None and full != (h, w):
+        factor = cfg.upsampler.factor if cfg.upsampler is not None else 1
+        raise UserError(
+            f"The dataset's frames are {h}x{w} but low_res={cfg.low_res} times upsampler.factor={factor} "
+            f"makes "
+            f"{full[0]}x{full[1]}: set low_res and upsampler.factor so that they multiply to {h}x{w} (or "
+            "upsampler=null)."
+        )
+    if cfg.low_res[0] > h or cfg.low_res[1] > w:
+        raise UserError(f"low_res={cfg.low_res} is larger than the dataset's {h}x{w} frames.")
+
+
+class EngineTrainer:
+    """Trains an engine in ``run_dir`` (created by ``create_run_dir``, or resumed with ``resume``)."""
+
+    def __init__(self, cfg: EngineConfig, run_dir: Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.processes = distributed.launched_processes()
+        self.device = distributed.process_device(cfg.device, self.processes)
+        distributed.start(self.processes, self.device)
+        if self.processes.is_main:
+            lock_run_dir(self.run_dir)
+        try:
+            self._setup(resume)
+        except BaseException:
+            self._release()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        cfg, p = self.cfg, self.processes
+        self.dataset = EngineDataset(cfg.data)
+        check_dataset_fits(cfg, self.dataset)
+        seed_everything(cfg.seed)  # every process builds the same models
+        self.components = {
+            "denoiser": self._component("denoiser", EngineDenoiser(cfg.denoiser, self.dataset.spec))
+        }
+        if cfg.upsampler is not None:
+            self.components["upsampler"] = self._component("upsampler", Upsampler(cfg.upsampler))
+        # Each process draws its own noise from here on.
+        torch.manual_seed(derive_seed(cfg.seed, f"training/process{p.rank}"))
+
+        self.updates = 0
+        self.train_seconds = 0.0
+        self._pending: list[tuple[int, dict[str, float]]] = []
+        num_records = 0
+        resumable = resume and has_checkpoint(checkpoint_dir(self.run_dir))
+        if resumable:
+            state, used = load_checkpoint(
+                checkpoint_dir(self.run_dir), CHECKPOINT_KEYS, map_location=self.device
+            )
+            if p.is_main:
+                tqdm.write(f"Resuming from {used}")
+            num_records = self._load_state(state)
+        elif p.is_main:
+            if resume:
+                tqdm.write(f"{self.run_dir} was stopped before its first checkpoint: starting it over")
+            else:
+                create_run_dir(self.run_dir)
+            save_engine_config(cfg, self.run_dir / CONFIG_FILE)
+            save_action_space(self.run_dir, self.dataset.spec)
+        self.logger: MetricsLogger | None = None
+        if p.is_main:
+            self.logger = MetricsLogger(
+                self.run_dir,
+                tensorboard=cfg.logging.tensorboard,
+                keep_records=num_records if resume else None,
+                # Records at the checkpoint's update were logged before it: keep them in TensorBoard too.
+                purge_step=self.updates + 1 if resumable else None,
+            )
+        self._clock = time.monotonic()
+        if not resumable:
+            self._save_checkpoint()
+
+    def _component(self, name: str, model: EngineDenoiser | Upsampler) -> Component:
+        cfg, p, mcfg = self.cfg, self.processes, model.cfg
+        model = model.to(self.device)
+        optimizer = make_optimizer(model, mcfg.optimizer)
+        batch_size = distributed.per_process_batch_size(
+            mcfg.training.batch_size, p, f"{name}.training.batch_size"
+        )
+        full_res = name == "upsampler"
+        sampler = EngineSegmentSampler(
+            self.dataset,
+            self.dataset.train_ids,
+            batch_size,
+            mcfg.num_cond_frames + mcfg.training.num_autoregressive_steps,
+            (cfg.low_res[0], cfg.low_res[1]),
+            make_rng(cfg.seed, f"sampler/{name}/process{p.rank}"),
+            self.device,
+            full_res=full_res,
+        )
+        return Component(
+            model=model,
+            replica=distributed.wrap(model, p, self.device),
+            cfg=mcfg,
+            optimizer=optimizer,
+            scheduler=make_warmup_scheduler(optimizer, mcfg.optimizer.warmup_steps),
+            batches=EngineBatches(sampler),
+            full_res=full_res,
+        )
+
+    def autocast(self) -> AbstractContextManager[object]:
+        return autocast(self.device, self.cfg.training.precision)
+
+    # ------------------------------------------------------------------------------------------------ loop
+
+    def run(self) -> dict[str, float]:
+        """Train to ``training.num_updates`` updates; the last test's metrics (empty without a test split)."""
+        t = self.cfg.training
+        last_test: dict[str, float] = {}
+        try:
+            with tqdm(
+                total=t.num_updates, initial=self.updates, desc="engine", disable=not self.processes.is_main
+            ) as bar:
+                while self.updates < t.num_updates:
+                    steps = self._steps_to_next_event()
+                    self._train(steps)
+                    bar.update(steps)
+                    done = self.updates == t.num_updates
+                    if self.updates % t.log_every == 0 or done:
+                        self._log_train()
+                    if self.updates % t.test_every == 0 or done:
+                        last_test = self._test()
+                    if self.updates % t.checkpoint_every == 0 or done:
+                        self._save_checkpoint()
+        finally:
+            self._release()
+        return last_test
+
+    def _steps_to_next_event(self) -> int:
+        t = self.cfg.training
+        return min(
+            [every - self.updates % every for every in (t.log_every, t.test_every, t.checkpoint_every)]
+            + [t.num_updates - self.updates]
+        )
+
+    def _train(self, steps: int) -> None:
+        metrics: dict[str, float] = {}
+        for name, c in self.components.items():
+            result = train_updates(
+                c.replica,
+                c.batches,
+                c.optimizer,
+                c.scheduler,
+                steps=steps,
+                grad_acc_steps=c.cfg.training.grad_acc_steps,
+                max_grad_norm=c.cfg.optimizer.max_grad_norm,
+                autocast=self.autocast,
+                desc=name,
+            )
+            metrics.update({f"{name}/train/{key}": value for key, value in result.metrics.items()})
+        self.updates += steps
+        self._pending.append((steps, distributed.mean_over_processes(metrics, self.processes)))
+
+    def _log_train(self) -> None:
+        """One record of the training metrics averaged over the updates since the last one."""
+        total = sum(n for n, _ in self._pending)
+        keys = {key for _, m in self._pending for key in m}
+        metrics = {key: sum(n * m.get(key, 0.0) for n, m in self._pending) / total for key in sorted(keys)}
+        self._pending = []
+        self._log(metrics)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.logger is not None:
+            record = {"updates": self.updates, "train_seconds": round(self._elapsed(), 1), **metrics}
+            self.logger.log_record(record, metrics, step=self.updates)
+
+    def _elapsed(self) -> float:
+        return self.train_seconds + time.monotonic() - self._clock
+
+    @torch.no_grad()
+    def _test(self) -> dict[str, float]:
+        """Mean loss of each model on ``num_test_batches`` batches of test segments (process 0 only)."""
+        if not self.processes.is_main or len(self.dataset.test_ids) == 0:
+            return {}
+        cfg = self.cfg
+        metrics: dict[str, float] = {}
+        with _forked_torch_rng(self.device):
+            torch.manual_seed(derive_seed(cfg.seed, "test"))
+            for name, c in self.components.items():
+                sampler = EngineSegmentSampler(
+                    self.dataset,
+                    self.dataset.test_ids,
+                    c.cfg.training.batch_size,
+                    c.cfg.num_cond_frames + c.cfg.training.num_autoregressive_steps,
+                    (cfg.low_res[0], cfg.low_res[1]),
+                    make_rng(cfg.seed, f"test/{name}"),
+                    self.device,
+                    full_res=c.full_res,
+                )
+                c.model.eval()
+                losses = []
+                for _ in range(cfg.training.num_test_batches):
+                    with self.autocast():
+                        loss, _ = c.model(sampler.sample())
+                    losses.append(float(loss))
+                metrics[f"{name}/test/loss"] = sum(losses) / len(losses)
+        self._log(metrics)
+        return metrics
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+
+    def _save_checkpoint(self) -> None:
+        # Collective: every process hands its random generators to process 0, which writes them all.
+        per_process = distributed.gather(
+            {
+                "rng": rng_state(),
+                "samplers": {
+                    name: generator_state(c.batches.sampler.rng) for name, c in self.components.items()
+                },
+            },
+            self.processes,
+        )
+        if self.processes.is_main:
+            assert self.logger is not None
+            now = time.monotonic()
+            self.train_seconds += now - self._clock
+            self._clock = now
+            state = {
+                "updates": self.updates,
+                "train_seconds": self.train_seconds,
+                "num_records": self.logger.num_records,
+                # Training metrics of the updates since the last record, which the next one averages.
+                "pending_metrics": [[n, metrics] for n, metrics in self._pending],
+                "world_size": self.processes.world_size,
+                "models": {name: c.model.state_dict() for name, c in self.components.items()},
+                "optimizers": {name: c.optimizer.state_dict() for name, c in self.components.items()},
+                "schedulers": {name: c.scheduler.state_dict() for name, c in self.components.items()},
+                "processes": per_process,
+            }
+            save_checkpoint(state, checkpoint_dir(self.run_dir))
+        distributed.barrier(self.processes)
+
+    def _load_state(self, state: dict[str, Any]) -> int:
+        """Restore the training state; returns the metrics records the checkpoint had seen."""
+        for name, c in self.components.items():
+            c.model.load_state_dict(state["models"][name])
+            c.optimizer.load_state_dict(state["optimizers"][name])
+            c.scheduler.load_state_dict(state["schedulers"][name])
+        self.updates = int(state["updates"])
+        self.train_seconds = float(state["train_seconds"])
+        self._pending = [(int(n), dict(metrics)) for n, metrics in state["pending_metrics"]]
+        saved = state["processes"]
+        if len(saved) == self.processes.world_size:
+            mine = saved[self.processes.rank]
+            for name, c in self.components.items():
+                set_generator_state(c.batches.sampler.rng, mine["samplers"][name])
+            set_rng_state(mine["rng"])
+        elif self.processes.is_main:
+            logger.warning(
+                "The checkpoint was saved by %d processes, this run has %d: the random streams start anew.",
+                len(saved),
+                self.processes.world_size,
+            )
+        return int(state["num_records"])
+
+    def _release(self) -> None:
+        if getattr(self, "logger", None) is not None:
+            assert self.logger is not None
+            self.logger.close()
+            self.logger = None
+        if self.processes.is_main:
+            unlock_run_dir(self.run_dir)
+        distributed.stop(self.processes)
+
+
+@contextmanager
+def _forked_torch_rng(device: torch.device) -> Iterator[None]:
+    """Torch's generators (the CPU's and ``device``'s) as they were, after the block."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield

@@ -1,0 +1,142 @@
+"""Training an engine: metrics, test losses, checkpoints, loading for play, and a run killed with SIGKILL that
+resumes and ends as an unbroken run does (docs/engine.md, "Training")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffworld.engine.actions import ActionSpec, discrete, keys
+from diffworld.engine.config import build_engine_config
+from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.engine.folder import is_engine_run
+from diffworld.engine.trained import load_trained_engine
+from diffworld.engine.trainer import EngineTrainer
+from diffworld.errors import UserError
+from diffworld.run.checkpoint import load_checkpoint
+from diffworld.run.metrics_file import read_metrics
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SPEC = ActionSpec.of(discrete("action", 3), keys(["fire", "jump"]))
+
+
+def write_dataset(folder: Path, frame_size: tuple[int, int] = (12, 20), episodes: int = 4) -> Path:
+    """Episodes of a bar that moves by the action: something a model can start to learn."""
+    rng = np.random.default_rng(0)
+    writer = EngineDatasetWriter(folder, SPEC, frame_size, source="test")
+    h, w = frame_size
+    for _ in range(episodes):
+        length = 25
+        actions = np.zeros((length, 3), dtype=np.float32)
+        actions[:, 0] = rng.integers(0, 3, length)
+        actions[:, 1:] = rng.integers(0, 2, (length, 2))
+        frames = np.zeros((length, h, w, 3), dtype=np.uint8)
+        x = w // 2
+        for t in range(length):
+            frames[t, :, x] = 255
+            x = int(np.clip(x + actions[t, 0] - 1, 0, w - 1))
+        writer.add_episode(frames, actions)
+    writer.finish(test_fraction=0.25)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("engine") / "bars")
+
+
+def test_train_logs_tests_checkpoints_and_loads_for_play(dataset: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cfg = build_engine_config([f"data={dataset}", "preset=smoke", f"run_dir={run_dir}"])
+    last_test = EngineTrainer(cfg, run_dir).run()
+    assert set(last_test) == {"denoiser/test/loss", "upsampler/test/loss"}
+    records = read_metrics(run_dir)
+    train = [r for r in records if "denoiser/train/loss" in r]
+    assert [r["updates"] for r in train] == [2, 4, 6]
+    assert all(np.isfinite(r["upsampler/train/loss"]) and r["denoiser/train/lr"] > 0 for r in train)
+    assert [r["updates"] for r in records if "denoiser/test/loss" in r] == [3, 6]
+    assert is_engine_run(run_dir)
+
+    engine = load_trained_engine(run_dir)
+    assert engine.updates == 6 and engine.spec == SPEC and engine.num_cond_frames == 2
+    obs = torch.zeros(1, 2, 3, 6, 10)
+    act = torch.tensor([[[1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]])
+    low = engine.frame_sampler().predict_next(obs, act, torch.Generator().manual_seed(0))
+    assert low.shape == (1, 3, 6, 10)
+    upsampling = engine.upsampling_sampler()
+    assert upsampling is not None
+    full = upsampling.upsample(low, torch.zeros(1, 1, 3, 12, 20), torch.Generator().manual_seed(0))
+    assert full.shape == (1, 3, 12, 20) and full.abs().max() <= 1
+
+
+def test_a_dataset_of_another_size_is_a_one_line_error(dataset: Path, tmp_path: Path) -> None:
+    args = [f"data={dataset}", "preset=smoke", "upsampler.factor=3", f"run_dir={tmp_path}/r"]
+    cfg = build_engine_config(args)
+    with pytest.raises(UserError, match="12x20"):
+        EngineTrainer(cfg, tmp_path / "r")
+
+
+_KILLED_AT_SAVE = """
+import os, signal, sys
+from diffworld.cli import main
+from diffworld.engine.trainer import EngineTrainer
+save, calls = EngineTrainer._save_checkpoint, []
+def killed_at_save(self):
+    calls.append(None)
+    if len(calls) == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    save(self)
+EngineTrainer._save_checkpoint = killed_at_save
+sys.exit(main())
+"""
+
+
+def _diffworld(args: list[str], kill_at_save: int | None = None) -> int:
+    """Run ``diffworld`` with ``args`` in a subprocess; it SIGKILLs itself when about to save its
+    ``kill_at_save``-th checkpoint. Its exit status."""
+    code = _KILLED_AT_SAVE.format(n=kill_at_save or 0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, check=False)
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(proc.stderr.decode())
+    return proc.returncode
+
+
+def _final_weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    state, _ = load_checkpoint(run_dir / "checkpoints")
+    return state["models"]
+
+
+def _records(run_dir: Path) -> list[dict[str, object]]:
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in read_metrics(run_dir)]
+
+
+def test_sigkill_then_resume_ends_as_an_unbroken_run(dataset: Path, tmp_path: Path) -> None:
+    args = ["engine", "train", f"data={dataset}", "preset=smoke", "training.num_updates=8"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    assert _diffworld([*args, f"run_dir={unbroken}"]) == 0
+    # Checkpoints at updates 0, 2, 4, ...: killed about to save the one of update 4 (after logging its
+    # records), then, resumed from update 2, about to save the one of update 8 (its third).
+    assert _diffworld([*args, f"run_dir={broken}"], kill_at_save=3) == -signal.SIGKILL
+    assert _diffworld(["engine", "train", "--resume", str(broken)], kill_at_save=3) == -signal.SIGKILL
+    assert _diffworld(["engine", "train", "--resume", str(broken)]) == 0
+
+    assert _records(broken) == _records(unbroken)
+    ours, theirs = _final_weights(broken), _final_weights(unbroken)
+    for name in ("denoiser", "upsampler"):
+        for key, value in theirs[name].items():
+            assert torch.equal(ours[name][key], value), f"{name}.{key}"
+
+
+def test_resume_refuses_overrides(dataset: Path, tmp_path: Path) -> None:
+    from diffworld.cli import main
+
+    assert main(["engine", "train", "--resume", str(tmp_path), "seed=1"]) == 2
