@@ -29,7 +29,7 @@ from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inp
 from diffworld.engine.open_engine import engine_samplers, open_engine, open_start_dataset
 from diffworld.engine.sampler import downsample
 from diffworld.errors import UserError
-from diffworld.viz.display import Window, import_pygame
+from diffworld.viz.display import FrameRate, Window, WindowApp, import_pygame
 
 MAX_HORIZON = 1 << 20
 NO_INPUT = InputState()
@@ -313,7 +313,7 @@ def check_start_episodes(dataset: EngineDataset, ids: list[int], context: int) -
     return usable
 
 
-class EnginePlayApp:
+class EnginePlayApp(WindowApp):
     """The pygame front end of an :class:`EnginePlaySession`: key and mouse events in, frames out.
 
     Keys are read by their pygame names; a key pressed and released within one frame still counts for that
@@ -321,23 +321,17 @@ class EnginePlayApp:
     """
 
     def __init__(self, session: EnginePlaySession, *, scale: int = 2, fps: float = 15.0) -> None:
-        self.session = session
-        self.fps = fps
         h, w = session.frame.shape[:2]
-        self.window = Window(f"diffworld play: {session.keymap.name}", (h, w), scale, header_lines=2)
-        self.pg = self.window.pg
+        super().__init__(Window(f"diffworld play: {session.keymap.name}", (h, w), scale, header_lines=2), fps)
+        self.session = session
         check_inputs(session.keymap, CONTROL_INPUTS)
         self.held: set[str] = set()
-        self.measured_fps = 0.0
-        self.num_frames = 0
-        self._clock: Any = None
-        self._last_step_time: float | None = None
+        self.rate = FrameRate()
         self._controls = {key: command for key, command in CONTROL_KEYS}
 
     def open(self) -> None:
-        self.window.open()
+        super().open()
         self._check_key_names()
-        self._clock = self.pg.time.Clock()
         if self.session.keymap.uses_mouse:
             self.pg.mouse.set_visible(False)
             self.pg.event.set_grab(True)
@@ -353,8 +347,7 @@ class EnginePlayApp:
             self.window.close()
             check_inputs(self.session.keymap, CONTROL_INPUTS, self.session.keymap.inputs - set(unknown))
 
-    def frame(self) -> bool:
-        """Handle the pending events, step, draw; returns whether the session still runs."""
+    def update(self) -> bool:
         pg = self.pg
         pressed: set[str] = set()
         dx = dy = 0.0
@@ -382,32 +375,18 @@ class EnginePlayApp:
         if not self.session.running:
             return False
         if self.session.update(InputState(frozenset(self.held | pressed), (dx, dy))):
-            now = time.perf_counter()
-            if self._last_step_time is not None:
-                rate = 1 / max(now - self._last_step_time, 1e-6)
-                self.measured_fps = rate if self.measured_fps == 0 else 0.9 * self.measured_fps + 0.1 * rate
-            self._last_step_time = now
+            self.rate.step()
         else:
-            self._last_step_time = None
-        self.window.draw(self.session.frame, self.session.header(self.measured_fps))
-        self.num_frames += 1
-        if self.fps > 0:
-            self._clock.tick(self.fps)
+            self.rate.pause()
+        self.window.draw(self.session.frame, self.session.header(self.rate.per_second))
+        return True
+
+    def running(self) -> bool:
         return self.session.running
 
     def close(self) -> None:
         self.session.close()
-        self.window.close()
-
-    def run(self, max_frames: int | None = None) -> None:
-        """Open the window and play until quit (or ``max_frames`` frames); then close everything."""
-        self.open()
-        try:
-            while self.frame():
-                if max_frames is not None and self.num_frames >= max_frames:
-                    break
-        finally:
-            self.close()
+        super().close()
 
 
 def default_record_dir() -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffworld.viz.display import Window, import_pygame
+from diffworld.viz.display import Window, WindowApp, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO, EpisodeFiles, find_episode_folder
 
 JUMP = 10
@@ -149,24 +149,18 @@ def help_text() -> str:
     return "Dataset browser:\n" + "\n".join(f"  {key:<13} {command.value}" for key, command in BROWSE_KEYS)
 
 
-class BrowserApp:
+class BrowserApp(WindowApp):
     """The pygame front end of a :class:`DatasetBrowser`."""
 
     def __init__(self, browser: DatasetBrowser, *, scale: int = 8, fps: float = 15.0) -> None:
-        self.browser = browser
-        self.fps = fps
         height, width = browser.frame.shape[:2]
-        self.window = Window(f"diffworld dataset: {browser.episodes.folder}", (height, width), scale, 2)
-        self.pg = self.window.pg
+        super().__init__(
+            Window(f"diffworld dataset: {browser.episodes.folder}", (height, width), scale, 2), fps
+        )
+        self.browser = browser
         self.bindings = pygame_bindings(self.pg)
-        self.num_frames = 0
-        self._clock: Any = None
 
-    def open(self) -> None:
-        self.window.open()
-        self._clock = self.pg.time.Clock()
-
-    def frame(self) -> bool:
+    def update(self) -> bool:
         pg = self.pg
         for event in pg.event.get():
             if event.type == pg.QUIT:
@@ -177,22 +171,10 @@ class BrowserApp:
             return False
         self.browser.update()
         self.window.draw(self.browser.frame, self.browser.header())
-        self.num_frames += 1
-        if self.fps > 0:
-            self._clock.tick(self.fps)
         return True
 
-    def close(self) -> None:
-        self.window.close()
-
-    def run(self, max_frames: int | None = None) -> None:
-        self.open()
-        try:
-            while self.frame():
-                if max_frames is not None and self.num_frames >= max_frames:
-                    break
-        finally:
-            self.close()
+    def running(self) -> bool:
+        return self.browser.running
 
 
 def action_meanings_for(folder: Path, source: Path) -> list[str] | None:

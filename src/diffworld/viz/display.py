@@ -1,4 +1,4 @@
-"""A pygame window that shows one upscaled 64x64 frame under a few lines of text.
+"""A pygame window that shows one upscaled frame under a few lines of text, and the paced loop of an app.
 
 Headless runs (tests, benchmarks, a machine without a screen) use SDL's dummy video driver:
 ``SDL_VIDEODRIVER=dummy``. pygame is imported here only, on first use.
@@ -7,6 +7,8 @@ Headless runs (tests, benchmarks, a machine without a screen) use SDL's dummy vi
 from __future__ import annotations
 
 import os
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -72,3 +74,68 @@ class Window:
 
     def close(self) -> None:
         self.pg.display.quit()
+
+
+class FrameRate:
+    """The rate of the steps that a loop takes, a moving average; a pause restarts the measurement."""
+
+    def __init__(self) -> None:
+        self.per_second = 0.0
+        self._last: float | None = None
+
+    def step(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            rate = 1 / max(now - self._last, 1e-6)
+            self.per_second = rate if self.per_second == 0 else 0.9 * self.per_second + 0.1 * rate
+        self._last = now
+
+    def pause(self) -> None:
+        """No step this time: the next one is not measured against the last."""
+        self._last = None
+
+
+class WindowApp(ABC):
+    """A pygame front end: each :meth:`frame` handles the pending events, steps and draws once, at most
+    ``fps`` times a second (0: as fast as it can)."""
+
+    def __init__(self, window: Window, fps: float) -> None:
+        self.window = window
+        self.pg = window.pg
+        self.fps = fps
+        self.num_frames = 0
+        self._clock: Any = None
+
+    def open(self) -> None:
+        self.window.open()
+        self._clock = self.pg.time.Clock()
+
+    @abstractmethod
+    def update(self) -> bool:
+        """Handle the pending events, step, draw; False, having drawn nothing, once the app has stopped."""
+
+    @abstractmethod
+    def running(self) -> bool:
+        """Whether the app goes on."""
+
+    def frame(self) -> bool:
+        """One :meth:`update`, then the wait that keeps the pace; returns whether the app still runs."""
+        if not self.update():
+            return False
+        self.num_frames += 1
+        if self.fps > 0:
+            self._clock.tick(self.fps)
+        return self.running()
+
+    def close(self) -> None:
+        self.window.close()
+
+    def run(self, max_frames: int | None = None) -> None:
+        """Open the window and run until stopped (or ``max_frames`` frames); then close everything."""
+        self.open()
+        try:
+            while self.frame():
+                if max_frames is not None and self.num_frames >= max_frames:
+                    break
+        finally:
+            self.close()

@@ -38,7 +38,7 @@ from diffworld.data.storage import episode_path
 from diffworld.errors import UserError
 from diffworld.imagination import WorldModelEnv
 from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
-from diffworld.viz.display import Window, import_pygame
+from diffworld.viz.display import FrameRate, Window, WindowApp, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO
 from diffworld.viz.keymaps import KeyMap
 
@@ -460,33 +460,22 @@ def pygame_bindings(pg: Any) -> tuple[dict[int, Command], dict[int, str]]:
     return controls, buttons
 
 
-class PlayApp:
+class PlayApp(WindowApp):
     """The pygame front end of a :class:`PlaySession`: key events in, frames and the header out.
 
     A game button pressed and released within one frame still counts for that frame's step.
     """
 
     def __init__(self, session: PlaySession, *, scale: int = 8, fps: float = 15.0) -> None:
-        self.session = session
-        self.fps = fps
         size = session.obs.shape[:2]
-        self.window = Window(
-            f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2
-        )
-        self.pg = self.window.pg
+        window = Window(f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2)
+        super().__init__(window, fps)
+        self.session = session
         self.controls, self.buttons = pygame_bindings(self.pg)
         self.held: set[str] = set()
-        self.measured_fps = 0.0
-        self.num_frames = 0
-        self._clock: Any = None
-        self._last_step_time: float | None = None
+        self.rate = FrameRate()
 
-    def open(self) -> None:
-        self.window.open()
-        self._clock = self.pg.time.Clock()
-
-    def frame(self) -> bool:
-        """Handle the pending events, step, draw; returns whether the session still runs."""
+    def update(self) -> bool:
         pg = self.pg
         pressed: set[str] = set()
         for event in pg.event.get():
@@ -503,32 +492,18 @@ class PlayApp:
         if not self.session.running:
             return False
         if self.session.update(self.held | pressed):
-            now = time.perf_counter()
-            if self._last_step_time is not None:
-                rate = 1 / max(now - self._last_step_time, 1e-6)
-                self.measured_fps = rate if self.measured_fps == 0 else 0.9 * self.measured_fps + 0.1 * rate
-            self._last_step_time = now
+            self.rate.step()
         else:
-            self._last_step_time = None
-        self.window.draw(self.session.obs, self.session.header(self.measured_fps))
-        self.num_frames += 1
-        if self.fps > 0:
-            self._clock.tick(self.fps)
+            self.rate.pause()
+        self.window.draw(self.session.obs, self.session.header(self.rate.per_second))
+        return True
+
+    def running(self) -> bool:
         return self.session.running
 
     def close(self) -> None:
         self.session.close()
-        self.window.close()
-
-    def run(self, max_frames: int | None = None) -> None:
-        """Open the window and play until quit (or ``max_frames`` frames); then close everything."""
-        self.open()
-        try:
-            while self.frame():
-                if max_frames is not None and self.num_frames >= max_frames:
-                    break
-        finally:
-            self.close()
+        super().close()
 
 
 def make_world_model_env(
