@@ -192,7 +192,7 @@ ENGINE_PRESETS: dict[str, dict[str, Any]] = {
         "upsampler.training.grad_acc_steps": 1,
         "upsampler.optimizer.lr": 1e-3,
         "upsampler.optimizer.max_grad_norm": 1.0,
-        "training.num_updates": 3000,
+        "training.num_updates": 3500,
         "training.log_every": 25,
         "training.checkpoint_every": 250,
         "training.test_every": 500,
