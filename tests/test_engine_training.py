@@ -77,6 +77,25 @@ def test_train_logs_tests_checkpoints_and_loads_for_play(dataset: Path, tmp_path
     assert full.shape == (1, 3, 12, 20) and full.abs().max() <= 1
 
 
+def test_the_time_limit_stops_with_a_test_and_a_checkpoint_and_resume_does_not_go_on(
+    dataset: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    # A limit that the first chunk of updates (to the first log, at update 2) always passes.
+    cfg = build_engine_config(
+        [f"data={dataset}", "preset=smoke", "training.max_minutes=1e-9", f"run_dir={run_dir}"]
+    )
+    EngineTrainer(cfg, run_dir).run()
+    records = read_metrics(run_dir)
+    assert [r["updates"] for r in records if "denoiser/train/loss" in r] == [2]
+    assert [r["updates"] for r in records if "denoiser/test/loss" in r] == [2]
+    state, _ = load_checkpoint(run_dir / "checkpoints")
+    assert state["updates"] == 2
+
+    EngineTrainer(cfg, run_dir, resume=True).run()
+    assert read_metrics(run_dir) == records
+
+
 def test_a_dataset_of_another_size_is_a_one_line_error(dataset: Path, tmp_path: Path) -> None:
     args = [f"data={dataset}", "preset=smoke", "upsampler.factor=3", f"run_dir={tmp_path}/r"]
     cfg = build_engine_config(args)

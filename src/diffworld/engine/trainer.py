@@ -145,6 +145,7 @@ class EngineTrainer:
         self._pending: list[tuple[int, dict[str, float]]] = []
         num_records = 0
         resumable = resume and has_checkpoint(checkpoint_dir(self.run_dir))
+        self._resumed = resumable
         if resumable:
             state, used = load_checkpoint(
                 checkpoint_dir(self.run_dir), CHECKPOINT_KEYS, map_location=self.device
@@ -206,18 +207,22 @@ class EngineTrainer:
     # ------------------------------------------------------------------------------------------------ loop
 
     def run(self) -> dict[str, float]:
-        """Train to ``training.num_updates`` updates; the last test's metrics (empty without a test split)."""
+        """Train to ``training.num_updates`` updates or ``training.max_minutes``, whichever comes first; the
+        last test's metrics (empty without a test split)."""
         t = self.cfg.training
         last_test: dict[str, float] = {}
         try:
             with tqdm(
                 total=t.num_updates, initial=self.updates, desc="engine", disable=not self.processes.is_main
             ) as bar:
-                while self.updates < t.num_updates:
+                # A resumed run that had run out of time stops at once.
+                out_of_time = self._resumed and self._out_of_time(self.train_seconds)
+                while self.updates < t.num_updates and not out_of_time:
                     steps = self._steps_to_next_event()
                     self._train(steps)
                     bar.update(steps)
-                    done = self.updates == t.num_updates
+                    out_of_time = self._out_of_time(self._elapsed())
+                    done = self.updates == t.num_updates or out_of_time
                     if self.updates % t.log_every == 0 or done:
                         self._log_train()
                     if self.updates % t.test_every == 0 or done:
@@ -227,6 +232,13 @@ class EngineTrainer:
         finally:
             self._release()
         return last_test
+
+    def _out_of_time(self, seconds: float) -> bool:
+        """Whether ``seconds`` of training reach ``training.max_minutes``; process 0's decides for all."""
+        limit = self.cfg.training.max_minutes
+        if limit <= 0:
+            return False
+        return bool(distributed.gather(seconds >= 60 * limit, self.processes)[0])
 
     def _steps_to_next_event(self) -> int:
         t = self.cfg.training
