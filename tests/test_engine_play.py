@@ -20,6 +20,7 @@ from diffworld.engine.keymap import (
     check_inputs,
     default_keymap,
     keymap_from_json,
+    keymap_to_json,
     load_keymap,
 )
 from diffworld.engine.play import CONTROL_INPUTS, Command, EnginePlaySession, EngineRecorder
@@ -84,6 +85,86 @@ def test_csgo_like_default_keymap_follows_the_official_game() -> None:
     assert keymap.uses_mouse
 
 
+def csgo_vector(keys_down: set[str], mouse_x: float = 0, mouse_y: float = 0) -> list[float]:
+    """The CS:GO-like action of keys (the dataset's key names) and mouse amounts, written out by hand."""
+    names = ["w", "a", "s", "d", "space", "ctrl", "shift", "1", "2", "3", "r"]
+    return [float(k in keys_down) for k in names] + [0, 0, MOUSE_X.index(mouse_x), MOUSE_Y.index(mouse_y)]
+
+
+def test_csgo_forbidden_combinations_keep_the_first_pressed() -> None:
+    """The official game (csgo branch) drops, of forward+back, left+right, two weapons or opposite arrow
+    turns held together, the key pressed later; the expected actions below apply that rule by hand."""
+    keymap = default_keymap(CSGO_LIKE)
+    everything = ("s", "w", "d", "a", "3", "1", "2", "right", "left", "space", "up", "down")
+    state = InputState(frozenset(everything), (0.0, 0.0), everything)
+    # s before w, d before a, 3 before 1 and 2, right before left, up before down: the first ones count.
+    assert keymap.action(state).tolist() == csgo_vector({"s", "d", "3", "space"}, 60, -50)
+    assert keymap.allowed(state).held == {"s", "d", "3", "right", "space", "up"}
+    # Two weapons that are not forbidden with each other's survivor: 1 first, then 3 is dropped, then 2.
+    weapons = ("1", "3", "2")
+    assert keymap.action(InputState(frozenset(weapons), order=weapons)).tolist() == csgo_vector({"1"})
+    # Once the first is released, the other counts.
+    assert keymap.action(InputState(frozenset({"w"}), order=("s", "w"))).tolist() == csgo_vector({"w"})
+    # Without an order, alphabetical: a before d, s before w.
+    assert keymap.action(held("w", "s", "a", "d")).tolist() == csgo_vector({"a", "s"})
+    # Combinations that are not forbidden are untouched.
+    assert keymap.action(held("w", "a", "left ctrl", "1")).tolist() == csgo_vector({"w", "a", "ctrl", "1"})
+    assert "never together (the first pressed counts): s+w, a+d, 1+2, 1+3, 2+3, down+up, left+right" in (
+        keymap.describe()
+    )
+    assert default_keymap(SPEC).forbidden == ()
+
+
+def test_forbidden_in_a_keymap_file_and_json_round_trip(tmp_path: Path) -> None:
+    builtin = default_keymap(CSGO_LIKE)
+    path = tmp_path / "csgo.json"
+    path.write_text(json.dumps(keymap_to_json(builtin)))
+    loaded = load_keymap(path, CSGO_LIKE)
+    assert loaded == builtin
+    assert json.loads(path.read_text())["forbidden"][0] == ["s", "w"]
+    spec = ActionSpec.of(discrete("move", 4), keys(["jump", "duck"]), continuous("steer", -1, 1))
+    data = {
+        "name": "racer",
+        "components": {
+            "move": {"combos": {"up": 1, "down": 2, "up+space": 3}},
+            "keys": {"jump": "space", "duck": "mouse right"},
+            "steer": {"mouse": "x", "scale": 0.1, "keys": {"left": -1, "right": 1}},
+        },
+        "forbidden": [["Space", "mouse right"], ["left", "right", "up"]],
+    }
+    racer = keymap_from_json(data, spec)
+    assert racer.forbidden == (frozenset({"space", "mouse right"}), frozenset({"left", "right", "up"}))
+    assert keymap_from_json(json.loads(json.dumps(keymap_to_json(racer))), spec) == racer
+    order = ("mouse right", "space", "right", "up", "left")
+    # space comes after mouse right: dropped; left completes left+right+up: dropped; the rest counts.
+    assert racer.action(InputState(frozenset(order), (0.0, 0.0), order)).tolist() == [1, 0, 1, 1]
+    for state in (held("space"), held("up", "space", mouse=(3, 0)), held("left", "down")):
+        assert (
+            racer.action(state).tolist()
+            == keymap_from_json({**data, "forbidden": []}, spec).action(state).tolist()
+        )
+
+
+@pytest.mark.parametrize(
+    ("forbidden", "message"),
+    [
+        ([["w", "ctrl"]], "forbidden[0] names 'ctrl', which no binding reads"),
+        ([["w", "s"], ["w"]], "forbidden[1] must name two or more different inputs"),
+        ([["w", "W"]], "forbidden[0] must name two or more different inputs"),
+        (["w+s"], 'forbidden[0] must be a list of inputs, e.g. ["w", "s"]'),
+        ({"w": "s"}, "forbidden must be a list of input lists"),
+    ],
+)
+def test_bad_forbidden_combinations(forbidden: object, message: str) -> None:
+    data = keymap_to_json(default_keymap(CSGO_LIKE)) | {"forbidden": forbidden}
+    with pytest.raises(KeyMapError) as info:
+        keymap_from_json(data, CSGO_LIKE, "keys.json")
+    assert str(info.value).startswith("keys.json: ") and message in str(info.value)
+    assert "\n" not in str(info.value)
+    if "no binding reads" in message:
+        assert "'left ctrl'" in str(info.value)  # the fix: the input to name instead
+
+
 def test_discrete_default_keymap() -> None:
     keymap = default_keymap(ActionSpec.of(discrete("action", 3), continuous("stick", -1, 1)))
     assert keymap.action(held()).tolist() == [0, 0]
@@ -125,6 +206,7 @@ def test_keymap_file(tmp_path: Path) -> None:
         ('{"components": {"action": {"combo": {}}}}', "unknown field(s) ['combo']"),
         ('{"components": {"action": {"combos": {"": 1}}}}', "an input must be a key"),
         ('["action"]', "expected an object"),
+        ('{"components": {}, "forbiden": []}', "unknown field(s) ['forbiden']"),
     ],
 )
 def test_bad_keymap_files_get_one_line_errors(tmp_path: Path, content: str, message: str) -> None:
@@ -301,7 +383,7 @@ def test_app_turns_events_into_inputs(tmp_path: Path, monkeypatch: pytest.Monkey
     try:
         pg.event.post(pg.event.Event(pg.KEYDOWN, key=pg.K_2))
         app.frame()
-        assert (session.frame == 40 + 60 + 10).all() and app.held == {"2"}
+        assert (session.frame == 40 + 60 + 10).all() and list(app.held) == ["2"]
         pg.event.post(pg.event.Event(pg.KEYUP, key=pg.K_2))
         pg.event.post(pg.event.Event(pg.KEYDOWN, key=pg.K_RIGHTBRACKET))
         app.frame()

@@ -669,9 +669,16 @@ def _add_engine_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("file", help="the official model file (.pt), read as tensors only (no code runs)")
     p.add_argument("folder", help="the engine folder to write")
     p.add_argument(
-        "overrides", nargs="*", help="configuration overrides of the csgo preset, if the model differs"
+        "overrides",
+        nargs="*",
+        help="configuration overrides of the csgo preset for what the weights do not record (resolutions, "
+        "samplers); the architecture is read from the file",
     )
-    p.add_argument("--data", help="the CS:GO engine dataset play and eval start from by default")
+    p.add_argument(
+        "--data",
+        help="the engine dataset play and eval start from by default (the converted CS:GO one); the model "
+        "takes its action space and makes its frame size",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.set_defaults(func=_cmd_engine_import)
 

@@ -13,10 +13,14 @@ space gets a binding:
   movement since the last step times ``scale``, unless a listed input is held, whose value then wins (the
   last listed); clipped to the range and, for bins, snapped to the nearest bin.
 
-A key map file is JSON: ``{"name": "...", "components": {"<component name>": <binding>, ...}}``; components
-left out stay at their neutral value (``default``, no key, the value nearest 0). Built-in maps: the CS:GO one
-(the official game's keys: WASD, space, left ctrl, left shift, 1-3, r, the mouse, the arrow keys turning the
-camera by fixed amounts), and a default for any other action space (see ``default_keymap``).
+A key map file is JSON: ``{"name": "...", "components": {"<component name>": <binding>, ...}, "forbidden":
+[["w", "s"], ...]}``; components left out stay at their neutral value (``default``, no key, the value nearest
+0). ``forbidden`` (optional) lists combinations of inputs never held together: inputs, not the dataset's key
+names, because the official CS:GO game forbids the arrow keys' opposite camera turns, which drive mouse bins
+and press no key. While a combination is held, the input pressed last does not count (``KeyMap.allowed``).
+Built-in maps: the CS:GO one (the official game's keys: WASD, space, left ctrl, left shift, 1-3, r, the mouse,
+the arrow keys turning the camera by fixed amounts, and its forbidden combinations), and a default for any
+other action space (see ``default_keymap``).
 """
 
 from __future__ import annotations
@@ -55,6 +59,15 @@ class InputState:
     """Names of the keys and mouse buttons held."""
     mouse: tuple[float, float] = (0.0, 0.0)
     """The mouse's movement (x right, y down) since the last step, in screen pixels."""
+    order: tuple[str, ...] = ()
+    """The held inputs in the order they were pressed, earliest first (play's window records it): of a
+    forbidden combination, the input pressed last does not count. Held inputs not listed count as pressed
+    after the listed ones, in alphabetical order."""
+
+    def press_order(self) -> list[str]:
+        """The held inputs, earliest pressed first (see ``order``)."""
+        listed = [name for name in dict.fromkeys(self.order) if name in self.held]
+        return listed + sorted(self.held - set(listed))
 
 
 @dataclass(frozen=True)
@@ -127,10 +140,27 @@ class KeyMap:
     bindings: tuple[Binding, ...]
     """One per component of ``spec``, in order."""
     labels: tuple[str, ...] = field(default=())
-    """One line per binding, for the help text."""
+    """One line per binding (and one for ``forbidden``), for the help text."""
+    forbidden: tuple[frozenset[str], ...] = ()
+    """Combinations of inputs never held together (see ``allowed``)."""
+
+    def allowed(self, state: InputState) -> InputState:
+        """``state`` less the inputs that complete a forbidden combination: the held inputs are taken in the
+        order they were pressed, and one that would complete a combination with those taken before it is
+        dropped. So of w and s held together, the first pressed counts, and the other counts once the first
+        is released: the official CS:GO game's rule for its forbidden keys (docs/engine.md "Play")."""
+        if not self.forbidden:
+            return state
+        kept: list[str] = []
+        for name in state.press_order():
+            with_it = {*kept, name}
+            if not any(combo <= with_it for combo in self.forbidden):
+                kept.append(name)
+        return InputState(frozenset(kept), state.mouse, tuple(kept))
 
     def action(self, state: InputState) -> np.ndarray:
-        """(D,) float32 action vector."""
+        """(D,) float32 action vector of the inputs ``allowed`` in ``state``."""
+        state = self.allowed(state)
         out: list[float] = []
         for binding in self.bindings:
             if isinstance(binding, KeysBinding):
@@ -145,7 +175,7 @@ class KeyMap:
 
     @property
     def inputs(self) -> set[str]:
-        """Every key or mouse-button name the map reads."""
+        """Every key or mouse-button name the map's bindings read."""
         return set().union(*(b.inputs() for b in self.bindings))
 
     @property
@@ -235,10 +265,40 @@ def _axis_binding(component: Bins | Continuous, raw: Mapping[str, Any], source: 
     return AxisBinding(component.low, component.high, None, mouse, scale, keys)
 
 
+def _forbidden(raw: object, bindings: Sequence[Binding], source: str) -> tuple[frozenset[str], ...]:
+    """The ``forbidden`` field: a list of combinations, each a list of two or more inputs the map reads."""
+    if not isinstance(raw, list):
+        raise _fail(source, 'forbidden must be a list of input lists, e.g. [["w", "s"], ["a", "d"]]')
+    read = set().union(*(b.inputs() for b in bindings))
+    combos: list[frozenset[str]] = []
+    for i, entry in enumerate(raw):
+        where = f"forbidden[{i}]"
+        if isinstance(entry, str) or not isinstance(entry, list):
+            raise _fail(source, f'{where} must be a list of inputs, e.g. ["w", "s"], got {entry!r}')
+        combo = frozenset(_input_name(name, source, where) for name in entry)
+        if len(combo) < 2:
+            raise _fail(source, f"{where} must name two or more different inputs, got {entry!r}")
+        unknown = sorted(combo - read)
+        if unknown:
+            raise _fail(
+                source,
+                f"{where} names {', '.join(map(repr, unknown))}, which no binding reads: list inputs the "
+                f"bindings use (keys by pygame name, e.g. 'left ctrl', not the dataset's key names): "
+                f"{', '.join(sorted(read)) or 'none'}",
+            )
+        combos.append(combo)
+    return tuple(combos)
+
+
 def keymap_from_json(data: object, spec: ActionSpec, source: str = "the key map") -> KeyMap:
     """A key map for ``spec`` from its JSON description (see the module docstring)."""
     if not isinstance(data, Mapping) or not isinstance(data.get("components"), Mapping):
         raise _fail(source, 'expected an object {"name": ..., "components": {"<component>": <binding>}}')
+    unknown_fields = set(data) - {"name", "components", "forbidden"}
+    if unknown_fields:
+        raise _fail(
+            source, f"unknown field(s) {sorted(unknown_fields)} (a key map has name, components, forbidden)"
+        )
     components = data["components"]
     by_name = {c.name: c for c in spec.components}
     unknown = set(components) - set(by_name)
@@ -259,7 +319,36 @@ def keymap_from_json(data: object, spec: ActionSpec, source: str = "the key map"
         else:
             bindings.append(_axis_binding(component, raw, source))
     name = data.get("name", Path(source).stem)
-    return _labelled(str(name), spec, bindings)
+    return _labelled(str(name), spec, bindings, _forbidden(data.get("forbidden", []), bindings, source))
+
+
+def keymap_to_json(keymap: KeyMap) -> dict[str, Any]:
+    """The JSON description of ``keymap`` (``keymap_from_json`` reads it back): a built-in map written out
+    to be edited."""
+    components: dict[str, Any] = {}
+    for component, binding in zip(keymap.spec.components, keymap.bindings, strict=True):
+        if isinstance(binding, DiscreteBinding):
+            for combo, _ in binding.combos:
+                if any("+" in name for name in combo):
+                    raise KeyMapError(
+                        f"key map {keymap.name!r}: an input named with '+' cannot be written in a combination"
+                    )
+            combos = {"+".join(sorted(combo)): value for combo, value in binding.combos}
+            components[component.name] = {"combos": combos, "default": binding.default}
+        elif isinstance(binding, KeysBinding):
+            keys = component.column_names
+            components[component.name] = {
+                k: i for k, i in zip(keys, binding.inputs_of, strict=True) if i is not None
+            }
+        else:
+            axis: dict[str, Any] = {"scale": binding.scale, "keys": dict(binding.keys)}
+            if binding.mouse is not None:
+                axis["mouse"] = binding.mouse
+            components[component.name] = axis
+    out: dict[str, Any] = {"name": keymap.name, "components": components}
+    if keymap.forbidden:
+        out["forbidden"] = [sorted(combo) for combo in keymap.forbidden]
+    return out
 
 
 def load_keymap(path: str | os.PathLike[str], spec: ActionSpec) -> KeyMap:
@@ -280,6 +369,17 @@ def load_keymap(path: str | os.PathLike[str], spec: ActionSpec) -> KeyMap:
 
 CSGO_ARROWS = {"x": {"left": -60.0, "right": 60.0}, "y": {"up": -50.0, "down": 50.0}}
 """As the official game: the arrow keys turn the camera by these mouse amounts, overriding the mouse."""
+CSGO_FORBIDDEN = (
+    frozenset({"w", "s"}),
+    frozenset({"a", "d"}),
+    frozenset({"1", "2"}),
+    frozenset({"1", "3"}),
+    frozenset({"2", "3"}),
+    frozenset({"up", "down"}),
+    frozenset({"left", "right"}),
+)
+"""The official game's forbidden combinations (forward and back, left and right, two weapons, opposite camera
+turns by the arrow keys), as the inputs of the built-in map: combinations its dataset never shows."""
 _KEY_ALIASES = {
     "ctrl": "left ctrl",
     "lctrl": "left ctrl",
@@ -330,7 +430,8 @@ def default_keymap(spec: ActionSpec, action_meanings: Sequence[str] | None = Non
     """A key map for any action space: discrete components by ``_default_discrete``; each key pressed by the
     keyboard key (or mouse button) of its name or a usual alias (``ctrl``, ``jump``, ``l_click``, ...);
     bins and continuous components named as mouse axes (``mouse_x``, ``dy``, ...) follow the mouse, and the
-    CS:GO ones also the arrow keys as in the official game; other axes stay neutral."""
+    CS:GO ones also the arrow keys as in the official game; other axes stay neutral. With mouse bins (the
+    CS:GO map), the official forbidden combinations (``CSGO_FORBIDDEN``) whose inputs the map reads."""
     csgo_like = any(isinstance(c, Bins) and _mouse_axis(c.name) for c in spec.components)
     bindings: list[Binding] = []
     for component in spec.components:
@@ -348,7 +449,10 @@ def default_keymap(spec: ActionSpec, action_meanings: Sequence[str] | None = Non
                 low, high, values = component.low, component.high, None
                 arrows = ()
             bindings.append(AxisBinding(low, high, values, axis, _DEFAULT_MOUSE_SCALE, arrows))
-    return _labelled("mouse and keys" if csgo_like else "default", spec, bindings)
+    if not csgo_like:
+        return _labelled("default", spec, bindings)
+    read = set().union(*(b.inputs() for b in bindings))
+    return _labelled("mouse and keys", spec, bindings, tuple(c for c in CSGO_FORBIDDEN if c <= read))
 
 
 def _default_key_input(name: str) -> str | None:
@@ -360,7 +464,9 @@ def _default_key_input(name: str) -> str | None:
     return None
 
 
-def _labelled(name: str, spec: ActionSpec, bindings: Sequence[Binding]) -> KeyMap:
+def _labelled(
+    name: str, spec: ActionSpec, bindings: Sequence[Binding], forbidden: tuple[frozenset[str], ...] = ()
+) -> KeyMap:
     labels = []
     for component, binding in zip(spec.components, bindings, strict=True):
         if isinstance(binding, DiscreteBinding):
@@ -378,7 +484,10 @@ def _labelled(name: str, spec: ActionSpec, bindings: Sequence[Binding]) -> KeyMa
             how = [f"mouse {binding.mouse} x {binding.scale:g}"] if binding.mouse else []
             how += [f"{k} -> {v:g}" for k, v in binding.keys]
             labels.append(f"  {component.name}: {', '.join(how) or 'neutral'}")
-    return KeyMap(name, spec, tuple(bindings), tuple(labels))
+    if forbidden:
+        combos = ", ".join("+".join(sorted(c)) for c in forbidden)
+        labels.append(f"  never together (the first pressed counts): {combos}")
+    return KeyMap(name, spec, tuple(bindings), tuple(labels), forbidden)
 
 
 def keymap_for(

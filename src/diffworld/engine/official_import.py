@@ -6,9 +6,17 @@ The official code saves its agent as one ``torch.save``'d state dict whose keys 
 are those of the engine's ``EngineNetwork`` with the Atari denoiser's names (``official_name``), except the
 action embedding: the official one is one table of 51 rows, one per column of the official multi-hot action
 vector (11 keys, 2 clicks, 23 mouse-x bins, 15 mouse-y bins), where ``ActionEncoder`` has one table per
-component of the action space, whose rows stacked in order are that table. The file records neither the
-architecture nor the action space: both are the official CS:GO ones (the ``csgo`` preset and the CS:GO
-action space of the dataset converter), against which every name and shape of the file is checked.
+component of the action space, whose rows stacked in order are that table.
+
+The file records no configuration, but its tensors' names and shapes give the architecture
+(``infer_official_sizes``): the number of U-Net levels and blocks per level from the names, channels and
+conditioning widths from the shapes, attention from the attention tensors' presence, the conditioning frames
+from the input convolution's channels (3 per frame, plus the noisy frame and the upsampler's low-resolution
+one), and the action table's rows. So a model trained by the official code at other sizes imports as well as
+the published one; everything the weights cannot tell (the resolutions, the samplers, sigma_data) comes from
+the ``csgo`` preset, or from the dataset given (``--data``): its action space and its frame size, the
+upsampler's output. Every tensor is then checked by name and shape against the models built from that
+configuration.
 
 The file is read with ``torch.load(..., weights_only=True)`` (``read_official_state_dict``): a pickle that
 holds anything but tensors and plain containers is refused without running its code.
@@ -20,18 +28,34 @@ import hashlib
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from omegaconf import ListConfig, OmegaConf
 from torch import Tensor, nn
 
+from diffworld.config.loading import parse_overrides
 from diffworld.engine.action_encoder import ActionEncoder
 from diffworld.engine.actions import ActionSpec
-from diffworld.engine.config import EngineConfig, build_engine_config, save_engine_config
+from diffworld.engine.config import (
+    EngineConfig,
+    EngineDenoiserConfig,
+    build_engine_config,
+    save_engine_config,
+    validate_engine_config,
+)
 from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC
+from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
-from diffworld.official_import import OfficialAgentError, official_name, read_official_state_dict
+from diffworld.official_import import (
+    OfficialAgentError,
+    _count,
+    _levels,
+    official_name,
+    read_official_state_dict,
+)
 from diffworld.run.checkpoint import save_checkpoint
 from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
 from diffworld.utils.atomic import atomic_write_text
@@ -59,6 +83,89 @@ def official_engine_names(model: nn.Module, prefix: str) -> dict[str, str]:
     return names
 
 
+@dataclass(frozen=True)
+class OfficialSizes:
+    """The architecture of one official model (``denoiser`` or ``upsampler``) read from its tensors."""
+
+    cond_channels: int
+    channels: list[int]
+    depths: list[int]
+    attn_depths: list[bool]
+    num_cond_frames: int
+    action_rows: int | None
+    """Rows of the action table (the denoiser's), None for the upsampler."""
+
+    def apply(self, cfg: EngineDenoiserConfig) -> None:
+        for key in ARCHITECTURE_KEYS:
+            setattr(cfg, key, getattr(self, key))
+
+    def describe(self) -> str:
+        attn = [int(a) for a in self.attn_depths]
+        return (
+            f"channels {self.channels}, depths {self.depths}, attention {attn}, cond_channels "
+            f"{self.cond_channels}, {self.num_cond_frames} conditioning frame(s)"
+        )
+
+
+ARCHITECTURE_KEYS = ("cond_channels", "channels", "depths", "attn_depths", "num_cond_frames")
+"""The configuration keys of each model that ``infer_official_sizes`` reads from the file."""
+
+
+def infer_official_sizes(tensors: Mapping[str, Tensor], prefix: str, path: Path) -> OfficialSizes:
+    """The architecture of the official model ``prefix`` (``denoiser`` or ``upsampler``) from the names and
+    shapes of its tensors; a one-line ``OfficialEngineError`` naming the tensor that does not fit."""
+    inner = f"{prefix}.inner_model."
+    upsampler = prefix == "upsampler"
+
+    def shape(name: str, ndim: int, what: str) -> tuple[int, ...]:
+        tensor = tensors.get(inner + name)
+        if tensor is None:
+            raise OfficialEngineError(
+                f"{path} lacks {inner}{name}, which gives the {prefix}'s {what}: not the official layout."
+            )
+        if tensor.ndim != ndim:
+            raise OfficialEngineError(
+                f"{path}: {inner}{name} has shape {tuple(tensor.shape)}, where the official layout has "
+                f"{ndim} dimensions."
+            )
+        return tuple(int(n) for n in tensor.shape)
+
+    cond = 2 * shape("noise_emb.weight", 2, "conditioning width")[1]  # Fourier features: cos and sin
+    num_levels = _count(tensors, inner + "unet.d_blocks.{}.resblocks.0.conv1.weight")
+    if num_levels == 0:
+        shape("unet.d_blocks.0.resblocks.0.conv1.weight", 4, "U-Net levels")
+    for i in range(num_levels):
+        shape(f"unet.d_blocks.{i}.resblocks.0.conv1.weight", 4, "U-Net channels")
+    levels = _levels(tensors, inner + "unet.d_blocks", num_levels)
+    conv_in = shape("conv_in.weight", 4, "conditioning frames")
+    stacked = conv_in[1] // 3 - 1 - int(upsampler)  # frames of 3 channels: conditioning, (low-res,) noisy
+    if conv_in[1] % 3 or stacked < 1:
+        extra = " and the low-resolution frame" if upsampler else ""
+        raise OfficialEngineError(
+            f"{path}: {inner}conv_in.weight has shape {conv_in}: {conv_in[1]} input channels are not 3 per "
+            f"frame for one or more conditioning frames{extra} and the noisy frame."
+        )
+    rows = None
+    if not upsampler:
+        table = shape(ACTION_TABLE, 2, "action embedding")
+        rows = table[0]
+        if table[1] * stacked != cond:
+            raise OfficialEngineError(
+                f"{path}: {inner}conv_in.weight has shape {conv_in}, which stacks {stacked} conditioning "
+                f"frame(s), but the action embedding {inner}{ACTION_TABLE} has shape {table}, where "
+                f"cond_channels {cond} (noise_emb) over {stacked} frame(s) need {cond / stacked:g} columns: "
+                "not one consistent official model."
+            )
+    return OfficialSizes(
+        cond_channels=cond,
+        channels=levels["channels"],
+        depths=levels["depths"],
+        attn_depths=levels["attn_depths"],
+        num_cond_frames=stacked,
+        action_rows=rows,
+    )
+
+
 def split_action_table(table: Tensor, encoder: ActionEncoder, path: Path) -> dict[str, Tensor]:
     """The official action table (rows: the multi-hot vector's columns) as ``encoder``'s per-component
     tables, keyed by their names in the denoiser's state dict."""
@@ -66,8 +173,8 @@ def split_action_table(table: Tensor, encoder: ActionEncoder, path: Path) -> dic
     if table.ndim != 2 or table.shape[0] != sum(sizes) or table.shape[1] != encoder.dim:
         raise OfficialEngineError(
             f"{path}: the action embedding denoiser.inner_model.{ACTION_TABLE} has shape "
-            f"{tuple(table.shape)}, "
-            f"but the CS:GO action space and this architecture expect ({sum(sizes)}, {encoder.dim})."
+            f"{tuple(table.shape)}, but the action space {encoder.spec.describe()} and this architecture "
+            f"expect ({sum(sizes)}, {encoder.dim})."
         )
     return {f"{_ACTION_TABLES}{i}.weight": part for i, part in enumerate(table.split(sizes))}
 
@@ -76,6 +183,14 @@ def _listed(names: set[str]) -> str:
     shown = sorted(names)[:_MAX_LISTED]
     more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
     return ", ".join(shown) + more
+
+
+def _sizes_of(model: nn.Module) -> str:
+    cfg = model.cfg
+    assert isinstance(cfg, EngineDenoiserConfig)
+    return OfficialSizes(
+        cfg.cond_channels, cfg.channels, cfg.depths, cfg.attn_depths, cfg.num_cond_frames, None
+    ).describe()
 
 
 def _load_model(model: nn.Module, prefix: str, tensors: Mapping[str, Tensor], path: Path) -> None:
@@ -93,15 +208,15 @@ def _load_model(model: nn.Module, prefix: str, tensors: Mapping[str, Tensor], pa
             if s
         ]
         raise OfficialEngineError(
-            f"{path} does not match the official CS:GO {prefix} ({'; '.join(problems)})."
+            f"{path} does not match the official {prefix} of {_sizes_of(model)} ({'; '.join(problems)})."
         )
     state: dict[str, Tensor] = {}
     for official, ours in names.items():
         tensor = tensors[official]
         if tuple(tensor.shape) != tuple(expected[ours].shape):
             raise OfficialEngineError(
-                f"{path}: tensor {official!r} has shape {tuple(tensor.shape)}, but the official CS:GO "
-                f"architecture has {tuple(expected[ours].shape)}."
+                f"{path}: tensor {official!r} has shape {tuple(tensor.shape)}, but the official {prefix} of "
+                f"{_sizes_of(model)} has {tuple(expected[ours].shape)}."
             )
         if expected[ours].is_floating_point() and not tensor.is_floating_point():
             raise OfficialEngineError(f"{path}: tensor {official!r} is {tensor.dtype}, not floating point.")
@@ -123,13 +238,7 @@ def convert_official_engine(
     """The engine's two models built from ``cfg`` and ``spec`` with the official ``tensors`` loaded."""
     if cfg.upsampler is None:
         raise OfficialEngineError("The official CS:GO model has an upsampler: the configuration has none.")
-    present = {k.split(".", 1)[0] for k in tensors}
-    absent = [p.rstrip(".") for p in OFFICIAL_ENGINE_PREFIXES if p.rstrip(".") not in present]
-    if absent:
-        raise OfficialEngineError(
-            f"{path} has no {' and no '.join(absent)} tensors: not the official CS:GO model (an Atari agent? "
-            "use 'diffworld import')."
-        )
+    check_engine_prefixes(tensors, path)
     denoiser = EngineDenoiser(cfg.denoiser, spec)
     upsampler = Upsampler(cfg.upsampler)
     _load_model(denoiser, "denoiser", tensors, path)
@@ -138,6 +247,79 @@ def convert_official_engine(
     if extra - {k for k in extra if k.startswith(("rew_end_model.", "actor_critic."))}:
         raise OfficialEngineError(f"{path} holds tensors of no model: {_listed(extra)}.")
     return denoiser.eval(), upsampler.eval()
+
+
+def check_engine_prefixes(tensors: Mapping[str, Tensor], path: Path) -> None:
+    """Refuse a file without both the denoiser's and the upsampler's tensors."""
+    present = {k.split(".", 1)[0] for k in tensors}
+    absent = [p.rstrip(".") for p in OFFICIAL_ENGINE_PREFIXES if p.rstrip(".") not in present]
+    if absent:
+        raise OfficialEngineError(
+            f"{path} has no {' and no '.join(absent)} tensors: not the official CS:GO model (an Atari agent? "
+            "use 'diffworld import')."
+        )
+
+
+def official_engine_config(
+    tensors: Mapping[str, Tensor], path: Path, data: str = "", overrides: tuple[str, ...] = ()
+) -> tuple[EngineConfig, ActionSpec]:
+    """The configuration and action space of the official model ``tensors``: the ``csgo`` preset with the
+    architecture read from the tensors, the action space and frame size of ``data`` where given (else the
+    CS:GO ones), then ``overrides``, which may not contradict the tensors."""
+    check_engine_prefixes(tensors, path)
+    sizes = {prefix: infer_official_sizes(tensors, prefix, path) for prefix in ("denoiser", "upsampler")}
+    given = parse_overrides(overrides)
+    for prefix in sizes:
+        for key in ARCHITECTURE_KEYS:
+            name, theirs = f"{prefix}.{key}", getattr(sizes[prefix], key)
+            if name in given and _parsed(given[name]) != theirs:
+                raise OfficialEngineError(
+                    f"{name}={given[name]} contradicts {path}, whose tensors have {name} {theirs}: leave it "
+                    "out (import reads the sizes from the file)."
+                )
+    # The architecture keys are left out of the overrides (equal to the file's, checked above) so that the
+    # preset's four levels do not meet a file's other number of levels in the validation.
+    rest = [f"{k}={v}" for k, v in given.items() if k.split(".", 1)[-1] not in ARCHITECTURE_KEYS]
+    cfg = build_engine_config(["data=unset", "preset=csgo", *rest])
+    cfg.data = data  # may be empty: a command-line value could not be
+    if cfg.upsampler is None:
+        raise OfficialEngineError("The official CS:GO model has an upsampler: the configuration has none.")
+    sizes["denoiser"].apply(cfg.denoiser)
+    sizes["upsampler"].apply(cfg.upsampler)
+    spec = CSGO_ACTION_SPEC
+    if data:
+        dataset = EngineDataset(data)
+        spec = dataset.spec
+        if "low_res" not in given:
+            cfg.low_res = _low_res_for(dataset.frame_size, cfg.upsampler.factor, data)
+    validate_engine_config(cfg)
+    rows = sizes["denoiser"].action_rows
+    expected = sum(t.num_embeddings for t in ActionEncoder(spec, 1).tables if isinstance(t, nn.Embedding))
+    if rows != expected:
+        source = f"the dataset {data}" if data else "the CS:GO dataset"
+        raise OfficialEngineError(
+            f"{path}: the action embedding denoiser.inner_model.{ACTION_TABLE} has {rows} rows, but the "
+            f"action space of {source} ({spec.describe()}) has {expected}: give --data <the engine dataset "
+            "the model was trained on>."
+        )
+    return cfg, spec
+
+
+def _parsed(value: str) -> Any:
+    """A command-line value as the configuration reads it (a YAML scalar or list)."""
+    parsed = OmegaConf.from_dotlist([f"v={value}"]).v
+    return OmegaConf.to_container(parsed) if isinstance(parsed, ListConfig) else parsed
+
+
+def _low_res_for(frame_size: tuple[int, int], factor: int, data: str) -> list[int]:
+    """The denoiser's resolution under which the upsampler makes ``frame_size``."""
+    h, w = frame_size
+    if h % factor or w % factor:
+        raise OfficialEngineError(
+            f"{data} has frames of {h}x{w}, which upsampler.factor={factor} does not divide: add "
+            "upsampler.factor=<a divisor of both> (the weights do not record the resolutions)."
+        )
+    return [h // factor, w // factor]
 
 
 def import_official_engine(
@@ -151,18 +333,18 @@ def import_official_engine(
     """Write the official CS:GO model file at ``path`` as the engine folder ``folder``.
 
     ``data``: the engine dataset play and evaluation start from by default (the CS:GO dataset converted by
-    ``diffworld engine convert``); ``overrides``: configuration overrides on the ``csgo`` preset where the
-    file was trained with other settings.
+    ``diffworld engine convert``), whose action space and frame size the model takes; ``overrides``:
+    configuration overrides on the ``csgo`` preset for what the weights do not record (see the module
+    docstring; the architecture is read from the file).
 
     Raises:
-        OfficialEngineError: the file cannot be read or does not match the CS:GO architecture.
+        OfficialEngineError: the file cannot be read or is not one consistent official model.
         FileExistsError: ``folder`` exists and is not empty, and ``overwrite`` is False.
     """
     path, folder = Path(path), Path(folder)
     tensors = read_official_state_dict(path, prefixes=OFFICIAL_ENGINE_PREFIXES)
-    cfg = build_engine_config(["data=unset", "preset=csgo", *overrides])
-    cfg.data = data  # may be empty: a command-line value could not be
-    denoiser, upsampler = convert_official_engine(tensors, cfg, CSGO_ACTION_SPEC, path)
+    cfg, spec = official_engine_config(tensors, path, data, overrides)
+    denoiser, upsampler = convert_official_engine(tensors, cfg, spec, path)
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
             raise FileExistsError(
@@ -175,12 +357,12 @@ def import_official_engine(
         "models": {"denoiser": denoiser.state_dict(), "upsampler": upsampler.state_dict()},
     }
     save_checkpoint(state, checkpoint_dir(folder))
-    save_action_space(folder, CSGO_ACTION_SPEC)
+    save_action_space(folder, spec)
     atomic_write_text(
         folder / "imported.txt",
-        "The official CS:GO model (github.com/eloialonso/diamond, csgo branch), imported by 'diffworld "
-        "engine "
-        f"import' from {path.name}, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}\n",
+        "A model of the official CS:GO code (github.com/eloialonso/diamond, csgo branch), imported by "
+        f"'diffworld engine import' from {path.name}, sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}"
+        f"\ndenoiser: {_sizes_of(denoiser)}\nupsampler: {_sizes_of(upsampler)}\n",
     )
     # Written last: the folder is an engine folder once its configuration exists.
     save_engine_config(cfg, folder / CONFIG_FILE)

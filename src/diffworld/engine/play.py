@@ -317,7 +317,9 @@ class EnginePlayApp(WindowApp):
     """The pygame front end of an :class:`EnginePlaySession`: key and mouse events in, frames out.
 
     Keys are read by their pygame names; a key pressed and released within one frame still counts for that
-    frame's step. Where the key map reads the mouse, the window grabs and hides it (Esc quits).
+    frame's step. The held inputs keep the order they were pressed in, which decides the input that counts
+    of a forbidden combination (``KeyMap.allowed``). Where the key map reads the mouse, the window grabs and
+    hides it (Esc quits).
     """
 
     def __init__(self, session: EnginePlaySession, *, scale: int = 2, fps: float = 15.0) -> None:
@@ -325,7 +327,8 @@ class EnginePlayApp(WindowApp):
         super().__init__(Window(f"diffworld play: {session.keymap.name}", (h, w), scale, header_lines=2), fps)
         self.session = session
         check_inputs(session.keymap, CONTROL_INPUTS)
-        self.held: set[str] = set()
+        self.held: dict[str, None] = {}
+        """The held inputs, in the order they were pressed (a dict keeps its insertion order)."""
         self.rate = FrameRate()
         self._controls = {key: command for key, command in CONTROL_KEYS}
 
@@ -349,7 +352,7 @@ class EnginePlayApp(WindowApp):
 
     def update(self) -> bool:
         pg = self.pg
-        pressed: set[str] = set()
+        pressed: dict[str, None] = {}  # pressed during this frame, in order, released or not
         dx = dy = 0.0
         buttons = {1: MOUSE_BUTTONS[0], 3: MOUSE_BUTTONS[1], 2: MOUSE_BUTTONS[2]}
         for event in pg.event.get():
@@ -360,21 +363,23 @@ class EnginePlayApp(WindowApp):
                 if name in self._controls:
                     self.session.handle(self._controls[name])
                 else:
-                    self.held.add(name)
-                    pressed.add(name)
+                    self.held.setdefault(name)
+                    pressed.setdefault(name)
             elif event.type == pg.KEYUP:
-                self.held.discard(pg.key.name(event.key))
+                self.held.pop(pg.key.name(event.key), None)
             elif event.type == pg.MOUSEBUTTONDOWN and event.button in buttons:
-                self.held.add(buttons[event.button])
-                pressed.add(buttons[event.button])
+                self.held.setdefault(buttons[event.button])
+                pressed.setdefault(buttons[event.button])
             elif event.type == pg.MOUSEBUTTONUP and event.button in buttons:
-                self.held.discard(buttons[event.button])
+                self.held.pop(buttons[event.button], None)
             elif event.type == pg.MOUSEMOTION:
                 dx += event.rel[0]
                 dy += event.rel[1]
         if not self.session.running:
             return False
-        if self.session.update(InputState(frozenset(self.held | pressed), (dx, dy))):
+        # Held since earlier frames first, then this frame's presses (held or already released), in order.
+        order = (*(name for name in self.held if name not in pressed), *pressed)
+        if self.session.update(InputState(frozenset(order), (dx, dy), order)):
             self.rate.step()
         else:
             self.rate.pause()
