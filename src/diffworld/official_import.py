@@ -177,7 +177,7 @@ def num_actions_of(tensors: Mapping[str, Tensor], path: Path) -> int:
     return int(next(iter(sizes.values())))
 
 
-def _count(tensors: Mapping[str, Tensor], pattern: str) -> int:
+def count_indexed(tensors: Mapping[str, Tensor], pattern: str) -> int:
     """How many consecutive i from 0 make ``pattern.format(i)`` a tensor name."""
     i = 0
     while pattern.format(i) in tensors:
@@ -185,12 +185,12 @@ def _count(tensors: Mapping[str, Tensor], pattern: str) -> int:
     return i
 
 
-def _levels(tensors: Mapping[str, Tensor], blocks: str, num: int) -> dict[str, list[Any]]:
+def unet_levels(tensors: Mapping[str, Tensor], blocks: str, num: int) -> dict[str, list[Any]]:
     """channels, depths and attn_depths of ``num`` levels of residual blocks named ``blocks.{i}``."""
     first = blocks + ".{}.resblocks.0."
     return {
         "channels": [int(tensors[first.format(i) + "conv1.weight"].shape[0]) for i in range(num)],
-        "depths": [_count(tensors, f"{blocks}.{i}.resblocks.{{}}.conv1.weight") for i in range(num)],
+        "depths": [count_indexed(tensors, f"{blocks}.{i}.resblocks.{{}}.conv1.weight") for i in range(num)],
         "attn_depths": [first.format(i) + "attn.qkv_proj.weight" in tensors for i in range(num)],
     }
 
@@ -206,12 +206,11 @@ def infer_settings(tensors: Mapping[str, Tensor]) -> dict[str, Any]:
     cond = int(tensors[den + "cond_proj.0.weight"].shape[0])
     settings["denoiser.cond_channels"] = cond
     settings["denoiser.num_cond_frames"] = cond // int(tensors[den + "act_emb.0.weight"].shape[1])
-    levels = _levels(
-        tensors, den + "unet.d_blocks", _count(tensors, den + "unet.d_blocks.{}.resblocks.0.conv1.weight")
-    )
+    num_levels = count_indexed(tensors, den + "unet.d_blocks.{}.resblocks.0.conv1.weight")
+    levels = unet_levels(tensors, den + "unet.d_blocks", num_levels)
     settings.update({f"denoiser.{key}": value for key, value in levels.items()})
-    num_rew = _count(tensors, rew + "encoder.blocks.{}.resblocks.0.conv1.weight") - 1
-    levels = _levels(tensors, rew + "encoder.blocks", num_rew)
+    num_rew = count_indexed(tensors, rew + "encoder.blocks.{}.resblocks.0.conv1.weight") - 1
+    levels = unet_levels(tensors, rew + "encoder.blocks", num_rew)
     settings.update({f"reward_model.{key}": value for key, value in levels.items()})
     settings["reward_model.cond_channels"] = int(tensors[rew + "act_emb.weight"].shape[1])
     settings["reward_model.lstm_dim"] = int(tensors[rew + "lstm.weight_hh_l0"].shape[1])

@@ -51,10 +51,10 @@ from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.official_import import (
     OfficialAgentError,
-    _count,
-    _levels,
+    count_indexed,
     official_name,
     read_official_state_dict,
+    unet_levels,
 )
 from diffworld.run.checkpoint import save_checkpoint
 from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
@@ -131,12 +131,12 @@ def infer_official_sizes(tensors: Mapping[str, Tensor], prefix: str, path: Path)
         return tuple(int(n) for n in tensor.shape)
 
     cond = 2 * shape("noise_emb.weight", 2, "conditioning width")[1]  # Fourier features: cos and sin
-    num_levels = _count(tensors, inner + "unet.d_blocks.{}.resblocks.0.conv1.weight")
+    num_levels = count_indexed(tensors, inner + "unet.d_blocks.{}.resblocks.0.conv1.weight")
     if num_levels == 0:
         shape("unet.d_blocks.0.resblocks.0.conv1.weight", 4, "U-Net levels")
     for i in range(num_levels):
         shape(f"unet.d_blocks.{i}.resblocks.0.conv1.weight", 4, "U-Net channels")
-    levels = _levels(tensors, inner + "unet.d_blocks", num_levels)
+    levels = unet_levels(tensors, inner + "unet.d_blocks", num_levels)
     conv_in = shape("conv_in.weight", 4, "conditioning frames")
     stacked = conv_in[1] // 3 - 1 - int(upsampler)  # frames of 3 channels: conditioning, (low-res,) noisy
     if conv_in[1] % 3 or stacked < 1:
