@@ -33,7 +33,10 @@ from diffworld.engine.config import EngineConfig, EngineDenoiserConfig, save_eng
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
+from diffworld.engine.open_engine import engine_samplers
+from diffworld.engine.quality import evaluate_quality, quality_metrics
 from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
+from diffworld.engine.trained import TrainedEngine
 from diffworld.errors import UserError
 from diffworld.run.checkpoint import (
     generator_state,
@@ -271,7 +274,8 @@ class EngineTrainer:
 
     @torch.no_grad()
     def _test(self) -> dict[str, float]:
-        """Mean loss of each model on ``num_test_batches`` batches of test segments (process 0 only)."""
+        """Mean loss of each model on ``num_test_batches`` batches of test segments, and the quality of
+        ``quality_trajectories`` open-loop trajectories (process 0 only)."""
         if not self.processes.is_main or len(self.dataset.test_ids) == 0:
             return {}
         cfg = self.cfg
@@ -296,8 +300,33 @@ class EngineTrainer:
                         loss, _ = c.model(sampler.sample())
                     losses.append(float(loss))
                 metrics[f"{name}/test/loss"] = sum(losses) / len(losses)
+            if cfg.training.quality_trajectories > 0:
+                metrics.update(self._quality())
         self._log(metrics)
         return metrics
+
+    def _quality(self) -> dict[str, float]:
+        """``engine/test/...``: PSNR and SSIM of open-loop trajectories from the test split, as ``diffworld
+        engine eval`` measures them on a checkpoint (in full precision, as it does). Their draws come from
+        a generator of their own, seeded anew at every test, so that a run measures the same trajectories
+        every time and, resumed, logs again what it had logged (docs/engine.md, "Training")."""
+        cfg = self.cfg
+        denoiser = self.components["denoiser"].model
+        upsampler = self.components["upsampler"].model if "upsampler" in self.components else None
+        assert isinstance(denoiser, EngineDenoiser)
+        assert upsampler is None or isinstance(upsampler, Upsampler)
+        engine = TrainedEngine(cfg, self.dataset.spec, denoiser.eval(), upsampler, self.updates)
+        if upsampler is not None:
+            upsampler.eval()  # train_updates sets training mode back
+        report = evaluate_quality(
+            self.dataset,
+            engine_samplers(engine),
+            horizons=cfg.training.quality_horizons,
+            max_trajectories=cfg.training.quality_trajectories,
+            device=self.device,
+            generator=torch.Generator(self.device).manual_seed(quality_seed(cfg.seed)),
+        )
+        return quality_metrics(report, "engine/test")
 
     # ----------------------------------------------------------------------------------------- checkpoints
 
@@ -363,6 +392,12 @@ class EngineTrainer:
         if self.processes.is_main:
             unlock_run_dir(self.run_dir)
         distributed.stop(self.processes)
+
+
+def quality_seed(seed: int) -> int:
+    """The seed of the generator of every test's quality trajectories (``diffworld engine eval --seed``
+    with it measures a checkpoint as its run did)."""
+    return derive_seed(seed, "test/quality")
 
 
 @contextmanager
