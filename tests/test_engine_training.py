@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from diffworld.engine.actions import ActionSpec, discrete, keys
-from diffworld.engine.config import build_engine_config
+from diffworld.engine.config import build_engine_config, load_engine_config
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.folder import is_engine_run
 from diffworld.engine.quality import evaluate_engine, quality_metrics
@@ -74,6 +74,7 @@ def test_train_logs_tests_checkpoints_and_loads_for_play(dataset: Path, tmp_path
     assert [r["updates"] for r in records if "denoiser/test/loss" in r] == [3, 6]
     assert [r["updates"] for r in records if "engine/test/psnr_low_h10" in r] == [3, 6]
     assert is_engine_run(run_dir)
+    assert load_engine_config(run_dir / "config.yaml").low_res == [6, 10]  # derived: 12x20 / factor 2
 
     engine = load_trained_engine(run_dir)
     assert engine.updates == 6 and engine.spec == SPEC and engine.num_cond_frames == 2

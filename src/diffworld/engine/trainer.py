@@ -29,7 +29,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from diffworld.engine import distributed
-from diffworld.engine.config import EngineConfig, EngineDenoiserConfig, save_engine_config
+from diffworld.engine.config import EngineConfig, EngineDenoiserConfig, save_engine_config, with_low_res
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
@@ -37,7 +37,6 @@ from diffworld.engine.open_engine import engine_samplers
 from diffworld.engine.quality import evaluate_quality, quality_metrics
 from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
 from diffworld.engine.trained import TrainedEngine
-from diffworld.errors import UserError
 from diffworld.run.checkpoint import (
     generator_state,
     has_checkpoint,
@@ -96,23 +95,6 @@ class Component:
     """Whether its batches carry the full-resolution frames (the upsampler's)."""
 
 
-def check_dataset_fits(cfg: EngineConfig, dataset: EngineDataset) -> None:
-    """A one-line error unless the dataset's frames are the upsampler's resolution (or, without upsampler, at
-    least ``low_res``)."""
-    h, w = dataset.frame_size
-    full = cfg.full_res()
-    if full is not None and full != (h, w):
-        factor = cfg.upsampler.factor if cfg.upsampler is not None else 1
-        raise UserError(
-            f"The dataset's frames are {h}x{w} but low_res={cfg.low_res} times upsampler.factor={factor} "
-            f"makes "
-            f"{full[0]}x{full[1]}: set low_res and upsampler.factor so that they multiply to {h}x{w} (or "
-            "upsampler=null)."
-        )
-    if cfg.low_res[0] > h or cfg.low_res[1] > w:
-        raise UserError(f"low_res={cfg.low_res} is larger than the dataset's {h}x{w} frames.")
-
-
 class EngineTrainer:
     """Trains an engine in ``run_dir`` (created by ``create_run_dir``, or resumed with ``resume``)."""
 
@@ -131,9 +113,10 @@ class EngineTrainer:
             raise
 
     def _setup(self, resume: bool) -> None:
+        self.dataset = EngineDataset(self.cfg.data)
+        # low_res derived from the frames where not given (config.yaml saves it, so a resume keeps it).
+        self.cfg = with_low_res(self.cfg, self.dataset.frame_size)
         cfg, p = self.cfg, self.processes
-        self.dataset = EngineDataset(cfg.data)
-        check_dataset_fits(cfg, self.dataset)
         seed_everything(cfg.seed)  # every process builds the same models
         self.components = {
             "denoiser": self._component("denoiser", EngineDenoiser(cfg.denoiser, self.dataset.spec))
@@ -188,7 +171,7 @@ class EngineTrainer:
             self.dataset.train_ids,
             batch_size,
             mcfg.num_cond_frames + mcfg.training.num_autoregressive_steps,
-            (cfg.low_res[0], cfg.low_res[1]),
+            cfg.low_res_size(),
             make_rng(cfg.seed, f"sampler/{name}/process{p.rank}"),
             self.device,
             full_res=full_res,
@@ -288,7 +271,7 @@ class EngineTrainer:
                     self.dataset.test_ids,
                     c.cfg.training.batch_size,
                     c.cfg.num_cond_frames + c.cfg.training.num_autoregressive_steps,
-                    (cfg.low_res[0], cfg.low_res[1]),
+                    cfg.low_res_size(),
                     make_rng(cfg.seed, f"test/{name}"),
                     self.device,
                     full_res=c.full_res,
