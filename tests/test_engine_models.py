@@ -15,10 +15,12 @@ from diffworld.config.schema import SigmaDistributionConfig
 from diffworld.engine.action_encoder import ActionEncoder
 from diffworld.engine.actions import ActionSpec, bins, continuous, discrete, keys
 from diffworld.engine.config import (
+    EngineConfig,
     EngineDenoiserConfig,
     EngineSamplerConfig,
     UpsamplerConfig,
     build_engine_config,
+    with_low_res,
 )
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.networks import EngineNetwork
@@ -328,11 +330,44 @@ def test_presets_build_and_the_csgo_sizes() -> None:
     csgo = build_engine_config(["data=x"])
     assert csgo.denoiser.channels == [128, 256, 512, 1024] and csgo.denoiser.cond_channels == 2048
     assert csgo.upsampler is not None and csgo.upsampler.channels == [64, 64, 128, 256]
-    assert csgo.full_res() == (150, 280)
-    cpu = build_engine_config(["data=x", "preset=cpu"])
-    assert cpu.full_res() == (210, 160)
+    # low_res is derived from the data: the CS:GO dataset's 150x280 frames / 5.
+    assert csgo.low_res is None and with_low_res(csgo, (150, 280)).low_res == [30, 56]
+    assert with_low_res(csgo, (150, 280)).full_res() == (150, 280)
+    cpu = with_low_res(build_engine_config(["data=x", "preset=cpu"]), (210, 160))  # Atari frames
+    assert cpu.low_res == [42, 32] and cpu.full_res() == (210, 160)
     smoke = build_engine_config(["data=x", "preset=smoke", "upsampler=null", "seed=3"])
     assert smoke.upsampler is None and smoke.seed == 3 and smoke.full_res() is None
+    assert with_low_res(smoke, (12, 20)).low_res == [12, 20]  # no upsampler: the frames' size
+
+
+def _one_line_config_error(cfg: EngineConfig, frame_size: tuple[int, int]) -> str:
+    from diffworld.config.loading import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        with_low_res(cfg, frame_size)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_low_res_from_the_data_or_given() -> None:
+    atari = (210, 160)
+    given = build_engine_config(["data=x", "upsampler.factor=2", "low_res=[105, 80]"])
+    assert with_low_res(given, atari).low_res == [105, 80]
+    alone = build_engine_config(["data=x", "upsampler=null", "low_res=[42, 32]"])
+    assert with_low_res(alone, atari).low_res == [42, 32]  # the denoiser alone: any size up to the frames'
+    assert build_engine_config(["data=x", "upsampler.factor=10"]).low_res is None
+    assert with_low_res(build_engine_config(["data=x", "upsampler.factor=10"]), atari).low_res == [21, 16]
+
+    wrong = build_engine_config(["data=x", "low_res=[30, 56]"])  # CS:GO's, on Atari frames
+    message = _one_line_config_error(wrong, atari)
+    assert "makes 150x280, but the dataset's frames are 210x160: set low_res=[42, 32]" in message
+    # 4 does not divide 210: the factors that divide both 210 and 160 are those of gcd(210, 160) = 10.
+    message = _one_line_config_error(build_engine_config(["data=x", "upsampler.factor=4"]), atari)
+    assert "set upsampler.factor to one of 2, 5, 10," in message and "upsampler=null" in message
+    message = _one_line_config_error(build_engine_config(["data=x", "upsampler.factor=3"]), (211, 160))
+    assert "no factor divides both sides" in message
+    message = _one_line_config_error(alone, (32, 32))
+    assert "low_res=[42, 32] is larger than the dataset's 32x32 frames" in message
 
 
 @pytest.mark.parametrize(

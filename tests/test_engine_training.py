@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from diffworld.engine.actions import ActionSpec, discrete, keys
-from diffworld.engine.config import build_engine_config
-from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.engine.config import build_engine_config, load_engine_config
+from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.folder import is_engine_run
+from diffworld.engine.quality import evaluate_engine, quality_metrics
 from diffworld.engine.trained import load_trained_engine
-from diffworld.engine.trainer import EngineTrainer
+from diffworld.engine.trainer import EngineTrainer, quality_seed
 from diffworld.errors import UserError
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.metrics_file import read_metrics
@@ -57,13 +58,23 @@ def test_train_logs_tests_checkpoints_and_loads_for_play(dataset: Path, tmp_path
     run_dir = tmp_path / "run"
     cfg = build_engine_config([f"data={dataset}", "preset=smoke", f"run_dir={run_dir}"])
     last_test = EngineTrainer(cfg, run_dir).run()
-    assert set(last_test) == {"denoiser/test/loss", "upsampler/test/loss"}
+    # The smoke preset's quality: 2 trajectories of the one 25-frame test episode, at horizons 1 and 10;
+    # SSIM only at full resolution (12x20: 6x10 is smaller than its 11-pixel window).
+    quality = {
+        f"engine/test/{metric}_{res}_h{h}{who}"
+        for metric, res in (("psnr", "low"), ("psnr", "full"), ("ssim", "full"))
+        for h in (1, 10)
+        for who in ("", "_copy_last_frame")
+    }
+    assert set(last_test) == {"denoiser/test/loss", "upsampler/test/loss"} | quality
     records = read_metrics(run_dir)
     train = [r for r in records if "denoiser/train/loss" in r]
     assert [r["updates"] for r in train] == [2, 4, 6]
     assert all(np.isfinite(r["upsampler/train/loss"]) and r["denoiser/train/lr"] > 0 for r in train)
     assert [r["updates"] for r in records if "denoiser/test/loss" in r] == [3, 6]
+    assert [r["updates"] for r in records if "engine/test/psnr_low_h10" in r] == [3, 6]
     assert is_engine_run(run_dir)
+    assert load_engine_config(run_dir / "config.yaml").low_res == [6, 10]  # derived: 12x20 / factor 2
 
     engine = load_trained_engine(run_dir)
     assert engine.updates == 6 and engine.spec == SPEC and engine.num_cond_frames == 2
@@ -96,6 +107,46 @@ def test_the_time_limit_stops_with_a_test_and_a_checkpoint_and_resume_does_not_g
     assert read_metrics(run_dir) == records
 
 
+def _train(dataset: Path, run_dir: Path, *overrides: str) -> list[dict[str, object]]:
+    args = [f"data={dataset}", "preset=smoke", "training.num_updates=4", f"run_dir={run_dir}", *overrides]
+    EngineTrainer(build_engine_config(args), run_dir).run()
+    return _records(run_dir)
+
+
+def _full_levels(dataset: Path, episode: int, frame: int) -> np.ndarray:
+    return EngineDataset(dataset).frames(episode)[frame].astype(np.float64)
+
+
+def test_quality_is_what_eval_measures_and_leaves_training_unchanged(dataset: Path, tmp_path: Path) -> None:
+    on = _train(dataset, tmp_path / "on")
+    off = _train(dataset, tmp_path / "off", "training.quality_trajectories=0")
+    # Measuring the quality draws from no generator of the training: the same losses and weights.
+    assert [{k: v for k, v in r.items() if not k.startswith("engine/")} for r in on] == off
+    assert not any(k.startswith("engine/") for r in off for k in r)
+    ours, theirs = _final_weights(tmp_path / "on"), _final_weights(tmp_path / "off")
+    for name in ("denoiser", "upsampler"):
+        assert ours[name].keys() == theirs[name].keys()
+        for key, value in theirs[name].items():
+            assert torch.equal(ours[name][key], value), f"{name}.{key}"
+
+    # The last test's quality is 'diffworld engine eval' of the final checkpoint with the run's seed.
+    logged = {k: v for k, v in on[-1].items() if k.startswith("engine/")}
+    report, _ = evaluate_engine(
+        tmp_path / "on", tmp_path / "q.json", horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)
+    )
+    assert logged and logged == quality_metrics(report, "engine/test")
+    # The baseline, by hand: the trajectories start at frames 0 and 10 of the test episode after 2 real
+    # frames; copying the last real one scores the PSNR of frames start + 1 against start + 1 + h.
+    (test_episode,) = EngineDataset(dataset).test_ids
+    for h in (1, 10):
+        scores = []
+        for start in (0, 10):
+            last, target = (_full_levels(dataset, test_episode, start + 1 + k) for k in (0, h))
+            mse = float(((last - target) ** 2).mean())
+            scores.append(100.0 if mse == 0 else min(100.0, 10 * np.log10(255.0**2 / mse)))
+        assert logged[f"engine/test/psnr_full_h{h}_copy_last_frame"] == pytest.approx(np.mean(scores))
+
+
 def test_a_dataset_of_another_size_is_a_one_line_error(dataset: Path, tmp_path: Path) -> None:
     args = [f"data={dataset}", "preset=smoke", "upsampler.factor=3", f"run_dir={tmp_path}/r"]
     cfg = build_engine_config(args)
@@ -106,7 +157,8 @@ def test_a_dataset_of_another_size_is_a_one_line_error(dataset: Path, tmp_path: 
 _KILLED_AT_SAVE = """
 import os, signal, sys
 from diffworld.cli import main
-from diffworld.engine.trainer import EngineTrainer
+from diffworld.engine.quality import evaluate_engine, quality_metrics
+from diffworld.engine.trainer import EngineTrainer, quality_seed
 save, calls = EngineTrainer._save_checkpoint, []
 def killed_at_save(self):
     calls.append(None)

@@ -8,6 +8,7 @@ model's settings (``csgo``).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -129,6 +130,13 @@ class EngineTrainingConfig:
     """Test losses on the dataset's test split every this many updates (and at the end)."""
     num_test_batches: int = 4
     """Batches of test segments per test loss, drawn from a generator seeded anew at every test."""
+    quality_trajectories: int = 8
+    """At every test, also PSNR and SSIM of this many open-loop trajectories imagined from the test split
+    (``engine/quality.py``, as ``diffworld engine eval``), low-resolution and upsampled, against copying the
+    last real frame; 0: none. Each costs ``max(quality_horizons)`` predictions of both models, drawn from a
+    generator seeded anew at every test, outside the training's random streams."""
+    quality_horizons: list[int] = field(default_factory=lambda: [1, 10, 100])
+    """The horizons (predictions after the real context) at which the quality is measured."""
     precision: Precision = Precision.fp32
     """``bf16``: forward passes under ``torch.autocast`` to bfloat16 (``config.schema.TrainingConfig``)."""
 
@@ -152,33 +160,87 @@ class EngineConfig:
     takes ``cuda:<local rank>`` (``auto``, ``cuda``) or the CPU."""
     run_dir: str | None = None
     """Run folder; default ``runs/engine/<dataset name>/<date>_<time>_s<seed>``."""
-    low_res: list[int] = field(default_factory=lambda: [30, 56])
-    """[h, w]: the denoiser's resolution, to which the dataset's frames are area-downsampled."""
+    low_res: list[int] | None = None
+    """[h, w]: the denoiser's resolution, to which the dataset's frames are area-downsampled. None (the
+    default): derived from the dataset when training starts (``with_low_res``), its frames' size divided by
+    ``upsampler.factor`` (CS:GO: 150x280 / 5 = 30x56), or the frames' size itself without upsampler;
+    ``config.yaml`` holds the value used. Given, it must be that value (at most the frames' size without
+    upsampler)."""
     denoiser: EngineDenoiserConfig = field(default_factory=EngineDenoiserConfig)
     upsampler: UpsamplerConfig | None = field(default_factory=_csgo_upsampler)
     """None (``upsampler=null``): no upsampler, the engine plays at ``low_res``."""
     training: EngineTrainingConfig = field(default_factory=EngineTrainingConfig)
     logging: EngineLoggingConfig = field(default_factory=EngineLoggingConfig)
 
+    def low_res_size(self) -> tuple[int, int]:
+        """``low_res`` as (h, w); an error if it is still to be derived from a dataset (``with_low_res``)."""
+        if self.low_res is None:
+            raise ConfigError("low_res is not set: derive it from the dataset's frames (with_low_res).")
+        h, w = self.low_res
+        return h, w
+
     def full_res(self) -> tuple[int, int] | None:
         """The upsampler's resolution (``factor`` x ``low_res``), None without upsampler."""
         if self.upsampler is None:
             return None
-        h, w = self.low_res
+        h, w = self.low_res_size()
         return h * self.upsampler.factor, w * self.upsampler.factor
+
+
+def with_low_res(cfg: EngineConfig, frame_size: tuple[int, int]) -> EngineConfig:
+    """``cfg`` for a dataset of ``frame_size`` frames, with ``low_res`` derived where it is None (a copy) and
+    checked where it is given; a one-line ``ConfigError`` naming the fix where they cannot fit.
+
+    The upsampler makes frames ``factor`` times ``low_res`` exactly (bicubic upsampling by the factor, then
+    its network), and it learns from the dataset's frames as they are: so a factor must divide both sides of
+    the frames. Frames of another size would have to be resized or cropped, which changes the game (a
+    1-pixel line blurred or cut): the error names the factors that fit, or ``upsampler=null``, with which the
+    denoiser alone works at any ``low_res`` up to the frames' size (area downsampling,
+    ``engine/sampler.py``).
+    """
+    h, w = frame_size
+    if cfg.upsampler is None:
+        if cfg.low_res is None:
+            return dataclasses.replace(cfg, low_res=[h, w])
+        if cfg.low_res[0] > h or cfg.low_res[1] > w:
+            raise ConfigError(
+                f"low_res={cfg.low_res} is larger than the dataset's {h}x{w} frames: give one at most "
+                f"[{h}, {w}], or leave low_res out (without upsampler: the frames' size)."
+            )
+        return cfg
+    factor = cfg.upsampler.factor
+    if h % factor or w % factor:
+        fits = [k for k in range(2, min(h, w) + 1) if h % k == 0 and w % k == 0]
+        names = ", ".join(map(str, fits[:8])) + (", ..." if len(fits) > 8 else "")
+        choice = f"set upsampler.factor to one of {names}" if fits else "no factor divides both sides"
+        raise ConfigError(
+            f"upsampler.factor={factor} does not divide the dataset's {h}x{w} frames (the upsampler makes "
+            f"factor x low_res exactly): {choice}, or upsampler=null with low_res=[h, w] for a denoiser "
+            "alone."
+        )
+    derived = [h // factor, w // factor]
+    if cfg.low_res is None:
+        return dataclasses.replace(cfg, low_res=derived)
+    if list(cfg.low_res) != derived:
+        lh, lw = cfg.low_res
+        raise ConfigError(
+            f"low_res={cfg.low_res} times upsampler.factor={factor} makes {lh * factor}x{lw * factor}, but "
+            f"the dataset's frames are {h}x{w}: set low_res={derived} or leave it out (derived)."
+        )
+    return cfg
 
 
 ENGINE_PRESETS: dict[str, dict[str, Any]] = {
     # The official CS:GO model (defaults): denoiser at 30x56, upsampler to 150x280.
-    "csgo": {},
+    "csgo": {},  # low_res derived: the CS:GO dataset's 150x280 frames / 5 = 30x56
     "cpu": {
-        # Full-resolution Atari frames (210x160) on 2 CPU cores for an hour. Factor 5 is the only one that
-        # divides both 210 and 160 and keeps the low-res frames readable: 4 does not divide 210, 10 leaves
-        # 21x16, where a 2-pixel Atari ball disappears. 42x32 has about a third of the pixels of the paper's
+        # Full-resolution Atari frames (210x160) on 2 CPU cores for an hour. Factor 5 (the default, low_res
+        # derived: 42x32) is the only one that divides both 210 and 160 and keeps the low-res frames
+        # readable: 4 does not divide 210, 10 leaves 21x16, where a 2-pixel Atari ball disappears. 42x32
+        # has about a third of the pixels of the paper's
         # 64x64, so the denoiser's updates are cheap; the upsampler works at full resolution, where most of
         # the time goes, so it is the smaller network with the smaller batch. One sampling step each and
         # denoiser noise levels centred on the level that step uses, as the ``quick`` Atari preset.
-        "low_res": [42, 32],
         "denoiser.cond_channels": 256,
         "denoiser.channels": [32, 64, 64],
         "denoiser.depths": [1, 1, 1],
@@ -203,10 +265,12 @@ ENGINE_PRESETS: dict[str, dict[str, Any]] = {
         "training.log_every": 25,
         "training.checkpoint_every": 250,
         "training.test_every": 500,
+        # One trajectory of 100 predictions costs about 3.4 updates (measured on one CPU thread), so 4 at each
+        # of the 7 tests cost about 3 % of the run.
+        "training.quality_trajectories": 4,
     },
     "smoke": {
-        # Seconds, for tests: tiny networks on tiny frames.
-        "low_res": [6, 10],
+        # Seconds, for tests: tiny networks on tiny frames (12x20 in the tests: low_res 6x10).
         "denoiser.num_cond_frames": 2,
         "denoiser.cond_channels": 16,
         "denoiser.channels": [8, 8],
@@ -229,6 +293,8 @@ ENGINE_PRESETS: dict[str, dict[str, Any]] = {
         "training.checkpoint_every": 2,
         "training.test_every": 3,
         "training.num_test_batches": 1,
+        "training.quality_trajectories": 2,
+        "training.quality_horizons": [1, 10],
         "logging.tensorboard": False,
     },
 }
@@ -273,7 +339,10 @@ def validate_engine_config(cfg: EngineConfig) -> None:
         if not ok:
             errors.append(message)
 
-    check(len(cfg.low_res) == 2 and min(cfg.low_res) >= 1, f"low_res must be [h, w] >= 1, got {cfg.low_res}.")
+    check(
+        cfg.low_res is None or (len(cfg.low_res) == 2 and min(cfg.low_res) >= 1),
+        f"low_res must be [h, w] >= 1 (or left out: derived from the data), got {cfg.low_res}.",
+    )
     models: list[tuple[str, EngineDenoiserConfig]] = [("denoiser", cfg.denoiser)]
     if cfg.upsampler is not None:
         models.append(("upsampler", cfg.upsampler))
@@ -311,6 +380,11 @@ def validate_engine_config(cfg: EngineConfig) -> None:
     check(t.max_minutes >= 0, "training.max_minutes must be >= 0 (0: no time limit).")
     for key in ("log_every", "checkpoint_every", "test_every", "num_test_batches"):
         check(getattr(t, key) >= 1, f"training.{key} must be >= 1.")
+    check(t.quality_trajectories >= 0, "training.quality_trajectories must be >= 0 (0: no quality).")
+    check(
+        len(t.quality_horizons) > 0 and min(t.quality_horizons) >= 1,
+        f"training.quality_horizons must be horizons >= 1, e.g. [1, 10, 100]; got {t.quality_horizons}.",
+    )
     check(
         cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",

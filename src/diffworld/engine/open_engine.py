@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from diffworld.engine.config import with_low_res
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.folder import is_engine_run
 from diffworld.engine.imagine import EngineSamplers
@@ -39,15 +40,17 @@ def engine_samplers(engine: TrainedEngine, denoising_steps: int | None = None) -
     cfg = engine.cfg.denoiser.sampler
     if denoising_steps is not None:
         cfg = dataclasses.replace(cfg, num_steps=denoising_steps)
-    h, w = engine.cfg.low_res
     upsampler = engine.upsampling_sampler()
     num_cond_full = engine.cfg.upsampler.num_cond_frames if engine.cfg.upsampler is not None else 1
-    return EngineSamplers(engine.frame_sampler(cfg), engine.num_cond_frames, (h, w), upsampler, num_cond_full)
+    return EngineSamplers(
+        engine.frame_sampler(cfg), engine.num_cond_frames, engine.cfg.low_res_size(), upsampler, num_cond_full
+    )
 
 
 def open_start_dataset(engine: TrainedEngine, folder: Path, data: str | Path | None = None) -> EngineDataset:
     """The dataset ``data``, else the one the engine (of ``folder``) was trained on; refused where its
-    action space or frame size is not the engine's."""
+    action space or frame size is not the engine's. An engine whose ``low_res`` is left to the data (an
+    imported one: ``diffworld engine import`` knows no dataset) takes it from this dataset's frames."""
     if data is None and not engine.cfg.data:
         raise UserError(f"The engine {folder} names no dataset: give one (--data <engine dataset folder>).")
     path = Path(data if data is not None else engine.cfg.data)
@@ -57,8 +60,16 @@ def open_start_dataset(engine: TrainedEngine, folder: Path, data: str | Path | N
             f"{path} has the actions {dataset.spec.describe()}, but the engine {folder} takes "
             f"{engine.spec.describe()}"
         )
+    h, w = dataset.frame_size
+    if engine.cfg.low_res is None:
+        up = engine.cfg.upsampler
+        if up is not None and (h % up.factor or w % up.factor):
+            raise UserError(
+                f"{path} has frames of {h}x{w}, but the engine {folder} makes frames of upsampler.factor="
+                f"{up.factor} times its low resolution"
+            )
+        engine.cfg = with_low_res(engine.cfg, (h, w))
     full = engine.cfg.full_res()
-    if full is not None and tuple(dataset.frame_size) != tuple(full):
-        h, w = dataset.frame_size
+    if full is not None and (h, w) != tuple(full):
         raise UserError(f"{path} has frames of {h}x{w}, but the engine {folder} makes {full[0]}x{full[1]}")
     return dataset

@@ -173,6 +173,22 @@ def evaluate_quality(
     return report
 
 
+def quality_metrics(report: dict[str, Any], prefix: str) -> dict[str, float]:
+    """``evaluate_quality``'s report as flat metrics for ``metrics.jsonl`` and TensorBoard:
+    ``<prefix>/<metric>_<low|full>_h<horizon>`` for the engine, the same ending in ``_copy_last_frame`` for
+    the baseline; horizons that no trajectory reached are left out."""
+    metrics: dict[str, float] = {}
+    for res, short in (("low_res", "low"), ("full_res", "full")):
+        if res not in report:
+            continue
+        for who, suffix in ((ENGINE, ""), (BASELINE, f"_{BASELINE}")):
+            for metric, means in report[res][who].items():
+                for h, mean in means.items():
+                    if mean is not None:
+                        metrics[f"{prefix}/{metric}_{short}_h{h}{suffix}"] = float(mean)
+    return metrics
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The report as a text table: one row per horizon, engine / copy-the-last-frame per metric."""
     columns: list[tuple[str, str, str]] = []

@@ -29,12 +29,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from diffworld.engine import distributed
-from diffworld.engine.config import EngineConfig, EngineDenoiserConfig, save_engine_config
+from diffworld.engine.config import EngineConfig, EngineDenoiserConfig, save_engine_config, with_low_res
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
+from diffworld.engine.open_engine import engine_samplers
+from diffworld.engine.quality import evaluate_quality, quality_metrics
 from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
-from diffworld.errors import UserError
+from diffworld.engine.trained import TrainedEngine
 from diffworld.run.checkpoint import (
     generator_state,
     has_checkpoint,
@@ -93,23 +95,6 @@ class Component:
     """Whether its batches carry the full-resolution frames (the upsampler's)."""
 
 
-def check_dataset_fits(cfg: EngineConfig, dataset: EngineDataset) -> None:
-    """A one-line error unless the dataset's frames are the upsampler's resolution (or, without upsampler, at
-    least ``low_res``)."""
-    h, w = dataset.frame_size
-    full = cfg.full_res()
-    if full is not None and full != (h, w):
-        factor = cfg.upsampler.factor if cfg.upsampler is not None else 1
-        raise UserError(
-            f"The dataset's frames are {h}x{w} but low_res={cfg.low_res} times upsampler.factor={factor} "
-            f"makes "
-            f"{full[0]}x{full[1]}: set low_res and upsampler.factor so that they multiply to {h}x{w} (or "
-            "upsampler=null)."
-        )
-    if cfg.low_res[0] > h or cfg.low_res[1] > w:
-        raise UserError(f"low_res={cfg.low_res} is larger than the dataset's {h}x{w} frames.")
-
-
 class EngineTrainer:
     """Trains an engine in ``run_dir`` (created by ``create_run_dir``, or resumed with ``resume``)."""
 
@@ -128,9 +113,10 @@ class EngineTrainer:
             raise
 
     def _setup(self, resume: bool) -> None:
+        self.dataset = EngineDataset(self.cfg.data)
+        # low_res derived from the frames where not given (config.yaml saves it, so a resume keeps it).
+        self.cfg = with_low_res(self.cfg, self.dataset.frame_size)
         cfg, p = self.cfg, self.processes
-        self.dataset = EngineDataset(cfg.data)
-        check_dataset_fits(cfg, self.dataset)
         seed_everything(cfg.seed)  # every process builds the same models
         self.components = {
             "denoiser": self._component("denoiser", EngineDenoiser(cfg.denoiser, self.dataset.spec))
@@ -186,7 +172,7 @@ class EngineTrainer:
             self.dataset.train_ids,
             batch_size,
             mcfg.num_cond_frames + mcfg.training.num_autoregressive_steps,
-            (cfg.low_res[0], cfg.low_res[1]),
+            cfg.low_res_size(),
             make_rng(cfg.seed, f"sampler/{name}/process{p.rank}"),
             self.device,
             full_res=full_res,
@@ -283,7 +269,8 @@ class EngineTrainer:
 
     @torch.no_grad()
     def _test(self) -> dict[str, float]:
-        """Mean loss of each model on ``num_test_batches`` batches of test segments (process 0 only)."""
+        """Mean loss of each model on ``num_test_batches`` batches of test segments, and the quality of
+        ``quality_trajectories`` open-loop trajectories (process 0 only)."""
         if not self.processes.is_main or len(self.dataset.test_ids) == 0:
             return {}
         cfg = self.cfg
@@ -296,7 +283,7 @@ class EngineTrainer:
                     self.dataset.test_ids,
                     c.cfg.training.batch_size,
                     c.cfg.num_cond_frames + c.cfg.training.num_autoregressive_steps,
-                    (cfg.low_res[0], cfg.low_res[1]),
+                    cfg.low_res_size(),
                     make_rng(cfg.seed, f"test/{name}"),
                     self.device,
                     full_res=c.full_res,
@@ -308,8 +295,33 @@ class EngineTrainer:
                         loss, _ = c.model(sampler.sample())
                     losses.append(float(loss))
                 metrics[f"{name}/test/loss"] = sum(losses) / len(losses)
+            if cfg.training.quality_trajectories > 0:
+                metrics.update(self._quality())
         self._log(metrics)
         return metrics
+
+    def _quality(self) -> dict[str, float]:
+        """``engine/test/...``: PSNR and SSIM of open-loop trajectories from the test split, as ``diffworld
+        engine eval`` measures them on a checkpoint (in full precision, as it does). Their draws come from
+        a generator of their own, seeded anew at every test, so that a run measures the same trajectories
+        every time and, resumed, logs again what it had logged (docs/engine.md, "Training")."""
+        cfg = self.cfg
+        denoiser = self.components["denoiser"].model
+        upsampler = self.components["upsampler"].model if "upsampler" in self.components else None
+        assert isinstance(denoiser, EngineDenoiser)
+        assert upsampler is None or isinstance(upsampler, Upsampler)
+        engine = TrainedEngine(cfg, self.dataset.spec, denoiser.eval(), upsampler, self.updates)
+        if upsampler is not None:
+            upsampler.eval()  # train_updates sets training mode back
+        report = evaluate_quality(
+            self.dataset,
+            engine_samplers(engine),
+            horizons=cfg.training.quality_horizons,
+            max_trajectories=cfg.training.quality_trajectories,
+            device=self.device,
+            generator=torch.Generator(self.device).manual_seed(quality_seed(cfg.seed)),
+        )
+        return quality_metrics(report, "engine/test")
 
     # ----------------------------------------------------------------------------------------- checkpoints
 
@@ -375,6 +387,12 @@ class EngineTrainer:
         if self.processes.is_main:
             unlock_run_dir(self.run_dir)
         distributed.stop(self.processes)
+
+
+def quality_seed(seed: int) -> int:
+    """The seed of the generator of every test's quality trajectories (``diffworld engine eval --seed``
+    with it measures a checkpoint as its run did)."""
+    return derive_seed(seed, "test/quality")
 
 
 @contextmanager
