@@ -1,5 +1,6 @@
 """Videos: real | world model from the same start, frame count and size, actions change the imagined half,
-the denoising strip, mp4/gif files, the TensorBoard clip of the trainer's tests."""
+the denoising strip, mp4/gif files, the TensorBoard clip of the trainer's tests; an engine's video of a test
+episode of its dataset."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from diffworld.data import Episode, EpisodeDataset
 from diffworld.models.diffusion import Denoiser
 from diffworld.training.logger import MetricsLogger
 from diffworld.training.test_video import VIDEO_TAG, log_test_video
-from diffworld.utils.video_encoding import write_video
+from diffworld.utils.video_encoding import VideoWriter, write_video
 from diffworld.viz.side_by_side import compose_frames, imagine_along, real_vs_imagined
+from test_engine_cli import fails_in_one_line
+from test_engine_quality import LOW, ActionCoded, NearestUp, action_coded_dataset, bar_dataset, engine_folder
 
 L = 4
 NUM_ACTIONS = 4
@@ -188,3 +191,95 @@ def test_cli_video(tmp_path: Path) -> None:
     assert main([*argv, "--denoising-steps"]) == 0
     with Image.open(out) as gif:
         assert gif.n_frames == L + 3 and gif.size[0] == 256
+    assert main([*argv, "--denoising-steps", "3"]) == 2  # a number of steps is an engine's option
+    assert main([*argv, "--data", str(tmp_path)]) == 2
+
+
+def test_a_failed_video_leaves_no_file(tmp_path: Path) -> None:
+    for name in ("v.gif", "v.mp4"):
+        with pytest.raises(RuntimeError, match="stop"), VideoWriter(tmp_path / name, fps=15) as video:
+            video.append(np.zeros((16, 16, 3), np.uint8))
+            raise RuntimeError("stop")
+    with pytest.raises(ValueError, match="one size"), VideoWriter(tmp_path / "v.gif", fps=15) as video:
+        video.append(np.zeros((16, 16, 3), np.uint8))
+        video.append(np.zeros((16, 8, 3), np.uint8))
+    assert not list(tmp_path.iterdir())  # neither the video nor a temporary file
+
+
+# ------------------------------------------------------------------------------------------ engine videos
+
+
+def _panels(video: np.ndarray, height: int, width: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(real, imagined) panels of side-by-side frames, back at frame resolution."""
+    header = max(14, 5 * scale)
+    body = video[:, header : header + height * scale, : 2 * width * scale : scale][:, ::scale]
+    return body[:, :, :width], body[:, :, width:]
+
+
+def test_engine_video_frames_show_the_episode_and_the_imagination(tmp_path: Path) -> None:
+    """An engine that knows the game's rule (the next frame's level is coded by the action) imagines the
+    episode exactly: only if it gets the episode's actions, each after the frame it follows."""
+    from diffworld.engine.imagine import EngineSamplers
+    from diffworld.engine.video import engine_video_frames
+
+    dataset = action_coded_dataset(tmp_path / "d", [30])
+    frames, actions = dataset.frames(0), dataset.actions(0)
+    engine = EngineSamplers(ActionCoded(), 3, LOW, NearestUp(), 2)
+    video = np.stack(
+        list(
+            engine_video_frames(
+                engine, frames, actions, start=4, steps=100, scale=2, device=torch.device("cpu")
+            )
+        )
+    )
+    h, w = frames.shape[1:3]
+    assert video.shape == (30 - 4, 14 + 2 * h, 2 * 2 * w, 3)  # 3 context frames, then 23 predictions
+    real, imagined = _panels(video, h, w, 2)
+    assert np.array_equal(real, frames[4:])
+    assert np.array_equal(imagined, frames[4:])
+    assert np.array_equal(video[:, 14:, : 2 * w][:, ::2, ::2], frames[4:])  # upscaled by pixel repetition
+
+
+def test_cli_engine_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A smoke engine's video, read back: frame count and size, and its real panel is the first test
+    episode of the dataset (GIF colours are quantized, so approximately)."""
+    import imageio.v3 as iio
+
+    from diffworld.engine.dataset import EngineDataset
+
+    data = bar_dataset(tmp_path / "bars")
+    engine = engine_folder(tmp_path / "engine", data)
+    episode = EngineDataset(data).frames(int(EngineDataset(data).test_ids[0]))  # 16 frames of 12x20
+    out = tmp_path / "v.gif"
+    argv = ["video", str(engine), "--out", str(out), "--steps", "5", "--start", "3", "--device", "cpu"]
+    assert main(argv) == 0
+    assert f"{2 + 5} frames of 80x38" in capsys.readouterr().out  # context 2, scale 2, header 14
+    gif = iio.imread(out, index=None)[..., :3]
+    assert gif.shape == (7, 38, 80, 3)
+    real, _ = _panels(gif, 12, 20, 2)
+    errors = np.abs(real.astype(int)[:, None] - episode.astype(int)[None]).mean(axis=(2, 3, 4))
+    assert np.array_equal(errors.argmin(axis=1), np.arange(3, 10)), errors.round()
+    assert errors.min(axis=1).max() < 12 < 50 < np.sort(errors, axis=1)[:, 1].min()
+
+    pytest.importorskip("imageio_ffmpeg")
+    mp4 = tmp_path / "long.mp4"
+    assert main(["video", str(engine), "--out", str(mp4), "--steps", "100", "--denoising-steps", "2"]) == 0
+    assert iio.imread(mp4, index=None).shape == (16, 48, 80, 3)  # the whole episode; padded to 16s
+
+
+def test_engine_video_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = bar_dataset(tmp_path / "bars")
+    engine = engine_folder(tmp_path / "engine", data)
+    video = ["video", str(engine), "--out", str(tmp_path / "v.gif")]
+    assert "give --start from 0 to 13" in fails_in_one_line([*video, "--start", "14"], capsys)
+    assert "give --episode from 0 to 1" in fails_in_one_line([*video, "--episode", "2"], capsys)
+    assert "--denoising-steps N" in fails_in_one_line([*video, "--denoising-steps"], capsys)
+    assert ".mp4 or a .gif" in fails_in_one_line([*video[:3], str(tmp_path / "v.avi")], capsys)
+    assert "no dataset.json" in fails_in_one_line([*video, "--data", str(engine)], capsys)
+    shutil.move(data, tmp_path / "moved")
+    assert "is gone: give one with --data" in fails_in_one_line(video, capsys)
+    shutil.rmtree(engine / "checkpoints")
+    assert "has no checkpoint yet" in fails_in_one_line(video, capsys)
+    assert not (tmp_path / "v.gif").exists()

@@ -1,5 +1,5 @@
 """World-model quality metrics (PSNR, SSIM), the alignment of predictions with the real frames, and
-``diffworld wm-eval`` on the smoke preset (valid JSON and a PNG)."""
+``diffworld wm-eval`` on the smoke preset (valid JSON and a PNG), of an Atari run and of an engine."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from diffworld.evaluation.image_metrics import PSNR_MAX, gaussian_window, psnr, 
 from diffworld.evaluation.wm_trajectories import copy_last_frame_curves, evaluate_trajectories
 from diffworld.training.trainer import Trainer
 from strict_json import load_strict_json
+from test_engine_cli import fails_in_one_line
+from test_engine_quality import bar_dataset, engine_folder
 
 ONE_LEVEL_PSNR = 10 * math.log10(255**2)  # MSE of 1 level everywhere: 48.13 dB
 
@@ -215,3 +217,50 @@ def test_wm_eval_kinds_filter(
     assert main([*args, "--device", "cpu"]) == 2
     assert "no run has a denoiser of kind ddpm" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+# ---------------------------------------------------------------------------------------------- engines
+
+
+def test_wm_eval_engine_matches_engine_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An engine's curves: at the horizons, the numbers of 'diffworld engine eval' with the same seed, and at
+    every step up to the longest trajectory, low resolution and upsampled, engine and baseline."""
+    from diffworld.engine.quality import BASELINE, ENGINE
+
+    engine = engine_folder(tmp_path / "engine", bar_dataset(tmp_path / "bars"))
+    common = ["--horizons", "1", "5", "12", "--device", "cpu", "--seed", "3"]
+    assert main(["engine", "eval", str(engine), *common, "--out", str(tmp_path / "q.json")]) == 0
+    expected = load_strict_json(tmp_path / "q.json")
+    assert main(["wm-eval", str(engine), *common, "--steps", "2", "1"]) == 0
+    assert "upsampled PSNR: h1" in capsys.readouterr().out
+    out = engine / "wm_eval"
+    assert (out / "wm_quality.png").stat().st_size > 0
+    report = load_strict_json(out / "wm_quality.json")
+    assert report["kind"] == "engine" and report["horizons"] == [1, 5, 12]
+    assert [e["denoising_steps"] for e in report["engines"]] == [2, 1]
+    own = report["engines"][1]
+    assert expected["denoising_steps"] == 1  # the smoke engine's own
+    for key in ("horizons", "trajectories", "context_frames", "engine", "dataset", "seed"):
+        assert own[key] == expected[key], key
+    # 2 test episodes of 16 frames, context 2: trajectories of 12 steps from frame 0, then 2 from frame 12.
+    assert own["trajectories"] == {"1": 4, "5": 2, "12": 2}
+    assert own["per_step_trajectories"] == [4, 4] + [2] * 10
+    for res in ("low_res", "full_res"):
+        for who in (ENGINE, BASELINE):
+            assert own[res][who] == expected[res][who], (res, who)
+            for metric, values in own[res]["per_step"][who].items():
+                assert len(values) == 12
+                assert [values[h - 1] for h in (1, 5, 12)] == list(own[res][who][metric].values())
+    two = report["engines"][0]
+    assert two["trajectories"] == own["trajectories"] and two["low_res"][BASELINE] == own["low_res"][BASELINE]
+
+
+def test_wm_eval_engine_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = bar_dataset(tmp_path / "bars")
+    engine = str(engine_folder(tmp_path / "engine", data))
+    assert "separate calls" in fails_in_one_line(["wm-eval", engine, str(data)], capsys)
+    assert "--episodes are for Atari runs" in fails_in_one_line(
+        ["wm-eval", engine, "--episodes", "2"], capsys
+    )
+    assert "no dataset.json" in fails_in_one_line(["wm-eval", engine, "--data", engine], capsys)
+    assert not (Path(engine) / "wm_eval").exists()

@@ -315,25 +315,59 @@ def _cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+SHOW_DENOISING = 0
+"""``--denoising-steps`` without a number: a run's video shows each denoising step."""
+
+
 def _cmd_video(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffworld.viz.video import run_video
+    from diffworld.engine.folder import is_engine_run
 
     _refuse_live_run_output(args.out, "the video", "--out <file>")
-    frames = run_video(
-        Path(args.source),
-        Path(args.out),
-        steps=args.steps,
-        start=args.start,
-        scale=args.scale,
-        fps=args.fps,
-        denoising_steps=args.denoising_steps,
-        seed=args.seed,
-        device=args.device,
-    )
-    height, width = frames.shape[1:3]
-    print(f"Wrote {args.out}: {len(frames)} frames of {width}x{height}")
+    if is_engine_run(Path(args.source)):
+        from diffworld.engine.video import run_engine_video
+
+        if args.denoising_steps == SHOW_DENOISING:
+            raise UserError(
+                "An engine's video does not show the denoising steps: give --denoising-steps N to set the "
+                "number of steps of its sampler."
+            )
+        summary = run_engine_video(
+            Path(args.source),
+            Path(args.out),
+            steps=args.steps,
+            start=args.start,
+            episode=args.episode or 0,
+            scale=args.scale or 2,
+            fps=args.fps,
+            denoising_steps=args.denoising_steps,
+            data=args.data,
+            seed=args.seed,
+            device=args.device,
+        )
+        num_frames, height, width = summary.num_frames, summary.height, summary.width
+    else:
+        if args.data or args.episode is not None or (args.denoising_steps or SHOW_DENOISING) > 0:
+            raise UserError(
+                "--data, --episode and --denoising-steps N are for engine folders (a run's video takes "
+                "--denoising-steps alone, to show each denoising step)."
+            )
+        from diffworld.viz.video import run_video
+
+        frames = run_video(
+            Path(args.source),
+            Path(args.out),
+            steps=args.steps,
+            start=args.start,
+            scale=args.scale or 4,
+            fps=args.fps,
+            denoising_steps=args.denoising_steps == SHOW_DENOISING,
+            seed=args.seed,
+            device=args.device,
+        )
+        num_frames, height, width = frames.shape[:3]
+    print(f"Wrote {args.out}: {num_frames} frames of {width}x{height}")
     return 0
 
 
@@ -422,21 +456,55 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_wm_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffworld.evaluation.wm_quality import JSON_FILE, PNG_FILE, default_out_dir, evaluate_world_models
+    from diffworld.engine.folder import is_engine_run
+    from diffworld.evaluation.wm_quality import JSON_FILE, PNG_FILE, default_out_dir
 
     run_dirs = [Path(p) for p in args.run_dirs]
+    engines = [is_engine_run(p) for p in run_dirs]
+    if any(engines) and not all(engines):
+        raise UserError(
+            "Give either engine folders or Atari run/agent folders, not both: evaluate them in separate "
+            "calls."
+        )
     out = Path(args.out_dir) if args.out_dir else default_out_dir(run_dirs)
     _refuse_live_run_output(out, "the world-model evaluation", "--out-dir <folder>")
+    if all(engines):
+        if args.kinds is not None or args.episodes is not None:
+            raise UserError(
+                "--kinds and --episodes are for Atari runs: an engine is evaluated on the test split of its "
+                "dataset (--data, --trajectories)."
+            )
+        from diffworld.engine.wm_eval import evaluate_engine_world_models, summary_lines
+
+        report = evaluate_engine_world_models(
+            run_dirs,
+            out,
+            horizons=args.horizons,
+            denoising_steps=args.steps,
+            max_trajectories=args.trajectories or 32,
+            batch_size=args.batch_size or 8,
+            data=args.data,
+            device=args.device,
+            seed=args.seed,
+        )
+        for line in summary_lines(report):
+            print(line)
+        print(f"Wrote {out / JSON_FILE} and {out / PNG_FILE}")
+        return 0
+    if args.data is not None or args.trajectories is not None:
+        raise UserError("--data and --trajectories are for engine folders.")
+    from diffworld.evaluation.wm_quality import DENOISING_STEPS, KINDS, evaluate_world_models
+
     report = evaluate_world_models(
         run_dirs,
         out,
         horizons=args.horizons,
-        denoising_steps=args.steps,
-        kinds=args.kinds,
-        num_episodes=args.episodes,
+        denoising_steps=args.steps or DENOISING_STEPS,
+        kinds=args.kinds or KINDS,
+        num_episodes=args.episodes or 4,
         device=args.device,
         seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 64,
     )
     for run in report["runs"]:
         h = run["horizons_evaluated"]
@@ -780,19 +848,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser(
-        "video", help="a real episode and the world model's imagination of it, side by side (no screen)"
+        "video",
+        help="a real episode and the world model's imagination of it, side by side (no screen); "
+        "an engine's: a test episode of its dataset",
     )
-    p.add_argument("source", help="a run folder or an exported agent folder")
+    p.add_argument("source", help="a run folder, an exported agent folder or an engine folder")
     p.add_argument("--out", required=True, help="the video file: .mp4 or .gif")
     p.add_argument("--steps", type=positive_int, default=100, help="imagined steps")
     p.add_argument(
         "--start", type=non_negative_int, default=0, help="real steps before the world model's context"
     )
-    p.add_argument("--denoising-steps", action="store_true", help="show each denoising step too")
-    p.add_argument("--scale", type=positive_int, default=4, help="video pixels per frame pixel")
+    p.add_argument(
+        "--denoising-steps",
+        type=positive_int,
+        nargs="?",
+        const=SHOW_DENOISING,
+        metavar="N",
+        help="a run or agent: alone, show each denoising step too; an engine: N next-frame denoising steps "
+        "(default: the engine's)",
+    )
+    p.add_argument(
+        "--scale", type=positive_int, help="video pixels per frame pixel (default: 4, an engine's 2)"
+    )
     p.add_argument("--fps", type=positive_float, default=15.0)
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument(
+        "--episode",
+        type=non_negative_int,
+        help="engine: which episode of the dataset's test split (default: 0, the first)",
+    )
+    p.add_argument("--data", help="engine: the dataset to take the episode from (default: the engine's own)")
     p.set_defaults(func=_cmd_video)
 
     p = sub.add_parser("plot", help="learning curves of one or more runs (metrics.jsonl) as a PNG")
@@ -889,26 +975,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "wm-eval",
-        help="world-model prediction error (PSNR, SSIM) on held-out episodes, one-step and autoregressive",
+        help="world-model prediction error (PSNR, SSIM) on held-out episodes, one-step and autoregressive; "
+        "an engine's open-loop, low-res and upsampled, on its dataset's test split",
     )
     p.add_argument(
         "run_dirs",
         nargs="+",
         metavar="RUN_DIR",
-        help="run folders; EDM against DDPM needs two runs (one trained with denoiser.kind=ddpm)",
+        help="run folders (EDM against DDPM needs two runs, one trained with denoiser.kind=ddpm), or engine "
+        "folders",
     )
     p.add_argument(
         "--horizons", type=positive_int, nargs="+", default=[1, 5, 15, 50, 200, 1000], help="predicted steps"
     )
-    p.add_argument("--steps", type=positive_int, nargs="+", default=[1, 3, 10], help="denoising steps")
-    p.add_argument("--kinds", nargs="+", default=["edm", "ddpm"], choices=["edm", "ddpm"])
-    p.add_argument("--episodes", type=positive_int, default=4, help="fresh test episodes per run (default 4)")
     p.add_argument(
-        "--batch-size", type=positive_int, default=64, help="predictions per denoiser call at most"
+        "--steps",
+        type=positive_int,
+        nargs="+",
+        help="denoising steps (default: 1 3 10; an engine's: its own)",
+    )
+    p.add_argument("--kinds", nargs="+", choices=["edm", "ddpm"], help="runs: denoiser kinds (default: both)")
+    p.add_argument("--episodes", type=positive_int, help="runs: fresh test episodes per run (default 4)")
+    p.add_argument(
+        "--trajectories", type=positive_int, help="engines: open-loop trajectories at most (default 32)"
+    )
+    p.add_argument("--data", help="engines: the dataset whose test split they imagine (default: their own)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="runs: predictions per denoiser call at most (default 64); engines: trajectories imagined "
+        "together (default 8)",
     )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--out-dir", help="where the JSON and PNG go (default: <run>/wm_eval, or wm_eval)")
+    p.add_argument(
+        "--out-dir", help="where the JSON and PNG go (default: <run or engine>/wm_eval, or wm_eval)"
+    )
     p.set_defaults(func=_cmd_wm_eval)
 
     p = sub.add_parser("games", help="list the Atari games you can name")

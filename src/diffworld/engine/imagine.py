@@ -11,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from diffworld.data.frames import frames_to_tensor
+from diffworld.engine.sampler import downsample
 from diffworld.models.diffusion.open_loop import NextFrameSampler
 
 
@@ -77,6 +80,33 @@ class Imagination:
         self.past_actions = past_actions
         self.obs_full = context_full if engine.upsampler is not None else None
         self.generator = generator
+
+    @classmethod
+    def along_episode(
+        cls,
+        engine: EngineSamplers,
+        frames: np.ndarray,
+        actions: np.ndarray,
+        start: int,
+        device: torch.device,
+        generator: torch.Generator | None = None,
+    ) -> Imagination:
+        """One trajectory from the real frames ``start .. start + context_length - 1`` of an episode (its
+        full-resolution ``frames`` (T, H, W, 3) uint8 and ``actions`` (T, D)): the low-resolution context is
+        their area downsampling, as in training (``engine.sampler``). Its first ``step`` takes the action
+        taken after frame ``start + context_length - 1``."""
+        context = engine.context_length
+        full = frames_to_tensor(np.asarray(frames[start : start + context]), device)[None]
+        low = downsample(full, engine.low_res)
+        first = start + context - engine.num_cond
+        past = torch.tensor(np.asarray(actions[first : start + context - 1], dtype=np.float32), device=device)
+        return cls(
+            engine,
+            low[:, context - engine.num_cond :],
+            past[None],
+            full[:, context - engine.num_cond_full :] if engine.upsampler is not None else None,
+            generator,
+        )
 
     @torch.no_grad()
     def step(self, action: Tensor) -> tuple[Tensor, Tensor | None]:

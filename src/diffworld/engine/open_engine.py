@@ -13,7 +13,8 @@ from diffworld.engine.folder import is_engine_run
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.trained import TrainedEngine, load_trained_engine
 from diffworld.errors import UserError
-from diffworld.run.folder import RunDirError
+from diffworld.run.checkpoint import STATE_FILE, CheckpointError, has_checkpoint
+from diffworld.run.folder import RunDirError, checkpoint_dir
 from diffworld.utils.device import resolve_device
 
 
@@ -28,8 +29,17 @@ def open_engine(folder: str | Path, device: str = "auto") -> TrainedEngine:
             f"{folder} is not an engine folder (it lacks config.yaml or action_space.json): give a folder "
             "of 'diffworld engine train' or 'diffworld engine import'."
         )
+    if not has_checkpoint(checkpoint_dir(folder)):
+        raise UserError(
+            f"The engine {folder} has no checkpoint yet ({checkpoint_dir(folder) / STATE_FILE}): train it "
+            "until its first checkpoint ('diffworld engine train', training.checkpoint_every) or give "
+            "another engine folder."
+        )
     try:
         return load_trained_engine(folder, resolve_device(device))
+    except CheckpointError as e:  # a CheckpointError is a RuntimeError too, but not of the weights
+        why = "; ".join(line.strip().rstrip(":") for line in str(e).splitlines()[:3])
+        raise UserError(f"{why}. Restore the engine folder from a copy, or train the engine again.") from None
     except RuntimeError as e:  # load_state_dict: weights of another architecture than config.yaml's
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"The weights in {folder} do not fit its config.yaml: {first}") from None
@@ -54,6 +64,11 @@ def open_start_dataset(engine: TrainedEngine, folder: Path, data: str | Path | N
     if data is None and not engine.cfg.data:
         raise UserError(f"The engine {folder} names no dataset: give one (--data <engine dataset folder>).")
     path = Path(data if data is not None else engine.cfg.data)
+    if data is None and not path.is_dir():
+        raise UserError(
+            f"The dataset the engine {folder} was trained on ({path}) is gone: give one with --data <engine "
+            "dataset folder> (with the engine's actions and frame size)."
+        )
     dataset = EngineDataset(path)
     if dataset.spec != engine.spec:
         raise UserError(

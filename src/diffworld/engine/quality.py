@@ -27,6 +27,7 @@ from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.open_engine import engine_samplers, open_engine, open_start_dataset
 from diffworld.engine.sampler import downsample
+from diffworld.engine.trained import TrainedEngine
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import SSIM_RADIUS, psnr, ssim
 from diffworld.evaluation.wm_trajectories import CurveSums, Metric
@@ -79,6 +80,11 @@ def _summary(curves: CurveSums, horizons: Sequence[int]) -> dict[str, dict[str, 
     }
 
 
+def _per_step(curves: CurveSums) -> dict[str, list[float]]:
+    reached = int(np.count_nonzero(curves.counts))
+    return {name: values[:reached] for name, values in curves.means().items()}
+
+
 @torch.no_grad()
 def evaluate_quality(
     dataset: EngineDataset,
@@ -90,12 +96,17 @@ def evaluate_quality(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
+    per_step: bool = False,
 ) -> dict[str, Any]:
     """The quality report of ``engine`` on the episodes ``ids`` of ``dataset`` (its test split by default).
 
     Returns a JSON-ready dict: ``horizons``, ``trajectories`` (how many reached each horizon), ``low_res`` and
     (with an upsampler) ``full_res``, each ``{"size": [h, w], "engine": {metric: {horizon: mean}},
-    "copy_last_frame": {...}}``; a mean is None where no trajectory reached the horizon.
+    "copy_last_frame": {...}}``; a mean is None where no trajectory reached the horizon. With ``per_step``,
+    the metrics are computed at every step up to the last horizon (the curves of ``diffworld wm-eval``) and
+    each resolution also gets ``per_step``: ``{"engine": {metric: [mean at step 1, 2, ...]}, ...}``, up to
+    the longest trajectory, with ``per_step_trajectories`` the count at each step; the sampling, and so the
+    figures at the horizons, are the same either way.
     """
     device = torch.device(device)
     horizons = sorted(set(horizons))
@@ -116,7 +127,7 @@ def evaluate_quality(
 
     for first in range(0, len(plan), batch_size):
         rows = plan[first : first + batch_size]
-        contexts, actions, targets = [], [], []
+        contexts, actions, episodes = [], [], []
         for t in rows:
             frames = dataset.frames(t.episode)
             contexts.append(frames_to_tensor(frames[t.start : t.start + context], device))
@@ -126,8 +137,7 @@ def evaluate_quality(
                     dataset.actions(t.episode)[t.start + context - engine.num_cond : last - 1], device=device
                 )
             )
-            reached = [h for h in horizons if h <= t.length]
-            targets.append({h: frames_to_tensor(frames[t.start + context - 1 + h], device) for h in reached})
+            episodes.append(frames)  # targets are read at each step: a long trajectory's frames add up
         full_ctx = torch.stack(contexts)
         low_ctx = downsample(full_ctx, engine.low_res)
         real_last = {"low_res": low_ctx[:, -1], "full_res": full_ctx[:, -1]}
@@ -146,9 +156,14 @@ def evaluate_quality(
                 prev_full = prev_full[:m]
                 full = engine.upsampler.upsample(low, prev_full, generator=generator)
                 prev_full = torch.cat([prev_full[:, 1:], full[:, None]], dim=1)
-            if h not in wanted:
+            if h not in wanted and not per_step:
                 continue
-            target_full = torch.stack([targets[i][h] for i in range(m)])
+            target_full = torch.stack(
+                [
+                    frames_to_tensor(episodes[i][t.start + context - 1 + h], device)
+                    for i, t in enumerate(rows[:m])
+                ]
+            )
             target = {"low_res": downsample(target_full, engine.low_res), "full_res": target_full}
             steps = np.full(m, h)
             for res, pred in (("low_res", low), ("full_res", full)):
@@ -170,6 +185,11 @@ def evaluate_quality(
                 ENGINE: _summary(curves[res, ENGINE], horizons),
                 BASELINE: _summary(curves[res, BASELINE], horizons),
             }
+            if per_step:
+                report[res]["per_step"] = {who: _per_step(curves[res, who]) for who in (ENGINE, BASELINE)}
+    if per_step:
+        reached = int(np.count_nonzero(counts))  # trajectories are prefixes: steps 1 .. reached have some
+        report["per_step_trajectories"] = counts[:reached].tolist()
     return report
 
 
@@ -209,6 +229,45 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n(engine / copy the last real frame)"
 
 
+def engine_quality(
+    folder: Path,
+    engine: TrainedEngine,
+    dataset: EngineDataset,
+    *,
+    horizons: Sequence[int] = HORIZONS,
+    max_trajectories: int = 32,
+    denoising_steps: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    per_step: bool = False,
+) -> dict[str, Any]:
+    """The quality report of the engine of ``folder``, opened, on the test split of ``dataset``, with what
+    it was made of (engine, updates, dataset, denoising steps, seed); the sampling is seeded by ``seed``
+    alone."""
+    if len(dataset.test_ids) == 0:
+        raise UserError(f"{dataset.folder} has no test episodes to evaluate on")
+    samplers = engine_samplers(engine, denoising_steps)
+    device_of = next(engine.denoiser.parameters()).device
+    report = evaluate_quality(
+        dataset,
+        samplers,
+        horizons=horizons,
+        max_trajectories=max_trajectories,
+        batch_size=batch_size,
+        device=device_of,
+        generator=torch.Generator(device_of).manual_seed(seed),
+        per_step=per_step,
+    )
+    return {
+        "engine": str(folder),
+        "updates": engine.updates,
+        "dataset": str(dataset.folder),
+        "denoising_steps": denoising_steps or engine.cfg.denoiser.sampler.num_steps,
+        "seed": seed,
+        **report,
+    }
+
+
 def evaluate_engine(
     folder: Path,
     out: Path | None = None,
@@ -225,27 +284,16 @@ def evaluate_engine(
     dataset (or of ``data``), written as JSON to ``out`` (default ``<folder>/quality.json``)."""
     engine = open_engine(folder, device)
     dataset = open_start_dataset(engine, folder, data)
-    if len(dataset.test_ids) == 0:
-        raise UserError(f"{dataset.folder} has no test episodes to evaluate on")
-    samplers = engine_samplers(engine, denoising_steps)
-    device_of = next(engine.denoiser.parameters()).device
-    report = evaluate_quality(
+    report = engine_quality(
+        folder,
+        engine,
         dataset,
-        samplers,
         horizons=horizons,
         max_trajectories=max_trajectories,
+        denoising_steps=denoising_steps,
         batch_size=batch_size,
-        device=device_of,
-        generator=torch.Generator(device_of).manual_seed(seed),
+        seed=seed,
     )
-    report = {
-        "engine": str(folder),
-        "updates": engine.updates,
-        "dataset": str(dataset.folder),
-        "denoising_steps": denoising_steps or engine.cfg.denoiser.sampler.num_steps,
-        "seed": seed,
-        **report,
-    }
     out = out or Path(folder) / QUALITY_FILE
     atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     return report, out

@@ -185,6 +185,29 @@ def atomic_write(
     fsync_directory(path.parent)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], what: str | None = None) -> Iterator[Path]:
+    """A temporary path next to ``path``, for a writer that opens the file by name itself (ffmpeg): the file
+    is fsynced and renamed to ``path`` once the ``with`` block completes, and removed if the block raises."""
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if is_disk_full(e) and not isinstance(e, DiskFullError):
+            raise disk_full_error(path, None, what) from e
+        raise
+    fsync_directory(path.parent)
+
+
 def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size

@@ -133,6 +133,29 @@ def _strip(
     return strip
 
 
+def compose_frame(
+    real: np.ndarray,
+    imagined: np.ndarray,
+    left: str,
+    right: str,
+    *,
+    scale: int = 4,
+    strip: np.ndarray | None = None,
+) -> np.ndarray:
+    """One frame of a side-by-side video: a header labelling the two halves (``left``, ``right``) over the
+    real frame and the imagined one (both (H, W, 3) uint8, each ``scale`` times larger), and ``strip`` under
+    them if given (its width must be the frame's)."""
+    panel = real.shape[1] * scale
+    header_h = max(14, 5 * scale)
+    parts = [
+        _header(2 * panel, header_h, left, right, panel),
+        np.concatenate([upscale(real, scale), upscale(imagined, scale)], axis=1),
+    ]
+    if strip is not None:
+        parts.append(strip)
+    return np.concatenate(parts, axis=0)
+
+
 def compose_frames(
     episode: Episode,
     imagination: Imagination,
@@ -147,9 +170,7 @@ def compose_frames(
     strip under them shows the denoiser calls that made the imagined frame, left to right, each as its noisy
     input (top) and denoised estimate (bottom), labelled with its noise level (blank for context frames).
     """
-    size = episode.obs.shape[1]
-    panel = size * scale
-    width = 2 * panel
+    panel = episode.obs.shape[2] * scale
     header_h = max(14, 5 * scale)
     start, n = imagination.start, len(imagination.frames)
     max_calls = max((len(s) for s in imagination.denoising or []), default=0)
@@ -166,14 +187,11 @@ def compose_frames(
             action = f" {action_meanings[a]}" if action_meanings is not None and named else f" action {a}"
         left = f"real  step {index}{action}"
         right = "context (real)" if context else f"world model  +{t - num_cond + 1}"
-        parts = [
-            _header(width, header_h, left, right, panel),
-            np.concatenate([upscale(real, scale), upscale(imagined, scale)], axis=1),
-        ]
+        strip = None
         if imagination.denoising is not None:
             steps = [] if context else imagination.denoising[t - num_cond]
-            parts.append(_strip(steps, max_calls, width, panel, header_h))
-        video.append(np.concatenate(parts, axis=0))
+            strip = _strip(steps, max_calls, 2 * panel, panel, header_h)
+        video.append(compose_frame(real, imagined, left, right, scale=scale, strip=strip))
     return np.stack(video)
 
 

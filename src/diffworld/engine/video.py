@@ -1,0 +1,139 @@
+"""``diffworld video <engine>``: a test episode of the engine's dataset beside the engine's open-loop
+imagination of it with the episode's real actions, written to an mp4 or a GIF (docs/engine.md, "Videos").
+
+The engine starts from the episode's real frames ``start .. start + C - 1`` (C: the context both samplers
+need), then gets the episode's actions one at a time, each prediction conditioned on its earlier ones (as in
+``diffworld engine eval``). With an upsampler the imagined panel is the upsampled full-resolution frame and
+the real one the dataset's frame; without, both are at the engine's low resolution (the real frame area
+downsampled, as the engine saw it in training). Frames are made and written one at a time
+(``utils.video_encoding.VideoWriter``), so the length of the video costs no memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffworld.data.frames import frames_to_tensor, tensor_to_frames
+from diffworld.engine.imagine import EngineSamplers, Imagination
+from diffworld.engine.open_engine import engine_samplers, open_engine, open_start_dataset
+from diffworld.engine.sampler import downsample
+from diffworld.errors import UserError
+from diffworld.utils.seeding import derive_seed
+from diffworld.utils.video_encoding import VideoWriter, check_video_path
+from diffworld.viz.side_by_side import compose_frame
+
+
+def num_engine_predictions(length: int, context: int, start: int, steps: int) -> int:
+    """Predictions an episode of ``length`` frames allows from ``start`` with ``context`` real frames
+    (each compared with a real frame), at most ``steps``."""
+    return max(0, min(steps, length - start - context))
+
+
+@torch.no_grad()
+def engine_video_frames(
+    engine: EngineSamplers,
+    frames: np.ndarray,
+    actions: np.ndarray,
+    *,
+    start: int,
+    steps: int,
+    scale: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> Iterator[np.ndarray]:
+    """The video's frames, one at a time: the C context frames (real in both panels), then up to ``steps``
+    predictions beside the real frames they predict (see the module docstring). ``frames`` (T, H, W, 3)
+    uint8 and ``actions`` (T, D) are one episode's."""
+    context = engine.context_length
+    n = num_engine_predictions(len(frames), context, start, steps)
+    if n < 1:
+        raise ValueError(f"an episode of {len(frames)} frames allows no prediction from frame {start}")
+    full_res = engine.upsampler is not None
+
+    def real_at(index: int) -> np.ndarray:
+        real = np.asarray(frames[index])
+        if full_res:
+            return real
+        return tensor_to_frames(downsample(frames_to_tensor(real, device), engine.low_res))
+
+    for t in range(context):
+        real = real_at(start + t)
+        yield compose_frame(real, real, f"real  step {start + t}", "context (real)", scale=scale)
+    imagination = Imagination.along_episode(engine, frames, actions, start, device, generator)
+    for k in range(1, n + 1):
+        index = start + context - 1 + k
+        action = torch.tensor(np.asarray(actions[index - 1], dtype=np.float32), device=device)[None]
+        low, full = imagination.step(action)
+        imagined = tensor_to_frames((full if full is not None else low)[0])
+        yield compose_frame(real_at(index), imagined, f"real  step {index}", f"imagined  +{k}", scale=scale)
+
+
+@dataclass(frozen=True)
+class VideoSummary:
+    path: Path
+    num_frames: int
+    height: int
+    width: int
+
+
+def run_engine_video(
+    folder: Path,
+    out: Path,
+    *,
+    steps: int = 100,
+    start: int = 0,
+    episode: int = 0,
+    scale: int = 2,
+    fps: float = 15.0,
+    denoising_steps: int | None = None,
+    data: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> VideoSummary:
+    """``diffworld video <engine>``: test episode ``episode`` (0: the first of the test split) of the
+    engine's dataset (or of ``data``) from its frame ``start``, and the engine's imagination of it."""
+    check_video_path(out)
+    if steps < 1 or start < 0 or episode < 0 or scale < 1 or fps <= 0:
+        raise UserError("Need --steps >= 1, --start >= 0, --episode >= 0, --scale >= 1 and --fps > 0.")
+    engine = open_engine(folder, device)
+    dataset = open_start_dataset(engine, folder, data)
+    tests = dataset.test_ids
+    if len(tests) == 0:
+        raise UserError(
+            f"{dataset.folder} has no test episodes to show: give a dataset with a test split (--data)."
+        )
+    if episode >= len(tests):
+        raise UserError(
+            f"{dataset.folder} has {len(tests)} test episodes: give --episode from 0 to {len(tests) - 1}."
+        )
+    index = int(tests[episode])
+    samplers = engine_samplers(engine, denoising_steps)
+    context = samplers.context_length
+    length = int(dataset.lengths[index])
+    if num_engine_predictions(length, context, start, steps) < 1:
+        raise UserError(
+            f"Test episode {dataset.episode_names[index]} of {dataset.folder} has {length} frames and the "
+            f"engine starts from {context}: give --start from 0 to {max(0, length - context - 1)}"
+            + (" (or another --episode)." if length > context else ": pick another --episode.")
+        )
+    device_of = next(engine.denoiser.parameters()).device
+    frames = engine_video_frames(
+        samplers,
+        dataset.frames(index),
+        dataset.actions(index),
+        start=start,
+        steps=steps,
+        scale=scale,
+        device=device_of,
+        generator=torch.Generator(device_of).manual_seed(derive_seed(seed, "video/engine")),
+    )
+    with VideoWriter(Path(out), fps) as video:
+        for frame in frames:
+            video.append(frame)
+    assert video.size is not None
+    return VideoSummary(Path(out), video.num_frames, *video.size)

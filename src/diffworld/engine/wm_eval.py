@@ -1,0 +1,97 @@
+"""``diffworld wm-eval <engine>...``: the world-model quality curves of engines, as ``diffworld wm-eval``
+draws an Atari run's (docs/engine.md, "Evaluating").
+
+An engine's held-out data is the test split of its dataset (or of ``--data``), and its prediction is
+open-loop imagination: the numbers are those of ``diffworld engine eval`` (``engine.quality``, the same
+trajectories and, for one seed, the same draws), with the metrics computed at every step up to the last
+horizon to draw the curves. Each engine is evaluated at each number of denoising steps asked for (default:
+its own sampler's). The report goes to ``wm_quality.json`` and its figure to ``wm_quality.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from diffworld.engine.open_engine import open_engine, open_start_dataset
+from diffworld.engine.quality import ENGINE, engine_quality
+from diffworld.errors import UserError
+from diffworld.evaluation.image_metrics import PSNR_MAX
+from diffworld.evaluation.wm_quality import JSON_FILE, PNG_FILE
+from diffworld.evaluation.wm_quality_plot import plot_engine_report
+from diffworld.utils.atomic import atomic_write_text
+
+
+def evaluate_engine_world_models(
+    folders: Sequence[Path],
+    out_dir: Path,
+    *,
+    horizons: Sequence[int],
+    denoising_steps: Sequence[int] | None = None,
+    max_trajectories: int = 32,
+    batch_size: int = 8,
+    data: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate each engine of ``folders`` at each of ``denoising_steps`` (None: its own); write
+    ``wm_quality.json`` and ``wm_quality.png`` to ``out_dir``; return the report."""
+    if not folders:
+        raise UserError("no engine folder given")
+    if any(h < 1 for h in horizons) or any(s < 1 for s in denoising_steps or ()):
+        raise UserError("horizons and denoising steps must be >= 1")
+    entries = []
+    for folder in folders:
+        engine = open_engine(folder, device)
+        dataset = open_start_dataset(engine, folder, data)
+        choices: list[int | None] = list(denoising_steps) if denoising_steps else [None]  # None: its own
+        for steps in choices:
+            shown = steps or engine.cfg.denoiser.sampler.num_steps
+            log(f"{folder}: {shown} denoising step(s), horizons up to {max(horizons)} ...")
+            entries.append(
+                engine_quality(
+                    folder,
+                    engine,
+                    dataset,
+                    horizons=horizons,
+                    max_trajectories=max_trajectories,
+                    denoising_steps=steps,
+                    batch_size=batch_size,
+                    seed=seed,
+                    per_step=True,
+                )
+            )
+    report: dict[str, Any] = {
+        "kind": "engine",
+        "horizons": sorted(set(horizons)),
+        "seed": seed,
+        "held_out_data": "the test split of each engine's dataset, imagined open-loop with its real actions",
+        "metrics": {
+            "psnr": f"dB on 8-bit levels, identical frames {PSNR_MAX}",
+            "ssim": "Gaussian window 11x11 sigma 1.5, K1 0.01, K2 0.03, data range 255, valid windows "
+            "(frames under 11 pixels a side: none)",
+        },
+        "engines": entries,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / JSON_FILE, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    plot_engine_report(report, out_dir / PNG_FILE)
+    return report
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """One line per engine and number of denoising steps: its PSNR at each horizon reached, upsampled where
+    it has an upsampler."""
+    lines = []
+    for entry in report["engines"]:
+        res = "full_res" if "full_res" in entry else "low_res"
+        psnr = entry[res][ENGINE]["psnr"]
+        figures = ", ".join(
+            f"h{h} {psnr[str(h)]:.1f} dB" for h in entry["horizons"] if psnr[str(h)] is not None
+        )
+        where = "upsampled" if res == "full_res" else "low-res"
+        lines.append(f"{entry['engine']} {entry['denoising_steps']} step(s), {where} PSNR: {figures}")
+    return lines
