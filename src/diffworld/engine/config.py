@@ -259,7 +259,7 @@ ENGINE_PRESETS: dict[str, dict[str, Any]] = {
         "upsampler.optimizer.lr": 1e-3,
         "upsampler.optimizer.max_grad_norm": 1.0,
         # An hour of training whatever the CPU: 3,500 updates took an hour on the session-10 machine (2 cores,
-        # 1 s per update), 850 on the slower one of session 11 (4 s per update).
+        # 1 s per update), 850 on the slower one of session 11 (4.1 s; benchmarks/results/README.md).
         "training.num_updates": 3500,
         "training.max_minutes": 60.0,
         "training.log_every": 25,
