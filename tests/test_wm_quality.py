@@ -255,6 +255,12 @@ def test_wm_eval_engine_matches_engine_eval(tmp_path: Path, capsys: pytest.Captu
     assert two["trajectories"] == own["trajectories"] and two["low_res"][BASELINE] == own["low_res"][BASELINE]
 
 
+def test_wm_eval_engine_defaults_to_the_horizons_of_engine_eval(tmp_path: Path) -> None:
+    engine = engine_folder(tmp_path / "engine", bar_dataset(tmp_path / "bars"))
+    assert main(["wm-eval", str(engine), "--device", "cpu", "--trajectories", "2"]) == 0
+    assert load_strict_json(engine / "wm_eval" / "wm_quality.json")["horizons"] == [1, 10, 100]
+
+
 def test_wm_eval_engine_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = bar_dataset(tmp_path / "bars")
     engine = str(engine_folder(tmp_path / "engine", data))

@@ -474,12 +474,13 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
                 "--kinds and --episodes are for Atari runs: an engine is evaluated on the test split of its "
                 "dataset (--data, --trajectories)."
             )
+        from diffworld.engine.quality import HORIZONS as ENGINE_HORIZONS
         from diffworld.engine.wm_eval import evaluate_engine_world_models, summary_lines
 
         report = evaluate_engine_world_models(
             run_dirs,
             out,
-            horizons=args.horizons,
+            horizons=args.horizons or list(ENGINE_HORIZONS),
             denoising_steps=args.steps,
             max_trajectories=args.trajectories or 32,
             batch_size=args.batch_size or 8,
@@ -493,12 +494,12 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
         return 0
     if args.data is not None or args.trajectories is not None:
         raise UserError("--data and --trajectories are for engine folders.")
-    from diffworld.evaluation.wm_quality import DENOISING_STEPS, KINDS, evaluate_world_models
+    from diffworld.evaluation.wm_quality import DENOISING_STEPS, HORIZONS, KINDS, evaluate_world_models
 
     report = evaluate_world_models(
         run_dirs,
         out,
-        horizons=args.horizons,
+        horizons=args.horizons or list(HORIZONS),
         denoising_steps=args.steps or DENOISING_STEPS,
         kinds=args.kinds or KINDS,
         num_episodes=args.episodes or 4,
@@ -986,7 +987,10 @@ def build_parser() -> argparse.ArgumentParser:
         "folders",
     )
     p.add_argument(
-        "--horizons", type=positive_int, nargs="+", default=[1, 5, 15, 50, 200, 1000], help="predicted steps"
+        "--horizons",
+        type=positive_int,
+        nargs="+",
+        help="predicted steps (default: runs 1 5 15 50 200 1000; engines 1 10 100, as engine eval)",
     )
     p.add_argument(
         "--steps",
