@@ -88,18 +88,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "actor_critic.training.steps_per_epoch": 10,
     },
     "catch": {
-        # game=Catch (diffworld.envs.catch, one ball per episode) on 2 CPU cores in about 10 minutes; it does
-        # not learn reliably yet (benchmarks/results/README.md, "Catch, session 8"). The world model's
-        # networks at their smallest and most of their updates in the first epoch, on 200 random-policy
-        # episodes. One denoising step, and the denoiser trained at the noise levels that step uses: its only
-        # call is at sigma_max = 5, where the default training law (median sigma 0.67) puts 5 % of its
-        # samples; with median e^1.2 = 3.3 the paddle moves as told in 98 % of imagined steps after 500
-        # updates, against 33 % with the default law. The reward model at lr 5e-4 and batch 16: at 1e-3 a
-        # loss spike sent it back to the constant prediction for good; it must find the catches, one landing
-        # in 8 under random play, which took it 300-400 updates. Short, low-variance returns for the
-        # actor-critic (gamma 0.6, lambda 0.6, value weight 0.1, entropy weight 0.001): on the real game
-        # (training.model_free=true) they catch more often than not after 200-300 updates in 3 seeds out of
-        # 3; the paper's 0.985 / 0.95 / 1.0 did not learn 10-ball Catch in 600.
+        # game=Catch (diffworld.envs.catch, one ball per episode) on 2 CPU cores in about 17 minutes (seeds 0
+        # and 1 side by side, one thread each; benchmarks/results/README.md, "Catch, session 12"). Frames of
+        # 32x32 (cells of 4x4 pixels): every update about 3 times cheaper than at 64x64, the same game. The
+        # world model's networks at their smallest and most of their updates in the first epoch, on 200
+        # random-policy episodes. One denoising step, and the denoiser trained at the noise levels that step
+        # uses: its only call is at sigma_max = 5, where the default training law (median sigma 0.67) puts 5 %
+        # of its samples; with median e^1.2 = 3.3 the paddle moves as told in 98 % of imagined steps after 500
+        # updates, against 33 % with the default law. The reward model at lr 5e-4 and batch 16 (at 1e-3 a
+        # loss spike sent it back to the constant prediction for good), 1,200 updates first: it must tell
+        # catches from misses, one landing in 8 under random play, and sits on the plateau where every
+        # landing is a miss for 400 to 600 updates depending on the seed; with 600 first, both seeds of the
+        # learning test stayed on it. Short, low-variance returns for the actor-critic (gamma 0.6, lambda 0.6,
+        # value weight 0.1, entropy weight 0.001): on the real game (training.model_free=true) they catch
+        # more often than not after 200-300 updates in 3 seeds out of 3; the paper's 0.985 / 0.95 / 1.0 did
+        # not learn 10-ball Catch in 600.
+        "env.size": 32,
         "env.num_test_envs": 4,
         "collection.total_env_steps": 2_100,
         "collection.steps_per_epoch": 140,
@@ -125,8 +129,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reward_model.cond_channels": 32,
         "reward_model.lstm_dim": 64,
         "reward_model.optimizer.lr": 5e-4,
-        "reward_model.training.steps_first_epoch": 600,
-        "reward_model.training.steps_per_epoch": 15,
+        "reward_model.training.steps_first_epoch": 1_200,
+        "reward_model.training.steps_per_epoch": 40,
         "reward_model.training.batch_size": 16,
         "reward_model.training.sample_weights": [0.25, 0.25, 0.25, 0.25],
         "actor_critic.channels": [8, 8, 16, 16],
