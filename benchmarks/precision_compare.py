@@ -25,7 +25,7 @@ from diffworld.config.loading import load_config_file
 from diffworld.config.schema import Precision
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.from_config import make_envs
-from diffworld.evaluation.wm_quality import psnr
+from diffworld.evaluation.image_metrics import psnr
 from diffworld.models.diffusion import make_denoiser
 from diffworld.run.folder import CONFIG_FILE, dataset_dir
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler

@@ -95,7 +95,7 @@ def main() -> None:
             phase("reward detection")
             return result
 
-        trainer_module.reward_detection = reward_detection  # type: ignore[assignment]
+        trainer_module.reward_detection = reward_detection
         phase("start")
         metrics = trainer._test()
         phase("video")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +29,8 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return sum(storages.values())
 
 
-def test_norm_act_conv_recomputes_exactly_and_keeps_less() -> None:
+def test_norm_act_conv_recomputes_exactly_and_keeps_less(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocks, "RECOMPUTE_MIN_NUMEL", 0)
     torch.manual_seed(0)
     norm, conv = blocks.AdaGroupNorm(32, 16), blocks.conv3x3(32, 32)
     x = torch.randn(4, 32, 16, 16, requires_grad=True)
@@ -52,3 +54,18 @@ def test_norm_act_conv_recomputes_exactly_and_keeps_less() -> None:
     x_bytes = x.numel() * 4
     assert saved_bytes(plain) >= 4 * x_bytes
     assert saved_bytes(recomputed) <= 2.2 * x_bytes
+
+
+def test_norm_act_conv_recomputes_only_from_the_size_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    norm, conv = blocks.AdaGroupNorm(8, 4), blocks.conv3x3(8, 8)
+    x = torch.randn(2, 8, 8, 8, requires_grad=True)
+    cond = torch.randn(2, 4)
+    x_bytes = x.numel() * 4
+
+    def kept() -> int:
+        return saved_bytes(lambda: blocks.norm_act_conv(norm, conv, x, cond))
+
+    monkeypatch.setattr(blocks, "RECOMPUTE_MIN_NUMEL", x.numel() + 1)
+    assert kept() >= 4 * x_bytes  # below the threshold: the plain composition's tensors
+    monkeypatch.setattr(blocks, "RECOMPUTE_MIN_NUMEL", x.numel())
+    assert kept() <= 2.2 * x_bytes

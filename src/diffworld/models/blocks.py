@@ -155,15 +155,23 @@ def _save_only_convolutions(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Che
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
+RECOMPUTE_MIN_NUMEL = 1 << 20
+"""``norm_act_conv`` recomputes only for inputs of at least this many elements (4 MiB in float32). The
+checkpoint's bookkeeping costs about the same per call whatever the size; below this size it outweighs the
+memory it saves: on the ``catch`` preset's networks, recomputing everywhere made a denoiser update 1.5-1.8
+times slower (benchmarks/results/README.md, "Catch, session 12")."""
+
+
 def norm_act_conv(norm: AdaGroupNorm, conv: nn.Conv2d, x: Tensor, cond: Tensor) -> Tensor:
     """``conv(silu(norm(x, cond)))``, keeping for the backward pass only ``x`` and the convolution's output.
 
-    With gradients enabled, the normalized, scaled and activated tensors (three of ``x``'s size) are not
-    stored but recomputed in the backward pass (selective activation checkpointing: the convolution itself
-    is never run again). The results and gradients are those of the plain composition, bit for bit; the
-    memory of a training step is about halved, at the price of one more pass of these elementwise operations.
+    With gradients enabled and ``x`` of at least ``RECOMPUTE_MIN_NUMEL`` elements, the normalized, scaled
+    and activated tensors (three of ``x``'s size) are not stored but recomputed in the backward pass
+    (selective activation checkpointing: the convolution itself is never run again). The results and
+    gradients are those of the plain composition, bit for bit; the memory of a training step is about
+    halved, at the price of one more pass of these elementwise operations.
     """
-    if not torch.is_grad_enabled():
+    if not torch.is_grad_enabled() or x.numel() < RECOMPUTE_MIN_NUMEL:
         return _norm_act_conv(norm, conv, x, cond)
     return checkpoint(
         _norm_act_conv,
