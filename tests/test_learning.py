@@ -54,7 +54,7 @@ def test_catch_learns_far_above_random(tmp_path: Path) -> None:
         log = (tmp_path / f"train_s{seed}.log").open("w")
         runs[seed] = (run_dir, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
     failures = []
-    # Both seeds within an hour: 17 min on the 2-core AMD EPYC (AVX2) machine of session 12
+    # Both seeds within an hour: 14 min on the 2-core AMD EPYC (AVX2) machine of session 12
     # (benchmarks/results/README.md, "Catch, session 12"), so a machine 3 times slower still fits; CI's own
     # limit is 90 min in all.
     deadline = time.monotonic() + 3600

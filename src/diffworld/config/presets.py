@@ -88,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "actor_critic.training.steps_per_epoch": 10,
     },
     "catch": {
-        # game=Catch (diffworld.envs.catch, one ball per episode) on 2 CPU cores in about 17 minutes (seeds 0
+        # game=Catch (diffworld.envs.catch, one ball per episode) on 2 CPU cores in about 14 minutes (seeds 0
         # and 1 side by side, one thread each; benchmarks/results/README.md, "Catch, session 12"). Frames of
         # 32x32 (cells of 4x4 pixels): every update about 3 times cheaper than at 64x64, the same game. The
         # world model's networks at their smallest and most of their updates in the first epoch, on 200
