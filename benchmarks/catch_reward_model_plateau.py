@@ -29,18 +29,19 @@ import torch
 
 from diffworld.config.loading import load_config_file, reward_model_seq_length
 from diffworld.data import EpisodeDataset, SegmentSampler
+from diffworld.data.batch import Batch
+from diffworld.envs.catch import ACTION_MEANINGS
 from diffworld.models.reward_termination import RewardTerminationModel
 from diffworld.run.folder import dataset_dir
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
 from diffworld.training.update import SampledBatches, train_updates
 
-NUM_ACTIONS = 3
 EVAL_SEGMENTS = 1024
 EVERY = 100
 
 
 @torch.no_grad()
-def recall_per_sign(model: RewardTerminationModel, segments: Any) -> list[float]:
+def recall_per_sign(model: RewardTerminationModel, segments: Batch) -> list[float]:
     """Recall of sign -1, 0, +1 over the real steps of ``segments``."""
     logits, _, _ = model.predict(
         segments.obs[:, :-1], segments.act, segments.obs[:, 1:], mask=segments.mask_padding
@@ -57,7 +58,7 @@ def plateau(run_dir: Path, episodes: int, updates: int, seed: int) -> dict[str, 
     seq_length = reward_model_seq_length(cfg)
     training, optim_cfg = cfg.reward_model.training, cfg.reward_model.optimizer
     torch.manual_seed(seed)
-    model = RewardTerminationModel(cfg.reward_model, NUM_ACTIONS, img_size=cfg.env.size)
+    model = RewardTerminationModel(cfg.reward_model, len(ACTION_MEANINGS), img_size=cfg.env.size)
     optimizer = make_optimizer(model, optim_cfg)
     scheduler = make_warmup_scheduler(optimizer, optim_cfg.warmup_steps)
     batches = SampledBatches(
