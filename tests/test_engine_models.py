@@ -183,10 +183,10 @@ def edm_constants(sigma: torch.Tensor, sigma_data: float, offset: float) -> tupl
 
 
 def noised(x: torch.Tensor, sigma: torch.Tensor, offset: float) -> torch.Tensor:
-    """x + sigma eps + offset noise, drawn as ``add_noise`` draws them: eps, then the per-channel offsets."""
-    eps = torch.randn(x.shape)
+    """x + offset noise + sigma eps, drawn in the official code's order: the per-channel offsets, then eps."""
     shift = offset * torch.randn(*x.shape[:2], 1, 1)
-    return x + sigma[:, None, None, None] * eps + shift
+    eps = torch.randn(x.shape)
+    return x + shift + sigma[:, None, None, None] * eps
 
 
 @pytest.mark.parametrize("noise_previous_obs", [True, False])
@@ -243,14 +243,15 @@ def test_denoiser_sampler_noises_the_conditioning_at_s_cond() -> None:
     sampler_cfg = EngineSamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
     frames = model.sampler(sampler_cfg).predict_next(batch.obs, batch.act, torch.Generator().manual_seed(4))
 
-    # Independently, with the generator's draws in the sampler's order: the conditioning noise (eps, then the
-    # zero offset's draw), then the initial unit noise; one Euler step from sigma 5 lands on D, floored.
+    # Independently, with the generator's draws in the official sampler's order: the initial unit noise, then
+    # the conditioning noise (the zero offset's draw, then eps); one Euler step from sigma 5 lands on D,
+    # floored.
     g = torch.Generator().manual_seed(4)
-    flat = batch.obs.flatten(1, 2)
-    eps = torch.randn(flat.shape, generator=g)
-    torch.randn(2, 6, 1, 1, generator=g)
-    prev = (flat + 0.005 * eps).view_as(batch.obs)
     x = torch.randn(2, 3, 6, 10, generator=g)
+    flat = batch.obs.flatten(1, 2)
+    torch.randn(2, 6, 1, 1, generator=g)
+    eps = torch.randn(flat.shape, generator=g)
+    prev = (flat + 0.005 * eps).view_as(batch.obs)
     c_in, c_skip, c_out, c_noise = (
         c.view(-1, 1, 1, 1) for c in edm_constants(torch.full((2,), 5.0), 0.5, 0.1)
     )
@@ -287,7 +288,8 @@ def test_upsampler_input_assembly_30x56_to_150x280() -> None:
     torch.manual_seed(0)
     loss, _ = model(batch)
     assert torch.isfinite(loss)
-    (noisy, _, noise_cond, cond_images, act) = calls[0]
+    (noisy, _, noise_cond, cond_images, act, act_valid) = calls[0]
+    assert act_valid is None
     assert noisy.shape == (2, 3, 150, 280) and act is None
     # The previous full-resolution frame, then the target's low-resolution frame bicubic-upsampled
     # (independent: interpolation to the size), both / sigma_data; no augmentation: c_noise_cond 0.

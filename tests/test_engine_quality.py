@@ -1,5 +1,6 @@
-"""engine/quality.py: open-loop PSNR/SSIM at horizons against the copy-the-last-frame baseline, checked with
-fake engines whose scores are known exactly."""
+"""engine/quality.py: open-loop PSNR/SSIM at horizons against the baselines (copy the last frame, blur it, the
+mean training frame), checked with fake engines whose scores are known exactly and against an independent
+computation of the baselines."""
 
 from __future__ import annotations
 
@@ -15,12 +16,23 @@ from torch import Tensor
 
 from diffworld.cli import main
 from diffworld.engine.actions import ActionSpec, discrete
-from diffworld.engine.config import build_engine_config, save_engine_config
+from diffworld.engine.config import LowResFilter, build_engine_config, save_engine_config
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.engine.imagine import EngineSamplers, Imagination
-from diffworld.engine.quality import BASELINE, ENGINE, evaluate_quality, format_table, plan_trajectories
+from diffworld.engine.quality import (
+    BASELINE,
+    BLUR,
+    ENGINE,
+    MEAN_FRAME,
+    evaluate_quality,
+    format_table,
+    gaussian_blur,
+    mean_frame_indices,
+    plan_trajectories,
+    quality_metrics,
+)
 from diffworld.evaluation.image_metrics import PSNR_MAX
 from diffworld.run.checkpoint import save_checkpoint
 from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
@@ -49,7 +61,7 @@ class ActionCoded:
     """Knows the game of ``action_coded_dataset``: the next frame is uniform at level 40 + 30 a."""
 
     def predict_next(self, prev_obs: Tensor, prev_act: Tensor, generator=None, callback=None) -> Tensor:
-        value = level(40 + 30 * prev_act[:, -1, 0])
+        value = torch.as_tensor(level(40 + 30 * prev_act[:, -1, 0]))
         return value[:, None, None, None].expand(-1, *prev_obs.shape[2:]).clone()
 
 
@@ -117,19 +129,21 @@ def test_copy_last_frame_engine_scores_exactly_the_baseline(tmp_path: Path) -> N
     for res, size in (("low_res", LOW), ("full_res", FULL)):
         assert report[res]["size"] == list(size)
         assert report[res][ENGINE] == report[res][BASELINE]
+        assert BLUR in report[res] and MEAN_FRAME not in report[res]  # every episode is a test one
         assert set(report[res][ENGINE]) == {"psnr", "ssim"}
         assert all(
             v is not None and v < 20 for v in report[res][ENGINE]["psnr"].values()
         )  # random frames differ
     json.dumps(report)  # JSON-ready
-    assert "copy the last real frame" in format_table(report)
+    table = format_table(report)
+    assert "copy last frame: the last real context frame" in table and "mean training frame" not in table
 
 
 def test_actions_are_aligned_with_the_frames_they_follow(tmp_path: Path) -> None:
     """An engine that knows the game's rule predicts every frame exactly: only if each prediction gets the
     action taken after the frame before it."""
     dataset = action_coded_dataset(tmp_path / "d", [30, 50])
-    engine = EngineSamplers(ActionCoded(), 3, LOW, NearestUp(), 2)
+    engine = EngineSamplers(ActionCoded(), 3, LOW, NearestUp(), 2, LowResFilter.area)
     report = evaluate_quality(dataset, engine, horizons=(1, 10, 20))
     for res in ("low_res", "full_res"):
         assert report[res][ENGINE]["psnr"] == {"1": PSNR_MAX, "10": PSNR_MAX, "20": PSNR_MAX}
@@ -155,7 +169,83 @@ def test_small_frames_get_psnr_only_and_unreached_horizons_none(tmp_path: Path) 
     assert set(report["low_res"][ENGINE]) == {"psnr"}
     assert report["trajectories"] == {"1": 1, "10": 1, "100": 0}
     assert report["low_res"][ENGINE]["psnr"]["100"] is None
-    assert "-" in format_table(report).splitlines()[3]
+    rows = [line for line in format_table(report).splitlines() if line.startswith("    100")]
+    assert rows and rows[0].split()[2:] == ["engine", "-"]
+
+
+def test_gaussian_blur_is_scipys() -> None:
+    from scipy.ndimage import gaussian_filter
+
+    x = torch.rand(2, 3, 7, 9, dtype=torch.float64)
+    for sigma in (0.4, 1.0, 2.0, 3.5):  # at 3.5 the kernel (radius 14) is wider than the frame
+        expected = gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="nearest", truncate=4.0)
+        np.testing.assert_allclose(gaussian_blur(x, sigma).numpy(), expected, atol=1e-12)
+    assert torch.equal(gaussian_blur(x, 0.0), x)
+
+
+def test_mean_frame_samples_are_spread_evenly() -> None:
+    positions, frames = mean_frame_indices(np.array([5, 3, 10]), 4)  # frames 0, 6, 11, 17 of the 18
+    assert positions.tolist() == [0, 1, 2, 2] and frames.tolist() == [0, 1, 3, 9]
+    positions, frames = mean_frame_indices(np.array([2, 1]), 2000)
+    assert positions.tolist() == [0, 0, 1] and frames.tolist() == [0, 1, 0]
+
+
+def _psnr_levels(pred: np.ndarray, target: np.ndarray) -> float:
+    """PSNR of float frames in [-1, 1], on 8-bit levels, computed apart from diffworld's metrics."""
+    mse = np.mean(((np.clip(pred, -1, 1) + 1) * 127.5 - (np.clip(target, -1, 1) + 1) * 127.5) ** 2)
+    return PSNR_MAX if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def test_baselines_match_an_independent_computation(tmp_path: Path) -> None:
+    """Blur (sigma 2 px at 24x32, 1 px at 12x16) and mean-frame PSNRs as numpy and scipy compute them from
+    the frames: the blurred last context frame, the mean of the training frames (all of them: fewer than
+    2,000), at low resolution the mean of the low-resolution frames."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(3)
+    episodes = [
+        (rng.integers(0, 256, (n, *FULL, 3), dtype=np.uint8), rng.integers(0, 3, (n, 1)).astype(np.float32))
+        for n in (9, 14, 12, 20)
+    ]
+    dataset = write_dataset(tmp_path / "d", episodes, ["000001", "000003"])
+    engine = EngineSamplers(CopyLast(), 2, LOW, CopyLastFull(), 1, LowResFilter.area)
+    report = evaluate_quality(dataset, engine, horizons=(1, 5), max_trajectories=10)
+    assert report["baselines"]["blur"]["sigma_low_res"] == pytest.approx(1.0)
+    assert report["baselines"]["mean_frame"] == {"training_frames": 9 + 12}
+
+    def to_float(frames: np.ndarray) -> np.ndarray:  # (..., H, W, 3) uint8 -> (..., 3, H, W) in [-1, 1]
+        return np.moveaxis(frames.astype(np.float64), -1, -3) / 127.5 - 1
+
+    def low(frames: np.ndarray) -> np.ndarray:  # 2x2 means
+        h, w = frames.shape[-2:]
+        return frames.reshape(*frames.shape[:-2], h // 2, 2, w // 2, 2).mean(axis=(-3, -1))
+
+    train = to_float(np.concatenate([episodes[0][0], episodes[2][0]]))
+    means = {"full_res": train.mean(0), "low_res": low(train).mean(0)}
+    sigmas = {"full_res": 2.0, "low_res": 1.0}
+    for h in (1, 5):
+        scores: dict[tuple[str, str], list[float]] = {}
+        for e in (1, 3):  # test episodes of 14 and 20 frames: trajectories start at 0, 5, 10 (and 15)
+            frames = to_float(episodes[e][0])
+            for start in range(0, len(frames) - 2, 5):
+                if start + 1 + h >= len(frames):
+                    continue
+                for res, view in (("full_res", frames), ("low_res", low(frames))):
+                    last, target = view[start + 1], view[start + 1 + h]
+                    blurred = gaussian_filter(
+                        last, (0, sigmas[res], sigmas[res]), mode="nearest", truncate=4.0
+                    )
+                    scores.setdefault((res, BLUR), []).append(_psnr_levels(blurred, target))
+                    scores.setdefault((res, MEAN_FRAME), []).append(_psnr_levels(means[res], target))
+                    scores.setdefault((res, BASELINE), []).append(_psnr_levels(last, target))
+        assert len(scores["full_res", BLUR]) == report["trajectories"][str(h)] == (7 if h == 1 else 5)
+        for (res, who), values in scores.items():
+            assert report[res][who]["psnr"][str(h)] == pytest.approx(np.mean(values), rel=1e-5), (res, who, h)
+    metrics = quality_metrics(report, "engine/test")
+    assert {"engine/test/psnr_full_h5_blur", "engine/test/ssim_low_h1_mean_frame"} <= set(metrics)
+    table = format_table(report)
+    assert "blurred last frame" in table and "mean of 21 training frames" in table
+    assert report["low_res"][BLUR]["psnr"]["1"] > report["low_res"][BASELINE]["psnr"]["1"]  # noise: blur wins
 
 
 def test_imagination_steps_with_the_actions_given() -> None:
@@ -222,6 +312,12 @@ def test_cli_eval_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixtur
     again = tmp_path / "again.json"
     assert main(["engine", "eval", str(engine), "--horizons", "1", "10", "--out", str(again)]) == 0
     assert json.loads(again.read_text()) == report  # seeded: the same draws
+    assert report["sampler_settings"] == "fast" and report["denoising_steps"] == 1
+    hq = tmp_path / "hq.json"
+    argv = ["engine", "eval", str(engine), "--horizons", "1", "--sampler-settings", "higher_quality"]
+    assert main([*argv, "--out", str(hq)]) == 0
+    hq_report = json.loads(hq.read_text())
+    assert hq_report["sampler_settings"] == "higher_quality" and hq_report["denoising_steps"] == 3
 
 
 def test_cli_eval_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from diffworld.engine.actions import ActionSpec, bins, keys
+from diffworld.engine.config import LowResFilter
 from diffworld.engine.dataset import EngineDataset, EngineDatasetError, EngineDatasetWriter
 from diffworld.engine.sampler import EngineSegmentSampler
 
@@ -71,8 +72,29 @@ def test_sampling_follows_the_official_rule(dataset: EngineDataset) -> None:
     assert (starts < 0).any()  # left padding happens (episode 0 is shorter than a segment)
 
 
-def test_low_res_is_area_interpolation(dataset: EngineDataset) -> None:
+def test_low_res_is_bicubic_at_8_bit_levels_by_default(dataset: EngineDataset) -> None:
+    # The official CS:GO low-resolution data: antialiased bicubic resizing of the [-1, 1] frames, stored as
+    # 8-bit levels by truncation. Here in float64, levels counted from 0 to 255: where the value lies on a
+    # level (a flat region of the frame: bicubic weights sum to 1), float32 and float64 rounding may land on
+    # either side of it and truncate to neighbouring levels; nowhere else may they differ.
     batch = sampler(dataset, low_res=(5, 3)).make_batch(np.array([1]), np.array([0]))
+    assert batch.obs_full is not None
+    resized = F.interpolate(
+        batch.obs_full[0].double(), size=(5, 3), mode="bicubic", align_corners=False, antialias=True
+    )
+    exact = ((resized + 1) * 127.5).clamp(0, 255)
+    levels = torch.floor(exact)
+    got_levels = ((batch.obs[0].double() + 1) * 127.5).round()
+    differ = got_levels != levels
+    assert ((levels - got_levels).abs()[differ] == 1).all()
+    assert ((exact - exact.round()).abs()[differ] < 1e-4).all()
+    assert not differ.all()
+
+
+def test_low_res_area_filter(dataset: EngineDataset) -> None:
+    batch = sampler(dataset, low_res=(5, 3), low_res_filter=LowResFilter.area).make_batch(
+        np.array([1]), np.array([0])
+    )
     assert batch.obs_full is not None
     expected = F.interpolate(batch.obs_full[0], size=(5, 3), mode="area")
     assert torch.allclose(batch.obs[0], expected, atol=1e-6)

@@ -64,7 +64,7 @@ def test_train_logs_tests_checkpoints_and_loads_for_play(dataset: Path, tmp_path
         f"engine/test/{metric}_{res}_h{h}{who}"
         for metric, res in (("psnr", "low"), ("psnr", "full"), ("ssim", "full"))
         for h in (1, 10)
-        for who in ("", "_copy_last_frame")
+        for who in ("", "_copy_last_frame", "_blur", "_mean_frame")
     }
     assert set(last_test) == {"denoiser/test/loss", "upsampler/test/loss"} | quality
     records = read_metrics(run_dir)

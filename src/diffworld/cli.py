@@ -11,10 +11,13 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from diffworld import __version__
 from diffworld.errors import UserError
+
+if TYPE_CHECKING:
+    from diffworld.engine.open_engine import SamplerSettings
 
 MAX_SEED = 2**32 - 1
 """As ``diffworld.config.loading.MAX_SEED`` (not imported here: it would load the configuration modules)."""
@@ -160,6 +163,7 @@ def _cmd_engine_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_engine_eval(args: argparse.Namespace) -> int:
+    from diffworld.engine.action_fidelity import format_fidelity
     from diffworld.engine.quality import QUALITY_FILE, evaluate_engine, format_table
 
     out = Path(args.out) if args.out else Path(args.engine) / QUALITY_FILE
@@ -171,11 +175,17 @@ def _cmd_engine_eval(args: argparse.Namespace) -> int:
         horizons=args.horizons,
         max_trajectories=args.trajectories,
         denoising_steps=args.denoising_steps,
+        sampler_settings=_sampler_settings(args.sampler_settings),
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        fidelity_states=args.fidelity_states,
+        fidelity_every=args.fidelity_every,
+        fidelity_seed=args.fidelity_seed,
     )
     print(format_table(report))
+    if "action_fidelity" in report:
+        print(format_fidelity(report["action_fidelity"]))
     print(f"Wrote {path}")
     return 0
 
@@ -288,6 +298,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
             data=args.data,
             horizon=args.horizon,
             denoising_steps=args.denoising_steps,
+            sampler_settings=_sampler_settings(args.sampler_settings),
             fps=args.fps,
             scale=args.scale or 2,
             record_dir=Path(args.record_dir) if args.record_dir else None,
@@ -296,8 +307,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
             max_frames=args.max_frames,
         )
         return 0
-    if args.keymap or args.data or args.denoising_steps:
-        raise UserError("--keymap, --data and --denoising-steps are for engine folders")
+    if args.keymap or args.data or args.denoising_steps or args.sampler_settings:
+        raise UserError("--keymap, --data, --denoising-steps and --sampler-settings are for engine folders")
     from diffworld.viz.play import ENV_CHOICES, run_play
 
     run_play(
@@ -313,6 +324,20 @@ def _cmd_play(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
     )
     return 0
+
+
+SETTINGS = ("fast", "higher_quality")
+"""The values of ``engine.open_engine.SamplerSettings`` (named here so that the parser imports no torch)."""
+SAMPLER_SETTINGS_HELP = (
+    "engine: its samplers, 'fast' (its own; the official CS:GO model's fast file) or 'higher_quality' (the "
+    "official file: 3 denoising steps, 10 upsampling steps)"
+)
+
+
+def _sampler_settings(value: str | None) -> SamplerSettings:
+    from diffworld.engine.open_engine import SamplerSettings
+
+    return SamplerSettings(value or "fast")
 
 
 SHOW_DENOISING = 0
@@ -342,16 +367,22 @@ def _cmd_video(args: argparse.Namespace) -> int:
             scale=args.scale or 2,
             fps=args.fps,
             denoising_steps=args.denoising_steps,
+            sampler_settings=_sampler_settings(args.sampler_settings),
             data=args.data,
             seed=args.seed,
             device=args.device,
         )
         num_frames, height, width = summary.num_frames, summary.height, summary.width
     else:
-        if args.data or args.episode is not None or (args.denoising_steps or SHOW_DENOISING) > 0:
+        if (
+            args.data
+            or args.episode is not None
+            or args.sampler_settings
+            or (args.denoising_steps or SHOW_DENOISING) > 0
+        ):
             raise UserError(
-                "--data, --episode and --denoising-steps N are for engine folders (a run's video takes "
-                "--denoising-steps alone, to show each denoising step)."
+                "--data, --episode, --sampler-settings and --denoising-steps N are for engine folders (a "
+                "run's video takes --denoising-steps alone, to show each denoising step)."
             )
         from diffworld.viz.video import run_video
 
@@ -482,6 +513,7 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
             out,
             horizons=args.horizons or list(ENGINE_HORIZONS),
             denoising_steps=args.steps,
+            sampler_settings=_sampler_settings(args.sampler_settings),
             max_trajectories=args.trajectories or 32,
             batch_size=args.batch_size or 8,
             data=args.data,
@@ -492,8 +524,8 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
             print(line)
         print(f"Wrote {out / JSON_FILE} and {out / PNG_FILE}")
         return 0
-    if args.data is not None or args.trajectories is not None:
-        raise UserError("--data and --trajectories are for engine folders.")
+    if args.data is not None or args.trajectories is not None or args.sampler_settings:
+        raise UserError("--data, --trajectories and --sampler-settings are for engine folders.")
     from diffworld.evaluation.wm_quality import DENOISING_STEPS, HORIZONS, KINDS, evaluate_world_models
 
     report = evaluate_world_models(
@@ -714,7 +746,8 @@ def _add_engine_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = commands.add_parser(
         "eval",
         help="PSNR/SSIM of an engine's open-loop predictions on the test split at horizons 1, 10, 100 "
-        "(low resolution and upsampled), against copying the last real frame",
+        "(low resolution and upsampled), against copying the last real frame, blurring it and the mean "
+        "training frame; and its action fidelity on the real game of a recorded dataset",
     )
     p.add_argument("engine", help="an engine folder (engine train or engine import)")
     p.add_argument("--data", help="the engine dataset to evaluate on (default: the engine's)")
@@ -725,9 +758,24 @@ def _add_engine_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument(
         "--denoising-steps", type=positive_int, help="next-frame denoising steps (default: the engine's)"
     )
+    p.add_argument("--sampler-settings", choices=SETTINGS, default="fast", help=SAMPLER_SETTINGS_HELP)
     p.add_argument("--batch-size", type=positive_int, default=8, help="trajectories imagined together")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument(
+        "--fidelity-states",
+        type=non_negative_int,
+        help="action fidelity: real-game states probed with every action, 0 for none (default: 64 when the "
+        "dataset was recorded from a Gymnasium env with 'engine record', else 0)",
+    )
+    p.add_argument(
+        "--fidelity-every", type=positive_int, default=10, help="steps between probed states of an episode"
+    )
+    p.add_argument(
+        "--fidelity-seed",
+        type=seed_int,
+        help="seed of the held-out play (default: the recording's seed + 1000000; not the recording's)",
+    )
     p.add_argument("--out", help="the JSON report (default: <engine>/quality.json)")
     p.set_defaults(func=_cmd_engine_eval)
     p = commands.add_parser(
@@ -841,6 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--denoising-steps", type=positive_int, help="engine: denoising steps (default: the engine's)"
     )
+    p.add_argument("--sampler-settings", choices=SETTINGS, help=SAMPLER_SETTINGS_HELP + " (default: fast)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(
@@ -868,6 +917,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a run or agent: alone, show each denoising step too; an engine: N next-frame denoising steps "
         "(default: the engine's)",
     )
+    p.add_argument("--sampler-settings", choices=SETTINGS, help=SAMPLER_SETTINGS_HELP + " (default: fast)")
     p.add_argument(
         "--scale", type=positive_int, help="video pixels per frame pixel (default: 4, an engine's 2)"
     )
@@ -1004,6 +1054,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trajectories", type=positive_int, help="engines: open-loop trajectories at most (default 32)"
     )
     p.add_argument("--data", help="engines: the dataset whose test split they imagine (default: their own)")
+    p.add_argument("--sampler-settings", choices=SETTINGS, help=SAMPLER_SETTINGS_HELP + " (default: fast)")
     p.add_argument(
         "--batch-size",
         type=positive_int,

@@ -29,7 +29,12 @@ def _num_rows(component: Discrete | Keys | Bins | Continuous) -> int:
 
 
 class ActionEncoder(nn.Module):
-    """(B, L, D) float action vectors laid out by ``spec`` -> (B, L, ``dim``) embeddings."""
+    """(B, L, D) float action vectors laid out by ``spec`` -> (B, L, ``dim``) embeddings.
+
+    Steps where ``valid`` is False (the padding before an episode's first frame) embed to zero: the official
+    CS:GO code pads with an all-zero action vector, which selects no row, whereas index 0 of a ``bins``
+    component is a real action (the largest mouse movement).
+    """
 
     def __init__(self, spec: ActionSpec, dim: int) -> None:
         super().__init__()
@@ -37,7 +42,8 @@ class ActionEncoder(nn.Module):
         self.dim = dim
         self.tables = nn.ModuleList([nn.Embedding(_num_rows(c), dim) for c in spec.components])
 
-    def forward(self, act: Tensor) -> Tensor:
+    def forward(self, act: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``act``: (B, L, D); ``valid``: (B, L) bool, None when every step is a real one."""
         if act.size(-1) != self.spec.width:
             raise ValueError(f"action vectors of width {act.size(-1)} given, the spec has {self.spec.width}")
         out = act.new_zeros(*act.shape[:-1], self.dim)
@@ -52,4 +58,6 @@ class ActionEncoder(nn.Module):
                 half_range = (component.high - component.low) / 2
                 centred = (values - (component.low + half_range)) / half_range
                 out = out + centred @ table.weight
+        if valid is not None:
+            out = out * valid[..., None].to(out.dtype)
         return out

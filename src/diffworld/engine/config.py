@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +34,44 @@ class EngineSamplerConfig(SamplerConfig):
     conditioning frames, the network told level 0 (c_noise_cond = 0)."""
 
 
+class GradAccumulation(str, Enum):
+    """How the losses of the ``grad_acc_steps`` batches of one update combine into its gradient."""
+
+    sum = "sum"
+    """The official CS:GO trainer: each batch's loss is backpropagated as it is, so the update's gradient is
+    the sum of the batches' (and ``max_grad_norm`` clips that sum)."""
+    mean = "mean"
+    """The mean of the batches' gradients, as the Atari trainer (where ``grad_acc_steps`` is 1)."""
+
+
+class LowResFilter(str, Enum):
+    """How the denoiser's low-resolution frames are made from the dataset's frames."""
+
+    bicubic = "bicubic"
+    """The official CS:GO data (``process_csgo_tar_files.py``): bicubic resizing with antialiasing of the
+    frames in [-1, 1], then stored as 8-bit levels (truncated). Where bicubic overshoots [-1, 1] the official
+    cast to uint8 wraps around (a white edge turns black); here such values saturate at the nearest level."""
+    area = "area"
+    """Each low-resolution pixel the mean of the full-resolution pixels it covers, kept in float (engines
+    trained before the bicubic filter; their ``config.yaml`` has no ``low_res_filter`` and reads as this)."""
+
+
 @dataclass
 class EngineModelTrainingConfig:
     """The batches one model trains on."""
 
     batch_size: int = 16
-    """Segments per batch, over all processes (each of N ``torchrun`` processes takes batch_size / N)."""
+    """Segments per batch: over all processes together (each of N ``torchrun`` processes takes
+    batch_size / N), or per process with ``training.batch_size_per_process`` (the official semantics)."""
     grad_acc_steps: int = 8
     """Batches accumulated per optimizer update."""
-    num_autoregressive_steps: int = 4
+    grad_accumulation: GradAccumulation = GradAccumulation.sum
+    """``sum`` (the official CS:GO trainer) or ``mean`` of the accumulated batches' gradients."""
+    num_autoregressive_steps: int = 5
     """Consecutive predictions per training segment (num_cond_frames + this many frames), the later ones
-    conditioned on the model's own one-shot estimates (docs/method.md §3)."""
+    conditioned on the model's own one-shot estimates (docs/method.md §3). The official configuration counts
+    the predictions after the first: its ``num_autoregressive_steps`` is this minus one (CS:GO: 4 for the
+    denoiser, 1 for the upsampler, so 5 and 2 here)."""
 
 
 @dataclass
@@ -108,7 +136,7 @@ def _csgo_upsampler() -> UpsamplerConfig:
             s_tmax=5.0,
             s_noise=0.9,
         ),
-        training=EngineModelTrainingConfig(batch_size=4, grad_acc_steps=8, num_autoregressive_steps=1),
+        training=EngineModelTrainingConfig(batch_size=4, grad_acc_steps=8, num_autoregressive_steps=2),
     )
 
 
@@ -139,6 +167,10 @@ class EngineTrainingConfig:
     """The horizons (predictions after the real context) at which the quality is measured."""
     precision: Precision = Precision.fp32
     """``bf16``: forward passes under ``torch.autocast`` to bfloat16 (``config.schema.TrainingConfig``)."""
+    batch_size_per_process: bool = False
+    """Under ``torchrun`` with N processes: False, each model's ``batch_size`` is the global batch, split
+    over the processes (results do not depend on N); True, it is each process's batch, N x batch_size
+    segments in all, as the official code's per-GPU batch sizes (the ``csgo`` preset)."""
 
 
 @dataclass
@@ -161,11 +193,14 @@ class EngineConfig:
     run_dir: str | None = None
     """Run folder; default ``runs/engine/<dataset name>/<date>_<time>_s<seed>``."""
     low_res: list[int] | None = None
-    """[h, w]: the denoiser's resolution, to which the dataset's frames are area-downsampled. None (the
+    """[h, w]: the denoiser's resolution, to which the dataset's frames are downsampled (``low_res_filter``).
+    None (the
     default): derived from the dataset when training starts (``with_low_res``), its frames' size divided by
     ``upsampler.factor`` (CS:GO: 150x280 / 5 = 30x56), or the frames' size itself without upsampler;
     ``config.yaml`` holds the value used. Given, it must be that value (at most the frames' size without
     upsampler)."""
+    low_res_filter: LowResFilter = LowResFilter.bicubic
+    """How frames become ``low_res`` frames: ``bicubic`` (the official CS:GO data) or ``area``."""
     denoiser: EngineDenoiserConfig = field(default_factory=EngineDenoiserConfig)
     upsampler: UpsamplerConfig | None = field(default_factory=_csgo_upsampler)
     """None (``upsampler=null``): no upsampler, the engine plays at ``low_res``."""
@@ -231,42 +266,43 @@ def with_low_res(cfg: EngineConfig, frame_size: tuple[int, int]) -> EngineConfig
 
 
 ENGINE_PRESETS: dict[str, dict[str, Any]] = {
-    # The official CS:GO model (defaults): denoiser at 30x56, upsampler to 150x280.
-    "csgo": {},  # low_res derived: the CS:GO dataset's 150x280 frames / 5 = 30x56
+    # The official CS:GO model (defaults): denoiser at 30x56, upsampler to 150x280, batch sizes per process
+    # as the official trainer's per-GPU ones.
+    "csgo": {"training.batch_size_per_process": True},  # low_res: 150x280 frames / 5 = 30x56
     "cpu": {
-        # Full-resolution Atari frames (210x160) on 2 CPU cores for an hour. Factor 5 (the default, low_res
-        # derived: 42x32) is the only one that divides both 210 and 160 and keeps the low-res frames
-        # readable: 4 does not divide 210, 10 leaves 21x16, where a 2-pixel Atari ball disappears. 42x32
-        # has about a third of the pixels of the paper's
-        # 64x64, so the denoiser's updates are cheap; the upsampler works at full resolution, where most of
-        # the time goes, so it is the smaller network with the smaller batch. One sampling step each and
-        # denoiser noise levels centred on the level that step uses, as the ``quick`` Atari preset.
+        # Full-resolution Atari frames (210x160) on 2 CPU cores in at most 3 hours. Factor 5 (the default,
+        # low_res derived: 42x32) is the only one that divides both 210 and 160 and keeps the low-res frames
+        # readable: 4 does not divide 210, 10 leaves 21x16, where a 2-pixel Atari ball disappears. 42x32 has
+        # about a third of the pixels of the paper's 64x64, so the denoiser's updates are cheap (0.4 s on 2
+        # threads with 3 predictions per segment; benchmarks/results/README.md, "An engine that plays
+        # Breakout"). The upsampler works at full resolution, where most of the time goes: its first level
+        # has 8 channels, so that a frame (one denoiser and one upsampler call) takes about 55 ms on 2
+        # threads, the game's 15 frames per second. The noise levels and samplers are the official CS:GO
+        # ones (one step each); the upsampler keeps the official autoregressive step.
         "denoiser.cond_channels": 256,
         "denoiser.channels": [32, 64, 64],
         "denoiser.depths": [1, 1, 1],
         "denoiser.attn_depths": [False, False, False],
         "denoiser.training.batch_size": 16,
         "denoiser.training.grad_acc_steps": 1,
-        "denoiser.training.num_autoregressive_steps": 2,
+        "denoiser.training.num_autoregressive_steps": 3,
         "denoiser.optimizer.lr": 1e-3,
         "denoiser.optimizer.max_grad_norm": 1.0,
         "upsampler.cond_channels": 128,
-        "upsampler.channels": [16, 32, 32],
+        "upsampler.channels": [8, 16, 32],
         "upsampler.depths": [1, 1, 1],
         "upsampler.attn_depths": [False, False, False],
         "upsampler.training.batch_size": 4,
         "upsampler.training.grad_acc_steps": 1,
         "upsampler.optimizer.lr": 1e-3,
         "upsampler.optimizer.max_grad_norm": 1.0,
-        # An hour of training whatever the CPU: 3,500 updates took an hour on the session-10 machine (2 cores,
-        # 1 s per update), 850 on the slower one of session 11 (4.1 s; benchmarks/results/README.md).
-        "training.num_updates": 3500,
-        "training.max_minutes": 60.0,
+        # Three hours of training whatever the CPU (summed over resumes), or 20,000 updates.
+        "training.num_updates": 20000,
+        "training.max_minutes": 180.0,
         "training.log_every": 25,
         "training.checkpoint_every": 250,
         "training.test_every": 500,
-        # One trajectory of 100 predictions costs about 3.4 updates (measured on one CPU thread), so 4 at each
-        # of the 7 tests cost about 3 % of the run.
+        # A few percent of the run: 4 open-loop trajectories of 100 predictions at each test.
         "training.quality_trajectories": 4,
     },
     "smoke": {
@@ -412,6 +448,9 @@ def load_engine_config(path: Path) -> EngineConfig:
         raise ConfigError(f"No engine configuration file at {path}.") from None
     except Exception as e:
         raise ConfigError(f"Cannot parse engine configuration {path}: {e}") from None
+    if isinstance(loaded, DictConfig) and "low_res_filter" not in loaded:
+        # Written before the bicubic filter existed: those engines trained on area-downsampled frames.
+        loaded.low_res_filter = LowResFilter.area.value
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(EngineConfig), loaded)
     except (ConfigKeyError, ConfigAttributeError) as e:

@@ -12,7 +12,12 @@ assume it).
 Noise augmentation (``noise_previous_obs``), as the official CS:GO recipe: in training, each sample draws a
 level sigma_cond like the training sigmas and its conditioning frames are noised at it (offset noise
 included); the network is told c_noise_cond = log(sigma_cond) / 4 (0 without augmentation). In sampling the
-conditioning frames get noise of the sampler's ``s_cond`` (no offset), and c_noise_cond = log(s_cond) / 4.
+conditioning frames get noise of the sampler's ``s_cond`` (no offset) before every denoising step, added to
+that of the steps before as the official sampler does, and c_noise_cond = log(s_cond) / 4.
+
+Padding (the steps before an episode's first frame): no action (a zero embedding, the official all-zero
+action vector), and in the autoregressive loss padding targets too are replaced by the one-shot estimates
+that condition the later predictions, as the official loss does.
 
 The upsampler's network sees the noisy full-resolution frame stacked with the L previous full-resolution
 frames and the low-resolution frame upsampled by bicubic interpolation (not clamped), no actions.
@@ -60,14 +65,27 @@ class _EngineEDM(nn.Module):
     net: EngineNetwork
 
     def denoise(
-        self, noisy: Tensor, sigma: Tensor, sigma_cond: Tensor | None, cond_images: Tensor, act: Tensor | None
+        self,
+        noisy: Tensor,
+        sigma: Tensor,
+        sigma_cond: Tensor | None,
+        cond_images: Tensor,
+        act: Tensor | None,
+        act_valid: Tensor | None = None,
     ) -> Tensor:
-        """D(x; sigma), not clamped; ``cond_images`` (B, K, 3, H, W) in [-1, 1] (noised at ``sigma_cond``)."""
-        output, c_skip, c_out = self._model_output(noisy, sigma, sigma_cond, cond_images, act)
+        """D(x; sigma), not clamped; ``cond_images`` (B, K, 3, H, W) in [-1, 1] (noised at ``sigma_cond``);
+        ``act_valid`` (B, L): False for padding steps, which have no action (``ActionEncoder``)."""
+        output, c_skip, c_out = self._model_output(noisy, sigma, sigma_cond, cond_images, act, act_valid)
         return c_skip * noisy + c_out * output
 
     def _model_output(
-        self, noisy: Tensor, sigma: Tensor, sigma_cond: Tensor | None, cond_images: Tensor, act: Tensor | None
+        self,
+        noisy: Tensor,
+        sigma: Tensor,
+        sigma_cond: Tensor | None,
+        cond_images: Tensor,
+        act: Tensor | None,
+        act_valid: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(F's output, c_skip, c_out), the latter two as (B, 1, 1, 1)."""
         c_in, c_skip, c_out, c_noise = edm_preconditioning(
@@ -75,11 +93,18 @@ class _EngineEDM(nn.Module):
         )
         c_in, c_skip, c_out = (c[:, None, None, None] for c in (c_in, c_skip, c_out))
         noise_cond = c_noise_cond(sigma_cond, noisy.size(0), noisy.device)
-        output = self.net(c_in * noisy, c_noise, noise_cond, cond_images / self.cfg.sigma_data, act)
+        output = self.net(
+            c_in * noisy, c_noise, noise_cond, cond_images / self.cfg.sigma_data, act, act_valid
+        )
         return output, c_skip, c_out
 
     def _training_prediction(
-        self, prev_frames: Tensor, extra_images: Tensor | None, act: Tensor | None, next_frame: Tensor
+        self,
+        prev_frames: Tensor,
+        extra_images: Tensor | None,
+        act: Tensor | None,
+        act_valid: Tensor | None,
+        next_frame: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(F's output, its target, the one-shot estimate of ``next_frame``, floored, no grad)."""
         b, device = next_frame.size(0), next_frame.device
@@ -90,7 +115,7 @@ class _EngineEDM(nn.Module):
         cond_images = prev_frames if extra_images is None else torch.cat([prev_frames, extra_images], dim=1)
         sigma = sample_sigma_training(b, self.cfg.sigma_distribution, device)
         noisy = add_noise(next_frame, sigma, self.cfg.sigma_offset_noise)
-        output, c_skip, c_out = self._model_output(noisy, sigma, sigma_cond, cond_images, act)
+        output, c_skip, c_out = self._model_output(noisy, sigma, sigma_cond, cond_images, act, act_valid)
         target = (next_frame - c_skip * noisy) / c_out  # EDM eq. 8: the loss of D on next_frame
         with torch.no_grad():
             estimate = quantize_floor(c_skip * noisy + c_out * output)
@@ -115,11 +140,18 @@ class EngineDenoiser(_EngineEDM):
         """(loss, metrics) on segments (``batch.obs``, low resolution) of num_cond_frames +
         num_autoregressive_steps frames."""
         self._check_length(batch.obs.size(1))
+        # The mask travels as a last action column, so that each prediction's window of actions carries
+        # which of its steps are padding (no action, as the official all-zero action vector).
+        act_and_valid = torch.cat([batch.act, batch.mask[..., None].to(batch.act.dtype)], dim=-1)
 
         def predict(prev_obs: Tensor, prev_act: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            return self._training_prediction(prev_obs, None, prev_act, next_obs)
+            return self._training_prediction(
+                prev_obs, None, prev_act[..., :-1], prev_act[..., -1] > 0, next_obs
+            )
 
-        loss = autoregressive_loss(batch.obs, batch.act, batch.mask, self.cfg.num_cond_frames, predict)
+        loss = autoregressive_loss(
+            batch.obs, act_and_valid, batch.mask, self.cfg.num_cond_frames, predict, estimate_padding=True
+        )
         return loss, {"loss": loss.detach()}
 
     def sampler(self, sampler_cfg: EngineSamplerConfig) -> EngineFrameSampler:
@@ -158,10 +190,15 @@ class Upsampler(_EngineEDM):
         def predict(
             prev_full: Tensor, low_window: Tensor, next_full: Tensor
         ) -> tuple[Tensor, Tensor, Tensor]:
-            return self._training_prediction(prev_full, low_window[:, -1:], None, next_full)
+            return self._training_prediction(prev_full, low_window[:, -1:], None, None, next_full)
 
         loss = autoregressive_loss(
-            batch.obs_full, low_up[:, 1:], batch.mask, self.cfg.num_cond_frames, predict
+            batch.obs_full,
+            low_up[:, 1:],
+            batch.mask,
+            self.cfg.num_cond_frames,
+            predict,
+            estimate_padding=True,
         )
         return loss, {"loss": loss.detach()}
 
@@ -179,16 +216,25 @@ def _sample_frame(
     generator: torch.Generator | None,
     callback: StepCallback | None,
 ) -> Tensor:
-    """One frame sampled from unit noise along ``sigmas``, conditioned on ``prev_frames`` (noised at
-    ``cfg.s_cond`` first if it is > 0) and ``extra_images``; clamped and quantized."""
+    """One frame sampled from unit noise along ``sigmas``, conditioned on ``prev_frames`` and
+    ``extra_images``; clamped and quantized.
+
+    With ``cfg.s_cond`` > 0, the conditioning images get noise of that std before every step, on top of the
+    noise of the steps before, and the network is told the level ``s_cond``: the official CS:GO sampler (one
+    step, its ``fast`` setting, noises them once). Draws in the official order: the initial noise, then at
+    each step the churn's noise, then the conditioning frames' offset noise (std 0) and noise.
+    """
     b, device = prev_frames.size(0), prev_frames.device
-    sigma_cond = None
-    if cfg.s_cond > 0:
-        sigma_cond = torch.full((b,), cfg.s_cond, device=device)
-        prev_frames = noise_frames(prev_frames, sigma_cond, 0.0, generator)
-    cond_images = prev_frames if extra_images is None else torch.cat([prev_frames, extra_images], dim=1)
     shape = (b, *prev_frames.shape[2:])
     x = torch.randn(shape, generator=generator, device=device, dtype=prev_frames.dtype)
+    sigma_cond = None if cfg.s_cond <= 0 else torch.full((b,), cfg.s_cond, device=device)
+    cond_images = prev_frames if extra_images is None else torch.cat([prev_frames, extra_images], dim=1)
+
+    def noise_cond_frames() -> None:
+        # All conditioning images, the upsampler's low-resolution one included, as the official sampler.
+        nonlocal cond_images
+        assert sigma_cond is not None
+        cond_images = noise_frames(cond_images, sigma_cond, 0.0, generator)
 
     def denoise_fn(x: Tensor, sigma: Tensor) -> Tensor:
         denoised = model.denoise(x, sigma, sigma_cond, cond_images, act)
@@ -207,6 +253,7 @@ def _sample_frame(
         s_noise=cfg.s_noise,
         generator=generator,
         churned_call_at_sigma=True,
+        before_denoising=None if sigma_cond is None else noise_cond_frames,
     )
     return quantize(x)
 

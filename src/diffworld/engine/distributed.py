@@ -83,8 +83,13 @@ def wrap(model: nn.Module, processes: Processes, device: torch.device) -> nn.Mod
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def per_process_batch_size(batch_size: int, processes: Processes, key: str) -> int:
-    """This process's share of a global batch of ``batch_size`` segments (``key`` names it in the error)."""
+def per_process_batch_size(
+    batch_size: int, processes: Processes, key: str, *, per_process: bool = False
+) -> int:
+    """This process's share of a global batch of ``batch_size`` segments (``key`` names it in the error), or
+    ``batch_size`` itself where it is each process's (``per_process``, the official code's semantics)."""
+    if per_process:
+        return batch_size
     if batch_size % processes.world_size != 0:
         raise UserError(
             f"{key}={batch_size} does not split over {processes.world_size} processes: make it a multiple of "

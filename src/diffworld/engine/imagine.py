@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from diffworld.data.frames import frames_to_tensor
+from diffworld.engine.config import LowResFilter
 from diffworld.engine.sampler import downsample
 from diffworld.models.diffusion.open_loop import NextFrameSampler
 
@@ -43,6 +44,12 @@ class EngineSamplers:
     upsampler: FrameUpsampler | None = None
     num_cond_full: int = 1
     """The previous full-resolution frames the upsampler is conditioned on."""
+    low_res_filter: LowResFilter = LowResFilter.bicubic
+    """How the predictor's real context frames are made from full-resolution ones, as in its training."""
+
+    def low_res_of(self, frames: Tensor) -> Tensor:
+        """(..., 3, H, W) full-resolution frames in [-1, 1] as the predictor saw such frames in training."""
+        return downsample(frames, self.low_res, self.low_res_filter)
 
     @property
     def context_length(self) -> int:
@@ -93,11 +100,11 @@ class Imagination:
     ) -> Imagination:
         """One trajectory from the real frames ``start .. start + context_length - 1`` of an episode (its
         full-resolution ``frames`` (T, H, W, 3) uint8 and ``actions`` (T, D)): the low-resolution context is
-        their area downsampling, as in training (``engine.sampler``). Its first ``step`` takes the action
+        made as in training (``EngineSamplers.low_res_of``). Its first ``step`` takes the action
         taken after frame ``start + context_length - 1``."""
         context = engine.context_length
         full = frames_to_tensor(np.asarray(frames[start : start + context]), device)[None]
-        low = downsample(full, engine.low_res)
+        low = engine.low_res_of(full)
         first = start + context - engine.num_cond
         past = torch.tensor(np.asarray(actions[first : start + context - 1], dtype=np.float32), device=device)
         return cls(

@@ -46,15 +46,22 @@ class EngineNetwork(nn.Module):
         self.conv_out = zero_init(conv3x3(cfg.channels[0], IMG_CHANNELS))
 
     def forward(
-        self, noisy: Tensor, c_noise: Tensor, c_noise_cond: Tensor, cond_images: Tensor, act: Tensor | None
+        self,
+        noisy: Tensor,
+        c_noise: Tensor,
+        c_noise_cond: Tensor,
+        cond_images: Tensor,
+        act: Tensor | None,
+        act_valid: Tensor | None = None,
     ) -> Tensor:
         """``noisy``: (B, 3, H, W), already scaled by c_in; ``c_noise``, ``c_noise_cond``: (B,);
-        ``cond_images``: (B, num_cond_images, 3, H, W), already rescaled; ``act``: (B, L, D) or None."""
+        ``cond_images``: (B, num_cond_images, 3, H, W), already rescaled; ``act``: (B, L, D) or None;
+        ``act_valid``: (B, L) bool, False for padding steps (no action), None when all are real."""
         cond = self.noise_emb(c_noise) + self.noise_cond_emb(c_noise_cond)
         if self.act_emb is not None:
             if act is None:
                 raise ValueError("this network is conditioned on actions: give them")
-            cond = cond + self.act_emb(act).flatten(1)
+            cond = cond + self.act_emb(act, act_valid).flatten(1)
         cond = self.cond_proj(cond)
         x = self.conv_in(channels_last(torch.cat([cond_images.flatten(1, 2), noisy], dim=1)))
         h, w = x.shape[-2:]

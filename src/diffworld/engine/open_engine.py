@@ -5,9 +5,10 @@ its trajectories start from."""
 from __future__ import annotations
 
 import dataclasses
+from enum import Enum
 from pathlib import Path
 
-from diffworld.engine.config import with_low_res
+from diffworld.engine.config import EngineConfig, EngineSamplerConfig, with_low_res
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.folder import is_engine_run
 from diffworld.engine.imagine import EngineSamplers
@@ -45,15 +46,50 @@ def open_engine(folder: str | Path, device: str = "auto") -> TrainedEngine:
         raise UserError(f"The weights in {folder} do not fit its config.yaml: {first}") from None
 
 
-def engine_samplers(engine: TrainedEngine, denoising_steps: int | None = None) -> EngineSamplers:
-    """The engine's samplers; ``denoising_steps`` replaces the next-frame sampler's number of steps."""
-    cfg = engine.cfg.denoiser.sampler
+class SamplerSettings(str, Enum):
+    """The samplers an opened engine imagines with (``--sampler-settings`` of play, video, engine eval and
+    wm-eval), as the official CS:GO code's ``world_model_env`` configurations."""
+
+    fast = "fast"
+    """The engine's own samplers (``config.yaml``; for the CS:GO model, the official ``fast`` file: one Euler
+    step of the denoiser, one Heun step with churn of the upsampler)."""
+    higher_quality = "higher_quality"
+    """The official ``higher_quality`` file's changes: 3 Euler steps of the denoiser, 10 Euler steps (with
+    the same churn) of the upsampler."""
+
+
+def sampler_configs(
+    cfg: EngineConfig, settings: SamplerSettings = SamplerSettings.fast
+) -> tuple[EngineSamplerConfig, EngineSamplerConfig | None]:
+    """(next-frame sampler, upsampler's sampler or None) of ``cfg`` under ``settings``."""
+    denoiser = cfg.denoiser.sampler
+    upsampler = None if cfg.upsampler is None else cfg.upsampler.sampler
+    if settings is SamplerSettings.higher_quality:
+        denoiser = dataclasses.replace(denoiser, num_steps=3, order=1)
+        if upsampler is not None:
+            upsampler = dataclasses.replace(upsampler, num_steps=10, order=1)
+    return denoiser, upsampler
+
+
+def engine_samplers(
+    engine: TrainedEngine,
+    denoising_steps: int | None = None,
+    settings: SamplerSettings = SamplerSettings.fast,
+) -> EngineSamplers:
+    """The engine's samplers under ``settings``; ``denoising_steps`` replaces the next-frame sampler's number
+    of steps."""
+    cfg, upsampler_cfg = sampler_configs(engine.cfg, settings)
     if denoising_steps is not None:
         cfg = dataclasses.replace(cfg, num_steps=denoising_steps)
-    upsampler = engine.upsampling_sampler()
+    upsampler = None if upsampler_cfg is None else engine.upsampling_sampler(upsampler_cfg)
     num_cond_full = engine.cfg.upsampler.num_cond_frames if engine.cfg.upsampler is not None else 1
     return EngineSamplers(
-        engine.frame_sampler(cfg), engine.num_cond_frames, engine.cfg.low_res_size(), upsampler, num_cond_full
+        engine.frame_sampler(cfg),
+        engine.num_cond_frames,
+        engine.cfg.low_res_size(),
+        upsampler,
+        num_cond_full,
+        engine.cfg.low_res_filter,
     )
 
 

@@ -26,8 +26,13 @@ from diffworld.engine.actions import ActionSpec
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.imagine import EngineSamplers, Imagination
 from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
-from diffworld.engine.open_engine import engine_samplers, open_engine, open_start_dataset
-from diffworld.engine.sampler import downsample
+from diffworld.engine.open_engine import (
+    SamplerSettings,
+    engine_samplers,
+    open_engine,
+    open_start_dataset,
+    sampler_configs,
+)
 from diffworld.errors import UserError
 from diffworld.viz.display import FrameRate, Window, WindowApp, import_pygame
 
@@ -274,7 +279,7 @@ class EnginePlaySession:
         frames = self.dataset.frames(self.episode)
         actions = np.asarray(self.dataset.actions(self.episode), dtype=np.float32)
         full = frames_to_tensor(frames[:context], self.device)[None]
-        low = downsample(full, engine.low_res)
+        low = engine.low_res_of(full)
         past = torch.tensor(actions[context - engine.num_cond : context - 1], device=self.device)[None]
         self._imagination = Imagination(
             engine,
@@ -414,6 +419,7 @@ def build_engine_session(
     data: str | None = None,
     horizon: int = 1000,
     denoising_steps: int | None = None,
+    sampler_settings: SamplerSettings = SamplerSettings.fast,
     record_dir: Path | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -425,13 +431,13 @@ def build_engine_session(
     dataset = open_start_dataset(engine, folder, data)
     keymap = keymap_for(engine.spec, keymap_path, _action_meanings(dataset))
     check_inputs(keymap, CONTROL_INPUTS)
-    steps = denoising_steps or engine.cfg.denoiser.sampler.num_steps
+    steps = denoising_steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps
     context = engine_samplers(engine).context_length
     ids = [int(i) for i in dataset.test_ids] or list(range(dataset.num_episodes))
     torch_device = next(engine.denoiser.parameters()).device
     source = {"engine": str(folder), "recorded_by": "diffworld play", "keymap": keymap.name}
     return EnginePlaySession(
-        lambda n: engine_samplers(engine, n),
+        lambda n: engine_samplers(engine, n, sampler_settings),
         dataset,
         check_start_episodes(dataset, ids, context),
         keymap,
@@ -451,6 +457,7 @@ def run_engine_play(
     data: str | None = None,
     horizon: int = 1000,
     denoising_steps: int | None = None,
+    sampler_settings: SamplerSettings = SamplerSettings.fast,
     fps: float = 15.0,
     scale: int = 2,
     record_dir: Path | None = None,
@@ -466,6 +473,7 @@ def run_engine_play(
         data=data,
         horizon=horizon,
         denoising_steps=denoising_steps,
+        sampler_settings=sampler_settings,
         record_dir=record_dir,
         seed=seed,
         device=device,

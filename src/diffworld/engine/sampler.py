@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from diffworld.data.frames import frames_to_tensor
+from diffworld.engine.config import LowResFilter
 from diffworld.engine.dataset import EngineDataset, EngineDatasetError
+from diffworld.models.diffusion.sampling import quantize_floor
 
 _CPU = torch.device("cpu")
 
@@ -45,11 +47,24 @@ class EngineBatch:
         return EngineBatch(self.obs.to(device), full, self.act.to(device), self.mask.to(device))
 
 
-def downsample(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(..., 3, H, W) float frames -> (..., 3, h, w) by area interpolation (each pixel the mean of the full
-    frame's pixels it covers)."""
+def downsample(
+    frames: torch.Tensor, size: tuple[int, int], method: LowResFilter = LowResFilter.bicubic
+) -> torch.Tensor:
+    """(..., 3, H, W) frames in [-1, 1] -> (..., 3, h, w) low-resolution frames (``LowResFilter``).
+
+    ``bicubic``: the official CS:GO low-resolution data, antialiased bicubic resizing (torchvision's
+    ``resize`` of a float tensor is this ``interpolate`` call) then the 8-bit levels the official dataset
+    stores them at. ``area``: the mean of the pixels each low-resolution pixel covers, in float. Frames
+    already of ``size`` are returned as they are (an engine without upsampler at the dataset's size).
+    """
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
     flat = frames.flatten(0, -4)
-    small = F.interpolate(flat, size=size, mode="area")
+    if method is LowResFilter.bicubic:
+        resized = F.interpolate(flat, size=size, mode="bicubic", align_corners=False, antialias=True)
+        small = quantize_floor(resized)
+    else:
+        small = F.interpolate(flat, size=size, mode="area")
     return small.unflatten(0, frames.shape[:-3])
 
 
@@ -63,6 +78,7 @@ class EngineSegmentSampler:
         seq_length: T, frames per segment.
         low_res: (h, w) of ``EngineBatch.obs``; None keeps the dataset's frame size.
         rng: the only source of randomness (checkpoint ``rng.bit_generator.state`` to resume the sequence).
+        low_res_filter: how ``obs`` is made from the dataset's frames (``downsample``).
         device: where the batches' tensors go.
         full_res: whether batches carry ``obs_full`` when ``low_res`` differs from the frame size.
     """
@@ -78,6 +94,7 @@ class EngineSegmentSampler:
         device: torch.device | str = _CPU,
         *,
         full_res: bool = True,
+        low_res_filter: LowResFilter = LowResFilter.bicubic,
     ) -> None:
         if batch_size < 1 or seq_length < 1:
             raise ValueError(f"batch_size and seq_length must be >= 1, got {batch_size} and {seq_length}")
@@ -99,6 +116,7 @@ class EngineSegmentSampler:
         self.seq_length = seq_length
         self.low_res = None if low_res == dataset.frame_size else low_res
         self.full_res = full_res
+        self.low_res_filter = low_res_filter
         self.rng = rng
         self.device = torch.device(device)
 
@@ -140,7 +158,7 @@ class EngineSegmentSampler:
         full = full * mask_t[:, :, None, None, None]  # padding frames are 0.0, as the official sampler pads
         obs, obs_full = full, None
         if self.low_res is not None:
-            obs = downsample(full, self.low_res)
+            obs = downsample(full, self.low_res, self.low_res_filter)
             obs_full = full if self.full_res else None
         return EngineBatch(
             obs=obs, obs_full=obs_full, act=torch.from_numpy(actions).to(self.device), mask=mask_t

@@ -29,7 +29,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from diffworld.engine import distributed
-from diffworld.engine.config import EngineConfig, EngineDenoiserConfig, save_engine_config, with_low_res
+from diffworld.engine.config import (
+    EngineConfig,
+    EngineDenoiserConfig,
+    GradAccumulation,
+    save_engine_config,
+    with_low_res,
+)
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
@@ -164,7 +170,10 @@ class EngineTrainer:
         model = model.to(self.device)
         optimizer = make_optimizer(model, mcfg.optimizer)
         batch_size = distributed.per_process_batch_size(
-            mcfg.training.batch_size, p, f"{name}.training.batch_size"
+            mcfg.training.batch_size,
+            p,
+            f"{name}.training.batch_size",
+            per_process=cfg.training.batch_size_per_process,
         )
         full_res = name == "upsampler"
         sampler = EngineSegmentSampler(
@@ -176,6 +185,7 @@ class EngineTrainer:
             make_rng(cfg.seed, f"sampler/{name}/process{p.rank}"),
             self.device,
             full_res=full_res,
+            low_res_filter=cfg.low_res_filter,
         )
         return Component(
             model=model,
@@ -243,6 +253,7 @@ class EngineTrainer:
                 c.scheduler,
                 steps=steps,
                 grad_acc_steps=c.cfg.training.grad_acc_steps,
+                sum_accumulated=c.cfg.training.grad_accumulation is GradAccumulation.sum,
                 max_grad_norm=c.cfg.optimizer.max_grad_norm,
                 autocast=self.autocast,
                 desc=name,
@@ -287,6 +298,7 @@ class EngineTrainer:
                     make_rng(cfg.seed, f"test/{name}"),
                     self.device,
                     full_res=c.full_res,
+                    low_res_filter=cfg.low_res_filter,
                 )
                 c.model.eval()
                 losses = []

@@ -4,8 +4,8 @@ imagination of it with the episode's real actions, written to an mp4 or a GIF (d
 The engine starts from the episode's real frames ``start .. start + C - 1`` (C: the context both samplers
 need), then gets the episode's actions one at a time, each prediction conditioned on its earlier ones (as in
 ``diffworld engine eval``). With an upsampler the imagined panel is the upsampled full-resolution frame and
-the real one the dataset's frame; without, both are at the engine's low resolution (the real frame area
-downsampled, as the engine saw it in training). Frames are made and written one at a time
+the real one the dataset's frame; without, both are at the engine's low resolution (the real frame
+downsampled as the engine saw it in training). Frames are made and written one at a time
 (``utils.video_encoding.VideoWriter``), so the length of the video costs no memory.
 """
 
@@ -20,8 +20,7 @@ import torch
 
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.engine.imagine import EngineSamplers, Imagination
-from diffworld.engine.open_engine import engine_samplers, open_engine, open_start_dataset
-from diffworld.engine.sampler import downsample
+from diffworld.engine.open_engine import SamplerSettings, engine_samplers, open_engine, open_start_dataset
 from diffworld.errors import UserError
 from diffworld.utils.seeding import derive_seed
 from diffworld.utils.video_encoding import VideoWriter, check_video_path
@@ -59,7 +58,7 @@ def engine_video_frames(
         real = np.asarray(frames[index])
         if full_res:
             return real
-        return tensor_to_frames(downsample(frames_to_tensor(real, device), engine.low_res))
+        return tensor_to_frames(engine.low_res_of(frames_to_tensor(real, device)))
 
     for t in range(context):
         real = real_at(start + t)
@@ -91,6 +90,7 @@ def run_engine_video(
     scale: int = 2,
     fps: float = 15.0,
     denoising_steps: int | None = None,
+    sampler_settings: SamplerSettings = SamplerSettings.fast,
     data: str | None = None,
     seed: int = 0,
     device: str = "auto",
@@ -112,7 +112,7 @@ def run_engine_video(
             f"{dataset.folder} has {len(tests)} test episodes: give --episode from 0 to {len(tests) - 1}."
         )
     index = int(tests[episode])
-    samplers = engine_samplers(engine, denoising_steps)
+    samplers = engine_samplers(engine, denoising_steps, sampler_settings)
     context = samplers.context_length
     length = int(dataset.lengths[index])
     if num_engine_predictions(length, context, start, steps) < 1:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffworld.engine.open_engine import open_engine, open_start_dataset
+from diffworld.engine.open_engine import SamplerSettings, open_engine, open_start_dataset, sampler_configs
 from diffworld.engine.quality import ENGINE, engine_quality
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import PSNR_MAX
@@ -30,6 +30,7 @@ def evaluate_engine_world_models(
     *,
     horizons: Sequence[int],
     denoising_steps: Sequence[int] | None = None,
+    sampler_settings: SamplerSettings = SamplerSettings.fast,
     max_trajectories: int = 32,
     batch_size: int = 8,
     data: str | None = None,
@@ -49,7 +50,7 @@ def evaluate_engine_world_models(
         dataset = open_start_dataset(engine, folder, data)
         choices: list[int | None] = list(denoising_steps) if denoising_steps else [None]  # None: its own
         for steps in choices:
-            shown = steps or engine.cfg.denoiser.sampler.num_steps
+            shown = steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps
             log(f"{folder}: {shown} denoising step(s), horizons up to {max(horizons)} ...")
             entries.append(
                 engine_quality(
@@ -59,6 +60,7 @@ def evaluate_engine_world_models(
                     horizons=horizons,
                     max_trajectories=max_trajectories,
                     denoising_steps=steps,
+                    sampler_settings=sampler_settings,
                     batch_size=batch_size,
                     seed=seed,
                     per_step=True,

@@ -67,10 +67,12 @@ def train_updates(
     max_grad_norm: float,
     autocast: Callable[[], AbstractContextManager[object]],
     desc: str = "updates",
+    sum_accumulated: bool = False,
 ) -> UpdateResult:
-    """``steps`` optimizer updates of ``model``, each on the mean gradient of ``grad_acc_steps`` batches.
+    """``steps`` optimizer updates of ``model``, each on the mean gradient of ``grad_acc_steps`` batches (on
+    their sum with ``sum_accumulated``, as the official CS:GO trainer: ``max_grad_norm`` then clips the sum).
 
-    Stops early when ``batches`` runs out; an update then averages over the batches that were left. Every
+    Stops early when ``batches`` runs out; an update then combines the batches that were left. Every
     forward pass runs inside ``autocast()``. The model is in training mode during the updates and in
     evaluation mode after them.
     """
@@ -89,7 +91,7 @@ def train_updates(
             batch = batches.sample()
             with autocast():
                 loss, step_metrics = model(batch)
-            (loss / num_batches).backward()
+            (loss if sum_accumulated else loss / num_batches).backward()
             for key, value in step_metrics.items():
                 sums[key] = sums.get(key, 0) + value
         num_batches_done += num_batches

@@ -180,6 +180,7 @@ def record_gym(
             "env": env_id if agent is None else agent.cfg.game,
             "policy": policy if agent is None else str(Path(policy).resolve()),
             "seed": seed,
+            "env_kwargs": dict(env_kwargs or {}) if agent is None else {},
             "action_meanings": _action_meanings(env),
         }
         writer = EngineDatasetWriter(out, spec, frame_of(obs).shape[:2], source, resume=resume)

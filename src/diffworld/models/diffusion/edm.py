@@ -61,9 +61,11 @@ def offset_noise(x: Tensor, std: float, generator: torch.Generator | None = None
 def add_noise(
     x: Tensor, sigma: Tensor, sigma_offset_noise: float, generator: torch.Generator | None = None
 ) -> Tensor:
-    """x + sigma * eps + offset noise; ``x``: (B, C, H, W), ``sigma``: (B,)."""
+    """x + offset noise + sigma * eps; ``x``: (B, C, H, W), ``sigma``: (B,). The offset noise is drawn first
+    (even at std 0), as the official code draws them, so that the same seed gives the same noise."""
+    offset = offset_noise(x, sigma_offset_noise, generator)
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x + sigma[:, None, None, None] * eps + offset_noise(x, sigma_offset_noise, generator)
+    return x + offset + sigma[:, None, None, None] * eps
 
 
 def masked_mse(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -73,7 +75,13 @@ def masked_mse(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 def autoregressive_loss(
-    obs: Tensor, act: Tensor, frame_mask: Tensor, num_cond_frames: int, predict: PredictFn
+    obs: Tensor,
+    act: Tensor,
+    frame_mask: Tensor,
+    num_cond_frames: int,
+    predict: PredictFn,
+    *,
+    estimate_padding: bool = False,
 ) -> Tensor:
     """The denoising loss of segments of L + n frames, averaged over their n consecutive predictions.
 
@@ -81,7 +89,8 @@ def autoregressive_loss(
     ``frame_mask``: (B, L + n) bool, True for real frames. Prediction i is conditioned on frames i..i+L-1 and
     ``act[:, i : i + L]`` and targets frame i+L; the loss counts real targets only. Each real target is then
     replaced, in the conditioning of the later predictions, by the one-shot estimate of ``predict`` (no
-    gradient).
+    gradient); with ``estimate_padding``, padding targets too, as the official CS:GO loss does (padding
+    frames otherwise stay as they are).
     """
     num_predictions = obs.size(1) - num_cond_frames
     targets = obs
@@ -91,7 +100,8 @@ def autoregressive_loss(
         j = i + num_cond_frames
         model_output, target, estimate = predict(obs[:, i:j], act[:, i:j], targets[:, j])
         losses.append(masked_mse(model_output, target, frame_mask[:, j]))
-        obs[:, j] = torch.where(frame_mask[:, j, None, None, None], estimate, obs[:, j])
+        replace = frame_mask[:, j, None, None, None] | estimate_padding
+        obs[:, j] = torch.where(replace, estimate, obs[:, j])
     return torch.stack(losses).mean()
 
 

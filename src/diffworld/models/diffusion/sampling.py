@@ -54,6 +54,7 @@ def sample(
     s_noise: float = 1.0,
     generator: torch.Generator | None = None,
     churned_call_at_sigma: bool = False,
+    before_denoising: Callable[[], None] | None = None,
 ) -> Tensor:
     """EDM Algorithm 2 from ``x`` (noise at level ``sigmas[0]``) down to ``sigmas[-1]`` (0).
 
@@ -64,6 +65,9 @@ def sample(
     ``churned_call_at_sigma``: a step's first denoiser call is told the level before churn, sigma, while the
     step itself goes from sigma_hat, as the official CS:GO sampler does (its upsampler is used that way);
     the same as Algorithm 2 where there is no churn.
+
+    ``before_denoising``: called at every step after the churn, before the step's first denoiser call (the
+    official CS:GO sampler noises its conditioning frames there).
     """
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (Euler) or 2 (Heun), got {order}")
@@ -78,6 +82,8 @@ def sample(
         if gamma > 0:
             eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = x + eps * s_noise * math.sqrt(sigma_hat**2 - sigma**2)
+        if before_denoising is not None:
+            before_denoising()
         # Steps 7-8: Euler step from sigma_hat to sigma_next, dx/dsigma = (x - D(x; sigma)) / sigma.
         told = sigma if churned_call_at_sigma else sigma_hat
         d = (x - denoise_fn(x, told * sigma_in)) / sigma_hat
