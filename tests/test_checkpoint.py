@@ -25,6 +25,7 @@ from diffworld.run.checkpoint import (
     from_safe,
     generator_state,
     has_checkpoint,
+    isolated_global_rng,
     load_checkpoint,
     rng_state,
     save_agent_copy,
@@ -137,6 +138,29 @@ def test_rng_restore_reproduces_the_same_draws(tmp_path: Path) -> None:
     set_rng_state(state["rng"])
     set_generator_state(pcg, state["pcg"])
     set_generator_state(mt, state["mt"])
+    assert draws() == expected
+
+
+def test_isolated_global_rng_draws_its_own_and_leaves_the_global_streams_alone() -> None:
+    def draws() -> tuple[Any, ...]:
+        return random.random(), np.random.rand(2).tolist(), torch.rand(2).tolist()
+
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    before = rng_state()
+    expected = draws()  # what follows when no block ran
+    set_rng_state(before)
+    inside = []
+    for _ in range(2):
+        with isolated_global_rng(7):
+            inside.append(draws())
+    assert inside[0] == inside[1] != expected  # the same draws whatever ran before: seeded from 7
+    assert draws() == expected
+    set_rng_state(before)
+    with pytest.raises(RuntimeError), isolated_global_rng(7):
+        draws()
+        raise RuntimeError  # put back on the way out of an error as well
     assert draws() == expected
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from diffworld.cli import main
+from diffworld.errors import UserError
 
 pytest.importorskip("matplotlib")
 
@@ -70,3 +71,36 @@ def test_cli_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert image.format == "PNG"
     assert main(["plot", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "No metrics" in capsys.readouterr().err
+
+
+def _fake_engine_run(path: Path) -> Path:
+    path.mkdir(parents=True)
+    records = []
+    for updates in range(25, 525, 25):
+        record: dict[str, float] = {"updates": updates, "denoiser/train/loss": 1 / updates}
+        if updates % 100 == 0:
+            record |= {
+                "denoiser/test/loss": 1.1 / updates,
+                "engine/test/psnr_full_h10": 20 + updates / 100,
+                "engine/test/psnr_full_h10_copy_last_frame": 22.0,
+                "engine/test/psnr_full_h10_blur": 21.0,
+                "engine/test/psnr_full_h10_mean_frame": 18.0,
+            }
+        records.append(record)
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def test_an_engine_run_against_its_updates(tmp_path: Path) -> None:
+    engine = _fake_engine_run(tmp_path / "engine")
+    out = plot_runs([engine], tmp_path / "engine.png")
+    with Image.open(out) as image:
+        colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50
+    records = [json.loads(line) for line in (engine / "metrics.jsonl").read_text().splitlines()]
+    assert series(records, "engine/test/psnr_full_h10", "updates") == (
+        [100.0, 200.0, 300.0, 400.0, 500.0],
+        [21.0, 22.0, 23.0, 24.0, 25.0],
+    )
+    with pytest.raises(UserError, match="either engine runs or agent runs"):
+        plot_runs([engine, _fake_run(tmp_path / "agent", 1.0)], tmp_path / "both.png")

@@ -936,7 +936,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="learning_curves.png", help="the PNG (default: learning_curves.png)")
     p.add_argument("--keys", nargs="+", help="plot these metric keys instead of returns and losses")
-    p.add_argument("--x", choices=["env_steps", "epoch"], default="env_steps", help="the x axis")
+    p.add_argument(
+        "--x",
+        choices=["env_steps", "epoch", "updates"],
+        help="the x axis (default: env_steps; an engine's: updates)",
+    )
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("config", help="print the resolved configuration for a preset and overrides")

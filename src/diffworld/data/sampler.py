@@ -147,13 +147,14 @@ def traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch
         ids.append(np.full(len(episode_starts), episode_id))
         starts.append(episode_starts)
     all_ids, all_starts = np.concatenate(ids), np.concatenate(starts)
+    # make_batch only: its generator is never drawn from, and is not ``sampler``'s (a training stream).
     view = SegmentSampler(
         dataset,
         sampler.batch_size,
         seq,
         None,
         sampler.can_sample_beyond_end,
-        rng=sampler.rng,
+        rng=np.random.default_rng(0),
         device=sampler.device,
     )
     for i in range(0, len(all_ids), sampler.batch_size):

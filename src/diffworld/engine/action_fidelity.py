@@ -1,4 +1,4 @@
-"""Action fidelity: whether an engine makes each action do what the real game does with it (issue 19).
+"""Action fidelity: whether an engine makes each action do what the real game does with it.
 
 The dataset's real game is rebuilt from its ``source`` (``diffworld engine record`` stores the Gymnasium id,
 its ``make`` arguments, the policy and the seed) and played anew with uniformly random actions, from a seed
@@ -34,6 +34,7 @@ from torch import Tensor
 
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.actions import ActionSpec
+from diffworld.engine.convert.from_gym import as_rgb
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.errors import UserError
@@ -74,12 +75,6 @@ class ProbeGame(Protocol):
         ...
 
 
-def _as_rgb(image: Any) -> np.ndarray | None:
-    from diffworld.engine.convert.from_gym import as_rgb
-
-    return as_rgb(image)
-
-
 class GymGame:
     """A Gymnasium env with a ``Discrete`` action space whose state can be cloned (see the module docstring);
     its frames are its observations when they are RGB images (unless ``use_render``), else ``render()``, as
@@ -88,7 +83,7 @@ class GymGame:
     def __init__(self, env: Any, name: str, use_render: bool = False) -> None:
         import gymnasium as gym
 
-        from diffworld.engine.convert.from_gym import _action_meanings, action_spec_for
+        from diffworld.engine.convert.from_gym import action_spec_for, env_action_meanings
 
         self.env = env
         self.name = name
@@ -100,13 +95,13 @@ class GymGame:
         self.spec, self._to_vector = action_spec_for(space)
         self._start = int(space.start)
         self._n = int(space.n)
-        meanings = _action_meanings(env)
+        meanings = env_action_meanings(env)
         self.action_names = (
             meanings if meanings and len(meanings) == self._n else [str(a) for a in range(self._n)]
         )
         self._layer, self._save, self._restore = _state_handle(env, name)
         obs, _ = env.reset()
-        self._from_obs = not use_render and _as_rgb(obs) is not None
+        self._from_obs = not use_render and as_rgb(obs) is not None
         self.frame_size: tuple[int, int] = self._frame(obs, env).shape[:2]
 
     @property
@@ -117,7 +112,7 @@ class GymGame:
         return np.asarray(self._to_vector(self._start + action), dtype=np.float32)
 
     def _frame(self, obs: Any, holder: Any) -> np.ndarray:
-        frame = _as_rgb(obs if self._from_obs else holder.render())
+        frame = as_rgb(obs if self._from_obs else holder.render())
         if frame is None:
             raise UserError(f"{self.name} gave a frame that is not an RGB image")
         return np.array(frame, copy=True)

@@ -20,7 +20,7 @@ import re
 import time
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from diffworld.utils.atomic import (
     is_disk_full,
     temp_path_for,
 )
+from diffworld.utils.seeding import seed_everything
 
 STATE_FILE = "state.pt"
 BACKUP_FILE = "state.backup.pt"
@@ -392,6 +393,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         )
     for device, cuda_state in enumerate(saved_cuda[:num_devices]):
         torch.cuda.set_rng_state(cuda_state.cpu(), device)
+
+
+@contextlib.contextmanager
+def isolated_global_rng(seed: int) -> Iterator[None]:
+    """The global generators (python's, numpy's, torch's on the CPU and every CUDA device) seeded from
+    ``seed`` (:func:`~diffworld.utils.seeding.seed_everything`) for the block, then put back as they were.
+
+    What the block draws from them is its own: the code after it draws what it would have drawn without
+    the block, and the block draws the same whatever ran before it (a periodic test inside a run).
+    """
+    saved = rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
 
 
 def generator_state(rng: np.random.Generator) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts, Real
 from diffworld.run.checkpoint import (
     generator_state,
     has_checkpoint,
+    isolated_global_rng,
     last_complete_checkpoint,
     load_checkpoint,
     rng_state,
@@ -527,9 +528,18 @@ class Trainer:
         self.counters.num_updates[name] += result.num_updates
         return {f"{name}/train/{key}": value for key, value in result.metrics.items()}
 
-    @torch.no_grad()
     def _test(self) -> dict[str, float]:
-        """Test episodes, then the world model's losses on them (a fresh test dataset each time)."""
+        """Test episodes, then the world model's losses on them (a fresh test dataset each time).
+
+        A test draws nothing from the training's random streams, so the training that follows is the same
+        whether and when tests ran: its episodes come from the test envs and the test collector's generator
+        (checkpointed), the losses' noise from the global generators seeded for this test's epoch and put
+        back as they were after it, the reward recall and the video from generators of their own."""
+        with isolated_global_rng(derive_seed(self.cfg.seed, f"test/{self.counters.epoch}")):
+            return self._test_metrics()
+
+    @torch.no_grad()
+    def _test_metrics(self) -> dict[str, float]:
         test_dataset = EpisodeDataset(frame_shape=(self.cfg.env.size, self.cfg.env.size, 3))
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)

@@ -1,5 +1,6 @@
 """Learning curves from ``metrics.jsonl``: returns against env steps and the models' losses, several runs
-on one figure (matplotlib, Agg: no screen needed)."""
+on one figure (matplotlib, Agg: no screen needed); an engine's losses and open-loop quality against its
+updates."""
 
 from __future__ import annotations
 
@@ -24,8 +25,26 @@ DEFAULT_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 """(panel title, keys drawn in it): the first key of a panel is drawn solid, the others dashed/dotted."""
 
-_STYLES = ("-", "--", ":")
-_X_KEYS = {"env_steps": "env steps", "epoch": "epoch"}
+
+def _quality_panel(metric: str, horizon: int) -> tuple[str, tuple[str, ...]]:
+    key = f"engine/test/{metric}_full_h{horizon}"
+    baselines = ("copy_last_frame", "blur", "mean_frame")
+    return f"{metric.upper()} at horizon {horizon}", (key, *(f"{key}_{b}" for b in baselines))
+
+
+ENGINE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("denoiser loss", ("denoiser/train/loss", "denoiser/test/loss")),
+    ("upsampler loss", ("upsampler/train/loss", "upsampler/test/loss")),
+    _quality_panel("psnr", 1),
+    _quality_panel("psnr", 10),
+    _quality_panel("psnr", 100),
+    _quality_panel("ssim", 100),
+)
+"""An engine run's panels (``diffworld engine train``'s metrics): the upsampled frames' quality on the test
+split against the baselines (docs/engine.md, "Evaluation")."""
+
+_STYLES = ("-", "--", ":", "-.")
+_X_KEYS = {"env_steps": "env steps", "epoch": "epoch", "updates": "updates"}
 
 
 def series(
@@ -54,12 +73,13 @@ def plot_runs(
     out: Path,
     *,
     keys: Sequence[str] | None = None,
-    x: str = "env_steps",
+    x: str | None = None,
     title: str | None = None,
 ) -> Path:
     """Write the learning curves of ``run_dirs`` to the PNG ``out``; one colour per run.
 
-    ``keys`` replaces the default panels by one panel per metric key. Panels with no data say so.
+    ``keys`` replaces the default panels by one panel per metric key. Panels with no data say so. ``x``:
+    None plots engine runs (records with ``updates``) against their updates, others against env steps.
 
     Raises:
         UserError: a folder has no ``metrics.jsonl`` (or an empty one), or ``x`` is unknown.
@@ -70,7 +90,7 @@ def plot_runs(
     except ImportError:
         raise UserError('Plotting needs matplotlib: pip install -e ".[viz]"') from None
 
-    if x not in _X_KEYS:
+    if x is not None and x not in _X_KEYS:
         raise UserError(f"x must be one of {', '.join(_X_KEYS)}, got {x!r}")
     runs = []
     for run_dir in run_dirs:
@@ -78,7 +98,13 @@ def plot_runs(
         if not records:
             raise UserError(f"No metrics in {run_dir} (no {METRICS_FILE}, or an empty one).")
         runs.append(records)
-    panels = DEFAULT_PANELS if not keys else tuple((key, (key,)) for key in keys)
+    engines = ["updates" in records[0] for records in runs]
+    if any(engines) and not all(engines):
+        raise UserError("Give either engine runs or agent runs, not both: plot them in separate calls.")
+    x = x or ("updates" if all(engines) else "env_steps")
+    panels = (
+        (ENGINE_PANELS if all(engines) else DEFAULT_PANELS) if not keys else tuple((k, (k,)) for k in keys)
+    )
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(5.2 * columns, 3.8 * rows), layout="constrained")

@@ -130,7 +130,7 @@ def _make_gym_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env[Any, An
         raise UserError(f"the Gymnasium environment {env_id!r} does not take these arguments: {e}") from None
 
 
-def _action_meanings(env: gym.Env[Any, Any]) -> list[str] | None:
+def env_action_meanings(env: gym.Env[Any, Any]) -> list[str] | None:
     for holder in (env, env.unwrapped):
         meanings = getattr(holder, "action_meanings", None)
         if isinstance(meanings, list):
@@ -181,7 +181,7 @@ def record_gym(
             "policy": policy if agent is None else str(Path(policy).resolve()),
             "seed": seed,
             "env_kwargs": dict(env_kwargs or {}) if agent is None else {},
-            "action_meanings": _action_meanings(env),
+            "action_meanings": env_action_meanings(env),
         }
         writer = EngineDatasetWriter(out, spec, frame_of(obs).shape[:2], source, resume=resume)
         if writer.num_episodes:
