@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from diffworld.config.schema import ActorCriticConfig
-from diffworld.models.actor_critic import ActorCritic, actor_critic_loss, sample_actions
+from diffworld.models.actor_critic import (
+    ActorCritic,
+    actor_critic_loss,
+    actor_critic_loss_terms,
+    sample_actions,
+)
 from diffworld.models.returns import lambda_returns
 
 NUM_ACTIONS = 5
@@ -139,6 +145,35 @@ def test_loss_terms_match_direct_computation() -> None:
     # the targets are constants: the value gradient is the MSE's alone
     loss.backward()
     torch.testing.assert_close(x["values"].grad, 0.7 * 2 * (x["values"] - g).detach() / g.numel())
+
+
+def test_scale_statistics_match_numpy() -> None:
+    """The value, lambda-return and advantage scales, against numpy on the steps they cover (all, or the
+    masked ones): population standard deviations, advantages G - V as they weigh REINFORCE (no
+    normalisation), and the loss's terms kept apart sum to the loss."""
+    cfg = ActorCriticConfig(value_loss_weight=0.5, entropy_weight=0.02)
+    x = loss_inputs(b=5, h=7, seed=3)
+    g = lambda_returns(x["rew"], x["end"], x["trunc"], x["next_values"], cfg.gamma, cfg.lambda_).numpy()
+    v = x["values"].detach().numpy()
+    mask = (torch.rand(5, 7, generator=torch.Generator().manual_seed(4)) < 0.7).numpy()
+    for m in (None, mask):
+        keep = np.ones_like(v, dtype=bool) if m is None else m
+        terms = actor_critic_loss_terms(**x, cfg=cfg, mask=None if m is None else torch.from_numpy(m))
+        gk, vk = g[keep].astype(np.float64), v[keep].astype(np.float64)
+        expected = {
+            "value": vk.mean(),
+            "value_abs_mean": np.abs(vk).mean(),
+            "return": gk.mean(),
+            "return_std": gk.std(),
+            "advantage": (gk - vk).mean(),
+            "advantage_std": (gk - vk).std(),
+        }
+        for key, value in expected.items():
+            assert terms.metrics[key].item() == pytest.approx(value, rel=1e-5, abs=1e-6), key
+        torch.testing.assert_close(
+            terms.loss, terms.policy_loss + terms.value_loss - cfg.entropy_weight * terms.entropy
+        )
+        assert terms.metrics["loss"].item() == pytest.approx(terms.loss.item())
 
 
 def test_uniform_policy_entropy() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from diffworld.cli import main
 from diffworld.config import build_config, load_config_file
 from diffworld.data import EpisodeDataset
+from diffworld.run.folder import unlock_run_dir
 from diffworld.run.metrics_file import read_metrics
 from diffworld.training.trainer import Trainer
 
@@ -64,9 +66,11 @@ def test_metrics(run_dir: Path) -> None:
     assert epochs[-1]["env_steps"] == cfg.collection.total_env_steps
     for key in ("denoiser/train/loss_denoising", "reward_model/train/loss", "actor_critic/train/policy_loss"):
         assert all(key in r for r in epochs), key
-    # Where an epoch's time went: each component's share is part of the epoch's whole.
+    # Where an epoch's time went: each component's share (and the diagnostics') is part of the epoch's whole.
     for r in epochs:
-        parts = [r[f"time/{name}_seconds"] for name in ("denoiser", "reward_model", "actor_critic")]
+        parts = [
+            r[f"time/{name}_seconds"] for name in ("denoiser", "reward_model", "actor_critic", "diagnostics")
+        ]
         assert all(t > 0 for t in parts)
         assert sum(parts) + r.get("time/test_seconds", 0) <= r["time/epoch_seconds"]
     tested = [r for r in epochs if r["epoch"] % cfg.collection.test_every_epochs == 0]
@@ -93,6 +97,54 @@ def test_metrics(run_dir: Path) -> None:
     assert abs(collecting[-1]["collection/train/dataset_reward_rate"] - last_rate) < 1e-9
     assert [r["epoch"] for r in collecting] == list(range(1, num_epochs_collect + 1))
     assert "evaluation/final/return_mean" in records[-1]
+
+
+def test_learning_diagnostics(run_dir: Path) -> None:
+    """What decides whether the agent goes on learning (``training.diagnostics``, on by default): every epoch,
+    final ones included, the world model on the latest collected steps against older ones, the policy
+    imagined from the latest steps, the split gradient norms; the loss's scales at every update."""
+    cfg = load_config_file(run_dir / "config.yaml")
+    assert cfg.training.diagnostics
+    epochs = [r for r in read_metrics(run_dir) if r["epoch"] > 0 and "time/epoch_seconds" in r]
+    always = [
+        f"{key}_{part}"
+        for key in (
+            "denoiser/diagnostic/loss_denoising",
+            "reward_model/diagnostic/reward_false_positive_rate",
+            "denoiser/diagnostic/reward_false_positive_rate",
+        )
+        for part in ("recent", "old")
+    ]
+    always += [
+        "actor_critic/diagnostic/reward_rate_recent",
+        "actor_critic/diagnostic/grad_norm_actor",
+        "actor_critic/diagnostic/grad_norm_critic",
+        "actor_critic/train/value_abs_mean",
+        "actor_critic/train/return_std",
+        "actor_critic/train/advantage_std",
+        "time/diagnostics_seconds",
+    ]
+    for key in always:
+        assert all(isinstance(r.get(key), float) and math.isfinite(r[key]) for r in epochs), key
+    for r in epochs:
+        assert r["actor_critic/train/value_abs_mean"] >= abs(r["actor_critic/train/value"])
+        assert r["actor_critic/train/return_std"] >= 0 and r["actor_critic/train/advantage_std"] >= 0
+        assert 0 <= r["actor_critic/diagnostic/reward_rate_recent"] <= 1
+        assert r["actor_critic/diagnostic/grad_norm_critic"] > 0
+    # The real reward rate of each collecting epoch's steps, the reference for the imagined rates: with the
+    # dataset's rate before and after them, it accounts for the rewards the epoch added.
+    collecting = [r for r in epochs if "collection/train/dataset_reward_rate" in r]
+    assert all("collection/train/recent_reward_rate" in r for r in collecting)
+    assert not any("collection/train/recent_reward_rate" in r for r in epochs if r not in collecting)
+    assert len(collecting) >= 2
+    for before, after in itertools.pairwise(collecting):
+        added = after["env_steps"] - before["env_steps"]
+        rewards_after = after["collection/train/dataset_reward_rate"] * after["env_steps"]
+        rewards_before = before["collection/train/dataset_reward_rate"] * before["env_steps"]
+        assert added == cfg.collection.steps_per_epoch
+        assert after["collection/train/recent_reward_rate"] * added == pytest.approx(
+            rewards_after - rewards_before, abs=1e-6
+        )
 
 
 def test_eval_json(run_dir: Path) -> None:
@@ -140,3 +192,27 @@ def test_run_without_final_episodes(tmp_path: Path) -> None:
     _train(tmp_path / "run", "collection.num_final_episodes=0")
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["returns"] == [] and report["num_episodes"] == 0 and report["hns"] is None
+
+
+def test_final_epochs_resumed_measure_the_last_collection(run_dir: Path, tmp_path: Path) -> None:
+    """A run resumed after its last collecting epoch measures its final epochs' diagnostics on that epoch's
+    steps, as the unbroken run does: the checkpoint holds where they start."""
+    path = tmp_path / "resumed"
+    cfg = build_config([*SMOKE, f"run_dir={path}"])
+    trainer = Trainer(cfg, path)
+    trainer._initial_collection()
+    while trainer.counters.epoch < trainer.counters.num_epochs_collect:
+        trainer._run_epoch()
+    num_collect = trainer.counters.num_epochs_collect
+    trainer.logger.close()
+    trainer.train_envs.close()
+    trainer.test_envs.close()
+    unlock_run_dir(path)
+    Trainer(cfg, path, resume=True).run()
+
+    def comparable(folder: Path) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(folder)]
+
+    assert comparable(path) == comparable(run_dir)
+    final = [r for r in read_metrics(path) if r["epoch"] > num_collect and "time/epoch_seconds" in r]
+    assert final and all("actor_critic/diagnostic/reward_rate_recent" in r for r in final)

@@ -159,3 +159,49 @@ def traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch
     )
     for i in range(0, len(all_ids), sampler.batch_size):
         yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])
+
+
+def episode_steps(dataset: EpisodeDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Every step of ``dataset``: (episode ids, timesteps), each (num_steps,) int64, in episode order."""
+    lengths = dataset.lengths
+    episode_ids = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    firsts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return episode_ids, np.arange(len(episode_ids), dtype=np.int64) - firsts
+
+
+class EndingAtSampler(SegmentSampler):
+    """Segments that end at steps drawn uniformly, with replacement, from the given ones (step
+    ``timesteps[i]`` of episode ``episode_ids[i]``): a segment of ``seq_length`` steps ending at step t
+    holds steps ``t - seq_length + 1 .. t`` and frame t + 1 last, padded on the left where it starts before
+    its episode.
+
+    What a ``SegmentSampler`` draws from a dataset, drawn from a part of it (the steps collected lately, the
+    steps before them): imagination restarts from it like from any sampler.
+    """
+
+    def __init__(
+        self,
+        dataset: EpisodeDataset,
+        batch_size: int,
+        seq_length: int,
+        episode_ids: np.ndarray,
+        timesteps: np.ndarray,
+        *,
+        rng: np.random.Generator,
+        device: torch.device | str = _CPU,
+    ) -> None:
+        super().__init__(dataset, batch_size, seq_length, None, False, rng=rng, device=device)
+        if len(episode_ids) != len(timesteps) or len(episode_ids) == 0:
+            raise ValueError(
+                f"need as many episode ids as timesteps, at least one: got {len(episode_ids)} and "
+                f"{len(timesteps)}"
+            )
+        if ((timesteps < 0) | (timesteps >= dataset.lengths[episode_ids])).any():
+            raise ValueError("every timestep must be a step of its episode")
+        self.episode_ids = np.asarray(episode_ids, dtype=np.int64)
+        self.timesteps = np.asarray(timesteps, dtype=np.int64)
+
+    def sample_segments(self, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        size = self.batch_size if batch_size is None else batch_size
+        chosen = self.rng.integers(0, len(self.episode_ids), size=size)
+        return self.episode_ids[chosen], self.timesteps[chosen] + 1 - self.seq_length

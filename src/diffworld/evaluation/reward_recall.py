@@ -29,6 +29,7 @@ from torch import Tensor
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler
+from diffworld.data.sampler import episode_steps
 from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
 
@@ -63,13 +64,14 @@ def one_step_reward_signs(
     denoiser: Denoiser,
     reward_model: RewardTerminationModel,
     dataset: EpisodeDataset,
-    steps: np.ndarray,
+    episode_ids: np.ndarray,
+    timesteps: np.ndarray,
     sampler_cfg: SamplerConfig,
     generator: torch.Generator,
     batch_size: int = 64,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """For the flat step indices ``steps`` of ``dataset``: (true sign, sign read on the predicted next frame,
-    sign read on the real next frame), each (N,) int64 on the models' device."""
+    """For step ``timesteps[i]`` of episode ``episode_ids[i]`` of ``dataset``, each i: (true sign, sign read
+    on the predicted next frame, sign read on the real next frame), each (N,) int64 on the models' device."""
     num_cond = denoiser.cfg.num_cond_frames
     device = next(denoiser.parameters()).device
     # Segments of L steps ending at step t: frames x_{t-L+1} .. x_{t+1}, left-padded at an episode's start.
@@ -77,13 +79,12 @@ def one_step_reward_signs(
     segments = SegmentSampler(
         dataset, batch_size, num_cond, None, False, rng=np.random.default_rng(0), device=device
     )
-    episode_ids = np.searchsorted(dataset.step_starts, steps, side="right") - 1
-    starts = steps - dataset.step_starts[episode_ids] - (num_cond - 1)
+    starts = timesteps - (num_cond - 1)
     sampler = denoiser.sampler(sampler_cfg)
     true: list[Tensor] = []
     predicted: list[Tensor] = []
     real: list[Tensor] = []
-    for i in range(0, len(steps), batch_size):
+    for i in range(0, len(episode_ids), batch_size):
         batch = segments.make_batch(episode_ids[i : i + batch_size], starts[i : i + batch_size])
         prev_obs, next_obs = batch.obs[:, :-1], batch.obs[:, -1]
         prediction = sampler.predict_next(prev_obs, batch.act, generator=generator)
@@ -92,6 +93,9 @@ def one_step_reward_signs(
             logits_rew, _, _ = reward_model.predict(prev_obs, batch.act, following, mask=batch.mask_padding)
             signs.append(logits_rew[:, -1].argmax(dim=-1) - 1)
         true.append(torch.sign(batch.rew[:, -1]).long())
+    if not true:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty.clone(), empty.clone()
     return torch.cat(true), torch.cat(predicted), torch.cat(real)
 
 
@@ -105,17 +109,36 @@ def reward_detection(
 ) -> RewardDetection:
     """The measurement of the module docstring on ``dataset``'s episodes; ``seed`` fixes the steps chosen
     and the denoiser's noise."""
+    episode_ids, timesteps = episode_steps(dataset)
+    return reward_detection_among(
+        denoiser, reward_model, dataset, episode_ids, timesteps, sampler_cfg, seed, max_events
+    )
+
+
+def reward_detection_among(
+    denoiser: Denoiser,
+    reward_model: RewardTerminationModel,
+    dataset: EpisodeDataset,
+    episode_ids: np.ndarray,
+    timesteps: np.ndarray,
+    sampler_cfg: SamplerConfig,
+    seed: int,
+    max_events: int = 256,
+) -> RewardDetection:
+    """``reward_detection`` with the steps chosen among steps ``timesteps[i]`` of episodes ``episode_ids[i]``
+    only (the steps a policy collected lately, say)."""
     rng = np.random.default_rng(seed)
-    events, zeros = choose_steps(dataset.rewards, max_events, rng)
+    rewards = dataset.rewards[dataset.step_starts[episode_ids] + timesteps]
+    events, zeros = choose_steps(rewards, max_events, rng)
     device = next(denoiser.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     was_training = denoiser.training, reward_model.training
     denoiser.eval()
     reward_model.eval()
     try:
-        steps = np.concatenate([events, zeros])
+        chosen = np.concatenate([events, zeros])
         true, predicted, real = one_step_reward_signs(
-            denoiser, reward_model, dataset, steps, sampler_cfg, generator
+            denoiser, reward_model, dataset, episode_ids[chosen], timesteps[chosen], sampler_cfg, generator
         )
     finally:
         denoiser.train(was_training[0])

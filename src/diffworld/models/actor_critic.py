@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -144,6 +146,73 @@ def sample_actions(
     return torch.where(explore, random_actions, actions)
 
 
+@dataclass(frozen=True)
+class ActorCriticLossTerms:
+    """The parts of docs/method.md §5's loss, each a mean over the steps, with the graph to the network."""
+
+    policy_loss: Tensor
+    """``mean(-log pi(a) * advantage)``: the actor's REINFORCE term."""
+    value_loss: Tensor
+    """``value_loss_weight * mean((V - G)^2)``: the critic's term, weighted."""
+    entropy: Tensor
+    """``mean(entropy of pi)``, unweighted (the loss subtracts ``entropy_weight`` times it)."""
+    loss: Tensor
+    """``policy_loss + value_loss - entropy_weight * entropy``."""
+    metrics: dict[str, Tensor]
+    """Detached scalars (see ``actor_critic_loss``)."""
+
+
+def actor_critic_loss_terms(
+    logits: Tensor,
+    values: Tensor,
+    actions: Tensor,
+    rew: Tensor,
+    end: Tensor,
+    trunc: Tensor,
+    next_values: Tensor,
+    cfg: ActorCriticConfig,
+    mask: Tensor | None = None,
+) -> ActorCriticLossTerms:
+    """``actor_critic_loss`` with its terms kept apart: their gradients can be measured one by one (the
+    actor's and the critic's share the encoder and the LSTM)."""
+    returns = lambda_returns(rew, end, trunc, next_values.detach(), cfg.gamma, cfg.lambda_)
+    dist = Categorical(logits=logits)
+    log_probs = dist.log_prob(actions)
+    entropy = dist.entropy()
+    # The REINFORCE weights as they are: no normalisation of their scale.
+    advantages = (returns - values).detach()
+
+    def mean(x: Tensor) -> Tensor:
+        if mask is None:
+            return x.mean()
+        return torch.where(mask, x, 0).sum() / mask.sum().clamp(min=1)
+
+    def std(x: Tensor) -> Tensor:
+        # Over the same steps as ``mean``, with the population's normalisation (1 / n).
+        return mean((x - mean(x)) ** 2).sqrt()
+
+    policy_loss = mean(-log_probs * advantages)
+    value_loss = cfg.value_loss_weight * mean((values - returns) ** 2)
+    entropy_mean = mean(entropy)
+    loss = policy_loss + value_loss - cfg.entropy_weight * entropy_mean
+    metrics = {
+        "loss": loss.detach(),
+        "policy_loss": policy_loss.detach(),
+        "value_loss": value_loss.detach(),
+        "entropy": entropy_mean.detach(),
+        "return": mean(returns),
+        "return_std": std(returns),
+        "value": mean(values.detach()),
+        "value_abs_mean": mean(values.detach().abs()),
+        "advantage": mean(advantages),
+        "advantage_std": std(advantages),
+        # Compared with the dataset's rate (``collection/train/dataset_reward_rate``), this shows whether the
+        # world model imagines the events that are rewarded: a rate far below it leaves the actor no signal.
+        "reward_rate": mean((rew != 0).float()),
+    }
+    return ActorCriticLossTerms(policy_loss, value_loss, entropy_mean, loss, metrics)
+
+
 def actor_critic_loss(
     logits: Tensor,
     values: Tensor,
@@ -165,33 +234,13 @@ def actor_critic_loss(
         loss = mean(-log pi(a) * (G - V).detach()) + value_loss_weight * mean((V - G)^2)
                - entropy_weight * mean(entropy)
 
-    Means run over the (B, H) steps, or over those where ``mask`` (B, H) is True. Metrics are detached.
+    The advantages ``G - V`` weigh the REINFORCE term as they are (no normalisation of their scale).
+
+    Means run over the (B, H) steps, or over those where ``mask`` (B, H) is True. Metrics are detached: the
+    three terms and the loss, the policy's mean ``entropy``, the means of the lambda-returns ``return``, of
+    the values ``value``, of their absolute values ``value_abs_mean``, of the advantages ``advantage``, the
+    standard deviations (over the same steps, population normalisation) ``return_std`` and
+    ``advantage_std``, and ``reward_rate``, the share of steps with a nonzero reward.
     """
-    returns = lambda_returns(rew, end, trunc, next_values.detach(), cfg.gamma, cfg.lambda_)
-    dist = Categorical(logits=logits)
-    log_probs = dist.log_prob(actions)
-    entropy = dist.entropy()
-    advantages = (returns - values).detach()
-
-    def mean(x: Tensor) -> Tensor:
-        if mask is None:
-            return x.mean()
-        return torch.where(mask, x, 0).sum() / mask.sum().clamp(min=1)
-
-    policy_loss = mean(-log_probs * advantages)
-    value_loss = cfg.value_loss_weight * mean((values - returns) ** 2)
-    entropy_mean = mean(entropy)
-    loss = policy_loss + value_loss - cfg.entropy_weight * entropy_mean
-    metrics = {
-        "loss": loss.detach(),
-        "policy_loss": policy_loss.detach(),
-        "value_loss": value_loss.detach(),
-        "entropy": entropy_mean.detach(),
-        "return": mean(returns),
-        "value": mean(values.detach()),
-        "advantage": mean(advantages),
-        # Compared with the dataset's rate (``collection/train/dataset_reward_rate``), this shows whether the
-        # world model imagines the events that are rewarded: a rate far below it leaves the actor no signal.
-        "reward_rate": mean((rew != 0).float()),
-    }
-    return loss, metrics
+    terms = actor_critic_loss_terms(logits, values, actions, rew, end, trunc, next_values, cfg, mask)
+    return terms.loss, terms.metrics

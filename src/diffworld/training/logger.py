@@ -1,8 +1,8 @@
 """Metrics of a run: one JSON object per line in ``metrics.jsonl``, TensorBoard scalars and, with
 ``logging.wandb=true``, Weights & Biases (``diffworld.training.wandb_logger``).
 
-Keys follow ``component/train|test/name`` (``denoiser/train/loss_denoising``); every record carries the
-epoch and the number of real environment steps, against which TensorBoard plots everything.
+Keys follow ``component/train|test|diagnostic/name`` (``denoiser/train/loss_denoising``); every record carries
+the epoch and the number of real environment steps, against which TensorBoard plots everything.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 1. Initial collection with the untrained (uniform) policy: ``initial_min_steps``, then chunks of
    ``steps_per_epoch`` until the minority reward classes hold enough rewards (or ``initial_max_steps``).
 2. Epochs until the real-step budget is spent, then ``num_final_epochs`` more without collection. Each
-   epoch: collect, train the denoiser, the reward/termination model, then the actor-critic in imagination;
+   epoch: collect, train the denoiser, the reward/termination model, then the actor-critic in imagination
+   (``training.diagnostics``: the learning diagnostics are measured just before it, ``diagnostics.py``);
    every ``test_every_epochs``: test episodes and world-model test losses.
 3. The final evaluation (``num_final_episodes`` test episodes) writes ``eval.json``.
 
@@ -66,6 +67,7 @@ from diffworld.run.folder import (
     lock_run_dir,
     unlock_run_dir,
 )
+from diffworld.training.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
 from diffworld.training.logger import MetricsLogger
 from diffworld.training.optim import make_optimizer, make_warmup_scheduler
 from diffworld.training.precision import autocast
@@ -262,6 +264,8 @@ class Trainer:
         self.components = self._build_components()
 
         self.counters = Counters()
+        self.recent_from: np.ndarray | None = None
+        """The episodes' lengths before the last collection (None before the first epoch's)."""
         self._clock = time.monotonic()
         if state is not None:
             self._load_state(state)
@@ -480,11 +484,21 @@ class Trainer:
         metrics: dict[str, float] = {}
         collects = self.actor_critic_batches.uses_world_model  # real rollouts spend the real steps instead
         if counters.epoch <= counters.num_epochs_collect and collects:
+            lengths_before = self.dataset.lengths.copy()
             stats = self.collector.collect_steps(cfg.collection.steps_per_epoch)
+            self.recent_from = lengths_before
             metrics |= _episode_metrics("collection/train", stats)
             neg, zero, pos = self.dataset.reward_sign_counts()
             metrics["collection/train/dataset_reward_rate"] = float((neg + pos) / max(1, neg + zero + pos))
+            # The steps just collected, by the policy whose imagined rate is actor_critic/train/reward_rate.
+            recent, _ = recent_and_old(self.dataset, lengths_before)
+            metrics["collection/train/recent_reward_rate"] = reward_rate(self.dataset, recent)
         for name in self.trained_components:
+            if name == "actor_critic" and collects and cfg.training.diagnostics:
+                # The world model the actor-critic is about to learn in, on the policy's latest steps.
+                t_diagnostics = time.monotonic()
+                metrics |= self.diagnostics()
+                metrics["time/diagnostics_seconds"] = time.monotonic() - t_diagnostics
             training = self.components[name].training
             steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
             t_component = time.monotonic()
@@ -527,6 +541,28 @@ class Trainer:
         )
         self.counters.num_updates[name] += result.num_updates
         return {f"{name}/train/{key}": value for key, value in result.metrics.items()}
+
+    def diagnostics(self) -> dict[str, float]:
+        """``training.diagnostics``' metrics of this epoch (``diffworld.training.diagnostics``): the world
+        model on the last collecting epoch's steps against the older ones, the policy imagined from them.
+
+        Like a test, they draw nothing from the training's random streams: their generators are their own,
+        seeded from the run seed and the epoch, and torch's global ones are put back as they were."""
+        if self.recent_from is None:
+            return {}
+        recent, old = recent_and_old(self.dataset, self.recent_from)
+        if len(recent) == 0:
+            return {}
+        return epoch_diagnostics(
+            self.agent,
+            self.dataset,
+            recent,
+            old,
+            self.cfg,
+            derive_seed(self.cfg.seed, f"diagnostics/{self.counters.epoch}"),
+            self.autocast,
+            denoiser_seq_length=self.components["denoiser"].sampler.seq_length,
+        )
 
     def _test(self) -> dict[str, float]:
         """Test episodes, then the world model's losses on them (a fresh test dataset each time).
@@ -635,6 +671,8 @@ class Trainer:
             "dataset_lengths": self.dataset.lengths.copy(),
             "num_actions": self.num_actions,
             "game": self.cfg.game,  # checked against config.yaml by the commands that load the agent
+            # The episodes' lengths before the last collection: its steps are the diagnostics' recent ones.
+            "recent_from": None if self.recent_from is None else self.recent_from.copy(),
         }
         batches_state = self.actor_critic_batches.state_dict()
         if batches_state is not None:
@@ -653,6 +691,7 @@ class Trainer:
             generator.set_state(state["generators"][name])
         self.collector.load_state_dict(state["collector"])
         self.test_collector.load_state_dict(state["test_collector"])
+        self.recent_from = state.get("recent_from")  # absent from older checkpoints
         if "model_free" in state:
             self.actor_critic_batches.load_state_dict(state["model_free"])
         set_rng_state(state["rng"])
