@@ -113,15 +113,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from diffworld.run.folder import CONFIG_FILE, check_resumable, create_run_dir, default_run_dir
     from diffworld.training.wandb_logger import require_wandb
 
+    if args.resume is not None and args.branch is not None:
+        print("diffworld train: --resume and --branch exclude each other", file=sys.stderr)
+        return 2
     if args.resume is not None:
         if args.overrides:
             print(
-                "diffworld train: --resume takes no overrides (the run keeps its configuration)",
+                "diffworld train: --resume takes no overrides (the run keeps its configuration; to change "
+                "settings from its last checkpoint on, use --branch)",
                 file=sys.stderr,
             )
             return 2
         run_dir = check_resumable(Path(args.resume))
         cfg = load_config_file(run_dir / CONFIG_FILE)
+    elif args.branch is not None:
+        from diffworld.run.branch import branch_run
+
+        cfg, run_dir = branch_run(Path(args.branch), args.overrides)
+        print(f"Branched from {args.branch}", flush=True)
     else:
         cfg = build_config(args.overrides)
         if cfg.logging.wandb:
@@ -131,7 +140,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from diffworld.training.trainer import Trainer
 
-    Trainer(cfg, run_dir, resume=args.resume is not None).run()
+    Trainer(cfg, run_dir, resume=args.resume is not None or args.branch is not None).run()
     return 0
 
 
@@ -811,6 +820,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an agent on an Atari game")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--branch",
+        metavar="RUN_DIR",
+        help="start a new run (run_dir=... or a default folder) from RUN_DIR's last checkpoint with the "
+        "overrides changed from then on: a controlled experiment (README, 'Controlled runs')",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="play test episodes with a trained agent and write eval.json")

@@ -8,6 +8,7 @@ from diffworld.config.loading import (
     reward_model_seq_length,
     save_config,
     to_yaml,
+    with_overrides,
 )
 from diffworld.config.presets import PRESETS
 from diffworld.config.schema import Config, DiffusionKind
@@ -23,4 +24,5 @@ __all__ = [
     "reward_model_seq_length",
     "save_config",
     "to_yaml",
+    "with_overrides",
 ]

@@ -123,6 +123,14 @@ def build_config(args: Iterable[str] = ()) -> Config:
     return _finalize(cfg)
 
 
+def with_overrides(cfg: Config, args: Iterable[str]) -> Config:
+    """A copy of ``cfg`` with the ``key=value`` arguments applied, validated as ``build_config``'s result."""
+    merged = OmegaConf.structured(cfg)
+    for key, value in parse_overrides(args).items():
+        apply_override(merged, key, value, parsed_from_text=True)
+    return _finalize(merged)
+
+
 def _finalize(cfg: DictConfig) -> Config:
     try:
         game = cfg.game
