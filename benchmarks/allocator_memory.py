@@ -61,9 +61,9 @@ def child(model_name: str, steps: int, preset: str) -> None:
     from diffworld.config import build_config
     from diffworld.config.loading import reward_model_seq_length
     from diffworld.data.batch import Batch
+    from diffworld.fitting.optim import make_optimizer
     from diffworld.models.diffusion import make_denoiser
     from diffworld.models.reward_termination import RewardTerminationModel
-    from diffworld.training.optim import make_optimizer
 
     torch.manual_seed(0)
     cfg = build_config([f"preset={preset}", "game=Breakout"])

@@ -31,10 +31,10 @@ from diffworld.config.loading import load_config_file, reward_model_seq_length
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.data.batch import Batch
 from diffworld.envs.catch import ACTION_MEANINGS
+from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
+from diffworld.fitting.update import SampledBatches, train_updates
 from diffworld.models.reward_termination import RewardTerminationModel
 from diffworld.run.folder import dataset_dir
-from diffworld.training.optim import make_optimizer, make_warmup_scheduler
-from diffworld.training.update import SampledBatches, train_updates
 
 EVAL_SEGMENTS = 1024
 EVERY = 100

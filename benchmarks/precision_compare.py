@@ -26,11 +26,11 @@ from diffworld.config.schema import Precision
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.image_metrics import psnr
+from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
+from diffworld.fitting.precision import autocast
+from diffworld.fitting.update import SampledBatches, train_updates
 from diffworld.models.diffusion import make_denoiser
 from diffworld.run.folder import CONFIG_FILE, dataset_dir
-from diffworld.training.optim import make_optimizer, make_warmup_scheduler
-from diffworld.training.precision import autocast
-from diffworld.training.update import SampledBatches, train_updates
 
 
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from diffworld.config.schema import Precision
+from diffworld.fitting.precision import autocast
 from diffworld.models import blocks
-from diffworld.training.precision import autocast
 from numerics_cases import actor_critic_case, denoiser_batch, loss_and_grads, reward_model_case, tiny_denoiser
 
 

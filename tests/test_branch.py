@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from tests.run_helpers import snapshot, start_holder
 
 from diffworld.cli import main
 from diffworld.run.branch import BRANCH_FILE
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.metrics_file import read_metrics
+from run_helpers import snapshot, start_holder
 
 # Catch at the smoke preset: 100 initial steps, then 50 per epoch, no final epochs: SHORT ends after 2
 # epochs, LONG after 4, and a test every 2.

@@ -31,11 +31,11 @@ from diffworld.config.schema import (
 )
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.batch import Batch
+from diffworld.fitting.precision import autocast
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import DDPMDenoiser, EDMDenoiser, make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
-from diffworld.training.precision import autocast
 from numerics_cases import nonzero_init
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -16,14 +16,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from diffworld.engine import distributed
 from diffworld.engine.actions import ActionSpec, bins, keys
 from diffworld.engine.config import EngineDenoiserConfig
 from diffworld.engine.denoiser import EngineDenoiser
 from diffworld.engine.sampler import EngineBatch
+from diffworld.fitting import distributed
+from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
+from diffworld.fitting.update import train_updates
 from diffworld.run.metrics_file import read_metrics
-from diffworld.training.optim import make_optimizer, make_warmup_scheduler
-from diffworld.training.update import train_updates
 
 SPEC = ActionSpec.of(keys(["w", "a"]), bins("mouse", [-1.0, 0.0, 1.0]))
 NUM_UPDATES = 3

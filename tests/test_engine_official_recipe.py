@@ -25,11 +25,11 @@ from diffworld.engine.config import (
     load_engine_config,
 )
 from diffworld.engine.denoiser import EngineDenoiser
-from diffworld.engine.distributed import Processes, per_process_batch_size
 from diffworld.engine.open_engine import SamplerSettings, sampler_configs
 from diffworld.engine.sampler import EngineBatch
 from diffworld.errors import UserError
-from diffworld.training.update import train_updates
+from diffworld.fitting.distributed import Processes, per_process_batch_size
+from diffworld.fitting.update import train_updates
 from test_engine_models import SPEC, make_batch, nonzero_init, random_actions, small_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

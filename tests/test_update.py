@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffworld.training.update import train_updates
+from diffworld.fitting.update import train_updates
 
 
 class Squares(nn.Module):

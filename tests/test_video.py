@@ -15,8 +15,8 @@ from diffworld.agent import Agent, export_agent
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
+from diffworld.fitting.logger import MetricsLogger
 from diffworld.models.diffusion import Denoiser
-from diffworld.training.logger import MetricsLogger
 from diffworld.training.test_video import VIDEO_TAG, log_test_video
 from diffworld.utils.video_encoding import VideoWriter, write_video
 from diffworld.viz.side_by_side import compose_frames, imagine_along, real_vs_imagined

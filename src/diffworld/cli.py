@@ -110,8 +110,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from diffworld.config import build_config, load_config_file
+    from diffworld.fitting.wandb_logger import require_wandb
     from diffworld.run.folder import CONFIG_FILE, check_resumable, create_run_dir, default_run_dir
-    from diffworld.training.wandb_logger import require_wandb
 
     if args.resume is not None and args.branch is not None:
         print("diffworld train: --resume and --branch exclude each other", file=sys.stderr)
@@ -146,8 +146,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_engine_train(args: argparse.Namespace) -> int:
     from diffworld.engine.config import build_engine_config, load_engine_config
-    from diffworld.engine.distributed import launched_processes
     from diffworld.engine.folder import default_engine_run_dir
+    from diffworld.fitting.distributed import launched_processes
     from diffworld.run.folder import CONFIG_FILE, check_resumable
 
     if args.resume is not None:

@@ -1,6 +1,6 @@
 """Training of an engine: its denoiser and upsampler on an engine dataset (docs/engine.md, "Training").
 
-Both models take their updates in turn, through ``training.update.train_updates`` (the loop every model of
+Both models take their updates in turn, through ``fitting.update.train_updates`` (the loop every model of
 the project trains with), in chunks that end at the next log, test or checkpoint. A checkpoint
 (``run/checkpoint.py``: atomic, weights-only) holds the models, optimizers, schedulers, every process's random
 generators and the counters, so a run killed at any moment (SIGKILL included) resumes from its last
@@ -8,8 +8,8 @@ checkpoint and goes on as if it had not stopped: what was logged after the check
 Test losses on the dataset's test split, from generators seeded anew at every test so that tests compare,
 leave the training's random streams alone.
 
-Under ``torchrun`` (``distributed.py``) every process trains a DDP replica on its share of each global batch,
-and process 0 alone writes the run folder.
+Under ``torchrun`` (``fitting/distributed.py``) every process trains a DDP replica on its share of each global
+batch, and process 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from diffworld.engine import distributed
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -43,6 +42,11 @@ from diffworld.engine.open_engine import engine_samplers
 from diffworld.engine.quality import evaluate_quality, quality_metrics
 from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
 from diffworld.engine.trained import TrainedEngine
+from diffworld.fitting import distributed
+from diffworld.fitting.logger import MetricsLogger
+from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
+from diffworld.fitting.precision import autocast
+from diffworld.fitting.update import train_updates
 from diffworld.run.checkpoint import (
     generator_state,
     has_checkpoint,
@@ -53,10 +57,6 @@ from diffworld.run.checkpoint import (
     set_rng_state,
 )
 from diffworld.run.folder import CONFIG_FILE, checkpoint_dir, create_run_dir, lock_run_dir, unlock_run_dir
-from diffworld.training.logger import MetricsLogger
-from diffworld.training.optim import make_optimizer, make_warmup_scheduler
-from diffworld.training.precision import autocast
-from diffworld.training.update import train_updates
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ CHECKPOINT_KEYS = (
 
 
 class EngineBatches:
-    """Training batches of one model, without end (a ``training.update.BatchSource``)."""
+    """Training batches of one model, without end (a ``fitting.update.BatchSource``)."""
 
     def __init__(self, sampler: EngineSegmentSampler) -> None:
         self.sampler = sampler

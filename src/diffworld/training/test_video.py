@@ -7,8 +7,8 @@ import torch
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import EpisodeDataset
+from diffworld.fitting.logger import MetricsLogger
 from diffworld.models.diffusion import Denoiser
-from diffworld.training.logger import MetricsLogger
 from diffworld.viz.side_by_side import max_predictions, real_vs_imagined
 
 VIDEO_TAG = "video/real_vs_imagined"

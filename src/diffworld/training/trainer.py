@@ -42,6 +42,11 @@ from diffworld.data.sampler import traverse
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
 from diffworld.evaluation.reward_recall import RewardDetection, reward_detection
+from diffworld.fitting.logger import MetricsLogger
+from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
+from diffworld.fitting.precision import autocast
+from diffworld.fitting.update import BatchSource, SampledBatches, train_updates
+from diffworld.fitting.wandb_logger import WandbLogger, require_wandb
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts, RealRolloutBatches
 from diffworld.run.checkpoint import (
@@ -68,12 +73,7 @@ from diffworld.run.folder import (
     unlock_run_dir,
 )
 from diffworld.training.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
-from diffworld.training.logger import MetricsLogger
-from diffworld.training.optim import make_optimizer, make_warmup_scheduler
-from diffworld.training.precision import autocast
 from diffworld.training.test_video import log_test_video
-from diffworld.training.update import BatchSource, SampledBatches, train_updates
-from diffworld.training.wandb_logger import WandbLogger, require_wandb
 from diffworld.utils.atomic import DiskFullError, format_bytes, free_bytes, is_disk_full
 from diffworld.utils.device import resolve_device
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything

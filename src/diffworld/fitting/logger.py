@@ -1,5 +1,5 @@
 """Metrics of a run: one JSON object per line in ``metrics.jsonl``, TensorBoard scalars and, with
-``logging.wandb=true``, Weights & Biases (``diffworld.training.wandb_logger``).
+``logging.wandb=true``, Weights & Biases (``diffworld.fitting.wandb_logger``).
 
 Keys follow ``component/train|test|diagnostic/name`` (``denoiser/train/loss_denoising``); every record carries
 the epoch and the number of real environment steps, against which TensorBoard plots everything.
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from diffworld.fitting.wandb_logger import WandbLogger
 from diffworld.run.metrics_file import METRICS_FILE, read_metrics
-from diffworld.training.wandb_logger import WandbLogger
 from diffworld.utils.atomic import atomic_write_text
 from diffworld.utils.video_encoding import encode_gif
 
