@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from diffworld.cli import main
-from diffworld.run.branch import BRANCH_FILE
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.metrics_file import read_metrics
+from diffworld.training.branch import BRANCH_FILE
 from run_helpers import snapshot, start_holder
 
 # Catch at the smoke preset: 100 initial steps, then 50 per epoch, no final epochs: SHORT ends after 2
@@ -129,3 +129,28 @@ def test_a_branch_into_an_existing_folder_or_from_a_live_run_is_refused(
         holder.wait()
     assert "is being trained by" in capsys.readouterr().err
     assert main(["train", "--branch", str(runs["source"]), "--resume", str(runs["source"])]) == 2
+
+
+def test_a_branch_trains_with_its_own_learning_rate(runs: dict[str, Path]) -> None:
+    branch = runs["root"] / "slower"
+    _train(
+        "--branch",
+        str(runs["source"]),
+        f"collection.total_env_steps={LONG}",
+        "actor_critic.optimizer.lr=1e-5",
+        "actor_critic.optimizer.weight_decay=0.5",
+        f"run_dir={branch}",
+    )
+    state = load_checkpoint(branch / "checkpoints")[0]
+    source = load_checkpoint(runs["source"] / "checkpoints")[0]
+    decay, no_decay = state["optimizers"]["actor_critic"]["param_groups"]
+    (source_group, _) = source["optimizers"]["actor_critic"]["param_groups"]
+    # The new rate (its warm-up factor applied, the same for both groups), not the source's.
+    assert decay["initial_lr"] == no_decay["initial_lr"] == 1e-5 != source_group["initial_lr"]
+    assert decay["lr"] == no_decay["lr"] <= 1e-5
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.5, 0.0)
+    assert state["schedulers"]["actor_critic"]["base_lrs"] == [1e-5, 1e-5]
+    lr = source["optimizers"]["denoiser"]["param_groups"][0]["initial_lr"]
+    assert state["optimizers"]["denoiser"]["param_groups"][0]["initial_lr"] == lr  # not overridden: kept
+    ours, theirs = _agent(branch), _agent(runs["unbroken"])
+    assert any(not torch.equal(ours[k], theirs[k]) for k in ours if k.startswith("actor_critic."))

@@ -127,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run_dir = check_resumable(Path(args.resume))
         cfg = load_config_file(run_dir / CONFIG_FILE)
     elif args.branch is not None:
-        from diffworld.run.branch import branch_run
+        from diffworld.training.branch import branch_run
 
         cfg, run_dir = branch_run(Path(args.branch), args.overrides)
         print(f"Branched from {args.branch}", flush=True)

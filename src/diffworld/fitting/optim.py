@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
@@ -35,3 +37,21 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> AdamW:
 def make_warmup_scheduler(optimizer: AdamW, warmup_steps: int) -> LambdaLR:
     """Learning rate ramps linearly to its value over ``warmup_steps`` optimizer steps, then stays."""
     return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+
+
+def with_hyperparameters(
+    optimizer_state: dict[str, Any], scheduler_state: dict[str, Any], cfg: OptimizerConfig
+) -> None:
+    """Give the saved states of a ``make_optimizer`` optimizer and its ``make_warmup_scheduler`` the learning
+    rate, weight decay and eps of ``cfg`` (in place), keeping the moments, the step counts and where the
+    warm-up stands: loading the states as they are into optimizers built from ``cfg`` would restore the saved
+    hyperparameters (``load_state_dict`` does)."""
+    decay, no_decay = optimizer_state["param_groups"]
+    for group, weight_decay in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+        warmup_factor = group["lr"] / group["initial_lr"] if group["initial_lr"] else 1.0
+        group["initial_lr"] = cfg.lr
+        group["lr"] = cfg.lr * warmup_factor
+        group["weight_decay"] = weight_decay
+        group["eps"] = cfg.eps
+    scheduler_state["base_lrs"] = [cfg.lr, cfg.lr]
+    scheduler_state["_last_lr"] = [group["lr"] for group in (decay, no_decay)]

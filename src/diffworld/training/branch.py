@@ -24,6 +24,7 @@ from typing import Any
 
 from diffworld.config import Config, ConfigError, load_config_file, save_config, with_overrides
 from diffworld.config.loading import parse_overrides
+from diffworld.fitting.optim import with_hyperparameters
 from diffworld.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from diffworld.run.folder import (
     CONFIG_FILE,
@@ -101,6 +102,10 @@ def branch_run(source: Path, overrides: list[str]) -> tuple[Config, Path]:
         raise RunDirError(f"{source} has no checkpoint to branch from: {str(e).splitlines()[0]}") from None
     collected = int(state["collector"]["num_steps_total"])
     state["counters"] = replanned_counters(state["counters"], collected, cfg)
+    for name in state["optimizers"]:
+        # Loading an optimizer's state restores its saved learning rate: the branch's must win.
+        optimizer_cfg = getattr(cfg, name).optimizer
+        with_hyperparameters(state["optimizers"][name], state["schedulers"][name], optimizer_cfg)
 
     run_dir = create_run_dir(Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg))
     shutil.copytree(dataset_dir(source), dataset_dir(run_dir))
