@@ -70,8 +70,11 @@ def start(processes: Processes, device: torch.device) -> None:
 
 
 def stop(processes: Processes) -> None:
-    """Leave the process group, if this process joined one."""
+    """Leave the process group, if this process joined one, once every process has come to leave it: a gloo
+    process torn down while a peer still talks to it can abort ("terminate called without an active
+    exception", seen in CI when process 0 was still writing its checkpoint)."""
     if processes.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
