@@ -15,7 +15,6 @@ batch, and process 0 alone writes the run folder.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -43,20 +42,18 @@ from diffworld.engine.quality import evaluate_quality, quality_metrics
 from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
 from diffworld.engine.trained import TrainedEngine
 from diffworld.fitting import distributed
-from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
+from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
 from diffworld.fitting.update import train_updates
 from diffworld.run.checkpoint import (
     generator_state,
-    has_checkpoint,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
     set_generator_state,
     set_rng_state,
 )
-from diffworld.run.folder import CONFIG_FILE, checkpoint_dir, create_run_dir, lock_run_dir, unlock_run_dir
+from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -101,21 +98,24 @@ class Component:
     """Whether its batches carry the full-resolution frames (the upsampler's)."""
 
 
-class EngineTrainer:
-    """Trains an engine in ``run_dir`` (created by ``create_run_dir``, or resumed with ``resume``)."""
+class EngineTrainer(CheckpointedTrainer):
+    """Trains an engine in ``run_dir`` (created, or resumed with ``resume``); under ``torchrun``, process 0
+    writes it."""
+
+    checkpoint_keys = CHECKPOINT_KEYS
+    resume_command = "diffworld engine train --resume"
 
     def __init__(self, cfg: EngineConfig, run_dir: Path, resume: bool = False) -> None:
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
         self.processes = distributed.launched_processes()
         self.device = distributed.process_device(cfg.device, self.processes)
         distributed.start(self.processes, self.device)
-        if self.processes.is_main:
-            lock_run_dir(self.run_dir)
+        super().__init__(run_dir, writes=self.processes.is_main)
         try:
-            self._setup(resume)
+            with self.disk_full_is_resumable():
+                self._setup(resume)
         except BaseException:
-            self._release()
+            self._close(failed=True)
             raise
 
     def _setup(self, resume: bool) -> None:
@@ -133,36 +133,26 @@ class EngineTrainer:
         torch.manual_seed(derive_seed(cfg.seed, f"training/process{p.rank}"))
 
         self.updates = 0
-        self.train_seconds = 0.0
         self._pending: list[tuple[int, dict[str, float]]] = []
         num_records = 0
-        resumable = resume and has_checkpoint(checkpoint_dir(self.run_dir))
-        self._resumed = resumable
-        if resumable:
-            state, used = load_checkpoint(
-                checkpoint_dir(self.run_dir), CHECKPOINT_KEYS, map_location=self.device
-            )
-            if p.is_main:
-                tqdm.write(f"Resuming from {used}")
+        state = self.open_checkpoint(resume, map_location=self.device)
+        self._resumed = state is not None
+        if state is not None:
             num_records = self._load_state(state)
         elif p.is_main:
-            if resume:
-                tqdm.write(f"{self.run_dir} was stopped before its first checkpoint: starting it over")
-            else:
-                create_run_dir(self.run_dir)
             save_engine_config(cfg, self.run_dir / CONFIG_FILE)
             save_action_space(self.run_dir, self.dataset.spec)
-        self.logger: MetricsLogger | None = None
         if p.is_main:
-            self.logger = MetricsLogger(
-                self.run_dir,
+            self.open_logger(
                 tensorboard=cfg.logging.tensorboard,
-                keep_records=num_records if resume else None,
-                # Records at the checkpoint's update were logged before it: keep them in TensorBoard too.
-                purge_step=self.updates + 1 if resumable else None,
+                resume=resume,
+                resumed=state is not None,
+                num_records=num_records,
+                step=self.updates,
             )
-        self._clock = time.monotonic()
-        if not resumable:
+        # The clock runs from here: loading the dataset is not training.
+        self.clock = RunClock(float(state["train_seconds"]) if state is not None else 0.0)
+        if state is None:
             self._save_checkpoint()
 
     def _component(self, name: str, model: EngineDenoiser | Upsampler) -> Component:
@@ -212,12 +202,12 @@ class EngineTrainer:
                 total=t.num_updates, initial=self.updates, desc="engine", disable=not self.processes.is_main
             ) as bar:
                 # A resumed run that had run out of time stops at once.
-                out_of_time = self._resumed and self._out_of_time(self.train_seconds)
+                out_of_time = self._resumed and self._out_of_time(self.clock.seconds)
                 while self.updates < t.num_updates and not out_of_time:
                     steps = self._steps_to_next_event()
                     self._train(steps)
                     bar.update(steps)
-                    out_of_time = self._out_of_time(self._elapsed())
+                    out_of_time = self._out_of_time(self.clock.elapsed())
                     done = self.updates == t.num_updates or out_of_time
                     if self.updates % t.log_every == 0 or done:
                         self._log_train()
@@ -225,8 +215,10 @@ class EngineTrainer:
                         last_test = self._test()
                     if self.updates % t.checkpoint_every == 0 or done:
                         self._save_checkpoint()
-        finally:
-            self._release()
+        except BaseException:
+            self._close(failed=True)
+            raise
+        self._close()
         return last_test
 
     def _out_of_time(self, seconds: float) -> bool:
@@ -272,11 +264,8 @@ class EngineTrainer:
 
     def _log(self, metrics: dict[str, float]) -> None:
         if self.logger is not None:
-            record = {"updates": self.updates, "train_seconds": round(self._elapsed(), 1), **metrics}
+            record = {"updates": self.updates, "train_seconds": round(self.clock.elapsed(), 1), **metrics}
             self.logger.log_record(record, metrics, step=self.updates)
-
-    def _elapsed(self) -> float:
-        return self.train_seconds + time.monotonic() - self._clock
 
     @torch.no_grad()
     def _test(self) -> dict[str, float]:
@@ -350,12 +339,9 @@ class EngineTrainer:
         )
         if self.processes.is_main:
             assert self.logger is not None
-            now = time.monotonic()
-            self.train_seconds += now - self._clock
-            self._clock = now
             state = {
                 "updates": self.updates,
-                "train_seconds": self.train_seconds,
+                "train_seconds": self.clock.lap(),
                 "num_records": self.logger.num_records,
                 # Training metrics of the updates since the last record, which the next one averages.
                 "pending_metrics": [[n, metrics] for n, metrics in self._pending],
@@ -375,7 +361,6 @@ class EngineTrainer:
             c.optimizer.load_state_dict(state["optimizers"][name])
             c.scheduler.load_state_dict(state["schedulers"][name])
         self.updates = int(state["updates"])
-        self.train_seconds = float(state["train_seconds"])
         self._pending = [(int(n), dict(metrics)) for n, metrics in state["pending_metrics"]]
         saved = state["processes"]
         if len(saved) == self.processes.world_size:
@@ -391,14 +376,11 @@ class EngineTrainer:
             )
         return int(state["num_records"])
 
-    def _release(self) -> None:
-        if getattr(self, "logger", None) is not None:
-            assert self.logger is not None
-            self.logger.close()
-            self.logger = None
-        if self.processes.is_main:
-            unlock_run_dir(self.run_dir)
-        distributed.stop(self.processes)
+    def _close(self, failed: bool = False) -> None:
+        """The logger closed and the folder's lock given back, then the process group left (at once if this
+        process ``failed``)."""
+        self.release()
+        distributed.stop(self.processes, failed=failed)
 
 
 def quality_seed(seed: int) -> int:

@@ -69,12 +69,14 @@ def start(processes: Processes, device: torch.device) -> None:
     )
 
 
-def stop(processes: Processes) -> None:
-    """Leave the process group, if this process joined one, once every process has come to leave it: a gloo
-    process torn down while a peer still talks to it can abort ("terminate called without an active
-    exception", seen in CI when process 0 was still writing its checkpoint)."""
+def stop(processes: Processes, *, failed: bool = False) -> None:
+    """Leave the process group, if this process joined one. Unless this process ``failed``, first wait for
+    every process to come to leave it: a gloo process torn down while a peer still talks to it can abort
+    ("terminate called without an active exception", seen in CI when process 0 was still writing its
+    checkpoint). A failed process leaves at once: its peers may never come (torchrun stops them)."""
     if processes.distributed and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -20,10 +20,8 @@ continues from the last checkpoint with the same random streams, environments an
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,16 +43,14 @@ from diffworld.evaluation.reward_recall import RewardDetection, reward_detection
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
+from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
 from diffworld.fitting.update import BatchSource, SampledBatches, train_updates
 from diffworld.fitting.wandb_logger import WandbLogger, require_wandb
 from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts, RealRolloutBatches
 from diffworld.run.checkpoint import (
     generator_state,
-    has_checkpoint,
     isolated_global_rng,
-    last_complete_checkpoint,
-    load_checkpoint,
     rng_state,
     save_agent_copy,
     save_checkpoint,
@@ -67,14 +63,10 @@ from diffworld.run.folder import (
     EVAL_FILE,
     RunDirError,
     checkpoint_dir,
-    create_run_dir,
     dataset_dir,
-    lock_run_dir,
-    unlock_run_dir,
 )
 from diffworld.training.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
 from diffworld.training.test_video import log_test_video
-from diffworld.utils.atomic import DiskFullError, format_bytes, free_bytes, is_disk_full
 from diffworld.utils.device import resolve_device
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
@@ -168,20 +160,21 @@ class Component:
     optim_cfg: OptimizerConfig
 
 
-class Trainer:
+class Trainer(CheckpointedTrainer):
+    checkpoint_keys = CHECKPOINT_KEYS
+    resume_command = "diffworld train --resume"
+    logger: MetricsLogger
+
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False) -> None:
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
         if cfg.logging.wandb:
             require_wandb()  # before anything is written
-        # Before anything reads or writes the folder: a second writer (a resume of a live run, the same
-        # run_dir twice) is refused here, with the holder's name.
-        lock_run_dir(self.run_dir)
+        super().__init__(run_dir)
         try:
-            with self._disk_full_is_resumable():
+            with self.disk_full_is_resumable():
                 self._setup(cfg, resume)
         except BaseException:
-            unlock_run_dir(self.run_dir)  # this process will not write the folder: another one may
+            self._close()  # this process will not write the folder: another one may
             raise
 
     def _setup(self, cfg: Config, resume: bool) -> None:
@@ -202,15 +195,8 @@ class Trainer:
 
         frame_shape = (cfg.env.size, cfg.env.size, 3)
         capacity = c.total_env_steps + c.steps_per_epoch
-        resumable = resume and has_checkpoint(checkpoint_dir(self.run_dir))
-        if resumable:
-            state, used = load_checkpoint(checkpoint_dir(self.run_dir), CHECKPOINT_KEYS)
-            if state.get("game", cfg.game) != cfg.game:  # older checkpoints lack "game"
-                raise RunDirError(
-                    f"{used} was saved by a run of {state['game']}, but {self.run_dir / CONFIG_FILE} says "
-                    f"{cfg.game} (edited by hand?): put game: {state['game']} back to resume."
-                )
-            tqdm.write(f"Resuming from {used}")
+        state = self.open_checkpoint(resume)
+        if state is not None:
             # Checkpoints saved before running episodes were stored have no lengths: all their episodes ended.
             lengths = state.get("dataset_lengths")
             set_aside_after_checkpoint(
@@ -227,12 +213,8 @@ class Trainer:
                     f"the episodes of {dataset_dir(self.run_dir)} differ from the checkpoint's"
                 )
         else:
-            state = None
-            if resume:
-                tqdm.write(f"{self.run_dir} was stopped before its first checkpoint: starting it over")
+            if resume:  # stopped before its first checkpoint: its episodes go
                 set_aside_after_checkpoint(dataset_dir(self.run_dir), keep=0)
-            else:
-                create_run_dir(self.run_dir)
             save_config(cfg, self.run_dir / CONFIG_FILE)
             self.dataset = EpisodeDataset(
                 dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
@@ -266,21 +248,21 @@ class Trainer:
         self.counters = Counters()
         self.recent_from: np.ndarray | None = None
         """The episodes' lengths before the last collection (None before the first epoch's)."""
-        self._clock = time.monotonic()
         if state is not None:
             self._load_state(state)
+        self.clock = RunClock(self.counters.train_seconds)
         wandb = (
             WandbLogger(self.run_dir, cfg.logging.wandb_project, to_dict(cfg)) if cfg.logging.wandb else None
         )
-        self.logger = MetricsLogger(
-            self.run_dir,
+        self.open_logger(
             tensorboard=cfg.logging.tensorboard,
-            keep_records=self.counters.num_records if resume else None,
-            # Records at the checkpoint's env steps were logged before it: keep them in TensorBoard too.
-            purge_step=self.env_steps + (1 if resumable else 0) if resume else None,
+            resume=resume,
+            resumed=state is not None,
+            num_records=self.counters.num_records,
+            step=self.env_steps,
             wandb=wandb,
         )
-        if not resumable:
+        if state is None:
             self._save_checkpoint()
 
     def _build_components(self) -> dict[str, Component]:
@@ -365,41 +347,16 @@ class Trainer:
         """Real agent steps taken so far: training collection, plus those of the actor-critic's batches."""
         return self.collector.num_steps_total + self.actor_critic_batches.num_env_steps
 
-    def elapsed_seconds(self) -> float:
-        """Wall-clock seconds of the whole run so far, over all resumes."""
-        return self.counters.train_seconds + time.monotonic() - self._clock
-
-    @contextlib.contextmanager
-    def _disk_full_is_resumable(self) -> Iterator[None]:
-        """A write that runs out of space (a checkpoint, episodes, metrics, ...) ends the run with one line:
-        what was being written, the space it needs, the last checkpoint (intact: checkpoints are replaced
-        only once the new one is complete) and the command that resumes from it once space is freed."""
-        try:
-            yield
-        except Exception as e:
-            if not is_disk_full(e):
-                raise
-            if isinstance(e, DiskFullError):
-                head, path = e.head, e.path
-            else:
-                path = Path(e.filename) if isinstance(e, OSError) and e.filename else self.run_dir
-                free = free_bytes(self.run_dir)
-                has = f" ({format_bytes(free)} free)" if free is not None else ""
-                head = f"No space left on the device of {self.run_dir}{has} while writing {path}: {e}."
-            last = last_complete_checkpoint(checkpoint_dir(self.run_dir))
-            kept = f"The last checkpoint, {last}, is intact" if last else "No checkpoint was written yet"
-            resume = f"diffworld train --resume {self.run_dir}"
-            raise DiskFullError(
-                f"{head} {kept}: free some space, then resume with '{resume}'.",
-                path=path,
-                needed=getattr(e, "needed", None),
-                free=getattr(e, "free", None),
-                head=head,
-            ) from e
+    def check_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        if state.get("game", self.cfg.game) != self.cfg.game:  # older checkpoints lack "game"
+            raise RunDirError(
+                f"{path} was saved by a run of {state['game']}, but {self.run_dir / CONFIG_FILE} says "
+                f"{self.cfg.game} (edited by hand?): put game: {state['game']} back to resume."
+            )
 
     def run(self) -> dict[str, Any] | None:
         """Run (or finish) the schedule; returns the final evaluation report."""
-        with self._disk_full_is_resumable():
+        with self.disk_full_is_resumable():
             return self._run()
 
     def _run(self) -> dict[str, Any] | None:
@@ -425,11 +382,15 @@ class Trainer:
                 return self._final_evaluation()
             return None
         finally:
-            self.logger.close()
-            self.train_envs.close()
-            self.test_envs.close()
-            self.actor_critic_batches.close()
-            unlock_run_dir(self.run_dir)
+            self._close()
+
+    def _close(self) -> None:
+        """The environments and real rollouts closed (those made before a failed setup included), the logger
+        closed, the folder's lock given back."""
+        for name in ("train_envs", "test_envs", "actor_critic_batches"):
+            if hasattr(self, name):
+                getattr(self, name).close()
+        self.release()
 
     def _initial_collection(self) -> None:
         c = self.cfg.collection
@@ -510,7 +471,7 @@ class Trainer:
             metrics |= self._test()
             metrics["time/test_seconds"] = time.monotonic() - t_test
         metrics["time/epoch_seconds"] = time.monotonic() - t0
-        metrics["time/total_hours"] = self.elapsed_seconds() / 3600
+        metrics["time/total_hours"] = self.clock.elapsed() / 3600
         self.logger.log(metrics, epoch=counters.epoch, env_steps=self.env_steps)
         if counters.epoch % cfg.training.save_agent_every == 0:
             save_agent_copy(self.agent.state_dict(), checkpoint_dir(self.run_dir), counters.epoch)
@@ -624,7 +585,7 @@ class Trainer:
             epsilon=c.test_epsilon,
             device=self.device,
             env_steps=self.env_steps,
-            train_seconds=self.elapsed_seconds(),
+            train_seconds=self.clock.elapsed(),
             checkpoint_epoch=self.counters.epoch,
         )
         write_eval_json(report, self.run_dir / EVAL_FILE)
@@ -652,9 +613,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def _save_checkpoint(self) -> None:
-        now = time.monotonic()
-        self.counters.train_seconds += now - self._clock
-        self._clock = now
+        self.counters.train_seconds = self.clock.lap()
         self.counters.num_records = self.logger.num_records
         state = {
             "counters": asdict(self.counters),
