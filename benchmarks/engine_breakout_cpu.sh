@@ -31,4 +31,7 @@ diffworld engine eval "$RUN" --trajectories 32 --fidelity-states 200 --out "$OUT
 diffworld wm-eval "$RUN" --out-dir "$OUT/wm_eval"
 diffworld video "$RUN" --out "$OUT/real_vs_imagined.mp4" --steps 200
 python benchmarks/engine_play_fps.py "$RUN" --steps 200 --threads 2 --json "$OUT/play_fps_cpu2.json"
+diffworld plot "$RUN" --out "$OUT/learning_curves.png"
+diffworld plot "$RUN" --out "$OUT/test_psnr_full_res.png" --keys engine/test/psnr_full_h1 engine/test/psnr_full_h10 \
+  engine/test/psnr_full_h100 engine/test/psnr_full_h10_copy_last_frame engine/test/psnr_full_h100_copy_last_frame
 cp "$RUN/config.yaml" "$RUN/metrics.jsonl" "$OUT/"
