@@ -48,6 +48,7 @@ the datasets into DIR and keeps them; the base worktree is always removed.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -67,19 +68,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_AGENT = ROOT / "tests/data/official/official_tiny_agent.pt"
 OFFICIAL_ENGINE = ROOT / "tests/data/official_csgo/official_tiny_csgo_agent.pt"
-# The architecture of official_tiny_agent.pt: TINY_OVERRIDES of tests/test_official_equivalence.py.
-TINY_AGENT = (
-    "denoiser.cond_channels=16",
-    "denoiser.channels=[8,16]",
-    "denoiser.depths=[1,1]",
-    "denoiser.attn_depths=[false,true]",
-    "reward_model.channels=[4,8,8,4]",
-    "reward_model.depths=[1,1,1,1]",
-    "reward_model.cond_channels=16",
-    "reward_model.lstm_dim=16",
-    "actor_critic.channels=[4,4,8,8]",
-    "actor_critic.lstm_dim=16",
-)
+
+
+def tiny_agent_overrides() -> tuple[str, ...]:
+    """The architecture of official_tiny_agent.pt: ``TINY_OVERRIDES`` of tests/test_official_equivalence.py,
+    read from that file's literal (importing the test would import a diffworld of neither side)."""
+    tree = ast.parse((ROOT / "tests/test_official_equivalence.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "TINY_OVERRIDES" for t in node.targets
+        ):
+            return tuple(ast.literal_eval(node.value))
+    raise LookupError("TINY_OVERRIDES is gone from tests/test_official_equivalence.py")
+
+
+TINY_AGENT = tiny_agent_overrides()
 AGENT = ("train", "game=Catch", "preset=smoke", "seed=3", "run_dir={out}")
 ENGINE = ("engine", "train", "preset=smoke", "seed=0", "run_dir={out}")
 VOLATILE_KEYS = {"train_seconds", "weights_sha256"}
