@@ -1,11 +1,14 @@
 """The engine's exponential moving average of weights (``training.ema_decay``, docs/engine.md, "Training"):
 the average against an independent computation, training and checkpoints without it as before, a killed run
-with it resumed as an unbroken one, and trained engines opened with it (or without it, for checkpoints that
-have none)."""
+with it resumed as an unbroken one, the average of the unwrapped models under torchrun, and trained engines
+opened with it (or without it, for checkpoints that have none)."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from diffworld.engine.trained import load_trained_engine
 from diffworld.engine.trainer import CHECKPOINT_KEYS, EngineTrainer, quality_seed
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.metrics_file import read_metrics
+from test_engine_ddp import free_port
 from test_engine_training import _diffworld, _records, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -208,3 +212,21 @@ def test_presets_and_bad_decays(dataset: Path) -> None:
     for bad in ("1.0", "0", "-0.5"):
         with pytest.raises(ConfigError, match="ema_decay must be in"):
             cfg(f"denoiser.training.ema_decay={bad}")
+
+
+def test_torchrun_averages_the_unwrapped_models(dataset: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--master-port", str(free_port()), "-m", "diffworld", "engine", "train"]
+    command += [f"data={dataset}", "preset=smoke", f"run_dir={run_dir}", *EMA]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = _checkpoint(run_dir)
+    for name in MODELS:
+        # The model's own keys (an average of the DDP wrapper would have them under "module.module.").
+        assert _average_weights(state["ema"][name]).keys() == state["models"][name].keys()
+        assert int(state["ema"][name]["n_averaged"]) == 6
+    engine = open_engine(run_dir, "cpu")
+    assert engine.weights == "ema"
+    _assert_equal(engine.denoiser.state_dict(), _average_weights(state["ema"]["denoiser"]), "denoiser")
