@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.cli import main
+from diffworld.data.actions import ActionSpec, discrete
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.action_fidelity import (
     SEED_OFFSET,
@@ -21,7 +22,6 @@ from diffworld.engine.action_fidelity import (
     fidelity_seed,
     open_game,
 )
-from diffworld.engine.actions import ActionSpec, discrete
 from diffworld.engine.config import LowResFilter
 from diffworld.engine.convert.from_gym import record_gym
 from diffworld.engine.dataset import EngineDataset

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffworld.engine.actions import ActionMismatchError, ActionSpec, discrete, keys
+from diffworld.data.actions import ActionMismatchError, ActionSpec, discrete, keys
 from diffworld.engine.dataset import (
     DATASET_FILE,
     EPISODES_DIR,

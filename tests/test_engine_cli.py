@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, discrete
+from diffworld.data.actions import ActionSpec, discrete
 from diffworld.engine.dataset import EPISODES_DIR, EngineDataset, EngineDatasetWriter
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.engine.actions import Bins, Continuous, Discrete, Keys
+from diffworld.data.actions import Bins, Continuous, Discrete, Keys
 from diffworld.engine.convert.from_csgo_hdf5 import (
     CSGO_ACTION_SPEC,
     CSGO_MOUSE_X,
@@ -76,7 +76,7 @@ def test_atari_full_resolution(tmp_path: Path) -> None:
 
 
 def test_resume_records_up_to_the_total(tmp_path: Path) -> None:
-    from diffworld.engine.actions import ActionSpec, discrete
+    from diffworld.data.actions import ActionSpec, discrete
     from diffworld.engine.dataset import EngineDatasetWriter
 
     out = tmp_path / "catch"

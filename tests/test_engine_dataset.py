@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffworld.engine.actions import ActionSpec, discrete, keys
+from diffworld.data.actions import ActionSpec, discrete, keys
 from diffworld.engine.dataset import (
     DATASET_FILE,
     EPISODES_DIR,

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from diffworld.engine.actions import ActionSpec, bins, keys
+from diffworld.data.actions import ActionSpec, bins, keys
 from diffworld.engine.config import EngineDenoiserConfig
 from diffworld.engine.denoiser import EngineDenoiser
 from diffworld.engine.sampler import EngineBatch

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, discrete
+from diffworld.data.actions import ActionSpec, discrete
 from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC, CSGO_MOUSE_X, CSGO_MOUSE_Y
 from diffworld.engine.dataset import EngineDatasetWriter
 from diffworld.engine.official_import import import_official_engine

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from diffworld.cli import SETTINGS
-from diffworld.engine.action_encoder import ActionEncoder
 from diffworld.engine.config import (
     EngineSamplerConfig,
     LowResFilter,
@@ -30,6 +29,7 @@ from diffworld.engine.sampler import EngineBatch
 from diffworld.errors import UserError
 from diffworld.fitting.distributed import Processes, per_process_batch_size
 from diffworld.fitting.update import train_updates
+from diffworld.models.action_encoder import ActionEncoder
 from test_engine_models import SPEC, make_batch, nonzero_init, random_actions, small_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -11,7 +11,7 @@ import pytest
 from torch import Tensor
 
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, bins, continuous, discrete, keys
+from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.keymap import (

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, discrete
+from diffworld.data.actions import ActionSpec, discrete
 from diffworld.engine.config import LowResFilter, build_engine_config, save_engine_config
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler

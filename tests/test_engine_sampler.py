@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffworld.engine.actions import ActionSpec, bins, keys
+from diffworld.data.actions import ActionSpec, bins, keys
 from diffworld.engine.config import LowResFilter
 from diffworld.engine.dataset import EngineDataset, EngineDatasetError, EngineDatasetWriter
 from diffworld.engine.sampler import EngineSegmentSampler

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffworld.engine.actions import ActionSpec, discrete, keys
+from diffworld.data.actions import ActionSpec, discrete, keys
 from diffworld.engine.config import build_engine_config, load_engine_config
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.folder import is_engine_run

@@ -149,7 +149,7 @@ def write_datasets(folder: Path) -> None:
     """The engine runs' datasets (4 episodes of 25 frames of 12x20, a quarter for test), written with the
     working tree's ``diffworld`` as ``write_dataset`` of tests/test_engine_training.py writes its own."""
     sys.path.insert(0, str(ROOT / "src"))  # the working tree's diffworld, whatever the venv installed
-    from diffworld.engine.actions import ActionSpec, bins, continuous, discrete, keys
+    from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
     from diffworld.engine.dataset import EngineDatasetWriter
 
     datasets: dict[str, tuple[ActionSpec, Callable[[np.random.Generator, int], np.ndarray], int]] = {

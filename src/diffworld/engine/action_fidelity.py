@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffworld.data.actions import ActionSpec
 from diffworld.data.frames import frames_to_tensor
-from diffworld.engine.actions import ActionSpec
 from diffworld.engine.convert.from_gym import as_rgb
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers

@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from diffworld.engine.actions import ActionSpec
+from diffworld.data.actions import ActionSpec
 from diffworld.errors import UserError
 from diffworld.utils.atomic import atomic_write, atomic_write_text, format_bytes, remove_temp_files
 

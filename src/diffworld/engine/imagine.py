@@ -18,7 +18,7 @@ from torch import Tensor
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.config import LowResFilter
 from diffworld.engine.sampler import downsample
-from diffworld.models.diffusion.open_loop import NextFrameSampler
+from diffworld.models.diffusion.denoiser import FrameSampler
 
 
 class FrameUpsampler(Protocol):
@@ -34,7 +34,7 @@ class FrameUpsampler(Protocol):
 class EngineSamplers:
     """What imagining with an engine needs."""
 
-    predictor: NextFrameSampler
+    predictor: FrameSampler
     """The low-resolution next-frame sampler: ``predict_next(prev_obs (B, L, 3, h, w), prev_act (B, L,
     D))``."""
     num_cond: int

@@ -36,7 +36,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from diffworld.engine.actions import ActionSpec, Bins, Continuous, Discrete, Keys
+from diffworld.data.actions import ActionSpec, Bins, Continuous, Discrete, Keys
 from diffworld.errors import UserError
 from diffworld.viz.keymaps import BUTTON_KEYS, buttons_of
 

@@ -3,10 +3,10 @@ folder that ``diffworld engine eval``, ``diffworld play`` and ``diffworld video`
 
 The official code saves its agent as one ``torch.save``'d state dict whose keys are prefixed by the model:
 ``denoiser.`` (the next-frame model) and ``upsampler.``. Each model's network is ``inner_model``, whose layers
-are those of the engine's ``EngineNetwork`` with the Atari denoiser's names (``official_name``), except the
-action embedding: the official one is one table of 51 rows, one per column of the official multi-hot action
-vector (11 keys, 2 clicks, 23 mouse-x bins, 15 mouse-y bins), where ``ActionEncoder`` has one table per
-component of the action space, whose rows stacked in order are that table.
+are those of the world model's ``ConditionedUNet`` with the Atari denoiser's names (``official_name``),
+except the action embedding: the official one is one table of 51 rows, one per column of the official
+multi-hot action vector (11 keys, 2 clicks, 23 mouse-x bins, 15 mouse-y bins), where ``ActionEncoder`` has
+one table per component of the action space, whose rows stacked in order are that table.
 
 The file records no configuration, but its tensors' names and shapes give the architecture
 (``infer_official_sizes``): the number of U-Net levels and blocks per level from the names, channels and
@@ -36,8 +36,7 @@ from omegaconf import ListConfig, OmegaConf
 from torch import Tensor, nn
 
 from diffworld.config.loading import parse_overrides
-from diffworld.engine.action_encoder import ActionEncoder
-from diffworld.engine.actions import ActionSpec
+from diffworld.data.actions import ActionSpec
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -49,6 +48,7 @@ from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
+from diffworld.models.action_encoder import ActionEncoder
 from diffworld.official_import import (
     OfficialAgentError,
     count_indexed,
@@ -227,7 +227,7 @@ def _load_model(model: nn.Module, prefix: str, tensors: Mapping[str, Tensor], pa
             raise OfficialEngineError(
                 f"{path} lacks the action embedding {prefix}.inner_model.{ACTION_TABLE}."
             )
-        assert model.net.act_emb is not None
+        assert isinstance(model.net.act_emb, ActionEncoder)
         state.update(split_action_table(table, model.net.act_emb, path))
     model.load_state_dict(state)
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.data.actions import ActionSpec
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
-from diffworld.engine.actions import ActionSpec
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.imagine import EngineSamplers, Imagination
 from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.engine.actions import ActionSpec, bins, keys
+from diffworld.data.actions import ActionSpec, bins, keys
 from diffworld.engine.dataset import EngineDatasetWriter
 from diffworld.errors import UserError
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from diffworld.engine.actions import ActionComponent, ActionSpec, continuous, discrete, keys
+from diffworld.data.actions import ActionComponent, ActionSpec, continuous, discrete, keys
 from diffworld.engine.dataset import EngineDatasetWriter
 from diffworld.errors import UserError
 

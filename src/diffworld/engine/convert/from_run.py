@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.engine.actions import ActionSpec, discrete
+from diffworld.data.actions import ActionSpec, discrete
 from diffworld.engine.dataset import EngineDatasetWriter
 from diffworld.errors import UserError
 from diffworld.viz.dataset_browser import action_meanings_for

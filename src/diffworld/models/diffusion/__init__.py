@@ -1,14 +1,21 @@
-"""The diffusion world model: the U-Net F, its EDM wrapper (the paper) and the DDPM ablation (docs/method.md
-§3)."""
+"""The diffusion world model: the U-Net F, its EDM wrapper (the paper; the engine's models too, in their
+layouts) and the DDPM ablation (docs/method.md §3)."""
 
 from __future__ import annotations
 
 from diffworld.config.schema import DenoiserConfig, DiffusionKind
 from diffworld.models.diffusion.ddpm import DDIMSampler, DDPMDenoiser
 from diffworld.models.diffusion.denoiser import Denoiser, FrameSampler, SamplingStep, StepCallback
-from diffworld.models.diffusion.edm import EDMDenoiser, EDMSampler, edm_preconditioning, sample_sigma_training
+from diffworld.models.diffusion.edm import (
+    ConditionedEDM,
+    EDMDenoiser,
+    EDMSampler,
+    edm_preconditioning,
+    sample_sigma_training,
+)
+from diffworld.models.diffusion.layout import WorldModelConfig, WorldModelLayout
 from diffworld.models.diffusion.sampling import karras_sigmas, quantize, sample
-from diffworld.models.diffusion.unet import DenoiserNetwork, UNet
+from diffworld.models.diffusion.unet import ConditionedUNet, UNet
 
 
 def make_denoiser(cfg: DenoiserConfig, num_actions: int) -> Denoiser:
@@ -20,16 +27,19 @@ def make_denoiser(cfg: DenoiserConfig, num_actions: int) -> Denoiser:
 
 
 __all__ = [
+    "ConditionedEDM",
+    "ConditionedUNet",
     "DDIMSampler",
     "DDPMDenoiser",
     "Denoiser",
-    "DenoiserNetwork",
     "EDMDenoiser",
     "EDMSampler",
     "FrameSampler",
     "SamplingStep",
     "StepCallback",
     "UNet",
+    "WorldModelConfig",
+    "WorldModelLayout",
     "edm_preconditioning",
     "karras_sigmas",
     "make_denoiser",

@@ -1,4 +1,7 @@
-"""The action space of an engine dataset: named components laid out as the columns of a float vector.
+"""The action space of a world model: named components laid out as the columns of a float vector.
+
+An engine dataset declares its own; the Atari world model's is one ``Discrete`` component
+(``models/diffusion/layout.py``), whose actions it takes as indices rather than vectors.
 
 A step's action is a float32 vector of ``spec.width`` columns, the components' columns side by side in order:
 
