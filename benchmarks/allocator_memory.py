@@ -76,7 +76,8 @@ def child(model_name: str, steps: int, preset: str) -> None:
     else:
         d = cfg.denoiser
         model = make_denoiser(d, num_actions)
-        num_steps, batch_size = d.num_cond_frames + d.num_autoregressive_steps - 1, d.training.batch_size
+        num_steps = d.num_cond_frames + d.training.num_autoregressive_steps - 1
+        batch_size = d.training.batch_size
         optim_cfg = d.optimizer
     optimizer = make_optimizer(model, optim_cfg)
     b, t = batch_size, num_steps

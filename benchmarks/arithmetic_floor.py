@@ -79,7 +79,7 @@ def main() -> None:
 
     denoiser = EDMDenoiser(cfg.denoiser, NUM_ACTIONS)
     num_cond = cfg.denoiser.num_cond_frames
-    segment = random_batch(num_cond + cfg.denoiser.num_autoregressive_steps - 1)
+    segment = random_batch(num_cond + cfg.denoiser.training.num_autoregressive_steps - 1)
     prev_obs, prev_act = segment.obs[:, :num_cond], segment.act[:, :num_cond]
     noisy = torch.randn(BATCH, 3, SIZE, SIZE)
     sigma = torch.full((BATCH,), 1.0)

@@ -34,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from diffworld.config.loading import ConfigError, validate
+from diffworld.config.loading import ConfigError, upgrade_legacy_keys, validate
 from diffworld.config.schema import Config
 from diffworld.errors import UserError
 from diffworld.games import UnknownGameError, resolve_game
@@ -116,7 +116,7 @@ def config_from_dict(data: Mapping[str, Any], source: str) -> Config:
     settings raise :class:`ConfigError` mentioning ``source`` (where the dict came from).
     """
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(dict(data)))
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(upgrade_legacy_keys(data)))
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         at = f" at {e.full_key!r}" if getattr(e, "full_key", None) else ""

@@ -190,7 +190,7 @@ def settings_info(cfg: Config, overrides: Sequence[str]) -> dict[str, Any]:
             "actor_critic": a.training.batch_size,
         },
         "segment_frames": {
-            "denoiser": d.num_cond_frames + d.num_autoregressive_steps,
+            "denoiser": d.num_cond_frames + d.training.num_autoregressive_steps,
             "reward_model": reward_model_seq_length(cfg) + 1,
             "actor_critic": d.num_cond_frames,
         },

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,58 @@ def _suggest(key: str, schema: type = Config) -> str:
     return f"{hint} Run 'diffworld config --keys' to list every key."
 
 
+LEGACY_KEYS: dict[str, str] = {
+    "denoiser.num_autoregressive_steps": "denoiser.training.num_autoregressive_steps",
+}
+"""Configuration keys renamed since configurations were first saved, old -> new: saved configurations
+(``config.yaml``, ``agent.json``'s ``config``) and overrides (the command line, sweeps, branches) with an old
+key are read as if they had the new one, with a warning (once per key)."""
+
+_warned_legacy_keys: set[str] = set()
+
+
+def _warn_legacy_key(old: str) -> None:
+    if old not in _warned_legacy_keys:
+        _warned_legacy_keys.add(old)
+        warnings.warn(f"configuration key {old!r} is now {LEGACY_KEYS[old]!r}", FutureWarning, stacklevel=3)
+
+
+def upgrade_legacy_override_keys(overrides: Mapping[str, str]) -> dict[str, str]:
+    """``overrides`` (dotted key -> value) with the keys of ``LEGACY_KEYS`` renamed, in their order."""
+    upgraded: dict[str, str] = {}
+    for key, value in overrides.items():
+        if key in LEGACY_KEYS:
+            _warn_legacy_key(key)
+            key = LEGACY_KEYS[key]
+        upgraded[key] = value
+    return upgraded
+
+
+def upgrade_legacy_keys(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the nested configuration ``tree`` (plain dicts) with the keys of ``LEGACY_KEYS`` moved to
+    their new place; one given under both names keeps the new name's value."""
+    upgraded: dict[str, Any] = _copy_tree(tree)
+    for old, new in LEGACY_KEYS.items():
+        *old_parents, old_leaf = old.split(".")
+        parent: Any = upgraded
+        for name in old_parents:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or old_leaf not in parent:
+            continue
+        _warn_legacy_key(old)
+        value = parent.pop(old_leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = upgraded
+        for name in new_parents:
+            target = target.setdefault(name, {})
+        target.setdefault(new_leaf, value)
+    return upgraded
+
+
+def _copy_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _copy_tree(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+
+
 def parse_overrides(args: Iterable[str]) -> dict[str, str]:
     """Split ``key=value`` arguments; the last one wins for a repeated key."""
     overrides: dict[str, str] = {}
@@ -107,7 +160,7 @@ def apply_override(
 
 def build_config(args: Iterable[str] = ()) -> Config:
     """The run configuration for command-line arguments like ``game=Pong preset=quick seed=3``."""
-    overrides = parse_overrides(args)
+    overrides = upgrade_legacy_override_keys(parse_overrides(args))
     preset = overrides.pop("preset", "atari100k")
     if preset not in PRESETS:
         close = difflib.get_close_matches(preset, list(PRESETS), n=1)
@@ -126,7 +179,7 @@ def build_config(args: Iterable[str] = ()) -> Config:
 def with_overrides(cfg: Config, args: Iterable[str]) -> Config:
     """A copy of ``cfg`` with the ``key=value`` arguments applied, validated as ``build_config``'s result."""
     merged = OmegaConf.structured(cfg)
-    for key, value in parse_overrides(args).items():
+    for key, value in upgrade_legacy_override_keys(parse_overrides(args)).items():
         apply_override(merged, key, value, parsed_from_text=True)
     return _finalize(merged)
 
@@ -178,13 +231,26 @@ def validate(cfg: Config) -> None:
         "(each past action gets cond_channels / num_cond_frames dims).",
     )
     check(cfg.denoiser.num_cond_frames >= 1, "denoiser.num_cond_frames must be >= 1.")
-    check(cfg.denoiser.num_autoregressive_steps >= 1, "denoiser.num_autoregressive_steps must be >= 1.")
+    check(
+        cfg.denoiser.training.num_autoregressive_steps >= 1,
+        "denoiser.training.num_autoregressive_steps must be >= 1.",
+    )
+    check(
+        not cfg.denoiser.noise_previous_obs,
+        "denoiser.noise_previous_obs=true: the Atari world model's network is not told the conditioning "
+        "frames' noise level (an engine's is).",
+    )
     s = cfg.denoiser.sampler
     check(s.num_steps >= 1, "denoiser.sampler.num_steps must be >= 1.")
     check(s.order in (1, 2), "denoiser.sampler.order must be 1 (Euler) or 2 (Heun).")
     check(0 < s.sigma_min < s.sigma_max, "Need 0 < denoiser.sampler.sigma_min < denoiser.sampler.sigma_max.")
     check(s.rho > 0, "denoiser.sampler.rho must be > 0.")
     check(s.s_churn >= 0, "denoiser.sampler.s_churn must be >= 0.")
+    check(
+        s.s_cond == 0,
+        "denoiser.sampler.s_cond must be 0: the Atari world model's network is not told the conditioning "
+        "frames' noise level (an engine's is).",
+    )
     sd = cfg.denoiser.sigma_distribution
     check(0 < sd.sigma_min < sd.sigma_max, "Need 0 < sigma_distribution.sigma_min < sigma_max.")
     check(sd.scale > 0, "denoiser.sigma_distribution.scale must be > 0.")
@@ -300,6 +366,10 @@ def load_config_file(path: Path) -> Config:
         raise ConfigError(f"No configuration file at {path}.") from None
     except Exception as e:
         raise ConfigError(f"Cannot parse configuration {path}: {e}") from None
+    if isinstance(loaded, DictConfig):
+        container = OmegaConf.to_container(loaded)
+        assert isinstance(container, dict)
+        loaded = OmegaConf.create(upgrade_legacy_keys({str(k): v for k, v in container.items()}))
     cfg = OmegaConf.structured(Config)
     try:
         cfg = OmegaConf.merge(cfg, loaded)

@@ -103,19 +103,53 @@ class OptimizerConfig:
     """Gradients are clipped to this global L2 norm."""
 
 
+class GradAccumulation(str, Enum):
+    """How the losses of the ``grad_acc_steps`` batches of one update combine into its gradient."""
+
+    sum = "sum"
+    """The official CS:GO trainer: each batch's loss is backpropagated as it is, so the update's gradient is
+    the sum of the batches' (and ``max_grad_norm`` clips that sum)."""
+    mean = "mean"
+    """The mean of the batches' gradients, as the official Atari trainer (where ``grad_acc_steps`` is 1)."""
+
+
 @dataclass
-class ComponentTrainingConfig:
-    """How much and on what one model trains each epoch (docs/method.md §2)."""
+class BatchesConfig:
+    """The batches of one model's optimizer updates (``fitting.update.train_updates``)."""
+
+    batch_size: int = 32
+    grad_acc_steps: int = 1
+    """Batches accumulated per optimizer step."""
+    grad_accumulation: GradAccumulation = GradAccumulation.mean
+    """``mean`` of the accumulated batches' gradients, or their ``sum`` (the official CS:GO trainer)."""
+
+
+@dataclass
+class WorldModelTrainingConfig(BatchesConfig):
+    """How the diffusion world model trains, whichever product it is part of."""
+
+    num_autoregressive_steps: int = 2
+    """Consecutive predictions per training segment (segments hold num_cond_frames + this many frames), the
+    later ones conditioned on the model's own one-shot estimates (docs/method.md §3). The official
+    configurations count the predictions after the first: their ``num_autoregressive_steps`` is this minus
+    one."""
+
+
+@dataclass
+class ComponentTrainingConfig(BatchesConfig):
+    """How much and on what one of the agent's models trains each epoch (docs/method.md §2)."""
 
     steps_first_epoch: int = 10_000
     """Optimizer steps in the first epoch (the models start from scratch on the initial dataset)."""
     steps_per_epoch: int = 400
     """Optimizer steps in every later epoch."""
-    batch_size: int = 32
-    grad_acc_steps: int = 1
-    """Batches accumulated per optimizer step."""
     sample_weights: list[float] = field(default_factory=lambda: [0.1, 0.1, 0.1, 0.7])
     """Probability of each quarter of the episodes in collection order (the newest quarter last)."""
+
+
+@dataclass
+class DenoiserTrainingConfig(ComponentTrainingConfig, WorldModelTrainingConfig):
+    """How the agent's world model trains: the world model's settings and the agent's epochs."""
 
 
 @dataclass
@@ -146,14 +180,19 @@ class SamplerConfig:
     s_tmin: float = 0.0
     s_tmax: float = float("inf")
     s_noise: float = 1.0
+    s_cond: float = 0.0
+    """The conditioning frames get Gaussian noise of this std before every denoising step (on top of that of
+    the steps before), and the network is told this level: the official CS:GO sampler's 0.005, for a world
+    model trained with ``noise_previous_obs``. 0: clean conditioning frames (told level 0 where the network
+    has that input)."""
 
 
 @dataclass
-class DenoiserConfig:
-    """The diffusion world model: U-Net F and its EDM (or DDPM) wrapper (docs/method.md §3)."""
+class WorldModelConfig:
+    """The conditioned EDM world model: U-Net F and its EDM wrapper (docs/method.md §3), the one model of the
+    agent (``DenoiserConfig``) and of the engine (``engine.config.EngineDenoiserConfig``). The defaults are
+    the paper's Atari ones; each product's config sets its own."""
 
-    kind: DiffusionKind = DiffusionKind.edm
-    """``edm`` (the paper) or ``ddpm`` (the paper's ablation, same network)."""
     num_cond_frames: int = 4
     """L: past frames and actions the next frame is conditioned on."""
     cond_channels: int = 256
@@ -167,19 +206,33 @@ class DenoiserConfig:
     """Self-attention in the blocks of each level (the paper: none; the middle blocks always have it)."""
     convention: DiffusionConvention = DiffusionConvention.official
     """Initial noise and quantization of the EDM sampler and training estimate: ``official`` (the default, as
-    the published agents were trained) or ``edm`` (the textbook choice); see ``DiffusionConvention``."""
+    the published models were trained) or ``edm`` (the textbook choice); see ``DiffusionConvention``."""
     sigma_data: float = 0.5
     sigma_offset_noise: float = 0.3
     """Std of the per-image, per-channel constant added to the Gaussian noise (offset noise)."""
-    num_autoregressive_steps: int = 2
-    """Consecutive predictions per training segment (segments hold num_cond_frames + this many frames)."""
+    noise_previous_obs: bool = False
+    """Noise augmentation of the conditioning frames in training: per sample, a level sigma_cond drawn like
+    the training sigmas, the L past frames noised at it (offset noise included), and c_noise_cond =
+    log(sigma_cond) / 4 fed to the network beside c_noise. Makes long autoregressive rollouts robust to the
+    model's own errors (the official CS:GO recipe; the engine's models only, whose network has that
+    input)."""
+    sigma_distribution: SigmaDistributionConfig = field(default_factory=SigmaDistributionConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    training: WorldModelTrainingConfig = field(default_factory=WorldModelTrainingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class DenoiserConfig(WorldModelConfig):
+    """The agent's world model: ``WorldModelConfig`` in the Atari layout, EDM or the DDPM ablation
+    (docs/method.md §3), trained in the agent's epochs."""
+
+    training: DenoiserTrainingConfig = field(default_factory=DenoiserTrainingConfig)
+    kind: DiffusionKind = DiffusionKind.edm
+    """``edm`` (the paper) or ``ddpm`` (the paper's ablation, same network)."""
     ddpm_num_train_timesteps: int = 1000
     ddpm_beta_start: float = 1e-4
     ddpm_beta_end: float = 0.02
-    sigma_distribution: SigmaDistributionConfig = field(default_factory=SigmaDistributionConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    training: ComponentTrainingConfig = field(default_factory=ComponentTrainingConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
 
 @dataclass

@@ -20,28 +20,20 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from diffworld.config.loading import ConfigError, apply_override, parse_overrides
-from diffworld.config.schema import OptimizerConfig, Precision, SamplerConfig, SigmaDistributionConfig
+from diffworld.config.schema import (
+    GradAccumulation,
+    OptimizerConfig,
+    Precision,
+    SamplerConfig,
+    SigmaDistributionConfig,
+    WorldModelConfig,
+    WorldModelTrainingConfig,
+)
 from diffworld.utils.atomic import atomic_write_text
 
-
-@dataclass
-class EngineSamplerConfig(SamplerConfig):
-    """A sampler of the engine: EDM's (``SamplerConfig``) plus the conditioning frames' noise level."""
-
-    s_cond: float = 0.0
-    """With ``noise_previous_obs``: the conditioning frames get Gaussian noise of this std before the
-    denoiser sees them, and the network is told this level (the official CS:GO sampler's 0.005). 0: clean
-    conditioning frames, the network told level 0 (c_noise_cond = 0)."""
-
-
-class GradAccumulation(str, Enum):
-    """How the losses of the ``grad_acc_steps`` batches of one update combine into its gradient."""
-
-    sum = "sum"
-    """The official CS:GO trainer: each batch's loss is backpropagated as it is, so the update's gradient is
-    the sum of the batches' (and ``max_grad_norm`` clips that sum)."""
-    mean = "mean"
-    """The mean of the batches' gradients, as the Atari trainer (where ``grad_acc_steps`` is 1)."""
+EngineSamplerConfig = SamplerConfig
+"""A sampler of the engine: the world model's ``SamplerConfig`` (its ``s_cond`` is the official CS:GO
+sampler's noise of the conditioning frames)."""
 
 
 class LowResFilter(str, Enum):
@@ -56,54 +48,47 @@ class LowResFilter(str, Enum):
     trained before the bicubic filter; their ``config.yaml`` has no ``low_res_filter`` and reads as this)."""
 
 
+EngineModelTrainingConfig = WorldModelTrainingConfig
+"""The batches one engine model trains on: the world model's ``WorldModelTrainingConfig``. Its
+``batch_size`` is over all processes together (each of N ``torchrun`` processes takes batch_size / N), or per
+process with ``training.batch_size_per_process`` (the official semantics)."""
+
+
+def _csgo_training(batch_size: int, num_autoregressive_steps: int) -> WorldModelTrainingConfig:
+    """The official CS:GO trainer's batches: 8 accumulated, their gradients summed. Its
+    ``num_autoregressive_steps`` counts the predictions after the first (CS:GO: 4 for the denoiser, 1 for the
+    upsampler, so 5 and 2 here)."""
+    return WorldModelTrainingConfig(
+        batch_size=batch_size,
+        grad_acc_steps=8,
+        grad_accumulation=GradAccumulation.sum,
+        num_autoregressive_steps=num_autoregressive_steps,
+    )
+
+
 @dataclass
-class EngineModelTrainingConfig:
-    """The batches one model trains on."""
-
-    batch_size: int = 16
-    """Segments per batch: over all processes together (each of N ``torchrun`` processes takes
-    batch_size / N), or per process with ``training.batch_size_per_process`` (the official semantics)."""
-    grad_acc_steps: int = 8
-    """Batches accumulated per optimizer update."""
-    grad_accumulation: GradAccumulation = GradAccumulation.sum
-    """``sum`` (the official CS:GO trainer) or ``mean`` of the accumulated batches' gradients."""
-    num_autoregressive_steps: int = 5
-    """Consecutive predictions per training segment (num_cond_frames + this many frames), the later ones
-    conditioned on the model's own one-shot estimates (docs/method.md §3). The official configuration counts
-    the predictions after the first: its ``num_autoregressive_steps`` is this minus one (CS:GO: 4 for the
-    denoiser, 1 for the upsampler, so 5 and 2 here)."""
-
-
-@dataclass
-class EngineDenoiserConfig:
-    """The low-resolution next-frame denoiser: EDM around a U-Net conditioned on the L past frames and
-    actions.
+class EngineDenoiserConfig(WorldModelConfig):
+    """The engine's low-resolution next-frame denoiser: the world model (``WorldModelConfig``) conditioned on
+    the L past frames and actions, in the official CS:GO layout.
 
     Defaults: the official CS:GO model (``csgo``).
     """
 
-    num_cond_frames: int = 4
-    """L: past frames (and actions) each prediction is conditioned on."""
     cond_channels: int = 2048
-    """Width of the conditioning vector; each of the L action embeddings has cond_channels / L dims."""
     channels: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
-    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     attn_depths: list[bool] = field(default_factory=lambda: [False, False, True, True])
-    sigma_data: float = 0.5
     sigma_offset_noise: float = 0.1
     noise_previous_obs: bool = True
-    """Noise augmentation of the conditioning frames in training: per sample, a level sigma_cond drawn like
-    the training sigmas, the L past frames noised at it (offset noise included), and c_noise_cond =
-    log(sigma_cond) / 4 fed to the network beside c_noise. Makes long autoregressive rollouts robust to the
-    model's own errors (the official CS:GO recipe)."""
     sigma_distribution: SigmaDistributionConfig = field(
         default_factory=lambda: SigmaDistributionConfig(loc=-1.2, scale=1.2, sigma_min=2e-3, sigma_max=20.0)
     )
-    sampler: EngineSamplerConfig = field(
-        default_factory=lambda: EngineSamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
+    sampler: SamplerConfig = field(
+        default_factory=lambda: SamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
     )
     """One Euler step, as the official CS:GO ``fast`` settings."""
-    training: EngineModelTrainingConfig = field(default_factory=EngineModelTrainingConfig)
+    training: WorldModelTrainingConfig = field(
+        default_factory=lambda: _csgo_training(batch_size=16, num_autoregressive_steps=5)
+    )
     optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=1e-4, weight_decay=1e-2, eps=1e-8, max_grad_norm=10.0)
     )
@@ -126,7 +111,7 @@ def _csgo_upsampler() -> UpsamplerConfig:
         attn_depths=[False, False, False, True],
         noise_previous_obs=False,
         # Heun with churn, as the official CS:GO ``fast`` settings: one step from sigma 5 raised by churn.
-        sampler=EngineSamplerConfig(
+        sampler=SamplerConfig(
             num_steps=1,
             sigma_min=1.0,
             sigma_max=5.0,
@@ -136,7 +121,7 @@ def _csgo_upsampler() -> UpsamplerConfig:
             s_tmax=5.0,
             s_noise=0.9,
         ),
-        training=EngineModelTrainingConfig(batch_size=4, grad_acc_steps=8, num_autoregressive_steps=2),
+        training=_csgo_training(batch_size=4, num_autoregressive_steps=2),
     )
 
 

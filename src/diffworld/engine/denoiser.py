@@ -6,8 +6,8 @@
 frames and that frame upsampled by bicubic interpolation (not clamped), no actions. Both have the official
 CS:GO code's layouts (``WorldModelLayout.engine_denoiser`` and ``engine_upsampler``: the network told the
 conditioning frames' noise level, frames of any size, padding steps with no action and padding targets
-replaced by estimates in the loss) and its ``official`` convention of ``DiffusionConvention``, which its
-published weights assume; noise augmentation is ``noise_previous_obs`` in training, the sampler's ``s_cond``
+replaced by estimates in the loss); their config's ``convention`` defaults to ``official``, which the
+published weights assume. Noise augmentation is ``noise_previous_obs`` in training, the sampler's ``s_cond``
 in sampling (``models/diffusion/edm.py``). What the facades add: the official code's call of D, the engine's
 batches and config, and the upsampler's ``upsample``.
 """
@@ -18,23 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffworld.config.schema import DiffusionConvention
 from diffworld.data.actions import ActionSpec
 from diffworld.engine.config import EngineDenoiserConfig, EngineSamplerConfig, UpsamplerConfig
 from diffworld.engine.sampler import EngineBatch
 from diffworld.models.diffusion.denoiser import StepCallback
-from diffworld.models.diffusion.edm import ConditionedEDM, EDMSampler, check_segment_length
+from diffworld.models.diffusion.edm import ConditionedEDM, EDMSampler
 from diffworld.models.diffusion.layout import WorldModelLayout
 
 
 class _EngineModel(ConditionedEDM):
-    """What the engine's two models share over ``ConditionedEDM``: the engine config's addresses and the
-    official CS:GO code's call of D."""
+    """What the engine's two models share over ``ConditionedEDM``: the official CS:GO code's call of D."""
 
     cfg: EngineDenoiserConfig
-
-    def __init__(self, cfg: EngineDenoiserConfig, layout: WorldModelLayout) -> None:
-        super().__init__(cfg, layout, DiffusionConvention.official)
 
     def denoise(
         self,
@@ -51,10 +46,6 @@ class _EngineModel(ConditionedEDM):
             noisy, sigma, frames=cond_images, act=act, act_valid=act_valid, sigma_cond=sigma_cond
         )
 
-    def _check_length(self, num_frames: int) -> None:
-        # Read at every call: the official-equivalence test sets it after construction.
-        check_segment_length(num_frames, self.cfg.num_cond_frames, self.cfg.training.num_autoregressive_steps)
-
 
 class EngineDenoiser(_EngineModel):
     """The low-resolution next-frame model: ``forward(batch) -> (loss, metrics)`` and ``sampler``."""
@@ -65,7 +56,7 @@ class EngineDenoiser(_EngineModel):
     def forward(self, batch: EngineBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) on segments (``batch.obs``, low resolution) of num_cond_frames +
         num_autoregressive_steps frames."""
-        self._check_length(batch.obs.size(1))
+        self.check_segment_length(batch.obs.size(1))
         # The mask travels as a last action column, so that each prediction's window of actions carries
         # which of its steps are padding (no action, as the official all-zero action vector).
         act_and_valid = torch.cat([batch.act, batch.mask[..., None].to(batch.act.dtype)], dim=-1)
@@ -84,7 +75,7 @@ class EngineDenoiser(_EngineModel):
     def sampler(self, sampler_cfg: EngineSamplerConfig) -> EDMSampler:
         """Next low-resolution frames: ``predict_next(prev_obs (B, L, 3, h, w), prev_act (B, L, D),
         generator)``."""
-        return EDMSampler(self, sampler_cfg, sampler_cfg.s_cond)
+        return EDMSampler(self, sampler_cfg)
 
 
 class Upsampler(_EngineModel):
@@ -105,7 +96,7 @@ class Upsampler(_EngineModel):
         ``batch.obs`` and the previous full-resolution frames."""
         if batch.obs_full is None:
             raise ValueError("the upsampler trains on batches with full-resolution frames (obs_full)")
-        self._check_length(batch.obs.size(1))
+        self.check_segment_length(batch.obs.size(1))
         b, t = batch.obs.shape[:2]
         low_up = self.upsample_bicubic(batch.obs.flatten(0, 1)).unflatten(0, (b, t))
         if low_up.shape != batch.obs_full.shape:
@@ -129,7 +120,7 @@ class Upsampler(_EngineModel):
         return self._autoregressive_loss(batch.obs_full, low_up[:, 1:], batch.mask, predict)
 
     def sampler(self, sampler_cfg: EngineSamplerConfig) -> UpsamplingSampler:
-        return UpsamplingSampler(self, sampler_cfg, sampler_cfg.s_cond)
+        return UpsamplingSampler(self, sampler_cfg)
 
 
 class UpsamplingSampler(EDMSampler):

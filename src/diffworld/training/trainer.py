@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from diffworld.agent import Agent, export_agent
 from diffworld.collector import Collector, EpisodeStats
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
-from diffworld.config.schema import ComponentTrainingConfig, Config, OptimizerConfig
+from diffworld.config.schema import ComponentTrainingConfig, Config, GradAccumulation, OptimizerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.data.sampler import traverse
 from diffworld.envs.from_config import make_envs
@@ -307,7 +307,9 @@ class Trainer(CheckpointedTrainer):
             ac_loss = ImaginationActorCriticLoss(self.agent.actor_critic, wm_env, cfg.actor_critic)
             ac_batches = ImaginationBatches(ac_sampler)
         self.actor_critic_batches = ac_batches
-        denoiser_sampler = sampler("denoiser", num_cond + cfg.denoiser.num_autoregressive_steps - 1, False)
+        denoiser_sampler = sampler(
+            "denoiser", num_cond + cfg.denoiser.training.num_autoregressive_steps - 1, False
+        )
         reward_sampler = sampler("reward_model", reward_model_seq_length(cfg), True)
         models: dict[str, tuple[nn.Module, BatchSource, SegmentSampler]] = {
             "denoiser": (self.agent.denoiser, SampledBatches(denoiser_sampler), denoiser_sampler),
@@ -497,6 +499,7 @@ class Trainer(CheckpointedTrainer):
             steps=steps,
             grad_acc_steps=component.training.grad_acc_steps,
             max_grad_norm=component.optim_cfg.max_grad_norm,
+            sum_accumulated=component.training.grad_accumulation is GradAccumulation.sum,
             autocast=self.autocast,
             desc=name,
         )

@@ -3,7 +3,7 @@ layouts) and the DDPM ablation (docs/method.md §3)."""
 
 from __future__ import annotations
 
-from diffworld.config.schema import DenoiserConfig, DiffusionKind
+from diffworld.config.schema import DenoiserConfig, DiffusionKind, WorldModelConfig
 from diffworld.models.diffusion.ddpm import DDIMSampler, DDPMDenoiser
 from diffworld.models.diffusion.denoiser import Denoiser, FrameSampler, SamplingStep, StepCallback
 from diffworld.models.diffusion.edm import (
@@ -13,7 +13,7 @@ from diffworld.models.diffusion.edm import (
     edm_preconditioning,
     sample_sigma_training,
 )
-from diffworld.models.diffusion.layout import WorldModelConfig, WorldModelLayout
+from diffworld.models.diffusion.layout import WorldModelLayout
 from diffworld.models.diffusion.sampling import karras_sigmas, quantize, sample
 from diffworld.models.diffusion.unet import ConditionedUNet, UNet
 

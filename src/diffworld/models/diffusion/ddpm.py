@@ -71,7 +71,9 @@ class DDPMDenoiser(Denoiser):
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) on segments of num_cond_frames + num_autoregressive_steps frames."""
-        check_segment_length(batch.obs.size(1), self.cfg.num_cond_frames, self.cfg.num_autoregressive_steps)
+        check_segment_length(
+            batch.obs.size(1), self.cfg.num_cond_frames, self.cfg.training.num_autoregressive_steps
+        )
         loss = autoregressive_loss(
             batch.obs, batch.act, batch.frame_mask, self.cfg.num_cond_frames, self._training_prediction
         )

@@ -27,10 +27,11 @@ from diffworld.config.schema import (
     DiffusionConvention,
     SamplerConfig,
     SigmaDistributionConfig,
+    WorldModelConfig,
 )
 from diffworld.data.batch import Batch
 from diffworld.models.diffusion.denoiser import Denoiser, SamplingStep, StepCallback
-from diffworld.models.diffusion.layout import WorldModelConfig, WorldModelLayout
+from diffworld.models.diffusion.layout import WorldModelLayout
 from diffworld.models.diffusion.sampling import karras_sigmas, quantize, quantize_floor, sample
 from diffworld.models.diffusion.unet import ConditionedUNet
 
@@ -142,21 +143,24 @@ class ConditionedEDM(nn.Module):
     loss. The products' facades (``EDMDenoiser``, the engine's ``EngineDenoiser`` and ``Upsampler``) give it
     their call signatures, batches and samplers.
 
-    ``convention``: ``official`` floors the training estimate and, in ``EDMSampler``, starts from unit noise
-    and floors every denoiser output; ``edm`` rounds (see ``DiffusionConvention``).
+    ``cfg.convention``: ``official`` floors the training estimate and, in ``EDMSampler``, starts from unit
+    noise and floors every denoiser output; ``edm`` rounds (see ``DiffusionConvention``).
     """
 
     cfg: WorldModelConfig
     net: ConditionedUNet
 
-    def __init__(
-        self, cfg: WorldModelConfig, layout: WorldModelLayout, convention: DiffusionConvention
-    ) -> None:
+    def __init__(self, cfg: WorldModelConfig, layout: WorldModelLayout) -> None:
         super().__init__()
         self.cfg = cfg
         self.layout = layout
         self.net = ConditionedUNet(cfg, layout)
-        self.official = convention is DiffusionConvention.official
+        self.official = DiffusionConvention(cfg.convention) is DiffusionConvention.official
+
+    def check_segment_length(self, num_frames: int) -> None:
+        """Raise unless training segments of ``num_frames`` fit the config, read at every call (a test sets
+        ``training.num_autoregressive_steps`` after construction)."""
+        check_segment_length(num_frames, self.cfg.num_cond_frames, self.cfg.training.num_autoregressive_steps)
 
     def predict_clean(
         self,
@@ -248,7 +252,7 @@ class EDMDenoiser(ConditionedEDM, Denoiser):
     cfg: DenoiserConfig
 
     def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
-        super().__init__(cfg, WorldModelLayout.atari(num_actions), DiffusionConvention(cfg.convention))
+        super().__init__(cfg, WorldModelLayout.atari(num_actions))
 
     def denoise(self, noisy_next_obs: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
         """D(x; sigma) = c_skip x + c_out F(...), not clamped.
@@ -265,7 +269,7 @@ class EDMDenoiser(ConditionedEDM, Denoiser):
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) on segments of num_cond_frames + num_autoregressive_steps frames."""
-        check_segment_length(batch.obs.size(1), self.cfg.num_cond_frames, self.cfg.num_autoregressive_steps)
+        self.check_segment_length(batch.obs.size(1))
         return self._autoregressive_loss(batch.obs, batch.act, batch.frame_mask, self._training_prediction)
 
     def sampler(self, sampler_cfg: SamplerConfig) -> EDMSampler:
@@ -276,15 +280,14 @@ class EDMSampler:
     """EDM's sampler (Algorithm 2) of a ``ConditionedEDM``, from noise along the Karras schedule of
     ``sampler_cfg`` (see ``karras_sigmas``), computed once; ``sampler_cfg`` also gives the order and churn.
 
-    ``s_cond`` > 0 (the engine's ``s_cond``, a layout with the noise-level input): the conditioning images get
-    noise of that std before every step, on top of the noise of the steps before, and the network is told the
-    level ``s_cond``, as the official CS:GO sampler (whose one step, its ``fast`` setting, noises them once).
+    ``sampler_cfg.s_cond`` > 0 (a layout with the noise-level input): the conditioning images get noise of
+    that std before every step, on top of the noise of the steps before, and the network is told the level
+    ``s_cond``, as the official CS:GO sampler (whose one step, its ``fast`` setting, noises them once).
     """
 
-    def __init__(self, denoiser: ConditionedEDM, sampler_cfg: SamplerConfig, s_cond: float = 0.0) -> None:
+    def __init__(self, denoiser: ConditionedEDM, sampler_cfg: SamplerConfig) -> None:
         self.denoiser = denoiser
         self.cfg = sampler_cfg
-        self.s_cond = s_cond
         c = sampler_cfg
         device = next(denoiser.parameters()).device
         self.sigmas = karras_sigmas(c.num_steps, c.sigma_min, c.sigma_max, c.rho, device)
@@ -320,7 +323,8 @@ class EDMSampler:
         # The official choice against autoregressive drift: less initial noise than sigma_max
         # (docs/method.md).
         x = noise if official else sigmas[0] * noise
-        sigma_cond = None if self.s_cond <= 0 else torch.full((b,), self.s_cond, device=device)
+        s_cond = self.cfg.s_cond
+        sigma_cond = None if s_cond <= 0 else torch.full((b,), s_cond, device=device)
         frames = prev_obs if extra_images is None else torch.cat([prev_obs, extra_images], dim=1)
 
         def noise_conditioning_images() -> None:

@@ -5,39 +5,14 @@ The Atari agent's world model and the engine's two models are one model: the net
 (``unet.py``) inside ``ConditionedEDM`` (``edm.py``). They differ in a few choices that their published
 weights assume, the official DIAMOND Atari agent's and the official CS:GO model's, so these are fixed per
 product, not configured: a ``WorldModelLayout``. What users tune is the configuration, of which the model
-reads the fields of ``WorldModelConfig``.
+reads the fields of ``config.schema.WorldModelConfig``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-from diffworld.config.schema import SigmaDistributionConfig
 from diffworld.data.actions import ActionSpec, discrete
-
-
-class WorldModelConfig(Protocol):
-    """The configuration fields the world model reads, which the agent's ``DenoiserConfig`` and the engine's
-    ``EngineDenoiserConfig`` share (their docstrings say what each one means)."""
-
-    @property
-    def num_cond_frames(self) -> int: ...
-    @property
-    def cond_channels(self) -> int: ...
-    @property
-    def channels(self) -> Sequence[int]: ...
-    @property
-    def depths(self) -> Sequence[int]: ...
-    @property
-    def attn_depths(self) -> Sequence[bool]: ...
-    @property
-    def sigma_data(self) -> float: ...
-    @property
-    def sigma_offset_noise(self) -> float: ...
-    @property
-    def sigma_distribution(self) -> SigmaDistributionConfig: ...
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffworld.config.schema import WorldModelConfig
 from diffworld.models.action_encoder import make_action_encoder
 from diffworld.models.blocks import (
     Downsample,
@@ -27,7 +28,7 @@ from diffworld.models.blocks import (
     conv3x3,
     zero_init,
 )
-from diffworld.models.diffusion.layout import WorldModelConfig, WorldModelLayout
+from diffworld.models.diffusion.layout import WorldModelLayout
 
 IMG_CHANNELS = 3
 
