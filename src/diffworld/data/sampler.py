@@ -1,4 +1,5 @@
-"""Random fixed-length segments of stored episodes, with the semantics of the official DIAMOND sampler."""
+"""Random fixed-length segments of stored episodes, with the semantics of the official DIAMOND sampler (the
+rule itself: ``data/segments.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from diffworld.data.batch import Batch
 from diffworld.data.frames import frames_to_tensor
+from diffworld.data.segments import draw_segments, every_segment
 from diffworld.data.storage import EpisodeDataset
 
 _CPU = torch.device("cpu")
@@ -80,17 +82,14 @@ class SegmentSampler:
         the episode length: those steps are padding.
         """
         size = self.batch_size if batch_size is None else batch_size
-        probabilities = self.episode_probabilities()
-        episode_ids = self.rng.choice(len(probabilities), size=size, p=probabilities)
-        lengths = self.dataset.lengths[episode_ids]
-        timesteps = self.rng.integers(0, lengths)
-        offsets = self.rng.integers(0, self.seq_length, size=size)
-        if self.can_sample_beyond_end:
-            starts = timesteps - offsets
-        else:
-            stops = np.minimum(lengths, timesteps + 1 + offsets)
-            starts = stops - self.seq_length
-        return episode_ids.astype(np.int64), starts.astype(np.int64)
+        return draw_segments(
+            self.rng,
+            self.dataset.lengths,
+            self.episode_probabilities(),
+            self.seq_length,
+            size,
+            beyond_end=self.can_sample_beyond_end,
+        )
 
     def make_batch(self, episode_ids: np.ndarray, starts: np.ndarray) -> Batch:
         """Gather the segments ``[start, start + seq_length)`` of the given episodes into a ``Batch``.
@@ -137,16 +136,7 @@ class SegmentSampler:
 def traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch]:
     """Every step of ``dataset`` once, in segments shaped like ``sampler``'s (padding where needed)."""
     seq = sampler.seq_length
-    ids, starts = [], []
-    for episode_id, length in enumerate(dataset.lengths.tolist()):
-        episode_starts = np.arange(0, length, seq)
-        if not sampler.can_sample_beyond_end:
-            # Segments must end inside the episode: the last one shifts left (and may pad on the left).
-            episode_starts = np.minimum(episode_starts, length - seq)
-            episode_starts = np.unique(episode_starts)
-        ids.append(np.full(len(episode_starts), episode_id))
-        starts.append(episode_starts)
-    all_ids, all_starts = np.concatenate(ids), np.concatenate(starts)
+    all_ids, all_starts = every_segment(dataset.lengths, seq, beyond_end=sampler.can_sample_beyond_end)
     # make_batch only: its generator is never drawn from, and is not ``sampler``'s (a training stream).
     view = SegmentSampler(
         dataset,

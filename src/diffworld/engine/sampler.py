@@ -3,7 +3,8 @@
 An episode is drawn with probability proportional to its length, a step t uniformly in it, and the segment of
 ``seq_length`` frames ends ``randint(0, seq_length)`` steps after t but never beyond the episode's last frame;
 it may therefore start before the episode: those frames are padding (``mask`` False, frames 0.0, actions 0).
-Only the frames a segment covers are read from the memory-mapped files.
+Only the frames a segment covers are read from the memory-mapped files. The rule is the agent's too
+(``data/segments.py``), counted in frames here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from diffworld.data.frames import frames_to_tensor
+from diffworld.data.segments import draw_segments, every_segment
 from diffworld.engine.config import LowResFilter
 from diffworld.engine.dataset import EngineDataset, EngineDatasetError
 from diffworld.models.diffusion.sampling import quantize_floor
@@ -127,11 +129,8 @@ class EngineSegmentSampler:
         """
         size = self.batch_size if batch_size is None else batch_size
         lengths = self.dataset.lengths[self.ids]
-        episodes = self.ids[self.rng.choice(len(self.ids), size=size, p=lengths / lengths.sum())]
-        lengths = self.dataset.lengths[episodes]
-        timesteps = self.rng.integers(0, lengths)
-        stops = np.minimum(lengths, timesteps + 1 + self.rng.integers(0, self.seq_length, size=size))
-        return episodes.astype(np.int64), (stops - self.seq_length).astype(np.int64)
+        chosen, starts = draw_segments(self.rng, lengths, lengths / lengths.sum(), self.seq_length, size)
+        return self.ids[chosen], starts
 
     def make_batch(self, episodes: np.ndarray, starts: np.ndarray) -> EngineBatch:
         """Gather the segments ``[start, start + seq_length)`` of the given episodes; each must hold a real
@@ -176,14 +175,7 @@ class EngineSegmentSampler:
         episode shorter than a segment is padded on the left), so frames near an episode's end may be in
         two segments.
         """
-        episodes, starts = [], []
-        for episode in self.ids.tolist():
-            length = int(self.dataset.lengths[episode])
-            ends = np.unique(
-                np.minimum(np.arange(self.seq_length, length + self.seq_length, self.seq_length), length)
-            )
-            episodes.append(np.full(len(ends), episode))
-            starts.append(ends - self.seq_length)
-        all_episodes, all_starts = np.concatenate(episodes), np.concatenate(starts)
+        chosen, all_starts = every_segment(self.dataset.lengths[self.ids], self.seq_length)
+        all_episodes = self.ids[chosen]
         for i in range(0, len(all_episodes), self.batch_size):
             yield self.make_batch(all_episodes[i : i + self.batch_size], all_starts[i : i + self.batch_size])
