@@ -5,7 +5,7 @@
 Each observation is a 64x64 frame with one bright vertical third (left, middle or right, drawn at random);
 the action that names that third earns +1, the others -1; every step draws a new frame. The policy is the
 paper's actor-critic at a small size (``channels`` 8, 8, 16, 16, LSTM 64), trained with
-``diffworld.rollout.rollout`` and ``actor_critic_loss`` (lambda-returns, REINFORCE with the value baseline,
+``agent.rollout.rollout`` and ``actor_critic_loss`` (lambda-returns, REINFORCE with the value baseline,
 value loss, entropy) on batches of 16 trajectories of 10 steps. It prints the mean reward (random play: -1/3,
 perfect play: 1) and the policy's entropy every 25 updates: a measure of how many updates the actor-critic
 needs when the signal is as clear as it can be. A world model cannot make the actor learn faster than this.
@@ -17,9 +17,9 @@ import argparse
 
 import torch
 
+from diffworld.agent.rollout import EnvStep, rollout
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
-from diffworld.rollout import EnvStep, rollout
 
 
 class ThirdsBandit:

@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.agent.imagination import WorldModelEnv
+from diffworld.agent.trained import load_trained_agent
 from diffworld.config.loading import reward_model_seq_length
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.catch import GRID
-from diffworld.imagination import WorldModelEnv
 from diffworld.run.folder import dataset_dir
-from diffworld.run.trained_agent import load_trained_agent
 
 MOVES = np.array([0, 1, -1])
 """Column change of NOOP, RIGHT, LEFT."""

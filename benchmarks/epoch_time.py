@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from diffworld.agent.trainer import COMPONENTS, Trainer
 from diffworld.config import build_config
-from diffworld.training.trainer import COMPONENTS, Trainer
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ of time is recorded (status, error, its output's tail) and the next one runs:
 2. ``bench_fp32``, ``bench_bf16``: ``diffworld bench`` at the paper's settings (Breakout, as the CPU figures
    in ``benchmarks/results``), in float32 and with ``training.precision=bf16``;
 3. ``projection``: the hours of a whole Atari 100k run from each bench and the paper's schedule, computed
-   from the configuration (``diffworld.projection``);
+   from the configuration (``diffworld.agent.projection``);
 4. ``train``: ``diffworld train preset=gpu game=Boxing``, its ``collection.total_env_steps`` fitted from the
-   float32 bench to the stage's time (``diffworld.projection.fit_total_env_steps``), then its test returns
+   float32 bench to the stage's time (``agent.projection.fit_total_env_steps``), then its test returns
    and final evaluation, or ``diffworld eval`` of its last checkpoint when time ran out; the projected and
    the measured seconds of the run side by side (a check of the projection).
 
@@ -360,8 +360,8 @@ class Check:
         return stage.get("report") if stage.get("status") == "ok" else None
 
     def projection(self, limit: float) -> dict[str, Any]:
+        from diffworld.agent.projection import StepTimes, project_run_range
         from diffworld.config import build_config
-        from diffworld.projection import StepTimes, project_run_range
 
         record: dict[str, Any] = {
             "overrides": self.s.bench_overrides,
@@ -386,13 +386,13 @@ class Check:
         return record
 
     def train(self, limit: float) -> dict[str, Any]:
-        from diffworld.config import build_config
-        from diffworld.projection import (
+        from diffworld.agent.projection import (
             StepTimes,
             fit_total_env_steps,
             initial_steps_bounds,
             project_run,
         )
+        from diffworld.config import build_config
 
         deadline = time.monotonic() + limit
         run_dir = self.work_dir / "train_run"

@@ -29,10 +29,10 @@ import torch
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from diffworld.agent import Agent
+from diffworld.agent.play import PlayApp, build_session
+from diffworld.agent.trained import TrainedAgent
 from diffworld.config import build_config
 from diffworld.envs import make_atari_env
-from diffworld.run.trained_agent import TrainedAgent
-from diffworld.viz.play import PlayApp, build_session
 
 
 def _per_call(fn: object, repeats: int) -> float:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffworld.agent.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.config.schema import (
     ActorCriticConfig,
     DenoiserConfig,
@@ -32,7 +33,6 @@ from diffworld.config.schema import (
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.batch import Batch
 from diffworld.fitting.precision import autocast
-from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import DDPMDenoiser, EDMDenoiser, make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
@@ -268,10 +268,10 @@ def test_smoke_run_on_device(target_device: torch.device, device_explicit: bool,
     then ``diffworld eval`` of the run folder on the device."""
     if not device_explicit:
         pytest.skip("set DIFFWORLD_TEST_DEVICE to run it (tests/test_train_e2e.py runs it on the CPU)")
+    from diffworld.agent.trainer import Trainer
     from diffworld.cli import main
     from diffworld.config import build_config
     from diffworld.run.metrics_file import read_metrics
-    from diffworld.training.trainer import Trainer
 
     run_dir = tmp_path / "run"
     cfg = build_config(

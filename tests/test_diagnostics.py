@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffworld.agent import Agent
+from diffworld.agent import Agent, diagnostics
+from diffworld.agent.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.data.frames import frames_to_tensor
 from diffworld.data.sampler import EndingAtSampler, episode_steps
 from diffworld.run.checkpoint import rng_state
-from diffworld.training import diagnostics
-from diffworld.training.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffworld.agent.trainer import Trainer
 from diffworld.config import build_config
 from diffworld.config.loading import reward_model_seq_length
 from diffworld.data.batch import Batch
-from diffworld.training.trainer import Trainer
 
 BATCH = 4
 

@@ -7,6 +7,12 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+from diffworld.agent.imagination import (
+    ImaginationActorCriticLoss,
+    ImaginationEnv,
+    ImaginationVectorEnv,
+    WorldModelEnv,
+)
 from diffworld.config.schema import (
     ActorCriticConfig,
     DenoiserConfig,
@@ -14,12 +20,6 @@ from diffworld.config.schema import (
     SamplerConfig,
 )
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
-from diffworld.imagination import (
-    ImaginationActorCriticLoss,
-    ImaginationEnv,
-    ImaginationVectorEnv,
-    WorldModelEnv,
-)
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
@@ -180,7 +180,7 @@ def test_actor_critic_loss_in_imagination_reaches_only_the_actor_critic() -> Non
 
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_rollout_shapes(horizon: int) -> None:
-    from diffworld.imagination import imagine
+    from diffworld.agent.imagination import imagine
 
     env = _env(batch_size=2, horizon=2)
     _, _, actor_critic = _models()

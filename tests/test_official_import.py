@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from diffworld.agent import INFO_FILE, load_agent
+from diffworld.agent.official_import import OfficialAgentError, import_official_agent
 from diffworld.cli import main
 from diffworld.config import Config, build_config
-from diffworld.official_import import OfficialAgentError, import_official_agent
 from test_official_equivalence import TINY_OVERRIDES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from diffworld.agent import Agent, export_agent
+from diffworld.agent.trained import TrainedAgent, load_trained_agent
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.run.trained_agent import TrainedAgent, load_trained_agent
 from diffworld.viz.keymaps import KeyMap, buttons_of
 
 pygame = pytest.importorskip("pygame")
 
+from diffworld.agent.play import EnvKind, PlayApp, PlaySession, Recorder, build_session  # noqa: E402
 from diffworld.viz.dataset_browser import BrowserApp, DatasetBrowser  # noqa: E402
 from diffworld.viz.episodes import EpisodeFiles  # noqa: E402
-from diffworld.viz.play import EnvKind, PlayApp, PlaySession, Recorder, build_session  # noqa: E402
 
 BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from diffworld.agent.reward_recall import choose_steps, reward_detection
 from diffworld.config.schema import DenoiserConfig, SamplerConfig
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.evaluation.reward_recall import choose_steps, reward_detection
 
 LEVELS = np.array([0, 128, 255], dtype=np.uint8)  # -1, ~0, +1 in [-1, 1]
 

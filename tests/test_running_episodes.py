@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffworld.agent.trainer import COMPONENTS, Trainer
 from diffworld.config import build_config
 from diffworld.data import SegmentSampler
-from diffworld.training.trainer import COMPONENTS, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from diffworld.agent import Agent, export_agent
+from diffworld.agent.test_video import VIDEO_TAG, log_test_video
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.models.diffusion import Denoiser
-from diffworld.training.test_video import VIDEO_TAG, log_test_video
 from diffworld.utils.video_encoding import VideoWriter, write_video
 from diffworld.viz.side_by_side import compose_frames, imagine_along, real_vs_imagined
 from test_engine_cli import fails_in_one_line

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import Tensor
 
+from diffworld.agent.trainer import Trainer
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
 from diffworld.evaluation.image_metrics import PSNR_MAX, gaussian_window, psnr, ssim
 from diffworld.evaluation.wm_trajectories import copy_last_frame_curves, evaluate_trajectories
-from diffworld.training.trainer import Trainer
 from strict_json import load_strict_json
 from test_engine_cli import fails_in_one_line
 from test_engine_quality import bar_dataset, engine_folder

@@ -223,7 +223,7 @@ def run_bench(
     in a run after its first epoch, ends them rarely. So, while the actor-critic and the imagination are
     timed, imagined trajectories are never ended by it (only by the horizon) unless ``keep_terminations``.
     """
-    from diffworld.training.trainer import Trainer
+    from diffworld.agent.trainer import Trainer
 
     unknown = set(parts) - set(PARTS)
     if unknown:

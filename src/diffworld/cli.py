@@ -127,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run_dir = check_resumable(Path(args.resume))
         cfg = load_config_file(run_dir / CONFIG_FILE)
     elif args.branch is not None:
-        from diffworld.training.branch import branch_run
+        from diffworld.agent.branch import branch_run
 
         cfg, run_dir = branch_run(Path(args.branch), args.overrides)
         print(f"Branched from {args.branch}", flush=True)
@@ -138,7 +138,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run_dir = create_run_dir(Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg))
     print(f"Run folder: {run_dir}", flush=True)
 
-    from diffworld.training.trainer import Trainer
+    from diffworld.agent.trainer import Trainer
 
     Trainer(cfg, run_dir, resume=args.resume is not None or args.branch is not None).run()
     return 0
@@ -216,8 +216,8 @@ def _cmd_engine_import(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
-    from diffworld.run.trained_agent import load_trained_agent
+    from diffworld.agent.evaluate import evaluate_policy, write_eval_json
+    from diffworld.agent.trained import load_trained_agent
 
     source = Path(args.source)
     out = Path(args.out) if args.out else source / "eval.json"
@@ -249,7 +249,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from diffworld.agent import export_agent
-    from diffworld.run.trained_agent import load_trained_agent
+    from diffworld.agent.trained import load_trained_agent
 
     _refuse_live_run_output(args.folder, "the agent folder", "another folder")
     trained = load_trained_agent(Path(args.run_dir), "cpu")
@@ -279,7 +279,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     cfg = build_config(args.overrides)
     _refuse_live_run_output(args.folder, "the agent folder", "another folder")
 
-    from diffworld.official_import import import_official_agent
+    from diffworld.agent.official_import import import_official_agent
 
     folder = import_official_agent(Path(args.file), cfg, Path(args.folder), overwrite=args.overwrite)
     print(f"Imported {args.file} as the {cfg.game} agent folder {folder}")
@@ -318,7 +318,7 @@ def _cmd_play(args: argparse.Namespace) -> int:
         return 0
     if args.keymap or args.data or args.denoising_steps or args.sampler_settings:
         raise UserError("--keymap, --data, --denoising-steps and --sampler-settings are for engine folders")
-    from diffworld.viz.play import ENV_CHOICES, run_play
+    from diffworld.agent.play import ENV_CHOICES, run_play
 
     run_play(
         Path(args.source),
@@ -393,7 +393,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
                 "--data, --episode, --sampler-settings and --denoising-steps N are for engine folders (a "
                 "run's video takes --denoising-steps alone, to show each denoising step)."
             )
-        from diffworld.viz.video import run_video
+        from diffworld.agent.video import run_video
 
         frames = run_video(
             Path(args.source),
@@ -496,8 +496,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_wm_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from diffworld.agent.wm_quality import default_out_dir
     from diffworld.engine.folder import is_engine_run
-    from diffworld.evaluation.wm_quality import JSON_FILE, PNG_FILE, default_out_dir
+    from diffworld.evaluation.wm_quality_plot import JSON_FILE, PNG_FILE
 
     run_dirs = [Path(p) for p in args.run_dirs]
     engines = [is_engine_run(p) for p in run_dirs]
@@ -535,7 +536,7 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
         return 0
     if args.data is not None or args.trajectories is not None or args.sampler_settings:
         raise UserError("--data, --trajectories and --sampler-settings are for engine folders.")
-    from diffworld.evaluation.wm_quality import DENOISING_STEPS, HORIZONS, KINDS, evaluate_world_models
+    from diffworld.agent.wm_quality import DENOISING_STEPS, HORIZONS, KINDS, evaluate_world_models
 
     report = evaluate_world_models(
         run_dirs,

@@ -65,7 +65,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # The paper's networks, batch sizes and denoising steps (so ``diffworld bench``'s seconds per step
         # hold), on a schedule of about 5 minutes on one H100: an estimate, not yet measured.
         # ``benchmarks/gpu_check.sh`` measures the steps first and fits ``collection.total_env_steps`` to the
-        # time it gives the run (``diffworld.projection.fit_total_env_steps``). Higher learning rates for far
+        # time it gives the run (``agent.projection.fit_total_env_steps``). Higher learning rates for far
         # fewer updates than the paper's, as in ``quick``.
         "env.num_test_envs": 2,
         "collection.total_env_steps": 6_000,

@@ -295,7 +295,7 @@ class TrainingConfig:
     """Keep a copy of the agent weights every this many epochs."""
     diagnostics: bool = True
     """Every epoch, between the world model's training and the actor-critic's, measure what decides whether
-    the agent goes on learning (``diffworld.training.diagnostics``; README, "A first check when an agent
+    the agent goes on learning (``diffworld.agent.diagnostics``; README, "A first check when an agent
     does not learn"): the world model's losses and reward recall on the last collecting epoch's steps
     against older ones, the reward rate the policy imagines from those steps, and the gradient norms of the
     actor's and the critic's terms of the loss apart (``component/diagnostic/...`` metrics). A few batches;

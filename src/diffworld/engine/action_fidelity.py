@@ -226,8 +226,8 @@ def open_game(dataset: EngineDataset, spec: ActionSpec) -> GymGame:
 def _agent_game_env(agent: Path, game: str) -> Any:
     """The env a diffworld agent recorded its game in (``from_gym._make_agent_env``): the settings of the
     agent's configuration."""
+    from diffworld.agent.trained import load_trained_agent
     from diffworld.envs.make import make_env
-    from diffworld.run.trained_agent import load_trained_agent
 
     if not agent.exists():
         raise UserError(

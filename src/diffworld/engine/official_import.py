@@ -49,15 +49,15 @@ from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.models.action_encoder import ActionEncoder
-from diffworld.official_import import (
+from diffworld.models.official_names import official_name
+from diffworld.run.checkpoint import save_checkpoint
+from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
+from diffworld.run.official_file import (
     OfficialAgentError,
     count_indexed,
-    official_name,
     read_official_state_dict,
     unet_levels,
 )
-from diffworld.run.checkpoint import save_checkpoint
-from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
 from diffworld.utils.atomic import atomic_write_text
 
 OFFICIAL_ENGINE_PREFIXES = ("denoiser.", "upsampler.")

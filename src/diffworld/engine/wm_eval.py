@@ -19,8 +19,7 @@ from diffworld.engine.open_engine import SamplerSettings, open_engine, open_star
 from diffworld.engine.quality import ENGINE, engine_quality
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import PSNR_MAX
-from diffworld.evaluation.wm_quality import JSON_FILE, PNG_FILE
-from diffworld.evaluation.wm_quality_plot import plot_engine_report
+from diffworld.evaluation.wm_quality_plot import JSON_FILE, PNG_FILE, plot_engine_report
 from diffworld.utils.atomic import atomic_write_text
 
 

@@ -9,6 +9,11 @@ from typing import Any
 
 import numpy as np
 
+JSON_FILE = "wm_quality.json"
+"""The world-model evaluation's report (``diffworld wm-eval``, either product's)."""
+PNG_FILE = "wm_quality.png"
+"""Its figure."""
+
 
 def _figure() -> tuple[Any, Any, Any]:
     """(pyplot, figure, 2x2 axes: PSNR over SSIM)."""

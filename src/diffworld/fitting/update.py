@@ -2,7 +2,7 @@
 
 ``train_updates`` is the one loop: the run's trainer, the benchmarks and the precision comparison call it.
 Batches come from a ``BatchSource``: a dataset's segments (``SampledBatches``), or the model-free baseline's
-real rollouts (``diffworld.model_free.RealRolloutBatches``), which its loss takes itself and whose number
+real rollouts (``agent.model_free.RealRolloutBatches``), which its loss takes itself and whose number
 the real-step budget bounds.
 """
 

@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffworld.agent import weights_to_bytes
 from diffworld.data import set_aside_later_files
 from diffworld.errors import UserError
+from diffworld.run.weights import weights_to_bytes
 from diffworld.utils.atomic import (
     TEMP_SUFFIX,
     DiskFullError,

@@ -92,7 +92,7 @@ class AgentPolicy:
     def __init__(self, source: Path, device: str, seed: int) -> None:
         import torch
 
-        from diffworld.run.trained_agent import load_trained_agent
+        from diffworld.agent.trained import load_trained_agent
 
         trained = load_trained_agent(source, device)
         self.cfg = trained.cfg

@@ -4,7 +4,8 @@ The game logic (:class:`PlaySession`, a state machine fed with :class:`Command` 
 buttons) is separate from pygame (:class:`PlayApp` turns key events into commands and draws), so that tests
 drive it headless. Environments:
 
-- the world model: a :class:`~diffworld.imagination.WorldModelEnv` of batch size 1 whose trajectories start
+- the world model: a :class:`~diffworld.agent.imagination.WorldModelEnv` of batch
+  size 1 whose trajectories start
   from L real frames and actions of the run's dataset (an agent folder has no dataset: a few real steps of
   the policy are played first instead); its horizon, the steps after which a trajectory restarts from new
   real frames, changes with ``[`` and ``]``;
@@ -32,19 +33,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffworld.agent.imagination import WorldModelEnv
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.data.storage import episode_path
 from diffworld.errors import UserError
-from diffworld.imagination import WorldModelEnv
 from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
 from diffworld.viz.display import FrameRate, Window, WindowApp, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO
 from diffworld.viz.keymaps import KeyMap
 
 if TYPE_CHECKING:
+    from diffworld.agent.trained import TrainedAgent
     from diffworld.envs.vector import AtariEnvs
-    from diffworld.run.trained_agent import TrainedAgent
 
 MAX_HORIZON = 1 << 20
 _CONTEXT_EPISODES = 100
@@ -545,7 +546,7 @@ def build_session(
     The world model starts its trajectories from ``context_dataset`` if given, else from the last episodes
     of the run folder ``source``'s dataset, else (an agent folder) from a short real episode of the policy.
     """
-    from diffworld.collector import collect_real_episode
+    from diffworld.agent.collector import collect_real_episode
     from diffworld.envs.make import make_env as make_game_env
     from diffworld.envs.vector import AtariEnvs
     from diffworld.run.folder import dataset_dir, is_run_dir_locked
@@ -649,7 +650,7 @@ def run_play(
     max_frames: int | None = None,
 ) -> PlaySession:
     """``diffworld play``: load the agent of ``source``, print the keys, play until quit."""
-    from diffworld.run.trained_agent import load_trained_agent
+    from diffworld.agent.trained import load_trained_agent
 
     if horizon < 1:
         raise UserError(f"--horizon must be >= 1, got {horizon}")

@@ -4,7 +4,7 @@
     venv = imagination_vector_env("runs/Breakout/<run>", 8)  # Gymnasium vector env: 8 at once
 
 The denoiser and the reward/termination model come from the folder (a run's last checkpoint, or the agent);
-trajectories start from segments of real episodes (``diffworld.imagination``): a run's own dataset, or
+trajectories start from segments of real episodes (``diffworld.agent.imagination``): a run's own dataset, or
 ``dataset=``, a folder of stored episodes (an agent folder holds none). Episodes end when the termination
 model says so, and are truncated after ``horizon`` steps (default: the run's ``imagination_horizon``).
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffworld.agent.imagination import ImaginationEnv, ImaginationVectorEnv, WorldModelEnv
+from diffworld.agent.trained import load_trained_agent
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.errors import UserError
-from diffworld.imagination import ImaginationEnv, ImaginationVectorEnv, WorldModelEnv
 from diffworld.run.folder import CONFIG_FILE, dataset_dir
-from diffworld.run.trained_agent import load_trained_agent
 
 
 def world_model_env(

@@ -1,6 +1,6 @@
 """The wall-clock time of a whole training run, projected from the seconds of its parts and its schedule.
 
-The schedule is the trainer's (``diffworld.training.trainer``, docs/method.md §2), read from the
+The schedule is the trainer's (``diffworld.agent.trainer``, docs/method.md §2), read from the
 configuration:
 
 - the initial collection gathers ``N0`` real steps in chunks of ``collection.steps_per_epoch``: the first

@@ -9,7 +9,7 @@
 3. The final evaluation (``num_final_episodes`` test episodes) writes ``eval.json``.
 
 With ``training.model_free`` (the baseline), the actor-critic learns from real rollouts instead
-(``diffworld.model_free``) and every one of their steps is spent from ``collection.total_env_steps``:
+(``diffworld.agent.model_free``) and every one of their steps is spent from ``collection.total_env_steps``:
 no initial collection, no collector steps, no world-model training (the denoiser and the reward/termination
 model stay as initialized, their test losses are not logged); epochs of actor-critic steps go on until the
 budget is spent, and ``num_final_epochs`` does not apply (without real steps there is nothing to learn from).
@@ -32,22 +32,24 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffworld.agent import Agent, export_agent
-from diffworld.collector import Collector, EpisodeStats
+from diffworld.agent.collector import Collector, EpisodeStats
+from diffworld.agent.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
+from diffworld.agent.evaluate import evaluate_policy, write_eval_json
+from diffworld.agent.imagination import ImaginationActorCriticLoss, WorldModelEnv
+from diffworld.agent.model_free import ModelFreeActorCriticLoss, RealEnvRollouts, RealRolloutBatches
+from diffworld.agent.reward_recall import RewardDetection, reward_detection
+from diffworld.agent.test_video import log_test_video
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
 from diffworld.config.schema import ComponentTrainingConfig, Config, GradAccumulation, OptimizerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.data.sampler import traverse
 from diffworld.envs.from_config import make_envs
-from diffworld.evaluation.evaluate import evaluate_policy, write_eval_json
-from diffworld.evaluation.reward_recall import RewardDetection, reward_detection
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
 from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
 from diffworld.fitting.update import BatchSource, SampledBatches, train_updates
 from diffworld.fitting.wandb_logger import WandbLogger, require_wandb
-from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
-from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts, RealRolloutBatches
 from diffworld.run.checkpoint import (
     generator_state,
     isolated_global_rng,
@@ -65,8 +67,6 @@ from diffworld.run.folder import (
     checkpoint_dir,
     dataset_dir,
 )
-from diffworld.training.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
-from diffworld.training.test_video import log_test_video
 from diffworld.utils.device import resolve_device
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
@@ -507,7 +507,7 @@ class Trainer(CheckpointedTrainer):
         return {f"{name}/train/{key}": value for key, value in result.metrics.items()}
 
     def diagnostics(self) -> dict[str, float]:
-        """``training.diagnostics``' metrics of this epoch (``diffworld.training.diagnostics``): the world
+        """``training.diagnostics``' metrics of this epoch (``diffworld.agent.diagnostics``): the world
         model on the last collecting epoch's steps against the older ones, the policy imagined from them.
 
         Like a test, they draw nothing from the training's random streams: their generators are their own,

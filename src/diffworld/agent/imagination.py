@@ -8,8 +8,8 @@ dataset segments on the spot. ``ImaginationVectorEnv`` exposes it with Gymnasium
 API (numpy, uint8 frames like the real Atari environments) so that other agents can train inside a
 world model; ``ImaginationEnv`` is the single-trajectory view that Gymnasium's checker accepts.
 
-``ImaginationActorCriticLoss`` rolls the policy out for H steps (``diffworld.rollout``, the loop shared with
-the real-environment baseline of ``diffworld.model_free``) and returns the docs/method.md §5 loss, with the
+``ImaginationActorCriticLoss`` rolls the policy out for H steps (``agent/rollout.py``, the loop shared with
+the real-environment baseline of ``agent/model_free.py``) and returns the docs/method.md §5 loss, with the
 ``forward(batch) -> (loss, metrics)`` contract shared by all models.
 """
 
@@ -24,6 +24,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
 
+from diffworld.agent.rollout import EnvStep, Rollout, rollout
 from diffworld.config.schema import ActorCriticConfig, SamplerConfig
 from diffworld.data.batch import Batch
 from diffworld.data.frames import tensor_to_frames
@@ -31,7 +32,6 @@ from diffworld.data.sampler import SegmentSampler
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
 from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
-from diffworld.rollout import EnvStep, Rollout, rollout
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ A horizon beyond an episode's length is not reached by it; the figures at horizo
 trajectories that reach it (their number is reported), and horizons that none reaches are left out.
 
 At each number of denoising steps, the report also says whether the world model imagines the rewards of
-these episodes (``reward_detection``, :mod:`diffworld.evaluation.reward_recall`): the reward model's recall
+these episodes (``reward_detection``, :mod:`diffworld.agent.reward_recall`): the reward model's recall
 of the rewarded steps and its false-positive rate on zero-reward steps when it reads the denoiser's one-step
 prediction of the next frame, and when it reads the real one.
 
@@ -41,14 +41,15 @@ from typing import Any
 import torch
 
 from diffworld.agent import INFO_FILE, AgentFolderError, config_from_dict
-from diffworld.collector import Collector
+from diffworld.agent.collector import Collector
+from diffworld.agent.reward_recall import reward_detection
+from diffworld.agent.trained import TrainedAgent, load_trained_agent
 from diffworld.config.loading import ConfigError, load_config_file
 from diffworld.data import EpisodeDataset
 from diffworld.envs.from_config import make_envs
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import METRICS, PSNR_MAX
-from diffworld.evaluation.reward_recall import reward_detection
-from diffworld.evaluation.wm_quality_plot import plot_report
+from diffworld.evaluation.wm_quality_plot import JSON_FILE, PNG_FILE, plot_report
 from diffworld.evaluation.wm_trajectories import (
     CurveSums,
     copy_last_frame_curves,
@@ -56,15 +57,12 @@ from diffworld.evaluation.wm_trajectories import (
     num_predictions,
 )
 from diffworld.run.folder import CONFIG_FILE
-from diffworld.run.trained_agent import TrainedAgent, load_trained_agent
 from diffworld.utils.atomic import atomic_write_text
 from diffworld.utils.seeding import derive_seed
 
 HORIZONS = (1, 5, 15, 50, 200, 1000)
 DENOISING_STEPS = (1, 3, 10)
 KINDS = ("edm", "ddpm")
-JSON_FILE = "wm_quality.json"
-PNG_FILE = "wm_quality.png"
 
 
 def collect_test_episodes(trained: TrainedAgent, num_episodes: int, seed: int) -> EpisodeDataset:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from diffworld import __version__
-from diffworld.collector import Collector
+from diffworld.agent.collector import Collector
 from diffworld.config.schema import Config
 from diffworld.envs.from_config import make_envs
 from diffworld.evaluation.scores import human_normalized_score

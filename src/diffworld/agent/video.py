@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffworld.collector import collect_real_episode
+from diffworld.agent.collector import collect_real_episode
+from diffworld.agent.trained import load_trained_agent
 from diffworld.errors import UserError
-from diffworld.run.trained_agent import load_trained_agent
 from diffworld.utils.seeding import derive_seed
 from diffworld.utils.video_encoding import VIDEO_SUFFIXES, write_video
 from diffworld.viz.side_by_side import max_predictions, real_vs_imagined

@@ -7,7 +7,7 @@ last collecting epoch) against the ones before them (``old``):
 
 - Does the world model still model where the policy goes? The denoiser's training loss on segments that end
   at recent steps and at old steps drawn uniformly (``denoiser/diagnostic/loss_denoising_recent`` and
-  ``_old``), and the reward recall of one step of imagination (``diffworld.evaluation.reward_recall``) on
+  ``_old``), and the reward recall of one step of imagination (``diffworld.agent.reward_recall``) on
   reward steps drawn from either, up to ``MAX_REWARD_EVENTS`` with as many zero-reward steps
   (``reward_model/diagnostic/reward_recall_recent`` on the real next frames,
   ``denoiser/diagnostic/reward_recall_recent`` on the predicted ones, and the false-positive rates).
@@ -38,11 +38,11 @@ import torch
 from torch import Tensor, nn
 
 from diffworld.agent import Agent
+from diffworld.agent.imagination import WorldModelEnv, imagine
+from diffworld.agent.reward_recall import reward_detection_among
 from diffworld.config.schema import Config
 from diffworld.data import EpisodeDataset
 from diffworld.data.sampler import EndingAtSampler, episode_steps
-from diffworld.evaluation.reward_recall import reward_detection_among
-from diffworld.imagination import WorldModelEnv, imagine
 from diffworld.models.actor_critic import actor_critic_loss_terms
 from diffworld.run.checkpoint import isolated_global_rng
 from diffworld.utils.seeding import derive_seed, make_rng

@@ -3,8 +3,8 @@
 ``rollout`` steps a recurrent policy for H steps in a batched ``PolicyEnv`` and records what docs/method.md
 §5's loss needs (logits and values with gradients, actions, sign rewards, terminations, truncations and the
 critic's value of each state reached). Two environments implement ``PolicyEnv``: imagination
-(``diffworld.imagination``: every rollout starts from dataset segments, the recurrent state is burnt in on
-their frames and on those of every restarted trajectory) and the real Atari games (``diffworld.model_free``:
+(``agent/imagination.py``: every rollout starts from dataset segments, the recurrent state is burnt in on
+their frames and on those of every restarted trajectory) and the real Atari games (``agent/model_free.py``:
 rollouts continue each other, the recurrent state starts from zero at every new episode). Both treat an
 episode's end the same way: termination zeroes the bootstrap, truncation bootstraps with the critic's value of
 the true final observation.

@@ -2,7 +2,7 @@
 
 Same loss as in imagination (docs/method.md §5: lambda-returns, REINFORCE with the value baseline, entropy
 bonus), on rollouts of ``actor_critic.imagination_horizon`` steps of ``actor_critic.training.batch_size`` real
-Atari environments stepped in parallel, through the very loop imagination uses (``diffworld.rollout``). The
+Atari environments stepped in parallel, through the very loop imagination uses (``agent/rollout.py``). The
 real environments are treated exactly as imagined ones are:
 
 - rewards enter the returns as ``sign(r)``;
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from diffworld.collector import EpisodeStats
+from diffworld.agent.collector import EpisodeStats
+from diffworld.agent.rollout import EnvStep, rollout
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data.batch import Batch
 from diffworld.data.frames import frames_to_tensor
 from diffworld.envs.vector import AtariEnvs
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
-from diffworld.rollout import EnvStep, rollout
 
 
 class RealEnvRollouts:

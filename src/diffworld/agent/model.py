@@ -32,7 +32,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError
-from torch import Tensor, nn
+from torch import nn
 
 from diffworld.config.loading import ConfigError, upgrade_legacy_keys, validate
 from diffworld.config.schema import Config
@@ -41,6 +41,7 @@ from diffworld.games import UnknownGameError, resolve_game
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import Denoiser, make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
+from diffworld.run.weights import read_weights_metadata, weights_to_bytes
 from diffworld.utils.atomic import atomic_write_bytes, atomic_write_text
 
 WEIGHTS_FILE = "agent.safetensors"
@@ -82,25 +83,6 @@ class Agent(nn.Module):
         counts = {name: sum(p.numel() for p in getattr(self, name).parameters()) for name in _MODEL_NAMES}
         counts["total"] = sum(counts.values())
         return counts
-
-
-def weights_to_bytes(state: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
-    """``state`` in safetensors format (tensors moved to the CPU and made contiguous, as it requires)."""
-    tensors = {key: value.detach().cpu().contiguous() for key, value in state.items()}
-    return safetensors.torch.save(tensors, metadata=dict(metadata) if metadata is not None else None)
-
-
-def read_weights_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file's header (empty if it has none or is not readable)."""
-    if len(data) < 8:
-        return {}
-    size = int.from_bytes(data[:8], "little")
-    try:
-        header = json.loads(data[8 : 8 + size])
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return dict(metadata) if isinstance(metadata, dict) else {}
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
