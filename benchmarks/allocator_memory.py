@@ -81,13 +81,13 @@ def child(model_name: str, steps: int, preset: str) -> None:
         optim_cfg = d.optimizer
     optimizer = make_optimizer(model, optim_cfg)
     b, t = batch_size, num_steps
-    batch = Batch(
+    batch = Batch.of_steps(
         obs=torch.rand(b, t + 1, 3, cfg.env.size, cfg.env.size) * 2 - 1,
         act=torch.randint(0, num_actions, (b, t)),
         rew=torch.randint(-1, 2, (b, t)).float(),
         end=torch.zeros(b, t, dtype=torch.bool),
         trunc=torch.zeros(b, t, dtype=torch.bool),
-        mask_padding=torch.ones(b, t, dtype=torch.bool),
+        step_mask=torch.ones(b, t, dtype=torch.bool),
     )
     times = []
     for _ in range(steps):

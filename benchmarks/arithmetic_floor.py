@@ -56,7 +56,9 @@ def random_batch(steps: int) -> Batch:
     obs = torch.randint(0, 256, (BATCH, steps + 1, 3, SIZE, SIZE), generator=gen) / 127.5 - 1
     act = torch.randint(NUM_ACTIONS, (BATCH, steps), generator=gen)
     zeros = torch.zeros(BATCH, steps)
-    return Batch(obs, act, zeros, zeros.bool(), zeros.bool(), torch.ones(BATCH, steps, dtype=torch.bool))
+    return Batch.of_steps(
+        obs, act, zeros, zeros.bool(), zeros.bool(), torch.ones(BATCH, steps, dtype=torch.bool)
+    )
 
 
 def main() -> None:

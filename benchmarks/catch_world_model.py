@@ -88,9 +88,9 @@ def reward_model_on_real(run: Any, dataset: EpisodeDataset, seed: int) -> dict[s
     )
     batch = sampler.sample()
     logits_rew, logits_end, _ = run.agent.reward_model.predict(
-        batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=batch.mask_padding
+        batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=batch.step_mask
     )
-    mask, target, predicted = batch.mask_padding, batch.rew.sign().long() + 1, logits_rew.argmax(-1)
+    mask, target, predicted = batch.step_mask, batch.rew.sign().long() + 1, logits_rew.argmax(-1)
     result = {}
     for name, cls in (("recall_negative", 0), ("recall_positive", 2)):
         chosen = mask & (target == cls)

@@ -80,7 +80,7 @@ def segments(b: int, t: int, seed: int, size: int = SIZE) -> Batch:
     end[1, -2] = True
     mask[1, -1] = False
     rew[~mask] = 0
-    return Batch(obs, act, rew, end, torch.zeros_like(end), mask)
+    return Batch.of_steps(obs, act, rew, end, torch.zeros_like(end), mask)
 
 
 def assert_same_outputs(out: torch.Tensor, ref: torch.Tensor) -> None:
@@ -141,8 +141,8 @@ def test_reward_model_matches_the_cpu(target_device: torch.device) -> None:
 
     def outputs(m: nn.Module, device: torch.device) -> torch.Tensor:
         b = batch.to(device)
-        rew, end, (h, c) = m.predict(b.obs[:, :-1], b.act, b.obs[:, 1:], None, mask=b.mask_padding)
-        mask = b.mask_padding[..., None]
+        rew, end, (h, c) = m.predict(b.obs[:, :-1], b.act, b.obs[:, 1:], None, mask=b.step_mask)
+        mask = b.step_mask[..., None]
         return torch.cat([(rew * mask).flatten(), (end * mask).flatten(), h.flatten(), c.flatten()])
 
     on_both(model, target_device, outputs)

@@ -90,7 +90,7 @@ def test_segments_end_at_the_steps_drawn() -> None:
         frame = dataset.frames[dataset.frame_starts[e] + t + 1]
         assert torch.equal(batch.obs[i, -1], frames_to_tensor(torch.from_numpy(frame.copy())))
         # Steps before the episode's first are padding (segments start at most 3 steps before it).
-        assert batch.mask_padding[i].tolist() == [t - 3 + k >= 0 for k in range(4)]
+        assert batch.step_mask[i].tolist() == [t - 3 + k >= 0 for k in range(4)]
     with pytest.raises(ValueError, match="step of its episode"):
         EndingAtSampler(dataset, 4, 4, np.array([1]), np.array([6]), rng=np.random.default_rng(0))
 

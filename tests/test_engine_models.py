@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from diffworld.config.schema import SigmaDistributionConfig
 from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
+from diffworld.data.batch import Batch
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -22,7 +23,6 @@ from diffworld.engine.config import (
     with_low_res,
 )
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
-from diffworld.engine.sampler import EngineBatch
 from diffworld.models.action_encoder import ActionEncoder
 from diffworld.models.diffusion.layout import WorldModelLayout
 from diffworld.models.diffusion.sampling import quantize, quantize_floor
@@ -156,9 +156,7 @@ def test_network_pads_like_a_padded_input() -> None:
 # --- denoiser: noise augmentation -----------------------------------------------------------------
 
 
-def make_batch(
-    b: int, t: int, size: tuple[int, int], spec: ActionSpec, factor: int | None = None
-) -> EngineBatch:
+def make_batch(b: int, t: int, size: tuple[int, int], spec: ActionSpec, factor: int | None = None) -> Batch:
     g = torch.Generator().manual_seed(3)
     full = None
     if factor is not None:
@@ -166,8 +164,11 @@ def make_batch(
         obs = F.interpolate(full.flatten(0, 1), size=size, mode="area").unflatten(0, (b, t))
     else:
         obs = torch.rand(b, t, 3, *size, generator=g) * 2 - 1
-    return EngineBatch(
-        obs=obs, obs_full=full, act=random_actions(spec, (b, t), g), mask=torch.ones(b, t, dtype=torch.bool)
+    return Batch(
+        obs=obs,
+        act=random_actions(spec, (b, t), g),
+        frame_mask=torch.ones(b, t, dtype=torch.bool),
+        obs_full=full,
     )
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from diffworld.cli import SETTINGS
+from diffworld.data.batch import Batch
 from diffworld.engine.config import (
     EngineSamplerConfig,
     LowResFilter,
@@ -25,7 +26,6 @@ from diffworld.engine.config import (
 )
 from diffworld.engine.denoiser import EngineDenoiser
 from diffworld.engine.open_engine import SamplerSettings, sampler_configs
-from diffworld.engine.sampler import EngineBatch
 from diffworld.errors import UserError
 from diffworld.fitting.distributed import Processes, per_process_batch_size
 from diffworld.fitting.update import train_updates
@@ -63,12 +63,12 @@ def test_the_loss_does_not_see_the_actions_of_padding_steps() -> None:
     nonzero_init(model)
     batch = make_batch(3, 3, (6, 10), SPEC)
     mask = torch.tensor([[False, True, True], [True, True, True], [True, True, True]])
-    padded = EngineBatch(batch.obs * mask[:, :, None, None, None], None, batch.act, mask)
+    padded = Batch(obs=batch.obs * mask[:, :, None, None, None], act=batch.act, frame_mask=mask)
     other_act = batch.act.clone()
     other_act[0, 0] = random_actions(SPEC, (1,), torch.Generator().manual_seed(9))[0]
     assert not torch.equal(other_act, batch.act)
 
-    def loss(b: EngineBatch) -> torch.Tensor:
+    def loss(b: Batch) -> torch.Tensor:
         torch.manual_seed(1)
         return model(b)[0]
 

@@ -24,20 +24,28 @@ def segments(seq_length: int, seed: int = 0) -> Batch:
     """BATCH real segments of ``seq_length`` steps (no padding), with rewards of every sign."""
     g = torch.Generator().manual_seed(seed)
     b, t = BATCH, seq_length
-    return Batch(
+    return Batch.of_steps(
         obs=torch.rand(b, t + 1, 3, 64, 64, generator=g) * 2 - 1,
         act=torch.randint(0, 4, (b, t), generator=g),
         rew=torch.randint(-1, 2, (b, t), generator=g).float(),
         end=torch.zeros(b, t, dtype=torch.bool),
         trunc=torch.zeros(b, t, dtype=torch.bool),
-        mask_padding=torch.ones(b, t, dtype=torch.bool),
+        step_mask=torch.ones(b, t, dtype=torch.bool),
     )
 
 
 def split(batch: Batch, parts: int) -> list[Batch]:
     size = BATCH // parts
     names = [f.name for f in dataclasses.fields(batch)]
-    return [Batch(**{n: getattr(batch, n)[i * size : (i + 1) * size] for n in names}) for i in range(parts)]
+    return [
+        Batch(
+            **{
+                n: None if getattr(batch, n) is None else getattr(batch, n)[i * size : (i + 1) * size]
+                for n in names
+            }
+        )
+        for i in range(parts)
+    ]
 
 
 def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) -> dict[str, torch.Tensor]:

@@ -65,7 +65,7 @@ def test_running_episode_is_sampled_right_after_each_collection(trainer: Trainer
         batch = sampler.make_batch(np.full(len(starts), episode_id), starts)
         assert not batch.end.any() and not batch.trunc.any(), name
         step = starts[:, None] + np.arange(sampler.seq_length)
-        np.testing.assert_array_equal(batch.mask_padding.numpy(), (step >= 0) & (step < length))
+        np.testing.assert_array_equal(batch.step_mask.numpy(), (step >= 0) & (step < length))
 
     # The next collection extends it in place (same id, longer) until it ends, then it is stored whole.
     extensions = 0

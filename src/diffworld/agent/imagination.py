@@ -122,7 +122,7 @@ class WorldModelEnv:
     def _burn_in_reward_model(self, batch: Batch) -> tuple[Tensor, Tensor]:
         # Padding steps (segments starting before their episode) leave the state alone, as in training.
         _, _, state = self.reward_model.predict(
-            batch.obs[:, :-1], batch.act, batch.obs[:, 1:], None, mask=batch.mask_padding
+            batch.obs[:, :-1], batch.act, batch.obs[:, 1:], None, mask=batch.step_mask
         )
         return state
 

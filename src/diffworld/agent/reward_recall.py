@@ -90,9 +90,9 @@ def one_step_reward_signs(
         prediction = sampler.predict_next(prev_obs, batch.act, generator=generator)
         for frame, signs in ((prediction, predicted), (next_obs, real)):
             following = torch.cat([prev_obs[:, 1:], frame[:, None]], dim=1)
-            logits_rew, _, _ = reward_model.predict(prev_obs, batch.act, following, mask=batch.mask_padding)
+            logits_rew, _, _ = reward_model.predict(prev_obs, batch.act, following, mask=batch.step_mask)
             signs.append(logits_rew[:, -1].argmax(dim=-1) - 1)
-        true.append(torch.sign(batch.rew[:, -1]).long())
+        true.append(torch.sign(batch.step_targets().rew[:, -1]).long())
     if not true:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty.clone(), empty.clone()

@@ -116,13 +116,13 @@ class SegmentSampler:
         obs = torch.from_numpy(frames).to(self.device, non_blocking=True)
         obs = frames_to_tensor(obs)
         obs.flatten(0, 1).index_fill_(0, torch.from_numpy(padding_frames).to(self.device), 0.0)
-        return Batch(
+        return Batch.of_steps(
             obs=obs,
             act=self._steps_to_device(dataset.actions[step_idx], is_real),
             rew=self._steps_to_device(dataset.rewards[step_idx], is_real),
             end=self._steps_to_device(dataset.terminated[step_idx], is_real),
             trunc=self._steps_to_device(dataset.truncated[step_idx], is_real),
-            mask_padding=torch.from_numpy(is_real).to(self.device),
+            step_mask=torch.from_numpy(is_real).to(self.device),
         )
 
     def sample(self, batch_size: int | None = None) -> Batch:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.data.actions import ActionSpec
+from diffworld.data.batch import Batch
 from diffworld.engine.config import EngineDenoiserConfig, EngineSamplerConfig, UpsamplerConfig
-from diffworld.engine.sampler import EngineBatch
 from diffworld.models.diffusion.denoiser import StepCallback
 from diffworld.models.diffusion.edm import ConditionedEDM, EDMSampler
 from diffworld.models.diffusion.layout import WorldModelLayout
@@ -53,13 +53,13 @@ class EngineDenoiser(_EngineModel):
     def __init__(self, cfg: EngineDenoiserConfig, spec: ActionSpec) -> None:
         super().__init__(cfg, WorldModelLayout.engine_denoiser(spec))
 
-    def forward(self, batch: EngineBatch) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) on segments (``batch.obs``, low resolution) of num_cond_frames +
         num_autoregressive_steps frames."""
         self.check_segment_length(batch.obs.size(1))
         # The mask travels as a last action column, so that each prediction's window of actions carries
         # which of its steps are padding (no action, as the official all-zero action vector).
-        act_and_valid = torch.cat([batch.act, batch.mask[..., None].to(batch.act.dtype)], dim=-1)
+        act_and_valid = torch.cat([batch.act, batch.frame_mask[..., None].to(batch.act.dtype)], dim=-1)
 
         def predict(prev_obs: Tensor, prev_act: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             return self.predict_training(
@@ -70,7 +70,7 @@ class EngineDenoiser(_EngineModel):
                 noise_previous_frames=self.cfg.noise_previous_obs,
             )
 
-        return self._autoregressive_loss(batch.obs, act_and_valid, batch.mask, predict)
+        return self._autoregressive_loss(batch.obs, act_and_valid, batch.frame_mask, predict)
 
     def sampler(self, sampler_cfg: EngineSamplerConfig) -> EDMSampler:
         """Next low-resolution frames: ``predict_next(prev_obs (B, L, 3, h, w), prev_act (B, L, D),
@@ -91,7 +91,7 @@ class Upsampler(_EngineModel):
         """(N, 3, h, w) -> (N, 3, factor h, factor w), bicubic, not clamped."""
         return F.interpolate(low_res, scale_factor=self.cfg.factor, mode="bicubic")
 
-    def forward(self, batch: EngineBatch) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics): the full-resolution frames ``batch.obs_full`` predicted from the bicubic-upsampled
         ``batch.obs`` and the previous full-resolution frames."""
         if batch.obs_full is None:
@@ -117,7 +117,7 @@ class Upsampler(_EngineModel):
                 noise_previous_frames=self.cfg.noise_previous_obs,
             )
 
-        return self._autoregressive_loss(batch.obs_full, low_up[:, 1:], batch.mask, predict)
+        return self._autoregressive_loss(batch.obs_full, low_up[:, 1:], batch.frame_mask, predict)
 
     def sampler(self, sampler_cfg: EngineSamplerConfig) -> UpsamplingSampler:
         return UpsamplingSampler(self, sampler_cfg)

@@ -2,7 +2,8 @@
 
 An episode is drawn with probability proportional to its length, a step t uniformly in it, and the segment of
 ``seq_length`` frames ends ``randint(0, seq_length)`` steps after t but never beyond the episode's last frame;
-it may therefore start before the episode: those frames are padding (``mask`` False, frames 0.0, actions 0).
+it may therefore start before the episode: those frames are padding (``frame_mask`` False, frames 0.0,
+actions 0).
 Only the frames a segment covers are read from the memory-mapped files. The rule is the agent's too
 (``data/segments.py``), counted in frames here.
 """
@@ -10,12 +11,12 @@ Only the frames a segment covers are read from the memory-mapped files. The rule
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffworld.data.batch import Batch
 from diffworld.data.frames import frames_to_tensor
 from diffworld.data.segments import draw_segments, every_segment
 from diffworld.engine.config import LowResFilter
@@ -25,28 +26,12 @@ from diffworld.models.diffusion.sampling import quantize_floor
 _CPU = torch.device("cpu")
 
 
-@dataclass(frozen=True)
-class EngineBatch:
-    """B segments of T frames with the action taken after each.
-
-    Attributes:
-        obs: (B, T, 3, h, w) float32 in [-1, 1], at the sampler's low resolution (the dataset's when it has
-            none). Padding frames are exactly 0.0.
-        obs_full: (B, T, 3, H, W) float32 in [-1, 1], the frames at the dataset's resolution, for the
-            upsampler; None when ``obs`` already is at that resolution or the sampler was asked for none.
-        act: (B, T, D) float32 action vectors (``ActionSpec`` layout); 0 on padding frames.
-        mask: (B, T) bool, True for real frames.
-    """
-
-    obs: torch.Tensor
-    obs_full: torch.Tensor | None
-    act: torch.Tensor
-    mask: torch.Tensor
-
-    def to(self, device: torch.device | str) -> EngineBatch:
-        """The same batch with every tensor on ``device``."""
-        full = None if self.obs_full is None else self.obs_full.to(device)
-        return EngineBatch(self.obs.to(device), full, self.act.to(device), self.mask.to(device))
+def EngineBatch(
+    obs: torch.Tensor, obs_full: torch.Tensor | None, act: torch.Tensor, mask: torch.Tensor
+) -> Batch:
+    """The ``Batch`` of B segments of T frames with the action taken after each, in the argument order of
+    the engine's former batch class (which tests still construct): ``mask`` is ``frame_mask``."""
+    return Batch(obs=obs, act=act, frame_mask=mask, obs_full=obs_full)
 
 
 def downsample(
@@ -78,7 +63,7 @@ class EngineSegmentSampler:
         ids: the episodes to draw from (``dataset.train_ids`` or ``dataset.test_ids``).
         batch_size: B, the default number of segments per batch.
         seq_length: T, frames per segment.
-        low_res: (h, w) of ``EngineBatch.obs``; None keeps the dataset's frame size.
+        low_res: (h, w) of ``Batch.obs``; None keeps the dataset's frame size.
         rng: the only source of randomness (checkpoint ``rng.bit_generator.state`` to resume the sequence).
         low_res_filter: how ``obs`` is made from the dataset's frames (``downsample``).
         device: where the batches' tensors go.
@@ -132,7 +117,7 @@ class EngineSegmentSampler:
         chosen, starts = draw_segments(self.rng, lengths, lengths / lengths.sum(), self.seq_length, size)
         return self.ids[chosen], starts
 
-    def make_batch(self, episodes: np.ndarray, starts: np.ndarray) -> EngineBatch:
+    def make_batch(self, episodes: np.ndarray, starts: np.ndarray) -> Batch:
         """Gather the segments ``[start, start + seq_length)`` of the given episodes; each must hold a real
         frame and end within its episode."""
         t = self.seq_length
@@ -159,15 +144,15 @@ class EngineSegmentSampler:
         if self.low_res is not None:
             obs = downsample(full, self.low_res, self.low_res_filter)
             obs_full = full if self.full_res else None
-        return EngineBatch(
-            obs=obs, obs_full=obs_full, act=torch.from_numpy(actions).to(self.device), mask=mask_t
+        return Batch(
+            obs=obs, act=torch.from_numpy(actions).to(self.device), frame_mask=mask_t, obs_full=obs_full
         )
 
-    def sample(self, batch_size: int | None = None) -> EngineBatch:
+    def sample(self, batch_size: int | None = None) -> Batch:
         """Draw a batch of segments (see the module docstring); ``batch_size`` overrides the default."""
         return self.make_batch(*self.sample_segments(batch_size))
 
-    def traverse(self) -> Iterator[EngineBatch]:
+    def traverse(self) -> Iterator[Batch]:
         """Every frame of the sampler's episodes, in order, in batches of up to ``batch_size`` segments (for
         test losses); draws no random numbers.
 

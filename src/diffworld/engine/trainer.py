@@ -27,6 +27,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
+from diffworld.data.batch import Batch
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -39,7 +40,7 @@ from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.engine.open_engine import engine_samplers
 from diffworld.engine.quality import evaluate_quality, quality_metrics
-from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
+from diffworld.engine.sampler import EngineSegmentSampler
 from diffworld.engine.trained import TrainedEngine
 from diffworld.fitting import distributed
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
@@ -76,7 +77,7 @@ class EngineBatches:
     def __init__(self, sampler: EngineSegmentSampler) -> None:
         self.sampler = sampler
 
-    def sample(self) -> EngineBatch:
+    def sample(self) -> Batch:
         return self.sampler.sample()
 
     def batches_left(self) -> None:

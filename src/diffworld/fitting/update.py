@@ -26,7 +26,7 @@ class BatchSource(Protocol):
     """What a model's ``forward(batch) -> (loss, metrics)`` is called on, one batch per call."""
 
     def sample(self) -> object:
-        """The next batch, what the model's forward takes (a ``Batch``, an engine's ``EngineBatch``); None
+        """The next batch, what the model's forward takes (a ``Batch``); None
         where the model draws its own data (the model-free baseline's rollouts)."""
         ...
 

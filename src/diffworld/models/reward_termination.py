@@ -178,10 +178,10 @@ class RewardTerminationModel(nn.Module):
         Padding steps neither contribute to the loss nor touch the LSTM state. Returns ``loss_rew +
         loss_end`` and detached metrics: the two losses and the accuracies of both heads.
         """
-        mask = batch.mask_padding
+        rew, end, _, mask = batch.step_targets()
         logits_rew, logits_end, _ = self.predict(batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=mask)
-        target_rew = batch.rew.sign().long() + 1
-        target_end = batch.end.long()
+        target_rew = rew.sign().long() + 1
+        target_end = end.long()
         count = mask.sum().clamp(min=1)
 
         def masked_mean(x: Tensor) -> Tensor:
