@@ -16,7 +16,7 @@ from diffworld.agent.diagnostics import epoch_diagnostics, recent_and_old, rewar
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.data.frames import frames_to_tensor
-from diffworld.data.sampler import EndingAtSampler, episode_steps
+from diffworld.data.segment_sampler import EndingAtSegmentSampler, episode_steps
 from diffworld.run.checkpoint import rng_state
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,7 +76,7 @@ def test_episode_steps_and_recent_ones_in_any_layout() -> None:
 def test_segments_end_at_the_steps_drawn() -> None:
     dataset, before, _ = interleaved_dataset()
     recent, _ = recent_and_old(dataset, before)
-    sampler = EndingAtSampler(
+    sampler = EndingAtSegmentSampler(
         dataset, 64, 4, recent.episode_ids, recent.timesteps, rng=np.random.default_rng(0)
     )
     ids, starts = sampler.sample_segments()
@@ -92,7 +92,7 @@ def test_segments_end_at_the_steps_drawn() -> None:
         # Steps before the episode's first are padding (segments start at most 3 steps before it).
         assert batch.step_mask[i].tolist() == [t - 3 + k >= 0 for k in range(4)]
     with pytest.raises(ValueError, match="step of its episode"):
-        EndingAtSampler(dataset, 4, 4, np.array([1]), np.array([6]), rng=np.random.default_rng(0))
+        EndingAtSegmentSampler(dataset, 4, 4, np.array([1]), np.array([6]), rng=np.random.default_rng(0))
 
 
 def test_split_gradient_norms_add_up_to_the_loss_gradient() -> None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from diffworld.data.actions import ActionSpec, bins, keys
 from diffworld.engine.config import LowResFilter
 from diffworld.engine.dataset import EngineDataset, EngineDatasetError, EngineDatasetWriter
-from diffworld.engine.sampler import EngineSegmentSampler
+from diffworld.engine.segment_sampler import EngineSegmentSampler
 
 SPEC = ActionSpec.of(keys(["w", "fire"]), bins("mouse", [-1, 0, 1]))
 SIZE = (10, 15)

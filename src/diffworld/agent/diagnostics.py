@@ -42,7 +42,7 @@ from diffworld.agent.imagination import WorldModelEnv, imagine
 from diffworld.agent.reward_recall import reward_detection_among
 from diffworld.config.schema import Config
 from diffworld.data import EpisodeDataset
-from diffworld.data.sampler import EndingAtSampler, episode_steps
+from diffworld.data.segment_sampler import EndingAtSegmentSampler, episode_steps
 from diffworld.models.actor_critic import actor_critic_loss_terms
 from diffworld.run.checkpoint import isolated_global_rng
 from diffworld.utils.seeding import derive_seed, make_rng
@@ -132,7 +132,7 @@ def _denoiser_losses(
     metrics: dict[str, float] = {}
     denoiser = agent.denoiser
     for part, steps in parts.items():
-        sampler = EndingAtSampler(
+        sampler = EndingAtSegmentSampler(
             dataset,
             cfg.denoiser.training.batch_size,
             seq_length,
@@ -190,7 +190,7 @@ def _actor_critic(
     loss's actor terms and critic term apart (``torch.autograd.grad``: the parameters' ``.grad`` stay)."""
     ac_cfg = cfg.actor_critic
     device = _model_device(agent.actor_critic)
-    sampler = EndingAtSampler(
+    sampler = EndingAtSegmentSampler(
         dataset,
         min(NUM_ROLLOUTS, ac_cfg.training.batch_size),
         cfg.denoiser.num_cond_frames - 1,

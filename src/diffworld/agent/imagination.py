@@ -28,7 +28,7 @@ from diffworld.agent.rollout import EnvStep, Rollout, rollout
 from diffworld.config.schema import ActorCriticConfig, SamplerConfig
 from diffworld.data.batch import Batch
 from diffworld.data.frames import tensor_to_frames
-from diffworld.data.sampler import SegmentSampler
+from diffworld.data.segment_sampler import SegmentSampler
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
 from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel

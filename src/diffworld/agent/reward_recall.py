@@ -29,7 +29,7 @@ from torch import Tensor
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler
-from diffworld.data.sampler import episode_steps
+from diffworld.data.segment_sampler import episode_steps
 from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
 

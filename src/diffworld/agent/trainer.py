@@ -42,7 +42,6 @@ from diffworld.agent.test_video import log_test_video
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
 from diffworld.config.schema import ComponentTrainingConfig, Config, GradAccumulation, OptimizerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
-from diffworld.data.sampler import traverse
 from diffworld.envs.from_config import make_envs
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
@@ -551,7 +550,7 @@ class Trainer(CheckpointedTrainer):
             component = self.components[name]
             sums: dict[str, float] = {}
             num_batches = 0
-            for batch in traverse(test_dataset, component.sampler):
+            for batch in component.sampler.traverse(test_dataset):
                 _, batch_metrics = component.model(batch)
                 for key, value in batch_metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)

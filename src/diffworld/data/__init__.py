@@ -24,12 +24,12 @@ from diffworld.data.storage import (
 
 if TYPE_CHECKING:
     from diffworld.data.batch import Batch, step_to_frame_mask
-    from diffworld.data.sampler import SegmentSampler
+    from diffworld.data.segment_sampler import SegmentSampler
 
 _TORCH_EXPORTS = {
     "Batch": "diffworld.data.batch",
     "step_to_frame_mask": "diffworld.data.batch",
-    "SegmentSampler": "diffworld.data.sampler",
+    "SegmentSampler": "diffworld.data.segment_sampler",
 }
 
 __all__ = [

@@ -30,10 +30,10 @@ class Batch:
     """B segments of F frames and the actions between them; frames and steps outside their episode are
     padding.
 
-    A run dataset's segment (``data/sampler.py``, built with ``Batch.of_steps``) has T steps and F = T + 1
-    frames: frame j precedes step j, frame T follows the last step, and ``rew``, ``end``, ``trunc`` and
-    ``step_mask`` are filled. An engine dataset's segment (``engine/sampler.py``) has F frames and the F
-    actions taken after them (the world model reads the first F - 1); it has no step fields, and
+    A run dataset's segment (``EpisodeDataset.gather``, built with ``Batch.of_steps``) has T steps and
+    F = T + 1 frames: frame j precedes step j, frame T follows the last step, and ``rew``, ``end``, ``trunc``
+    and ``step_mask`` are filled. An engine dataset's segment (``EngineDataset.gather``) has F frames and the
+    F actions taken after them (the world model reads the first F - 1); it has no step fields, and
     ``obs_full`` where the engine has an upsampler.
 
     Attributes:

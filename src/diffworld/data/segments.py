@@ -1,6 +1,6 @@
 """The one rule by which training segments are drawn from stored episodes, whatever the store: the agent's run
-datasets (``data/sampler.py``, segments of n steps and n + 1 frames) and the engine's datasets
-(``engine/sampler.py``, segments of n frames), as the official DIAMOND and CS:GO samplers draw them.
+datasets (``data/segment_sampler.py``, segments of n steps and n + 1 frames) and the engine's datasets
+(``engine/segment_sampler.py``, segments of n frames), as the official DIAMOND and CS:GO samplers draw them.
 
 An episode is drawn with the given probabilities, a step t uniformly in it, and an offset o uniformly in
 [0, n): the segment stops at min(length, t + 1 + o) and starts n before, so it never goes beyond the

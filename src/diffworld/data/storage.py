@@ -38,12 +38,18 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
 from diffworld.data.episode import Episode
 from diffworld.errors import UserError
 from diffworld.utils.atomic import atomic_write, remove_temp_files
+
+if TYPE_CHECKING:
+    import torch
+
+    from diffworld.data.batch import Batch
 
 DEFAULT_FRAME_SHAPE = (64, 64, 3)
 
@@ -364,7 +370,8 @@ def _check_goes_on(episode: Episode, source: str) -> None:
 
 
 class EpisodeDataset:
-    """Episodes appended as they are collected, held in RAM for sampling and, optionally, saved to a folder.
+    """Episodes appended as they are collected, held in RAM for sampling and, optionally, saved to a folder:
+    the run dataset, a ``data.store.EpisodeStore`` whose segments count steps.
 
     ``add`` stores a new episode under the next id; with ``partial=True`` the episode is still running and
     stays open, and ``extend`` appends the steps that followed until the episode ends (``partial=False``).
@@ -378,6 +385,8 @@ class EpisodeDataset:
         capacity_steps: expected total number of steps, preallocated to avoid growth copies (which briefly
             hold the old and new arrays together). Exceeding it is fine: arrays then double.
     """
+
+    segment_unit: ClassVar[Literal["steps", "frames"]] = "steps"
 
     def __init__(
         self,
@@ -515,6 +524,50 @@ class EpisodeDataset:
     def reward_sign_counts(self) -> np.ndarray:
         """(3,) int64 number of stored steps with sign(reward) = -1, 0, +1."""
         return self._sign_counts.copy()
+
+    def gather(self, episode_ids: np.ndarray, starts: np.ndarray, n: int, device: torch.device) -> Batch:
+        """The segments of steps ``[start, start + n)`` (and n + 1 frames) of the given episodes, as a
+        ``Batch`` on ``device`` (``data.store.EpisodeStore``). Every segment must contain a real step.
+
+        Steps outside ``[0, len)`` and frames outside ``[0, len]`` (frame len, the true final frame, is real)
+        are padding.
+        """
+        import torch  # here, so that storing episodes stays numpy-only (see data/__init__.py)
+
+        from diffworld.data.batch import Batch
+        from diffworld.data.frames import frames_to_tensor
+
+        lengths = self.lengths[episode_ids][:, None]
+        step_pos = starts[:, None] + np.arange(n)
+        frame_pos = starts[:, None] + np.arange(n + 1)
+        is_real = (step_pos >= 0) & (step_pos < lengths)
+        if not is_real.any(axis=1).all():
+            raise ValueError("every segment must overlap its episode")
+
+        # Clipping keeps padding indices inside their own episode; their values are masked out below.
+        step_idx = self.step_starts[episode_ids][:, None] + np.clip(step_pos, 0, lengths - 1)
+        frame_idx = self.frame_starts[episode_ids][:, None] + np.clip(frame_pos, 0, lengths)
+        frames = self.frames[frame_idx]  # (B, T+1, H, W, C) uint8, the only large copy
+
+        # Frames outside [0, len] are padding (frame len, the true final frame, is real). Their flat indices
+        # are found on the host so that zeroing them on the device touches only them and never syncs.
+        padding_frames = np.flatnonzero((frame_pos < 0) | (frame_pos > lengths))
+        # uint8 crosses to the device (4x less traffic than float32); conversion and zeroing happen there.
+        obs = torch.from_numpy(frames).to(device, non_blocking=True)
+        obs = frames_to_tensor(obs)
+        obs.flatten(0, 1).index_fill_(0, torch.from_numpy(padding_frames).to(device), 0.0)
+
+        def steps_to_device(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.where(is_real, values, np.zeros((), dtype=values.dtype))).to(device)
+
+        return Batch.of_steps(
+            obs=obs,
+            act=steps_to_device(self.actions[step_idx]),
+            rew=steps_to_device(self.rewards[step_idx]),
+            end=steps_to_device(self.terminated[step_idx]),
+            trunc=steps_to_device(self.truncated[step_idx]),
+            step_mask=torch.from_numpy(is_real).to(device),
+        )
 
     def add(self, episode: Episode, *, partial: bool = False) -> int:
         """Store ``episode`` (on disk first, if any); return its id: 0, 1, 2, ... in order of addition.

@@ -216,7 +216,7 @@ def with_low_res(cfg: EngineConfig, frame_size: tuple[int, int]) -> EngineConfig
     the frames. Frames of another size would have to be resized or cropped, which changes the game (a
     1-pixel line blurred or cut): the error names the factors that fit, or ``upsampler=null``, with which the
     denoiser alone works at any ``low_res`` up to the frames' size (area downsampling,
-    ``engine/sampler.py``).
+    ``engine/segment_sampler.py``).
     """
     h, w = frame_size
     if cfg.upsampler is None:

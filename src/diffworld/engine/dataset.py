@@ -32,13 +32,18 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
 from diffworld.data.actions import ActionSpec
 from diffworld.errors import UserError
 from diffworld.utils.atomic import atomic_write, atomic_write_text, format_bytes, remove_temp_files
+
+if TYPE_CHECKING:
+    import torch
+
+    from diffworld.data.batch import Batch
 
 FORMAT = "diffworld-engine-dataset"
 VERSION = 1
@@ -170,7 +175,8 @@ def _parse_episode(item: object, source: str) -> EpisodeRecord:
 
 
 class EngineDataset:
-    """A finished engine dataset, opened for reading (see the module docstring for the layout).
+    """A finished engine dataset, opened for reading (see the module docstring for the layout): a
+    ``data.store.EpisodeStore`` whose segments count frames.
 
     Episodes are numbered 0 .. num_episodes-1 in dataset.json's order, corrupt ones left out when
     ``skip_corrupt`` (their names are in ``skipped``).
@@ -179,6 +185,8 @@ class EngineDataset:
         EngineDatasetError: no such folder, no dataset.json (or an unfinished one), a malformed dataset.json,
             no episodes, or (unless ``skip_corrupt``) an episode file that does not match dataset.json.
     """
+
+    segment_unit: ClassVar[Literal["steps", "frames"]] = "frames"
 
     def __init__(self, folder: str | os.PathLike[str], *, skip_corrupt: bool = False) -> None:
         self.folder = Path(folder)
@@ -270,6 +278,37 @@ class EngineDataset:
             self.spec.validate(actions, str(path))
             self._actions_checked.add(i)
         return actions
+
+    def gather(self, episode_ids: np.ndarray, starts: np.ndarray, n: int, device: torch.device) -> Batch:
+        """The segments of frames ``[start, start + n)`` of the given episodes, with the action after each,
+        as a ``Batch`` on ``device`` at the dataset's resolution (``data.store.EpisodeStore``); each must hold
+        a real frame and end within its episode. Only the frames a segment covers are read from the files.
+        """
+        import torch  # here, so that writing datasets stays numpy-only
+
+        from diffworld.data.batch import Batch
+        from diffworld.data.frames import frames_to_tensor
+
+        h, w = self.frame_size
+        b = len(episode_ids)
+        frames = np.zeros((b, n, h, w, 3), dtype=np.uint8)
+        actions = np.zeros((b, n, self.spec.width), dtype=np.float32)
+        mask = np.zeros((b, n), dtype=bool)
+        for row, (episode, start) in enumerate(zip(episode_ids.tolist(), starts.tolist(), strict=True)):
+            length = int(self.lengths[episode])
+            first, stop = max(0, start), start + n
+            if stop <= 0 or stop > length:
+                raise ValueError(
+                    f"segment [{start}, {stop}) of episode {episode} (length {length}) is invalid"
+                )
+            frames[row, first - start :] = self.frames(episode)[first:stop]
+            actions[row, first - start :] = self.actions(episode)[first:stop]
+            mask[row, first - start :] = True
+        # uint8 crosses to the device (4x less traffic than float32); conversion happens there.
+        full = frames_to_tensor(torch.from_numpy(frames).to(device, non_blocking=True))
+        mask_t = torch.from_numpy(mask).to(device)
+        full = full * mask_t[:, :, None, None, None]  # padding frames are 0.0, as the official sampler pads
+        return Batch(obs=full, act=torch.from_numpy(actions).to(device), frame_mask=mask_t)
 
     def verify(self) -> None:
         """Check every file's SHA-256 against dataset.json, and every episode's actions against the action

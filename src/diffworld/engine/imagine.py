@@ -17,7 +17,7 @@ from torch import Tensor
 
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.config import LowResFilter
-from diffworld.engine.sampler import downsample
+from diffworld.engine.segment_sampler import downsample
 from diffworld.models.diffusion.denoiser import FrameSampler
 
 

@@ -27,7 +27,6 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from diffworld.data.batch import Batch
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -40,13 +39,13 @@ from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.engine.open_engine import engine_samplers
 from diffworld.engine.quality import evaluate_quality, quality_metrics
-from diffworld.engine.sampler import EngineSegmentSampler
+from diffworld.engine.segment_sampler import EngineSegmentSampler
 from diffworld.engine.trained import TrainedEngine
 from diffworld.fitting import distributed
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
 from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
-from diffworld.fitting.update import train_updates
+from diffworld.fitting.update import SampledBatches, train_updates
 from diffworld.run.checkpoint import (
     generator_state,
     rng_state,
@@ -71,19 +70,6 @@ CHECKPOINT_KEYS = (
 )
 
 
-class EngineBatches:
-    """Training batches of one model, without end (a ``fitting.update.BatchSource``)."""
-
-    def __init__(self, sampler: EngineSegmentSampler) -> None:
-        self.sampler = sampler
-
-    def sample(self) -> Batch:
-        return self.sampler.sample()
-
-    def batches_left(self) -> None:
-        return None
-
-
 @dataclass
 class Component:
     """One of the engine's models with what trains it."""
@@ -94,7 +80,7 @@ class Component:
     cfg: EngineDenoiserConfig
     optimizer: AdamW
     scheduler: LambdaLR
-    batches: EngineBatches
+    batches: SampledBatches
     full_res: bool
     """Whether its batches carry the full-resolution frames (the upsampler's)."""
 
@@ -184,7 +170,7 @@ class EngineTrainer(CheckpointedTrainer):
             cfg=mcfg,
             optimizer=optimizer,
             scheduler=make_warmup_scheduler(optimizer, mcfg.optimizer.warmup_steps),
-            batches=EngineBatches(sampler),
+            batches=SampledBatches(sampler),
             full_res=full_res,
         )
 

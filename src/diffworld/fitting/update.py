@@ -19,15 +19,15 @@ from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 
 from diffworld.data.batch import Batch
-from diffworld.data.sampler import SegmentSampler
+from diffworld.data.store import SegmentSource
 
 
 class BatchSource(Protocol):
     """What a model's ``forward(batch) -> (loss, metrics)`` is called on, one batch per call."""
 
     def sample(self) -> object:
-        """The next batch, what the model's forward takes (a ``Batch``); None
-        where the model draws its own data (the model-free baseline's rollouts)."""
+        """The next batch, what the model's forward takes (a ``Batch``); None where the model draws its own
+        data (the model-free baseline's rollouts)."""
         ...
 
     def batches_left(self) -> int | None:
@@ -36,9 +36,9 @@ class BatchSource(Protocol):
 
 
 class SampledBatches:
-    """Segments drawn from a dataset by ``sampler``, without end."""
+    """Segments drawn from a dataset by ``sampler`` (either product's segment sampler), without end."""
 
-    def __init__(self, sampler: SegmentSampler) -> None:
+    def __init__(self, sampler: SegmentSource) -> None:
         self.sampler = sampler
 
     def sample(self) -> Batch:

@@ -1,36 +1,43 @@
-"""Random fixed-length segments of stored episodes, with the semantics of the official DIAMOND sampler (the
-rule itself: ``data/segments.py``)."""
+"""Random fixed-length segments of stored episodes (any ``data.store.EpisodeStore``), with the semantics of
+the official DIAMOND and CS:GO samplers (the rule itself: ``data/segments.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 
 from diffworld.data.batch import Batch
-from diffworld.data.frames import frames_to_tensor
 from diffworld.data.segments import draw_segments, every_segment
 from diffworld.data.storage import EpisodeDataset
+from diffworld.data.store import EpisodeStore
 
 _CPU = torch.device("cpu")
 
 
-class SegmentSampler:
-    """Draws batches of ``seq_length``-step segments (``seq_length + 1`` frames) from an ``EpisodeDataset``.
+StoreT = TypeVar("StoreT", bound=EpisodeStore)
 
-    Episodes are drawn with replacement, open ones (still running, stored so far) like any other: an open
-    episode's last stored step is not an end, and its steps so far are all a segment may hold. With
-    ``sample_weights`` (w_0 .. w_{k-1}) and at least k episodes, the episodes, in id order (the order in
-    which they were first stored, so one env's running episode is the newest), are split into k groups of
-    ``num_episodes // k`` episodes (the last group also takes the remaining ``num_episodes % k``); group i
+
+class SegmentSampler(Generic[StoreT]):
+    """Draws batches of ``seq_length``-long segments from an ``EpisodeStore``: segments of steps
+    (``seq_length + 1`` frames) from a run dataset, of frames from an engine dataset
+    (``engine/segment_sampler.py``).
+
+    Episodes are drawn with replacement from ``ids`` (default: all of the store's, however many it holds at
+    the time of the draw), open ones (still running, stored so far) like any other: an open episode's last
+    stored step is not an end, and its steps so far are all a segment may hold. With ``sample_weights``
+    (w_0 .. w_{k-1}) and at least k candidate episodes, the candidates, in id order (the order in which they
+    were first stored, so one env's running episode is the newest), are split into k groups of
+    ``num_candidates // k`` episodes (the last group also takes the remaining ``num_candidates % k``); group i
     gets total probability w_i, uniform inside the group, which favours recent episodes. Otherwise an
     episode's probability is proportional to its length.
 
     A timestep t is then drawn uniformly in the episode. With ``can_sample_beyond_end`` the segment starts
     ``randint(0, seq_length)`` steps before t and may be padded on both sides; otherwise it stops at most
     ``randint(0, seq_length)`` steps after t and never beyond the episode's end, so it is padded on the left
-    only. Frame ``len(episode)``, the true final frame, is real.
+    only. Frame ``len(episode)``, the true final frame of a run dataset's episode, is real.
 
     ``rng`` is the only source of randomness, so checkpointing ``rng.bit_generator.state`` makes the
     sequence of batches reproducible.
@@ -38,7 +45,7 @@ class SegmentSampler:
 
     def __init__(
         self,
-        dataset: EpisodeDataset,
+        dataset: StoreT,
         batch_size: int,
         seq_length: int,
         sample_weights: Sequence[float] | None = (0.1, 0.1, 0.1, 0.7),
@@ -46,6 +53,7 @@ class SegmentSampler:
         *,
         rng: np.random.Generator,
         device: torch.device | str = _CPU,
+        ids: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         if batch_size < 1 or seq_length < 1:
             raise ValueError(f"batch_size and seq_length must be >= 1, got {batch_size} and {seq_length}")
@@ -53,6 +61,9 @@ class SegmentSampler:
             weights = np.asarray(sample_weights, dtype=np.float64)
             if weights.ndim != 1 or (weights < 0).any() or not np.isclose(weights.sum(), 1):
                 raise ValueError(f"sample_weights must be non-negative and sum to 1, got {sample_weights}")
+        self.ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+        if self.ids is not None and ((self.ids < 0) | (self.ids >= dataset.num_episodes)).any():
+            raise ValueError(f"episode ids must be within [0, {dataset.num_episodes}), got {self.ids}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.seq_length = seq_length
@@ -61,13 +72,17 @@ class SegmentSampler:
         self.rng = rng
         self.device = torch.device(device)
 
+    def candidate_lengths(self) -> np.ndarray:
+        """The lengths of the episodes drawn from (``ids``, or all the store's), in their order."""
+        return self.dataset.lengths if self.ids is None else self.dataset.lengths[self.ids]
+
     def episode_probabilities(self) -> np.ndarray:
-        """(num_episodes,) float64 probability of drawing each episode, summing to 1."""
-        num_episodes = self.dataset.num_episodes
+        """(num_candidates,) float64 probability of drawing each candidate episode, summing to 1."""
+        lengths = self.candidate_lengths()
+        num_episodes = len(lengths)
         if num_episodes == 0:
             raise ValueError("cannot sample from an empty dataset")
         if self.sample_weights is None or num_episodes < len(self.sample_weights):
-            lengths = self.dataset.lengths
             return lengths / lengths.sum()
         num_groups = len(self.sample_weights)
         sizes = np.full(num_groups, num_episodes // num_groups)
@@ -78,77 +93,52 @@ class SegmentSampler:
     def sample_segments(self, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw B segments (``batch_size``, default ``self.batch_size``): (episode ids, starts), (B,) int64.
 
-        A segment covers steps ``[start, start + seq_length)``; starts may be negative and stops may exceed
-        the episode length: those steps are padding.
+        A segment covers ``[start, start + seq_length)``; starts may be negative and stops may exceed the
+        episode length: those steps are padding.
         """
         size = self.batch_size if batch_size is None else batch_size
-        return draw_segments(
+        chosen, starts = draw_segments(
             self.rng,
-            self.dataset.lengths,
+            self.candidate_lengths(),
             self.episode_probabilities(),
             self.seq_length,
             size,
             beyond_end=self.can_sample_beyond_end,
         )
+        return (chosen if self.ids is None else self.ids[chosen]), starts
+
+    def view(self, batch: Batch) -> Batch:
+        """What the sampler makes of a gathered batch: the batch itself (the engine's sampler adds its
+        low-resolution frames)."""
+        return batch
 
     def make_batch(self, episode_ids: np.ndarray, starts: np.ndarray) -> Batch:
         """Gather the segments ``[start, start + seq_length)`` of the given episodes into a ``Batch``.
 
         Every segment must contain at least one real step.
         """
-        dataset = self.dataset
-        lengths = dataset.lengths[episode_ids][:, None]
-        step_pos = starts[:, None] + np.arange(self.seq_length)
-        frame_pos = starts[:, None] + np.arange(self.seq_length + 1)
-        is_real = (step_pos >= 0) & (step_pos < lengths)
-        if not is_real.any(axis=1).all():
-            raise ValueError("every segment must overlap its episode")
-
-        # Clipping keeps padding indices inside their own episode; their values are masked out below.
-        step_idx = dataset.step_starts[episode_ids][:, None] + np.clip(step_pos, 0, lengths - 1)
-        frame_idx = dataset.frame_starts[episode_ids][:, None] + np.clip(frame_pos, 0, lengths)
-        frames = dataset.frames[frame_idx]  # (B, T+1, H, W, C) uint8, the only large copy
-
-        # Frames outside [0, len] are padding (frame len, the true final frame, is real). Their flat indices
-        # are found on the host so that zeroing them on the device touches only them and never syncs.
-        padding_frames = np.flatnonzero((frame_pos < 0) | (frame_pos > lengths))
-        # uint8 crosses to the device (4x less traffic than float32); conversion and zeroing happen there.
-        obs = torch.from_numpy(frames).to(self.device, non_blocking=True)
-        obs = frames_to_tensor(obs)
-        obs.flatten(0, 1).index_fill_(0, torch.from_numpy(padding_frames).to(self.device), 0.0)
-        return Batch.of_steps(
-            obs=obs,
-            act=self._steps_to_device(dataset.actions[step_idx], is_real),
-            rew=self._steps_to_device(dataset.rewards[step_idx], is_real),
-            end=self._steps_to_device(dataset.terminated[step_idx], is_real),
-            trunc=self._steps_to_device(dataset.truncated[step_idx], is_real),
-            step_mask=torch.from_numpy(is_real).to(self.device),
-        )
+        return self.view(self.dataset.gather(episode_ids, starts, self.seq_length, self.device))
 
     def sample(self, batch_size: int | None = None) -> Batch:
         """Draw a batch of segments (see the class docstring); ``batch_size`` overrides the default."""
         return self.make_batch(*self.sample_segments(batch_size))
 
-    def _steps_to_device(self, values: np.ndarray, is_real: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.where(is_real, values, np.zeros((), dtype=values.dtype))).to(self.device)
+    def traverse(self, dataset: EpisodeStore | None = None) -> Iterator[Batch]:
+        """Every step of ``dataset`` (default: the sampler's ``ids`` of its own store) once, in order, in
+        segments shaped like the sampler's, in batches of up to ``batch_size``; draws no random numbers.
 
-
-def traverse(dataset: EpisodeDataset, sampler: SegmentSampler) -> Iterator[Batch]:
-    """Every step of ``dataset`` once, in segments shaped like ``sampler``'s (padding where needed)."""
-    seq = sampler.seq_length
-    all_ids, all_starts = every_segment(dataset.lengths, seq, beyond_end=sampler.can_sample_beyond_end)
-    # make_batch only: its generator is never drawn from, and is not ``sampler``'s (a training stream).
-    view = SegmentSampler(
-        dataset,
-        sampler.batch_size,
-        seq,
-        None,
-        sampler.can_sample_beyond_end,
-        rng=np.random.default_rng(0),
-        device=sampler.device,
-    )
-    for i in range(0, len(all_ids), sampler.batch_size):
-        yield view.make_batch(all_ids[i : i + sampler.batch_size], all_starts[i : i + sampler.batch_size])
+        Without ``can_sample_beyond_end`` each episode is cut into consecutive segments, the last one moved
+        back to end with the episode (an episode shorter than a segment is padded on the left), so steps
+        near an episode's end may be in two segments.
+        """
+        store: EpisodeStore = self.dataset if dataset is None else dataset
+        ids = self.ids if dataset is None else None
+        seq, size = self.seq_length, self.batch_size
+        lengths = store.lengths if ids is None else store.lengths[ids]
+        chosen, all_starts = every_segment(lengths, seq, beyond_end=self.can_sample_beyond_end)
+        all_ids = chosen if ids is None else ids[chosen]
+        for i in range(0, len(all_ids), size):
+            yield self.view(store.gather(all_ids[i : i + size], all_starts[i : i + size], seq, self.device))
 
 
 def episode_steps(dataset: EpisodeDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +149,7 @@ def episode_steps(dataset: EpisodeDataset) -> tuple[np.ndarray, np.ndarray]:
     return episode_ids, np.arange(len(episode_ids), dtype=np.int64) - firsts
 
 
-class EndingAtSampler(SegmentSampler):
+class EndingAtSegmentSampler(SegmentSampler[EpisodeDataset]):
     """Segments that end at steps drawn uniformly, with replacement, from the given ones (step
     ``timesteps[i]`` of episode ``episode_ids[i]``): a segment of ``seq_length`` steps ending at step t
     holds steps ``t - seq_length + 1 .. t`` and frame t + 1 last, padded on the left where it starts before

@@ -1,0 +1,52 @@
+"""What segments are drawn from and what draws them: one interface for both products' datasets.
+
+``EpisodeStore`` is implemented by the run dataset (``data/storage.EpisodeDataset``: the agent's runs,
+recordings and test datasets, in RAM, segments counted in steps) and by the engine dataset
+(``engine/dataset.EngineDataset``: per-episode memory-mapped files, segments counted in frames).
+``SegmentSource`` is what a training loop draws batches from (``data/segment_sampler.SegmentSampler`` and its
+engine variant ``engine/segment_sampler.EngineSegmentSampler``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from diffworld.data.batch import Batch
+
+
+class EpisodeStore(Protocol):
+    """Episodes numbered 0 .. num_episodes - 1 that segments of n can be gathered from.
+
+    ``segment_unit`` says what n counts: ``"steps"`` (a segment of n steps has n + 1 frames, the frame after
+    the last step included: run datasets) or ``"frames"`` (n frames and the action after each: engine
+    datasets). ``lengths`` counts in the same unit.
+    """
+
+    segment_unit: ClassVar[Literal["steps", "frames"]]
+
+    @property
+    def num_episodes(self) -> int: ...
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(num_episodes,) int64 length of each episode, in ``segment_unit``."""
+        ...
+
+    def gather(self, episode_ids: np.ndarray, starts: np.ndarray, n: int, device: torch.device) -> Batch:
+        """The segments ``[start, start + n)`` of the given episodes as one ``Batch`` on ``device``, padded
+        (frames 0.0, actions 0, masks False) where a segment runs outside its episode; each segment must
+        hold a real step."""
+        ...
+
+
+class SegmentSource(Protocol):
+    """Batches of segments, one per call (a segment sampler), drawn with ``rng`` only (checkpointed)."""
+
+    rng: np.random.Generator
+
+    def sample(self, batch_size: int | None = None) -> Batch: ...
