@@ -196,12 +196,17 @@ def test_sticky_ale_outcomes_are_reproducible() -> None:
 
 def test_a_recording_by_an_agent_is_played_in_its_env(tmp_path: Path) -> None:
     from diffworld.agent import Agent, export_agent
+    from diffworld.agent.policy import load_agent_policy
     from diffworld.config import build_config
 
     cfg = build_config(["game=Catch", "preset=smoke"])
     agent = export_agent(Agent.build(cfg, 3), cfg, 3, tmp_path / "agent")
-    data = EngineDataset(record_gym(tmp_path / "rec", 10, policy=str(agent), test_fraction=0))
-    game = open_game(data, SPEC)
+    loader = load_agent_policy
+    recording = record_gym(tmp_path / "rec", 10, policy=str(agent), test_fraction=0, policy_loader=loader)
+    data = EngineDataset(recording)
+    with pytest.raises(UserError, match="needs an agent policy loader"):
+        open_game(data, SPEC)
+    game = open_game(data, SPEC, load_agent_policy)
     assert game.frame_size == data.frame_size == (64, 64)
     game.reset(1)
     assert len({o.tobytes() for o in game.outcomes()}) >= 2

@@ -17,6 +17,7 @@ from diffworld import __version__
 from diffworld.errors import UserError
 
 if TYPE_CHECKING:
+    from diffworld.engine.convert.from_gym import LoadedPolicy
     from diffworld.engine.open_engine import SamplerSettings
 
 MAX_SEED = 2**32 - 1
@@ -171,6 +172,14 @@ def _cmd_engine_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_policy(source: Path, device: str, seed: int) -> LoadedPolicy:
+    """The engine's policy loader (``engine.convert.from_gym.PolicyLoader``): a trained agent, imported only
+    when a recording or an action-fidelity check needs one."""
+    from diffworld.agent.policy import load_agent_policy
+
+    return load_agent_policy(source, device, seed)
+
+
 def _cmd_engine_eval(args: argparse.Namespace) -> int:
     from diffworld.engine.action_fidelity import format_fidelity
     from diffworld.engine.quality import QUALITY_FILE, evaluate_engine, format_table
@@ -191,6 +200,7 @@ def _cmd_engine_eval(args: argparse.Namespace) -> int:
         fidelity_states=args.fidelity_states,
         fidelity_every=args.fidelity_every,
         fidelity_seed=args.fidelity_seed,
+        policy_loader=_agent_policy,
     )
     print(format_table(report))
     if "action_fidelity" in report:
@@ -620,6 +630,7 @@ def _cmd_engine_record(args: argparse.Namespace) -> int:
         env_kwargs=env_kwargs,
         device=str(options.get("device", "cpu")),
         resume=args.resume,
+        policy_loader=_agent_policy,
     )
     return _print_dataset_summary(folder)
 

@@ -38,6 +38,7 @@ from diffworld.agent.evaluate import evaluate_policy, write_eval_json
 from diffworld.agent.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.agent.model_free import ModelFreeActorCriticLoss, RealEnvRollouts, RealRolloutBatches
 from diffworld.agent.reward_recall import RewardDetection, reward_detection
+from diffworld.agent.run_folder import save_agent_copy, set_aside_after_checkpoint
 from diffworld.agent.test_video import log_test_video
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
 from diffworld.config.schema import ComponentTrainingConfig, Config, GradAccumulation, OptimizerConfig
@@ -53,9 +54,7 @@ from diffworld.run.checkpoint import (
     generator_state,
     isolated_global_rng,
     rng_state,
-    save_agent_copy,
     save_checkpoint,
-    set_aside_after_checkpoint,
     set_generator_state,
     set_rng_state,
 )

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from diffworld.data.actions import ActionSpec
 from diffworld.data.frames import frames_to_tensor
-from diffworld.engine.convert.from_gym import as_rgb
+from diffworld.engine.convert.from_gym import PolicyLoader, as_rgb, load_policy
 from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.errors import UserError
@@ -185,9 +185,11 @@ def has_game(dataset: EngineDataset) -> bool:
     return _recorded_from(dataset) is not None
 
 
-def open_game(dataset: EngineDataset, spec: ActionSpec) -> GymGame:
+def open_game(dataset: EngineDataset, spec: ActionSpec, policy_loader: PolicyLoader | None = None) -> GymGame:
     """The real game of ``dataset``, rebuilt from its ``source``; one-line errors where there is none, it
-    cannot be made, or its actions or frames are not the dataset's (``spec``: the engine's actions)."""
+    cannot be made, or its actions or frames are not the dataset's (``spec``: the engine's actions). A
+    dataset recorded by a diffworld agent needs ``policy_loader`` (``from_gym.PolicyLoader``), which reads
+    the agent's game settings."""
     source = _recorded_from(dataset)
     if source is None:
         raise UserError(
@@ -204,7 +206,8 @@ def open_game(dataset: EngineDataset, spec: ActionSpec) -> GymGame:
 
         game = GymGame(_make_gym_env(env_id, kwargs), env_id)
     else:
-        game = GymGame(_agent_game_env(Path(str(policy)), env_id), env_id, use_render=True)
+        agent_env = _agent_game_env(Path(str(policy)), env_id, policy_loader)
+        game = GymGame(agent_env, env_id, use_render=True)
     try:
         if game.spec != spec:
             raise UserError(
@@ -223,10 +226,9 @@ def open_game(dataset: EngineDataset, spec: ActionSpec) -> GymGame:
     return game
 
 
-def _agent_game_env(agent: Path, game: str) -> Any:
+def _agent_game_env(agent: Path, game: str, policy_loader: PolicyLoader | None) -> Any:
     """The env a diffworld agent recorded its game in (``from_gym._make_agent_env``): the settings of the
     agent's configuration."""
-    from diffworld.agent.trained import load_trained_agent
     from diffworld.envs.make import make_env
 
     if not agent.exists():
@@ -234,7 +236,7 @@ def _agent_game_env(agent: Path, game: str) -> Any:
             f"the dataset was recorded by the agent {agent}, which is gone: action fidelity needs its game's "
             "settings; evaluate with --fidelity-states 0"
         )
-    env = load_trained_agent(agent, "cpu").cfg.env
+    env = load_policy(policy_loader, agent, "cpu", 0).env
     return make_env(
         game,
         max_frames_per_episode=env.max_frames_per_episode,

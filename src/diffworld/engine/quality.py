@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from diffworld.evaluation.image_metrics import SSIM_RADIUS, psnr, ssim
 from diffworld.evaluation.wm_trajectories import CurveSums, Metric
 from diffworld.models.diffusion.open_loop import predict_open_loop
 from diffworld.utils.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from diffworld.engine.convert.from_gym import PolicyLoader
 
 HORIZONS = (1, 10, 100)
 QUALITY_FILE = "quality.json"
@@ -464,6 +467,7 @@ def evaluate_engine(
     fidelity_states: int | None = None,
     fidelity_every: int | None = None,
     fidelity_seed: int | None = None,
+    policy_loader: PolicyLoader | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """``diffworld engine eval``: the quality report of the engine in ``folder`` on the test split of its
     dataset (or of ``data``), with its action fidelity (``engine.action_fidelity``) under
@@ -473,7 +477,8 @@ def evaluate_engine(
     ``FIDELITY_STATES`` where the dataset was recorded from a Gymnasium env (``diffworld engine record``) and
     none otherwise; there, a game that cannot be rebuilt leaves ``{"skipped": why}`` rather than failing.
     ``fidelity_every`` (default ``FIDELITY_EVERY``) and ``fidelity_seed`` (default: the recording's plus
-    ``SEED_OFFSET``): see ``engine.action_fidelity``."""
+    ``SEED_OFFSET``): see ``engine.action_fidelity``. ``policy_loader`` reads the game settings of a dataset
+    recorded by a diffworld agent (``from_gym.PolicyLoader``)."""
     from diffworld.engine import action_fidelity as af
 
     engine = open_engine(folder, device)
@@ -488,7 +493,7 @@ def evaluate_engine(
     if states > 0:
         play_seed = af.fidelity_seed(dataset, fidelity_seed)  # a bad seed fails before the long part
         try:
-            game = af.open_game(dataset, engine.spec)
+            game = af.open_game(dataset, engine.spec, policy_loader)
         except UserError as e:
             if explicit:
                 raise
