@@ -188,7 +188,7 @@ def test_cli_video(tmp_path: Path) -> None:
     export_agent(Agent.build(cfg, NUM_ACTIONS), cfg, NUM_ACTIONS, folder)
     out = tmp_path / "real_vs_imagined.gif"
     argv = ["video", str(folder), "--out", str(out), "--steps", "3", "--device", "cpu", "--scale", "2"]
-    assert main([*argv, "--denoising-steps"]) == 0
+    assert main([*argv, "--show-denoising"]) == 0
     with Image.open(out) as gif:
         assert gif.n_frames == L + 3 and gif.size[0] == 256
     assert main([*argv, "--denoising-steps", "3"]) == 2  # a number of steps is an engine's option
@@ -275,7 +275,7 @@ def test_engine_video_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     video = ["video", str(engine), "--out", str(tmp_path / "v.gif")]
     assert "give --start from 0 to 13" in fails_in_one_line([*video, "--start", "14"], capsys)
     assert "give --episode from 0 to 1" in fails_in_one_line([*video, "--episode", "2"], capsys)
-    assert "--denoising-steps N" in fails_in_one_line([*video, "--denoising-steps"], capsys)
+    assert "--denoising-steps N" in fails_in_one_line([*video, "--show-denoising"], capsys)
     assert ".mp4 or a .gif" in fails_in_one_line([*video[:3], str(tmp_path / "v.avi")], capsys)
     assert "no dataset.json" in fails_in_one_line([*video, "--data", str(engine)], capsys)
     shutil.move(data, tmp_path / "moved")

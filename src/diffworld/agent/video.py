@@ -27,7 +27,7 @@ def run_video(
     start: int = 0,
     scale: int = 4,
     fps: float = 15.0,
-    denoising_steps: bool = False,
+    show_denoising: bool = False,
     seed: int = 0,
     device: str = "auto",
 ) -> np.ndarray:
@@ -59,7 +59,7 @@ def run_video(
         start=start,
         scale=scale,
         generator=torch.Generator(trained.device).manual_seed(derive_seed(seed, "video/world_model")),
-        denoising_steps=denoising_steps,
+        show_denoising=show_denoising,
         action_meanings=meanings,
     )
     write_video(Path(out), frames, fps)

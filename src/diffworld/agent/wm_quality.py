@@ -264,8 +264,3 @@ def evaluate_world_models(
     atomic_write_text(out_dir / JSON_FILE, json.dumps(report, indent=2, allow_nan=False) + "\n")
     plot_report(report, out_dir / PNG_FILE)
     return report
-
-
-def default_out_dir(run_dirs: Sequence[Path]) -> Path:
-    """``<run>/wm_eval`` for one run, ``wm_eval`` otherwise."""
-    return run_dirs[0] / "wm_eval" if len(run_dirs) == 1 else Path("wm_eval")

@@ -204,7 +204,7 @@ def real_vs_imagined(
     start: int = 0,
     scale: int = 4,
     generator: torch.Generator | None = None,
-    denoising_steps: bool = False,
+    show_denoising: bool = False,
     action_meanings: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The side-by-side video of ``episode`` (see the module docstring): (L + n, H', W', 3) uint8 frames,
@@ -216,7 +216,7 @@ def real_vs_imagined(
         num_steps,
         start=start,
         generator=generator,
-        record_denoising=denoising_steps,
+        record_denoising=show_denoising,
     )
     return compose_frames(
         episode, imagination, denoiser.cfg.num_cond_frames, scale=scale, action_meanings=action_meanings

@@ -1,0 +1,96 @@
+"""Atari run and agent folders as a ``world_model_folder.WorldModelFolder``: ``diffworld play``, ``video``
+and ``wm-eval`` on an agent's world model (its play, video and evaluation modules are imported only when
+used)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from diffworld.errors import UserError
+from diffworld.world_model_folder import PlayOptions, VideoOptions, VideoSummary, WmEvalOptions
+
+
+class AgentFolder:
+    """A run folder or an exported agent folder: any folder that is not an engine's (their loaders say
+    what is missing from one that is neither)."""
+
+    kind = "agent"
+
+    def recognizes(self, path: Path) -> bool:
+        return True
+
+    def play(self, path: Path, options: PlayOptions) -> None:
+        if options.keymap or options.data or options.denoising_steps or options.sampler_settings:
+            raise UserError(
+                "--keymap, --data, --denoising-steps and --sampler-settings are for engine folders"
+            )
+        from diffworld.agent.play import ENV_CHOICES, run_play
+
+        run_play(
+            path,
+            env=ENV_CHOICES[options.env],
+            human=options.human,
+            horizon=options.horizon,
+            fps=options.fps,
+            scale=options.scale or 8,
+            record_dir=options.record_dir,
+            seed=options.seed,
+            device=options.device,
+            max_frames=options.max_frames,
+        )
+
+    def video(self, path: Path, out: Path, options: VideoOptions) -> VideoSummary:
+        if (
+            options.data
+            or options.episode is not None
+            or options.sampler_settings
+            or options.denoising_steps is not None
+        ):
+            raise UserError(
+                "--data, --episode, --sampler-settings and --denoising-steps are for engine folders (a run's "
+                "video takes --show-denoising, to show each denoising step)."
+            )
+        from diffworld.agent.video import run_video
+
+        frames = run_video(
+            path,
+            out,
+            steps=options.steps,
+            start=options.start,
+            scale=options.scale or 4,
+            fps=options.fps,
+            show_denoising=options.show_denoising,
+            seed=options.seed,
+            device=options.device,
+        )
+        num_frames, height, width = frames.shape[:3]
+        return VideoSummary(num_frames, height, width)
+
+    def wm_eval(self, paths: Sequence[Path], out_dir: Path, options: WmEvalOptions) -> list[str]:
+        if options.data is not None or options.trajectories is not None or options.sampler_settings:
+            raise UserError("--data, --trajectories and --sampler-settings are for engine folders.")
+        from diffworld.agent.wm_quality import DENOISING_STEPS, HORIZONS, KINDS, evaluate_world_models
+
+        report = evaluate_world_models(
+            paths,
+            out_dir,
+            horizons=options.horizons or list(HORIZONS),
+            denoising_steps=options.denoising_steps or DENOISING_STEPS,
+            kinds=options.kinds or KINDS,
+            num_episodes=options.episodes or 4,
+            device=options.device,
+            seed=options.seed,
+            batch_size=options.batch_size or 64,
+        )
+        lines = []
+        for run in report["runs"]:
+            h = run["horizons_evaluated"]
+            for steps, modes in run["denoising_steps"].items():
+                figures = ", ".join(f"h{k} {modes['autoregressive']['psnr'][str(k)]:.1f} dB" for k in h)
+                name = f"{run['game']} {run['kind'].upper()} {steps} step(s)"
+                lines.append(f"{name}, autoregressive PSNR: {figures}")
+        return lines
+
+
+AGENT_FOLDER = AgentFolder()
