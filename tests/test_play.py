@@ -16,7 +16,7 @@ from diffworld.agent.trained import TrainedAgent, load_trained_agent
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.viz.keymaps import KeyMap, buttons_of
+from diffworld.viz.keymaps import ButtonMap, buttons_of
 
 pygame = pytest.importorskip("pygame")
 
@@ -106,7 +106,7 @@ def test_keymaps_from_action_names() -> None:
     assert buttons_of("DOWNLEFTFIRE") == {"down", "left", "fire"}
     with pytest.raises(ValueError):
         buttons_of("JUMP")
-    boxing = KeyMap.for_game(
+    boxing = ButtonMap.for_game(
         "Boxing",
         ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "UPFIRE", "UPRIGHTFIRE"],
     )
@@ -114,9 +114,9 @@ def test_keymaps_from_action_names() -> None:
     assert boxing.action({"up", "right"}) == 6
     assert boxing.action({"up", "right", "fire"}) == 9
     assert boxing.action({"down", "fire"}) == 1  # no DOWNFIRE here: the largest combination held
-    breakout = KeyMap.for_game("Breakout", BREAKOUT)
+    breakout = ButtonMap.for_game("Breakout", BREAKOUT)
     assert breakout.action({"up", "right"}) == 2  # a stray UP is ignored
-    pong = KeyMap.for_game("Pong", ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"])
+    pong = ButtonMap.for_game("Pong", ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"])
     assert pong.action({"up"}) == 2 and pong.action({"down", "fire"}) == 5  # Pong's RIGHT moves up
     assert "Space" in breakout.describe() and "Right" in breakout.describe()
 

@@ -251,7 +251,7 @@ def _burn_in_rows(actor_critic: ActorCritic, state: LSTMState, s: ImaginedStep, 
     return h, c
 
 
-class _Imagination:
+class _WorldModelPolicyEnv:
     """``PolicyEnv`` view of a ``WorldModelEnv`` for one rollout from the segments in ``batch``.
 
     The recurrent state is burnt in on the segments' frames, and on the history of every trajectory that
@@ -283,7 +283,7 @@ class _Imagination:
 
 def imagine(actor_critic: ActorCritic, env: WorldModelEnv, batch: Batch, horizon: int) -> Rollout:
     """Roll the policy out in the world model for ``horizon`` steps from the segments in ``batch``."""
-    return rollout(actor_critic, _Imagination(env, batch), horizon)
+    return rollout(actor_critic, _WorldModelPolicyEnv(env, batch), horizon)
 
 
 class ImaginationActorCriticLoss(nn.Module):

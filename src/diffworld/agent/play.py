@@ -1,8 +1,8 @@
 """Interactive play: the policy or you, inside the world model or in the real game.
 
-The game logic (:class:`PlaySession`, a state machine fed with :class:`Command` values and the held game
-buttons) is separate from pygame (:class:`PlayApp` turns key events into commands and draws), so that tests
-drive it headless. Environments:
+The game logic (:class:`PlaySession`, a state machine fed with :class:`AgentPlayCommand` values and the held
+game buttons) is separate from pygame (:class:`PlayApp` turns key events into commands and draws), so that
+tests drive it headless. Environments:
 
 - the world model: a :class:`~diffworld.agent.imagination.WorldModelEnv` of batch
   size 1 whose trajectories start
@@ -41,7 +41,7 @@ from diffworld.errors import UserError
 from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
 from diffworld.viz.display import FrameRate, Window, WindowApp, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO
-from diffworld.viz.keymaps import KeyMap
+from diffworld.viz.keymaps import ButtonMap
 
 if TYPE_CHECKING:
     from diffworld.agent.trained import TrainedAgent
@@ -66,7 +66,7 @@ class EnvKind(enum.Enum):
 ENV_CHOICES = {"world-model": EnvKind.WORLD_MODEL, "test": EnvKind.TEST, "train": EnvKind.TRAIN}
 
 
-class Command(enum.Enum):
+class AgentPlayCommand(enum.Enum):
     TOGGLE_CONTROLLER = "switch the controller: policy / human"
     NEXT_ENV = "next environment: world model -> real test -> real train"
     ENV_WORLD_MODEL = "the world model"
@@ -82,20 +82,20 @@ class Command(enum.Enum):
     QUIT = "quit"
 
 
-CONTROL_KEYS: tuple[tuple[str, Command], ...] = (
-    ("m", Command.TOGGLE_CONTROLLER),
-    ("Tab", Command.NEXT_ENV),
-    ("1", Command.ENV_WORLD_MODEL),
-    ("2", Command.ENV_TEST),
-    ("3", Command.ENV_TRAIN),
-    ("[", Command.HORIZON_DOWN),
-    ("]", Command.HORIZON_UP),
-    ("p", Command.PAUSE),
-    (".", Command.STEP),
-    ("Enter", Command.RESET),
-    ("r", Command.RECORD),
-    ("h", Command.HELP),
-    ("Esc / q", Command.QUIT),
+CONTROL_KEYS: tuple[tuple[str, AgentPlayCommand], ...] = (
+    ("m", AgentPlayCommand.TOGGLE_CONTROLLER),
+    ("Tab", AgentPlayCommand.NEXT_ENV),
+    ("1", AgentPlayCommand.ENV_WORLD_MODEL),
+    ("2", AgentPlayCommand.ENV_TEST),
+    ("3", AgentPlayCommand.ENV_TRAIN),
+    ("[", AgentPlayCommand.HORIZON_DOWN),
+    ("]", AgentPlayCommand.HORIZON_UP),
+    ("p", AgentPlayCommand.PAUSE),
+    (".", AgentPlayCommand.STEP),
+    ("Enter", AgentPlayCommand.RESET),
+    ("r", AgentPlayCommand.RECORD),
+    ("h", AgentPlayCommand.HELP),
+    ("Esc / q", AgentPlayCommand.QUIT),
 )
 """The control keys, as printed; :func:`pygame_bindings` maps them to pygame key codes."""
 
@@ -245,7 +245,7 @@ class PlaySession:
     def __init__(
         self,
         actor_critic: ActorCritic,
-        keymap: KeyMap,
+        keymap: ButtonMap,
         make_env: Callable[[EnvKind], PlayEnv],
         *,
         recorder: Recorder,
@@ -320,35 +320,35 @@ class PlaySession:
 
     # ---------------------------------------------------------------------------------------- commands
 
-    def handle(self, command: Command) -> None:
-        if command is Command.TOGGLE_CONTROLLER:
+    def handle(self, command: AgentPlayCommand) -> None:
+        if command is AgentPlayCommand.TOGGLE_CONTROLLER:
             self.human = not self.human
             self.log(f"Controller: {self.controller}")
-        elif command is Command.NEXT_ENV:
+        elif command is AgentPlayCommand.NEXT_ENV:
             kinds = list(EnvKind)
             self._switch(kinds[(kinds.index(self.env_kind) + 1) % len(kinds)])
-        elif command is Command.ENV_WORLD_MODEL:
+        elif command is AgentPlayCommand.ENV_WORLD_MODEL:
             self._switch(EnvKind.WORLD_MODEL)
-        elif command is Command.ENV_TEST:
+        elif command is AgentPlayCommand.ENV_TEST:
             self._switch(EnvKind.TEST)
-        elif command is Command.ENV_TRAIN:
+        elif command is AgentPlayCommand.ENV_TRAIN:
             self._switch(EnvKind.TRAIN)
-        elif command in (Command.HORIZON_DOWN, Command.HORIZON_UP):
-            factor = 2 if command is Command.HORIZON_UP else 0.5
+        elif command in (AgentPlayCommand.HORIZON_DOWN, AgentPlayCommand.HORIZON_UP):
+            factor = 2 if command is AgentPlayCommand.HORIZON_UP else 0.5
             self.horizon = int(min(MAX_HORIZON, max(1, self.horizon * factor)))
             wm = self._envs.get(EnvKind.WORLD_MODEL)
             if isinstance(wm, WorldModelPlayEnv):
                 wm.horizon = self.horizon
             self.log(f"Imagination horizon: {self.horizon}")
-        elif command is Command.PAUSE:
+        elif command is AgentPlayCommand.PAUSE:
             self.paused = not self.paused
-        elif command is Command.STEP:
+        elif command is AgentPlayCommand.STEP:
             self.paused = True
             self._step_once = True
-        elif command is Command.RESET:
+        elif command is AgentPlayCommand.RESET:
             self._cut_recording()
             self._start_episode(self.env.reset())
-        elif command is Command.RECORD:
+        elif command is AgentPlayCommand.RECORD:
             if self.recording:
                 self._cut_recording()
                 self.recorder.on = False
@@ -357,9 +357,9 @@ class PlaySession:
                 self.recorder.on = True
                 self.recorder.begin(self.obs)  # from the current frame, mid-episode
                 self.log(f"Recording to {self.recorder.directory}")
-        elif command is Command.HELP:
+        elif command is AgentPlayCommand.HELP:
             self.log(help_text(self.keymap))
-        elif command is Command.QUIT:
+        elif command is AgentPlayCommand.QUIT:
             self.close()
 
     def update(self, held: Collection[str] = ()) -> bool:
@@ -433,7 +433,7 @@ class PlaySession:
         self._start_episode(self.env.reset())
 
 
-def help_text(keymap: KeyMap) -> str:
+def help_text(keymap: ButtonMap) -> str:
     controls = "\n".join(f"  {key:<8} {command.value}" for key, command in CONTROL_KEYS)
     return (
         f"Controls:\n{controls}\n"
@@ -442,7 +442,7 @@ def help_text(keymap: KeyMap) -> str:
     )
 
 
-def pygame_bindings(pg: Any) -> tuple[dict[int, Command], dict[int, str]]:
+def pygame_bindings(pg: Any) -> tuple[dict[int, AgentPlayCommand], dict[int, str]]:
     """pygame key codes -> control commands, and -> game buttons."""
     names = {
         "Tab": pg.K_TAB,
@@ -452,11 +452,11 @@ def pygame_bindings(pg: Any) -> tuple[dict[int, Command], dict[int, str]]:
         "Enter": pg.K_RETURN,
         "Esc": pg.K_ESCAPE,
     }
-    controls: dict[int, Command] = {}
+    controls: dict[int, AgentPlayCommand] = {}
     for label, command in CONTROL_KEYS:
         for key in label.split(" / "):
             controls[names[key] if key in names else getattr(pg, f"K_{key.lower()}")] = command
-    controls[pg.K_KP_ENTER] = Command.RESET
+    controls[pg.K_KP_ENTER] = AgentPlayCommand.RESET
     buttons = {pg.K_UP: "up", pg.K_DOWN: "down", pg.K_LEFT: "left", pg.K_RIGHT: "right", pg.K_SPACE: "fire"}
     return controls, buttons
 
@@ -481,7 +481,7 @@ class PlayApp(WindowApp):
         pressed: set[str] = set()
         for event in pg.event.get():
             if event.type == pg.QUIT:
-                self.session.handle(Command.QUIT)
+                self.session.handle(AgentPlayCommand.QUIT)
             elif event.type == pg.KEYDOWN:
                 if event.key in self.buttons:
                     self.held.add(self.buttons[event.key])
@@ -561,7 +561,7 @@ def build_session(
         raise UserError(
             f"{cfg.game} has {len(meanings)} actions but the agent was built for {trained.num_actions}."
         )
-    keymap = KeyMap.for_game(cfg.game, meanings)
+    keymap = ButtonMap.for_game(cfg.game, meanings)
     frame_shape = (cfg.env.size, cfg.env.size, 3)
     num_cond = cfg.denoiser.num_cond_frames
 

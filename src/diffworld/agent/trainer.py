@@ -69,7 +69,7 @@ from diffworld.utils.device import resolve_device
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 COMPONENTS = ("denoiser", "reward_model", "actor_critic")
-CHECKPOINT_KEYS = (
+AGENT_STATE_KEYS = (
     "counters",
     "agent",
     "optimizers",
@@ -143,7 +143,7 @@ class ImaginationBatches(SampledBatches):
 
 
 @dataclass
-class Component:
+class AgentTrainingSlot:
     """One model with what trains it: ``model(batch) -> (loss, metrics)``, its batches and optimizer.
 
     ``sampler`` draws the dataset segments behind ``batches`` (a model-free actor-critic's batches are real
@@ -159,7 +159,7 @@ class Component:
 
 
 class Trainer(CheckpointedTrainer):
-    checkpoint_keys = CHECKPOINT_KEYS
+    checkpoint_keys = AGENT_STATE_KEYS
     resume_command = "diffworld train --resume"
     logger: MetricsLogger
 
@@ -263,7 +263,7 @@ class Trainer(CheckpointedTrainer):
         if state is None:
             self._save_checkpoint()
 
-    def _build_components(self) -> dict[str, Component]:
+    def _build_components(self) -> dict[str, AgentTrainingSlot]:
         cfg = self.cfg
         num_cond = cfg.denoiser.num_cond_frames
 
@@ -318,7 +318,7 @@ class Trainer(CheckpointedTrainer):
         for name, (model, batches, model_sampler) in models.items():
             model_cfg = getattr(cfg, name)
             optimizer = make_optimizer(model, model_cfg.optimizer)
-            components[name] = Component(
+            components[name] = AgentTrainingSlot(
                 model=model,
                 batches=batches,
                 sampler=model_sampler,

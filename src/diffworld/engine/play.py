@@ -1,13 +1,14 @@
 """Interactive play of an engine: you hold keys and move the mouse, the engine imagines the next frame.
 
-As ``viz/play.py``, the game logic (:class:`EnginePlaySession`, fed with :class:`Command` values and an
-:class:`~diffworld.engine.keymap.InputState` per step) is separate from pygame (:class:`EnginePlayApp`), so
-that tests drive it headless. A trajectory starts from the first frames of a test episode of the engine's
-dataset (``Enter`` moves to the next one) and restarts there when it reaches the horizon. Control is yours
-or the dataset's: the episode's own actions replayed (``F2``), to watch what the engine makes of them. The
-frame shown is the upsampler's (full resolution), or the denoiser's without one. Denoising steps change the
-samplers at once (``-`` / ``=``). Recording (``F5``) writes each imagined trajectory as an episode of an
-engine dataset (the frames shown and the actions taken, the last step's action the neutral one).
+As ``agent/play.py``, the game logic (:class:`EnginePlaySession`, fed with :class:`EnginePlayCommand` values
+and an :class:`~diffworld.engine.keymap.InputState` per step) is separate from pygame
+(:class:`EnginePlayApp`), so that tests drive it headless. A trajectory starts from the first frames of a test
+episode of the engine's dataset (``Enter`` moves to the next one) and restarts there when it reaches the
+horizon. Control is yours or the dataset's: the episode's own actions replayed (``F2``), to watch what the
+engine makes of them. The frame shown is the upsampler's (full resolution), or the denoiser's without one.
+Denoising steps change the samplers at once (``-`` / ``=``). Recording (``F5``) writes each imagined
+trajectory as an episode of an engine dataset (the frames shown and the actions taken, the last step's action
+the neutral one).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from diffworld.data.actions import ActionSpec
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
-from diffworld.engine.imagine import EngineSamplers, Imagination
+from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
 from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
 from diffworld.engine.open_engine import (
     SamplerSettings,
@@ -41,7 +42,7 @@ NO_INPUT = InputState()
 MAX_DENOISING_STEPS = 100
 
 
-class Command(enum.Enum):
+class EnginePlayCommand(enum.Enum):
     TOGGLE_CONTROLLER = "switch control: you / the dataset's actions"
     HORIZON_DOWN = "halve the horizon (steps before restarting from the dataset)"
     HORIZON_UP = "double the horizon"
@@ -55,18 +56,18 @@ class Command(enum.Enum):
     QUIT = "quit"
 
 
-CONTROL_KEYS: tuple[tuple[str, Command], ...] = (
-    ("f2", Command.TOGGLE_CONTROLLER),
-    ("[", Command.HORIZON_DOWN),
-    ("]", Command.HORIZON_UP),
-    ("-", Command.STEPS_DOWN),
-    ("=", Command.STEPS_UP),
-    ("f3", Command.PAUSE),
-    ("f4", Command.STEP),
-    ("return", Command.RESET),
-    ("f5", Command.RECORD),
-    ("f1", Command.HELP),
-    ("escape", Command.QUIT),
+CONTROL_KEYS: tuple[tuple[str, EnginePlayCommand], ...] = (
+    ("f2", EnginePlayCommand.TOGGLE_CONTROLLER),
+    ("[", EnginePlayCommand.HORIZON_DOWN),
+    ("]", EnginePlayCommand.HORIZON_UP),
+    ("-", EnginePlayCommand.STEPS_DOWN),
+    ("=", EnginePlayCommand.STEPS_UP),
+    ("f3", EnginePlayCommand.PAUSE),
+    ("f4", EnginePlayCommand.STEP),
+    ("return", EnginePlayCommand.RESET),
+    ("f5", EnginePlayCommand.RECORD),
+    ("f1", EnginePlayCommand.HELP),
+    ("escape", EnginePlayCommand.QUIT),
 )
 """The control keys, by pygame name: a key map may not use them."""
 CONTROL_INPUTS = frozenset(key for key, _ in CONTROL_KEYS)
@@ -173,7 +174,7 @@ class EnginePlaySession:
         self.t = 0
         self.frame = np.zeros((1, 1, 3), np.uint8)
         self._replay: np.ndarray = np.zeros((0, keymap.spec.width), np.float32)
-        self._imagination: Imagination | None = None
+        self._imagination: OpenLoopRollout | None = None
         self._restart()
 
     @property
@@ -194,16 +195,16 @@ class EnginePlaySession:
 
     # ---------------------------------------------------------------------------------------- commands
 
-    def handle(self, command: Command) -> None:
-        if command is Command.TOGGLE_CONTROLLER:
+    def handle(self, command: EnginePlayCommand) -> None:
+        if command is EnginePlayCommand.TOGGLE_CONTROLLER:
             self.human = not self.human
             self.log(f"Control: {self.controller}")
-        elif command in (Command.HORIZON_DOWN, Command.HORIZON_UP):
-            factor = 2 if command is Command.HORIZON_UP else 0.5
+        elif command in (EnginePlayCommand.HORIZON_DOWN, EnginePlayCommand.HORIZON_UP):
+            factor = 2 if command is EnginePlayCommand.HORIZON_UP else 0.5
             self.horizon = int(min(MAX_HORIZON, max(1, self.horizon * factor)))
             self.log(f"Horizon: {self.horizon}")
-        elif command in (Command.STEPS_DOWN, Command.STEPS_UP):
-            change = 1 if command is Command.STEPS_UP else -1
+        elif command in (EnginePlayCommand.STEPS_DOWN, EnginePlayCommand.STEPS_UP):
+            change = 1 if command is EnginePlayCommand.STEPS_UP else -1
             steps = min(MAX_DENOISING_STEPS, max(1, self.denoising_steps + change))
             if steps != self.denoising_steps:
                 self.denoising_steps = steps
@@ -211,15 +212,15 @@ class EnginePlaySession:
                 if self._imagination is not None:
                     self._imagination.engine = self.engine
             self.log(f"Denoising steps: {self.denoising_steps}")
-        elif command is Command.PAUSE:
+        elif command is EnginePlayCommand.PAUSE:
             self.paused = not self.paused
-        elif command is Command.STEP:
+        elif command is EnginePlayCommand.STEP:
             self.paused = True
             self._step_once = True
-        elif command is Command.RESET:
+        elif command is EnginePlayCommand.RESET:
             self._cut_recording()
             self._restart()
-        elif command is Command.RECORD:
+        elif command is EnginePlayCommand.RECORD:
             if self.recorder.on:
                 self._cut_recording()
                 self.recorder.on = False
@@ -230,9 +231,9 @@ class EnginePlaySession:
                 self.recorder.on = True
                 self.recorder.begin(self.frame)  # from the current frame, mid-trajectory
                 self.log(f"Recording to {self.recorder.directory}")
-        elif command is Command.HELP:
+        elif command is EnginePlayCommand.HELP:
             self.log(help_text(self.keymap))
-        elif command is Command.QUIT:
+        elif command is EnginePlayCommand.QUIT:
             self.close()
 
     def update(self, state: InputState = NO_INPUT) -> bool:
@@ -281,7 +282,7 @@ class EnginePlaySession:
         full = frames_to_tensor(frames[:context], self.device)[None]
         low = engine.low_res_of(full)
         past = torch.tensor(actions[context - engine.num_cond : context - 1], device=self.device)[None]
-        self._imagination = Imagination(
+        self._imagination = OpenLoopRollout(
             engine,
             low[:, context - engine.num_cond :],
             past,
@@ -362,7 +363,7 @@ class EnginePlayApp(WindowApp):
         buttons = {1: MOUSE_BUTTONS[0], 3: MOUSE_BUTTONS[1], 2: MOUSE_BUTTONS[2]}
         for event in pg.event.get():
             if event.type == pg.QUIT:
-                self.session.handle(Command.QUIT)
+                self.session.handle(EnginePlayCommand.QUIT)
             elif event.type == pg.KEYDOWN:
                 name = pg.key.name(event.key)
                 if name in self._controls:

@@ -58,7 +58,7 @@ from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_KEYS = (
+ENGINE_STATE_KEYS = (
     "updates",
     "train_seconds",
     "num_records",
@@ -71,7 +71,7 @@ CHECKPOINT_KEYS = (
 
 
 @dataclass
-class Component:
+class EngineTrainingSlot:
     """One of the engine's models with what trains it."""
 
     model: EngineDenoiser | Upsampler
@@ -89,7 +89,7 @@ class EngineTrainer(CheckpointedTrainer):
     """Trains an engine in ``run_dir`` (created, or resumed with ``resume``); under ``torchrun``, process 0
     writes it."""
 
-    checkpoint_keys = CHECKPOINT_KEYS
+    checkpoint_keys = ENGINE_STATE_KEYS
     resume_command = "diffworld engine train --resume"
 
     def __init__(self, cfg: EngineConfig, run_dir: Path, resume: bool = False) -> None:
@@ -142,7 +142,7 @@ class EngineTrainer(CheckpointedTrainer):
         if state is None:
             self._save_checkpoint()
 
-    def _component(self, name: str, model: EngineDenoiser | Upsampler) -> Component:
+    def _component(self, name: str, model: EngineDenoiser | Upsampler) -> EngineTrainingSlot:
         cfg, p, mcfg = self.cfg, self.processes, model.cfg
         model = model.to(self.device)
         optimizer = make_optimizer(model, mcfg.optimizer)
@@ -164,7 +164,7 @@ class EngineTrainer(CheckpointedTrainer):
             full_res=full_res,
             low_res_filter=cfg.low_res_filter,
         )
-        return Component(
+        return EngineTrainingSlot(
             model=model,
             replica=distributed.wrap(model, p, self.device),
             cfg=mcfg,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
-from diffworld.engine.imagine import EngineSamplers, Imagination
+from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
 from diffworld.engine.open_engine import SamplerSettings, engine_samplers, open_engine, open_start_dataset
 from diffworld.errors import UserError
 from diffworld.utils.seeding import derive_seed
@@ -63,7 +63,7 @@ def engine_video_frames(
     for t in range(context):
         real = real_at(start + t)
         yield compose_frame(real, real, f"real  step {start + t}", "context (real)", scale=scale)
-    imagination = Imagination.along_episode(engine, frames, actions, start, device, generator)
+    imagination = OpenLoopRollout.along_episode(engine, frames, actions, start, device, generator)
     for k in range(1, n + 1):
         index = start + context - 1 + k
         action = torch.tensor(np.asarray(actions[index - 1], dtype=np.float32), device=device)[None]

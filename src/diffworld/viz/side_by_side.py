@@ -43,7 +43,7 @@ class DenoisingStep:
 
 
 @dataclass(frozen=True)
-class Imagination:
+class PredictedClip:
     """The world model's predictions along a real episode."""
 
     start: int
@@ -70,7 +70,7 @@ def imagine_along(
     start: int = 0,
     generator: torch.Generator | None = None,
     record_denoising: bool = False,
-) -> Imagination:
+) -> PredictedClip:
     """Predict up to ``num_steps`` frames from the episode's frames ``start .. start + L - 1`` (the context)
     with the episode's own actions, each prediction conditioned on the previous ones (not the real frames).
 
@@ -100,7 +100,7 @@ def imagine_along(
         frames.append(tensor_to_frames(next_obs[0]))
         denoising.append(steps.copy())
         steps.clear()
-    return Imagination(start, np.stack(frames), denoising if record_denoising else None)
+    return PredictedClip(start, np.stack(frames), denoising if record_denoising else None)
 
 
 def _text(image: np.ndarray, text: str, x: int, y: int, scale: float, color: tuple[int, int, int]) -> None:
@@ -158,7 +158,7 @@ def compose_frame(
 
 def compose_frames(
     episode: Episode,
-    imagination: Imagination,
+    imagination: PredictedClip,
     num_cond: int,
     *,
     scale: int = 4,
