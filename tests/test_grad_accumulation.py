@@ -63,7 +63,7 @@ def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) ->
     trainer = Trainer(cfg, tmp_path / f"acc{grad_acc_steps}")
     component = trainer.components["reward_model"]
     micro_batches = iter(split(batch, grad_acc_steps))
-    component.sampler.sample = lambda batch_size=None: next(micro_batches)  # type: ignore[method-assign]
+    component.segments.sample = lambda batch_size=None: next(micro_batches)  # type: ignore[method-assign]
     captured: dict[str, torch.Tensor] = {}
 
     def capture_then_skip() -> None:

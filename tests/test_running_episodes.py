@@ -35,7 +35,7 @@ def draws_of(sampler: SegmentSampler, episode_id: int, size: int = 4000) -> tupl
 
 
 def test_running_episode_is_sampled_right_after_each_collection(trainer: Trainer) -> None:
-    dataset, samplers = trainer.dataset, {name: trainer.components[name].sampler for name in COMPONENTS}
+    dataset, samplers = trainer.dataset, {name: trainer.components[name].segments for name in COMPONENTS}
     # Enough episodes for the sample weights to apply (4 groups): the running one is the newest.
     while dataset.num_episodes < 5:
         trainer.collector.collect_steps(3)

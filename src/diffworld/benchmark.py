@@ -359,7 +359,7 @@ def _bench_imagination(trainer: Any, cfg: Config, steps: int, warmup: int) -> di
 
     with trainer.autocast():
         rollout_times = timed_calls(rollout, steps, warmup, dev)
-    batch = env.sampler.sample()
+    batch = env.segments.sample()
     obs, act = batch.obs, torch.zeros(b, env.num_cond, dtype=torch.long, device=dev)
     act[:, :-1] = batch.act
     denoiser = trainer.agent.denoiser

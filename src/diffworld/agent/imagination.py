@@ -56,7 +56,7 @@ def _sample_categorical(logits: Tensor, generator: torch.Generator | None) -> Te
 class WorldModelEnv:
     """B trajectories imagined at once by a denoiser and a reward/termination model (no gradients).
 
-    ``sampler`` draws the starting segments: ``seq_length = L - 1`` steps, i.e. L frames and L-1 actions;
+    ``segments`` draws the starting segments: ``seq_length = L - 1`` steps, i.e. L frames and L-1 actions;
     the agent's action completes the L actions the denoiser conditions on.
     """
 
@@ -64,25 +64,25 @@ class WorldModelEnv:
         self,
         denoiser: Denoiser,
         reward_model: RewardTerminationModel,
-        sampler: SegmentSampler,
+        segments: SegmentSampler,
         sampler_cfg: SamplerConfig,
         horizon: int,
         generator: torch.Generator | None = None,
     ) -> None:
         num_cond = denoiser.cfg.num_cond_frames
-        if sampler.seq_length != num_cond - 1:
+        if segments.seq_length != num_cond - 1:
             raise ValueError(
                 f"the sampler must draw segments of num_cond_frames - 1 = {num_cond - 1} steps, "
-                f"got seq_length={sampler.seq_length}"
+                f"got seq_length={segments.seq_length}"
             )
         self.denoiser = denoiser
         self.reward_model = reward_model
-        self.sampler = sampler
+        self.segments = segments
         self.sampler_cfg = sampler_cfg
         self.frame_sampler = denoiser.sampler(sampler_cfg)
         self.horizon = horizon
         self.generator = generator
-        self.num_envs = sampler.batch_size
+        self.num_envs = segments.batch_size
         self.num_cond = num_cond
         self._obs: Tensor | None = None  # (B, L, 3, H, W) the last L frames
         self._frame_mask: Tensor | None = None  # (B, L) which of them are real
@@ -92,12 +92,12 @@ class WorldModelEnv:
 
     @property
     def device(self) -> torch.device:
-        return self.sampler.device
+        return self.segments.device
 
     @torch.no_grad()
     def reset(self, batch: Batch | None = None) -> ImaginedStep:
         """Start all B trajectories, from ``batch`` (L-1 step segments) or from new dataset segments."""
-        batch = self.sampler.sample() if batch is None else batch
+        batch = self.segments.sample() if batch is None else batch
         b, frames = batch.obs.shape[:2]
         if b != self.num_envs or frames != self.num_cond:
             raise ValueError(f"need a batch of {self.num_envs} segments of {self.num_cond} frames")
@@ -162,7 +162,7 @@ class WorldModelEnv:
     def _restart(self, idx: Tensor) -> None:
         assert self._obs is not None and self._act is not None and self._t is not None
         assert self._frame_mask is not None and self._rew_state is not None
-        batch = self.sampler.sample(batch_size=len(idx))
+        batch = self.segments.sample(batch_size=len(idx))
         self._obs[idx] = batch.obs
         self._frame_mask[idx] = batch.frame_mask
         self._act[idx, :-1] = batch.act
@@ -173,7 +173,7 @@ class WorldModelEnv:
 
 
 def _reseed(env: WorldModelEnv, seed: int) -> None:
-    env.sampler.rng = np.random.default_rng(seed)
+    env.segments.rng = np.random.default_rng(seed)
     if env.generator is not None:
         env.generator.manual_seed(seed)
 
@@ -190,7 +190,7 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
     def __init__(self, world_model_env: WorldModelEnv, num_actions: int) -> None:
         self.core = world_model_env
         self.num_envs = world_model_env.num_envs
-        size = world_model_env.sampler.dataset.frame_shape
+        size = world_model_env.segments.dataset.frame_shape
         self.single_observation_space = gym.spaces.Box(0, 255, size, dtype=np.uint8)
         self.single_action_space = gym.spaces.Discrete(num_actions)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
@@ -223,7 +223,7 @@ class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
         if world_model_env.num_envs != 1:
             raise ValueError("ImaginationEnv steps one trajectory: build its WorldModelEnv with batch size 1")
         self.core = world_model_env
-        size = world_model_env.sampler.dataset.frame_shape
+        size = world_model_env.segments.dataset.frame_shape
         self.observation_space = gym.spaces.Box(0, 255, size, dtype=np.uint8)
         self.action_space = gym.spaces.Discrete(num_actions)
 

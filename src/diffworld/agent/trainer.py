@@ -146,12 +146,12 @@ class ImaginationBatches(SampledBatches):
 class AgentTrainingSlot:
     """One model with what trains it: ``model(batch) -> (loss, metrics)``, its batches and optimizer.
 
-    ``sampler`` draws the dataset segments behind ``batches`` (a model-free actor-critic's batches are real
+    ``segments`` draws the dataset segments behind ``batches`` (a model-free actor-critic's batches are real
     rollouts instead); the test losses go through the test episodes in segments of its shape."""
 
     model: nn.Module
     batches: BatchSource
-    sampler: SegmentSampler
+    segments: SegmentSampler
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     training: ComponentTrainingConfig
@@ -267,7 +267,7 @@ class Trainer(CheckpointedTrainer):
         cfg = self.cfg
         num_cond = cfg.denoiser.num_cond_frames
 
-        def sampler(name: str, seq_length: int, beyond_end: bool) -> SegmentSampler:
+        def segments_of(name: str, seq_length: int, beyond_end: bool) -> SegmentSampler:
             training = getattr(cfg, name).training
             return SegmentSampler(
                 self.dataset,
@@ -279,7 +279,7 @@ class Trainer(CheckpointedTrainer):
                 device=self.device,
             )
 
-        ac_sampler = sampler("actor_critic", num_cond - 1, False)
+        ac_segments = segments_of("actor_critic", num_cond - 1, False)
         ac_loss: nn.Module
         ac_batches: ActorCriticBatches
         if cfg.training.model_free:
@@ -297,31 +297,31 @@ class Trainer(CheckpointedTrainer):
             wm_env = WorldModelEnv(
                 self.agent.denoiser,
                 self.agent.reward_model,
-                ac_sampler,
+                ac_segments,
                 cfg.denoiser.sampler,
                 cfg.actor_critic.imagination_horizon,
                 self.generators["imagination"],
             )
             ac_loss = ImaginationActorCriticLoss(self.agent.actor_critic, wm_env, cfg.actor_critic)
-            ac_batches = ImaginationBatches(ac_sampler)
+            ac_batches = ImaginationBatches(ac_segments)
         self.actor_critic_batches = ac_batches
-        denoiser_sampler = sampler(
+        denoiser_segments = segments_of(
             "denoiser", num_cond + cfg.denoiser.training.num_autoregressive_steps - 1, False
         )
-        reward_sampler = sampler("reward_model", reward_model_seq_length(cfg), True)
+        reward_segments = segments_of("reward_model", reward_model_seq_length(cfg), True)
         models: dict[str, tuple[nn.Module, BatchSource, SegmentSampler]] = {
-            "denoiser": (self.agent.denoiser, SampledBatches(denoiser_sampler), denoiser_sampler),
-            "reward_model": (self.agent.reward_model, SampledBatches(reward_sampler), reward_sampler),
-            "actor_critic": (ac_loss, ac_batches, ac_sampler),
+            "denoiser": (self.agent.denoiser, SampledBatches(denoiser_segments), denoiser_segments),
+            "reward_model": (self.agent.reward_model, SampledBatches(reward_segments), reward_segments),
+            "actor_critic": (ac_loss, ac_batches, ac_segments),
         }
         components = {}
-        for name, (model, batches, model_sampler) in models.items():
+        for name, (model, batches, model_segments) in models.items():
             model_cfg = getattr(cfg, name)
             optimizer = make_optimizer(model, model_cfg.optimizer)
             components[name] = AgentTrainingSlot(
                 model=model,
                 batches=batches,
-                sampler=model_sampler,
+                segments=model_segments,
                 optimizer=optimizer,
                 scheduler=make_warmup_scheduler(optimizer, model_cfg.optimizer.warmup_steps),
                 training=model_cfg.training,
@@ -523,7 +523,7 @@ class Trainer(CheckpointedTrainer):
             self.cfg,
             derive_seed(self.cfg.seed, f"diagnostics/{self.counters.epoch}"),
             self.autocast,
-            denoiser_seq_length=self.components["denoiser"].sampler.seq_length,
+            denoiser_seq_length=self.components["denoiser"].segments.seq_length,
         )
 
     def _test(self) -> dict[str, float]:
@@ -549,7 +549,7 @@ class Trainer(CheckpointedTrainer):
             component = self.components[name]
             sums: dict[str, float] = {}
             num_batches = 0
-            for batch in component.sampler.traverse(test_dataset):
+            for batch in component.segments.traverse(test_dataset):
                 _, batch_metrics = component.model(batch)
                 for key, value in batch_metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
@@ -622,7 +622,7 @@ class Trainer(CheckpointedTrainer):
             "optimizers": {name: c.optimizer.state_dict() for name, c in self.components.items()},
             "schedulers": {name: c.scheduler.state_dict() for name, c in self.components.items()},
             "rng": rng_state(),
-            "samplers": {name: generator_state(c.sampler.rng) for name, c in self.components.items()},
+            "samplers": {name: generator_state(c.segments.rng) for name, c in self.components.items()},
             "generators": {name: g.get_state() for name, g in self.generators.items()},
             "collector": self.collector.state_dict(),
             "test_collector": self.test_collector.state_dict(),
@@ -646,7 +646,7 @@ class Trainer(CheckpointedTrainer):
         for name, component in self.components.items():
             component.optimizer.load_state_dict(state["optimizers"][name])
             component.scheduler.load_state_dict(state["schedulers"][name])
-            set_generator_state(component.sampler.rng, state["samplers"][name])
+            set_generator_state(component.segments.rng, state["samplers"][name])
         for name, generator in self.generators.items():
             generator.set_state(state["generators"][name])
         self.collector.load_state_dict(state["collector"])

@@ -319,7 +319,7 @@ class EngineTrainer(CheckpointedTrainer):
             {
                 "rng": rng_state(),
                 "samplers": {
-                    name: generator_state(c.batches.sampler.rng) for name, c in self.components.items()
+                    name: generator_state(c.batches.segments.rng) for name, c in self.components.items()
                 },
             },
             self.processes,
@@ -353,7 +353,7 @@ class EngineTrainer(CheckpointedTrainer):
         if len(saved) == self.processes.world_size:
             mine = saved[self.processes.rank]
             for name, c in self.components.items():
-                set_generator_state(c.batches.sampler.rng, mine["samplers"][name])
+                set_generator_state(c.batches.segments.rng, mine["samplers"][name])
             set_rng_state(mine["rng"])
         elif self.processes.is_main:
             logger.warning(

@@ -36,13 +36,13 @@ class BatchSource(Protocol):
 
 
 class SampledBatches:
-    """Segments drawn from a dataset by ``sampler`` (either product's segment sampler), without end."""
+    """Segments drawn from a dataset by ``segments`` (either product's segment sampler), without end."""
 
-    def __init__(self, sampler: SegmentSource) -> None:
-        self.sampler = sampler
+    def __init__(self, segments: SegmentSource) -> None:
+        self.segments = segments
 
     def sample(self) -> Batch:
-        return self.sampler.sample()
+        return self.segments.sample()
 
     def batches_left(self) -> None:
         return None
