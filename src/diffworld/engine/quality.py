@@ -423,8 +423,8 @@ def engine_quality(
     mean_frames: int = MEAN_FRAMES,
 ) -> dict[str, Any]:
     """The quality report of the engine of ``folder``, opened, on the test split of ``dataset``, with what
-    it was made of (engine, updates, dataset, sampler settings, denoising steps, seed); the sampling is seeded
-    by ``seed`` alone."""
+    it was made of (engine, updates, weights: ``ema`` or ``live``, dataset, sampler settings, denoising
+    steps, seed); the sampling is seeded by ``seed`` alone."""
     if len(dataset.test_ids) == 0:
         raise UserError(f"{dataset.folder} has no test episodes to evaluate on")
     samplers = engine_samplers(engine, denoising_steps, sampler_settings)
@@ -444,6 +444,7 @@ def engine_quality(
     return {
         "engine": str(folder),
         "updates": engine.updates,
+        "weights": engine.weights,
         "dataset": str(dataset.folder),
         "sampler_settings": sampler_settings.value,
         "denoising_steps": denoising_steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps,

@@ -5,6 +5,9 @@ the project trains with), in chunks that end at the next log, test or checkpoint
 (``run/checkpoint.py``: atomic, weights-only) holds the models, optimizers, schedulers, every process's random
 generators and the counters, so a run killed at any moment (SIGKILL included) resumes from its last
 checkpoint and goes on as if it had not stopped: what was logged after the checkpoint is dropped and redone.
+A model with ``training.ema_decay`` keeps an exponential moving average of its weights (``fitting/ema.py``),
+updated after each of its optimizer updates and saved under the checkpoint's ``ema`` key (absent without
+one); the tests measure it, not the live weights.
 Test losses on the dataset's test split, from generators seeded anew at every test so that tests compare,
 leave the training's random streams alone.
 
@@ -18,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import torch
 from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from diffworld.engine.config import (
@@ -40,8 +45,9 @@ from diffworld.engine.folder import save_action_space
 from diffworld.engine.open_engine import engine_samplers
 from diffworld.engine.quality import evaluate_quality, quality_metrics
 from diffworld.engine.segment_sampler import EngineSegmentSampler
-from diffworld.engine.trained import TrainedEngine
+from diffworld.engine.trained import TrainedEngine, weights_name
 from diffworld.fitting import distributed
+from diffworld.fitting.ema import exponential_average
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
 from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
@@ -83,6 +89,17 @@ class EngineTrainingSlot:
     batches: SampledBatches
     full_res: bool
     """Whether its batches carry the full-resolution frames (the upsampler's)."""
+    ema: AveragedModel | None = None
+    """The exponential moving average of ``model``'s weights (``training.ema_decay``), None without."""
+
+    def tested(self) -> EngineDenoiser | Upsampler:
+        """The weights the tests measure and the trained engine plays with: the average's, else the live
+        ones."""
+        if self.ema is None:
+            return self.model
+        module = self.ema.module
+        assert isinstance(module, EngineDenoiser | Upsampler)
+        return module
 
 
 class EngineTrainer(CheckpointedTrainer):
@@ -164,6 +181,7 @@ class EngineTrainer(CheckpointedTrainer):
             full_res=full_res,
             low_res_filter=cfg.low_res_filter,
         )
+        decay = mcfg.training.ema_decay
         return EngineTrainingSlot(
             model=model,
             replica=distributed.wrap(model, p, self.device),
@@ -172,6 +190,8 @@ class EngineTrainer(CheckpointedTrainer):
             scheduler=make_warmup_scheduler(optimizer, mcfg.optimizer.warmup_steps),
             batches=SampledBatches(sampler),
             full_res=full_res,
+            # Of the unwrapped module, whose parameters the DDP replica shares.
+            ema=None if decay is None else exponential_average(model, decay),
         )
 
     def autocast(self) -> AbstractContextManager[object]:
@@ -236,6 +256,7 @@ class EngineTrainer(CheckpointedTrainer):
                 max_grad_norm=c.cfg.optimizer.max_grad_norm,
                 autocast=self.autocast,
                 desc=name,
+                after_step=None if c.ema is None else partial(c.ema.update_parameters, c.model),
             )
             metrics.update({f"{name}/train/{key}": value for key, value in result.metrics.items()})
         self.updates += steps
@@ -276,11 +297,11 @@ class EngineTrainer(CheckpointedTrainer):
                     full_res=c.full_res,
                     low_res_filter=cfg.low_res_filter,
                 )
-                c.model.eval()
+                model = c.tested().eval()
                 losses = []
                 for _ in range(cfg.training.num_test_batches):
                     with self.autocast():
-                        loss, _ = c.model(sampler.sample())
+                        loss, _ = model(sampler.sample())
                     losses.append(float(loss))
                 metrics[f"{name}/test/loss"] = sum(losses) / len(losses)
             if cfg.training.quality_trajectories > 0:
@@ -294,11 +315,12 @@ class EngineTrainer(CheckpointedTrainer):
         a generator of their own, seeded anew at every test, so that a run measures the same trajectories
         every time and, resumed, logs again what it had logged (docs/engine.md, "Training")."""
         cfg = self.cfg
-        denoiser = self.components["denoiser"].model
-        upsampler = self.components["upsampler"].model if "upsampler" in self.components else None
+        denoiser = self.components["denoiser"].tested()
+        upsampler = self.components["upsampler"].tested() if "upsampler" in self.components else None
         assert isinstance(denoiser, EngineDenoiser)
         assert upsampler is None or isinstance(upsampler, Upsampler)
-        engine = TrainedEngine(cfg, self.dataset.spec, denoiser.eval(), upsampler, self.updates)
+        weights = weights_name({name: c.ema is not None for name, c in self.components.items()})
+        engine = TrainedEngine(cfg, self.dataset.spec, denoiser.eval(), upsampler, self.updates, weights)
         if upsampler is not None:
             upsampler.eval()  # train_updates sets training mode back
         report = evaluate_quality(
@@ -338,6 +360,9 @@ class EngineTrainer(CheckpointedTrainer):
                 "schedulers": {name: c.scheduler.state_dict() for name, c in self.components.items()},
                 "processes": per_process,
             }
+            averages = {name: c.ema.state_dict() for name, c in self.components.items() if c.ema is not None}
+            if averages:  # a run without averages writes what it always did
+                state["ema"] = averages
             save_checkpoint(state, checkpoint_dir(self.run_dir))
         distributed.barrier(self.processes)
 
@@ -347,6 +372,16 @@ class EngineTrainer(CheckpointedTrainer):
             c.model.load_state_dict(state["models"][name])
             c.optimizer.load_state_dict(state["optimizers"][name])
             c.scheduler.load_state_dict(state["schedulers"][name])
+            if c.ema is not None:
+                saved_ema = state.get("ema", {}).get(name)
+                if saved_ema is not None:
+                    c.ema.load_state_dict(saved_ema)
+                else:  # config.yaml asks for an average the checkpoint lacks: it starts from these weights
+                    if self.processes.is_main:
+                        logger.warning(
+                            "The checkpoint has no weight average of the %s: it starts anew.", name
+                        )
+                    c.ema.update_parameters(c.model)
         self.updates = int(state["updates"])
         self._pending = [(int(n), dict(metrics)) for n, metrics in state["pending_metrics"]]
         saved = state["processes"]

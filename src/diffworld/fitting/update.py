@@ -68,9 +68,11 @@ def train_updates(
     autocast: Callable[[], AbstractContextManager[object]],
     desc: str = "updates",
     sum_accumulated: bool = False,
+    after_step: Callable[[], None] | None = None,
 ) -> UpdateResult:
     """``steps`` optimizer updates of ``model``, each on the mean gradient of ``grad_acc_steps`` batches (on
     their sum with ``sum_accumulated``, as the official CS:GO trainer: ``max_grad_norm`` then clips the sum).
+    ``after_step`` is called right after each optimizer step (to update an average of the weights).
 
     Stops early when ``batches`` runs out; an update then combines the batches that were left. Every
     forward pass runs inside ``autocast()``. The model is in training mode during the updates and in
@@ -98,6 +100,8 @@ def train_updates(
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         sums["grad_norm"] = sums.get("grad_norm", 0) + grad_norm.detach() * num_batches
         optimizer.step()
+        if after_step is not None:
+            after_step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         num_updates += 1
