@@ -98,6 +98,7 @@ def test_negative_seeds_are_refused_everywhere(capsys: pytest.CaptureFixture[str
         ["eval", "run", "--num-envs", "0"],
         ["wm-eval", "run", "--episodes", "0"],
         ["wm-eval", "run", "--horizons", "5", "0"],
+        ["wm-eval", "run", "--denoising-steps", "0"],
         ["video", "run", "--out", "v.gif", "--steps", "0"],
         ["play", "run", "--scale", "0"],
         ["report", "run", "--reps", "0"],
@@ -107,6 +108,24 @@ def test_negative_seeds_are_refused_everywhere(capsys: pytest.CaptureFixture[str
 )
 def test_other_counts_must_be_positive(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be at least 1, got 0" in _fails_in_one_line(argv, capsys)
+
+
+def test_wm_eval_denoising_steps_and_its_former_spelling(capsys: pytest.CaptureFixture[str]) -> None:
+    """``wm-eval --denoising-steps`` means what it means for ``play`` and ``video`` (the sampler's count);
+    ``--steps``, which is ``video``'s imagined steps, is its former spelling and still read, with a
+    warning."""
+    from diffworld.cli import build_parser
+    from diffworld.cli.world_model import _denoising_steps
+    from diffworld.errors import UserError
+
+    parser = build_parser()
+    assert _denoising_steps(parser.parse_args(["wm-eval", "run", "--denoising-steps", "1", "3"])) == [1, 3]
+    assert capsys.readouterr().err == ""
+    assert _denoising_steps(parser.parse_args(["wm-eval", "run", "--steps", "2"])) == [2]
+    assert "--steps is now --denoising-steps" in capsys.readouterr().err
+    assert _denoising_steps(parser.parse_args(["wm-eval", "run"])) is None
+    with pytest.raises(UserError, match="give --denoising-steps alone"):
+        _denoising_steps(parser.parse_args(["wm-eval", "run", "--steps", "2", "--denoising-steps", "2"]))
 
 
 # ------------------------------------------------------------------------------------------ 6. wording

@@ -82,7 +82,18 @@ def test_cli_import_then_eval_video_wm_eval_and_report(
     )
     with Image.open(video) as gif:
         assert gif.n_frames == cfg.denoiser.num_cond_frames + 2
-    wm_argv = ["wm-eval", str(folder), "--kinds", "edm", "--horizons", "1", "--steps", "1", "--episodes", "1"]
+    wm_argv = [
+        "wm-eval",
+        str(folder),
+        "--kinds",
+        "edm",
+        "--horizons",
+        "1",
+        "--denoising-steps",
+        "1",
+        "--episodes",
+        "1",
+    ]
     assert main([*wm_argv, "--device", "cpu", "--out-dir", str(tmp_path / "wm")]) == 0
     assert (tmp_path / "wm" / "wm_quality.json").is_file()
     assert main(["report", str(folder), "--reps", "50", "--out", str(tmp_path / "report")]) == 0

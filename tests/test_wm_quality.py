@@ -175,7 +175,18 @@ def untrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wm_eval_smoke_writes_json_and_png(untrained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "wm"
-    args = ["wm-eval", str(untrained_run), "--horizons", "1", "5", "15", "100000", "--steps", "1", "2"]
+    args = [
+        "wm-eval",
+        str(untrained_run),
+        "--horizons",
+        "1",
+        "5",
+        "15",
+        "100000",
+        "--denoising-steps",
+        "1",
+        "2",
+    ]
     assert main([*args, "--episodes", "1", "--device", "cpu", "--out-dir", str(out)]) == 0
     report = load_strict_json(out / "wm_quality.json")
     assert (out / "wm_quality.png").stat().st_size > 0
@@ -231,7 +242,7 @@ def test_wm_eval_engine_matches_engine_eval(tmp_path: Path, capsys: pytest.Captu
     common = ["--horizons", "1", "5", "12", "--device", "cpu", "--seed", "3"]
     assert main(["engine", "eval", str(engine), *common, "--out", str(tmp_path / "q.json")]) == 0
     expected = load_strict_json(tmp_path / "q.json")
-    assert main(["wm-eval", str(engine), *common, "--steps", "2", "1"]) == 0
+    assert main(["wm-eval", str(engine), *common, "--denoising-steps", "2", "1"]) == 0
     assert "upsampled PSNR: h1" in capsys.readouterr().out
     out = engine / "wm_eval"
     assert (out / "wm_quality.png").stat().st_size > 0

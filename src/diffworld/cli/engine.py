@@ -315,7 +315,12 @@ def add_engine(sub: argparse._SubParsersAction[Parser]) -> None:
         "--denoising-steps", type=positive_int, help="next-frame denoising steps (default: the engine's)"
     )
     p.add_argument("--sampler-settings", choices=SETTINGS, default="fast", help=SAMPLER_SETTINGS_HELP)
-    p.add_argument("--batch-size", type=positive_int, default=8, help="trajectories imagined together")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="predictions per denoiser call at most, one per trajectory stepped together",
+    )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(

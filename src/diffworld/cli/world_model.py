@@ -5,6 +5,7 @@ are not for it."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,7 +110,7 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
     refuse_live_run_output(out, "the world-model evaluation", "--out-dir <folder>")
     options = WmEvalOptions(
         horizons=args.horizons,
-        denoising_steps=args.steps,
+        denoising_steps=_denoising_steps(args),
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
@@ -123,6 +124,17 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
         print(line)
     print(f"Wrote {out / JSON_FILE} and {out / PNG_FILE}")
     return 0
+
+
+def _denoising_steps(args: argparse.Namespace) -> list[int] | None:
+    """``wm-eval --denoising-steps``, or its former spelling ``--steps`` (with a warning: ``--steps`` is
+    the imagined steps of ``diffworld video``)."""
+    if args.former_steps is None:
+        return args.denoising_steps
+    if args.denoising_steps is not None:
+        raise UserError("wm-eval: give --denoising-steps alone (--steps is its former spelling)")
+    print("wm-eval: --steps is now --denoising-steps (the former spelling still works)", file=sys.stderr)
+    return list(args.former_steps)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -248,11 +260,14 @@ def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
         help="predicted steps (default: runs 1 5 15 50 200 1000; engines 1 10 100, as engine eval)",
     )
     p.add_argument(
-        "--steps",
+        "--denoising-steps",
         type=positive_int,
         nargs="+",
-        help="denoising steps (default: 1 3 10; an engine's: its own)",
+        metavar="N",
+        help="next-frame denoising steps, each evaluated (default: runs 1 3 10; an engine: its own)",
     )
+    # The former spelling: '--steps' is the imagined steps elsewhere ('diffworld video').
+    p.add_argument("--steps", type=positive_int, nargs="+", dest="former_steps", help=argparse.SUPPRESS)
     p.add_argument("--kinds", nargs="+", choices=["edm", "ddpm"], help="runs: denoiser kinds (default: both)")
     p.add_argument("--episodes", type=positive_int, help="runs: fresh test episodes per run (default 4)")
     p.add_argument(
@@ -263,8 +278,8 @@ def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--batch-size",
         type=positive_int,
-        help="runs: predictions per denoiser call at most (default 64); engines: trajectories imagined "
-        "together (default 8)",
+        help="predictions per denoiser call at most, one per trajectory stepped together (default: runs 64, "
+        "engines 8)",
     )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
