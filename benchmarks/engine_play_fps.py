@@ -24,8 +24,9 @@ import torch
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-from diffworld.engine.play import Command, EnginePlayApp, build_engine_session
+from diffworld.engine.play import EnginePlayApp, build_engine_session
 from diffworld.utils.atomic import atomic_write_text
+from diffworld.viz.play_core import PlayCommand
 
 
 def _per_call(fn: Callable[[], object], repeats: int) -> float:
@@ -60,7 +61,7 @@ def main() -> None:
         device=args.device,
         log=lambda _: None,
     )
-    session.handle(Command.TOGGLE_CONTROLLER)  # the dataset's actions, replayed
+    session.handle(PlayCommand.TOGGLE_CONTROLLER)  # the dataset's actions, replayed
     app = EnginePlayApp(session, scale=args.scale, fps=0)
     app.open()
     for _ in range(args.warmup):

@@ -1,8 +1,9 @@
 """Interactive play: the policy or you, inside the world model or in the real game.
 
-The game logic (:class:`PlaySession`, a state machine fed with :class:`AgentPlayCommand` values and the held
-game buttons) is separate from pygame (:class:`PlayApp` turns key events into commands and draws), so that
-tests drive it headless. Environments:
+The game logic (:class:`PlaySession`, a state machine fed with ``PlayCommand`` values and the held game
+buttons) is separate from pygame (:class:`PlayApp` turns key events into commands and draws), so that tests
+drive it headless; the rules both products' sessions share (pause, step, horizon, recording, help, quit) and
+the pygame loop are ``viz/play_core.py``'s. Environments:
 
 - the world model: a :class:`~diffworld.agent.imagination.WorldModelEnv` of batch
   size 1 whose trajectories start
@@ -39,15 +40,22 @@ from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.data.storage import episode_path
 from diffworld.errors import UserError
 from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
-from diffworld.viz.display import FrameRate, Window, WindowApp, import_pygame
+from diffworld.viz.display import Window, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO
 from diffworld.viz.keymaps import ButtonMap
+from diffworld.viz.play_core import (
+    ControlKey,
+    PlayAppCore,
+    PlayCommand,
+    PlaySessionCore,
+    controls_text,
+    default_record_dir,
+)
 
 if TYPE_CHECKING:
     from diffworld.agent.trained import TrainedAgent
     from diffworld.envs.vector import AtariEnvs
 
-MAX_HORIZON = 1 << 20
 _CONTEXT_EPISODES = 100
 """World-model starts in a run folder come from its last this many episodes (not all: a whole dataset is
 about 1.2 GB of frames)."""
@@ -66,36 +74,20 @@ class EnvKind(enum.Enum):
 ENV_CHOICES = {"world-model": EnvKind.WORLD_MODEL, "test": EnvKind.TEST, "train": EnvKind.TRAIN}
 
 
-class AgentPlayCommand(enum.Enum):
-    TOGGLE_CONTROLLER = "switch the controller: policy / human"
-    NEXT_ENV = "next environment: world model -> real test -> real train"
-    ENV_WORLD_MODEL = "the world model"
-    ENV_TEST = "the real test environment"
-    ENV_TRAIN = "the real training environment (a life loss ends an episode)"
-    HORIZON_DOWN = "halve the imagination horizon"
-    HORIZON_UP = "double the imagination horizon"
-    PAUSE = "pause / resume"
-    STEP = "one step (pauses first)"
-    RESET = "reset the episode"
-    RECORD = "start / stop recording episodes"
-    HELP = "print the keys again"
-    QUIT = "quit"
-
-
-CONTROL_KEYS: tuple[tuple[str, AgentPlayCommand], ...] = (
-    ("m", AgentPlayCommand.TOGGLE_CONTROLLER),
-    ("Tab", AgentPlayCommand.NEXT_ENV),
-    ("1", AgentPlayCommand.ENV_WORLD_MODEL),
-    ("2", AgentPlayCommand.ENV_TEST),
-    ("3", AgentPlayCommand.ENV_TRAIN),
-    ("[", AgentPlayCommand.HORIZON_DOWN),
-    ("]", AgentPlayCommand.HORIZON_UP),
-    ("p", AgentPlayCommand.PAUSE),
-    (".", AgentPlayCommand.STEP),
-    ("Enter", AgentPlayCommand.RESET),
-    ("r", AgentPlayCommand.RECORD),
-    ("h", AgentPlayCommand.HELP),
-    ("Esc / q", AgentPlayCommand.QUIT),
+CONTROL_KEYS: tuple[ControlKey, ...] = (
+    ("m", PlayCommand.TOGGLE_CONTROLLER, "switch the controller: policy / human"),
+    ("Tab", PlayCommand.NEXT_ENV, "next environment: world model -> real test -> real train"),
+    ("1", PlayCommand.ENV_WORLD_MODEL, "the world model"),
+    ("2", PlayCommand.ENV_TEST, "the real test environment"),
+    ("3", PlayCommand.ENV_TRAIN, "the real training environment (a life loss ends an episode)"),
+    ("[", PlayCommand.HORIZON_DOWN, "halve the imagination horizon"),
+    ("]", PlayCommand.HORIZON_UP, "double the imagination horizon"),
+    ("p", PlayCommand.PAUSE, "pause / resume"),
+    (".", PlayCommand.STEP, "one step (pauses first)"),
+    ("Enter", PlayCommand.RESET, "reset the episode"),
+    ("r", PlayCommand.RECORD, "start / stop recording episodes"),
+    ("h", PlayCommand.HELP, "print the keys again"),
+    ("Esc / q", PlayCommand.QUIT, "quit"),
 )
 """The control keys, as printed; :func:`pygame_bindings` maps them to pygame key codes."""
 
@@ -235,12 +227,18 @@ class Recorder:
         return self._dataset
 
 
-class PlaySession:
+class PlaySession(PlaySessionCore[Collection[str]]):
     """The state of play and its rules, without any display (see the module docstring).
 
     ``make_env`` builds each environment the first time it is used. ``log`` receives the messages meant for
     the terminal (episode ends, recordings, horizon changes).
     """
+
+    controller_message = "Controller: {}"
+    horizon_message = "Imagination horizon: {}"
+    recording_off_message = "Recording off: {num_saved} episode(s) in {directory}"
+    cut_message = "Recorded {} (cut)"
+    recorder: Recorder
 
     def __init__(
         self,
@@ -258,24 +256,17 @@ class PlaySession:
         human: bool = False,
         log: Callable[[str], None] = print,
     ) -> None:
+        super().__init__(recorder=recorder, horizon=horizon, human=human, log=log)
         self.actor_critic = actor_critic
         self.keymap = keymap
         self._make_env = make_env
         self._envs: dict[EnvKind, PlayEnv] = {}
-        self.recorder = recorder
         self.device = device
         self.epsilon = epsilon
         self.temperature = temperature
         self.generator = generator
-        self.horizon = horizon
-        self.human = human
-        self.log = log
-        self.paused = False
-        self.running = True
-        self.num_steps_taken = 0
         self.last_action: int | None = None
         self.last_return: float | None = None
-        self._step_once = False
         self.env_kind = env
         self.obs = np.zeros((1, 1, 3), np.uint8)
         self.t = 0
@@ -295,89 +286,53 @@ class PlaySession:
         return self._envs[self.env_kind]
 
     @property
+    def frame(self) -> np.ndarray:
+        return self.obs
+
+    @property
     def controller(self) -> str:
         return "human" if self.human else "policy"
 
-    @property
-    def recording(self) -> bool:
-        return self.recorder.on
+    def help(self) -> str:
+        return help_text(self.keymap)
 
-    def header(self, fps: float | None = None) -> list[str]:
-        """Two lines: environment, controller, step, return, frames per second; horizon and flags."""
-        first = f"{self.env_kind.value} | {self.controller} | step {self.t} | return {self.episode_return:g}"
-        if fps is not None:
-            first += f" | {fps:.1f} fps"
+    def _status(self) -> str:
+        """Environment, controller, step, return."""
+        return f"{self.env_kind.value} | {self.controller} | step {self.t} | return {self.episode_return:g}"
+
+    def _flags(self) -> list[str]:
         flags = []
         if self.env_kind is EnvKind.WORLD_MODEL:
             flags.append(f"horizon {self.horizon}")
         if self.last_return is not None:
             flags.append(f"last return {self.last_return:g}")
-        if self.paused:
-            flags.append("PAUSED")
-        if self.recording:
-            flags.append(f"REC ({self.recorder.num_saved} saved)")
-        return [first, " | ".join(flags)]
+        return flags
 
     # ---------------------------------------------------------------------------------------- commands
 
-    def handle(self, command: AgentPlayCommand) -> None:
-        if command is AgentPlayCommand.TOGGLE_CONTROLLER:
-            self.human = not self.human
-            self.log(f"Controller: {self.controller}")
-        elif command is AgentPlayCommand.NEXT_ENV:
+    def _handle(self, command: PlayCommand) -> None:
+        if command is PlayCommand.NEXT_ENV:
             kinds = list(EnvKind)
             self._switch(kinds[(kinds.index(self.env_kind) + 1) % len(kinds)])
-        elif command is AgentPlayCommand.ENV_WORLD_MODEL:
+        elif command is PlayCommand.ENV_WORLD_MODEL:
             self._switch(EnvKind.WORLD_MODEL)
-        elif command is AgentPlayCommand.ENV_TEST:
+        elif command is PlayCommand.ENV_TEST:
             self._switch(EnvKind.TEST)
-        elif command is AgentPlayCommand.ENV_TRAIN:
+        elif command is PlayCommand.ENV_TRAIN:
             self._switch(EnvKind.TRAIN)
-        elif command in (AgentPlayCommand.HORIZON_DOWN, AgentPlayCommand.HORIZON_UP):
-            factor = 2 if command is AgentPlayCommand.HORIZON_UP else 0.5
-            self.horizon = int(min(MAX_HORIZON, max(1, self.horizon * factor)))
-            wm = self._envs.get(EnvKind.WORLD_MODEL)
-            if isinstance(wm, WorldModelPlayEnv):
-                wm.horizon = self.horizon
-            self.log(f"Imagination horizon: {self.horizon}")
-        elif command is AgentPlayCommand.PAUSE:
-            self.paused = not self.paused
-        elif command is AgentPlayCommand.STEP:
-            self.paused = True
-            self._step_once = True
-        elif command is AgentPlayCommand.RESET:
-            self._cut_recording()
-            self._start_episode(self.env.reset())
-        elif command is AgentPlayCommand.RECORD:
-            if self.recording:
-                self._cut_recording()
-                self.recorder.on = False
-                self.log(f"Recording off: {self.recorder.num_saved} episode(s) in {self.recorder.directory}")
-            else:
-                self.recorder.on = True
-                self.recorder.begin(self.obs)  # from the current frame, mid-episode
-                self.log(f"Recording to {self.recorder.directory}")
-        elif command is AgentPlayCommand.HELP:
-            self.log(help_text(self.keymap))
-        elif command is AgentPlayCommand.QUIT:
-            self.close()
 
-    def update(self, held: Collection[str] = ()) -> bool:
-        """Advance one step unless paused (a STEP command steps once while paused); returns if it did."""
-        if not self.running or (self.paused and not self._step_once):
-            return False
-        self._step_once = False
-        self._advance(held)
-        return True
+    def _horizon_changed(self) -> None:
+        wm = self._envs.get(EnvKind.WORLD_MODEL)
+        if isinstance(wm, WorldModelPlayEnv):
+            wm.horizon = self.horizon
 
-    def close(self) -> None:
-        """Write the episode being recorded, close the environments, stop."""
-        if not self.running:
-            return
-        self._cut_recording()
+    def _reset(self) -> None:
+        self._start_episode(self.env.reset())
+
+    def _release(self) -> None:
+        """Close the environments."""
         for env in self._envs.values():
             env.close()
-        self.running = False
 
     # ----------------------------------------------------------------------------------------- internals
 
@@ -417,13 +372,6 @@ class PlaySession:
             self._state = self.actor_critic.initial_state(1, self.device)
         self.recorder.begin(self.obs)
 
-    def _cut_recording(self) -> None:
-        """Write the recorded part of the running episode; recording goes on from the next episode."""
-        if self.recording:
-            path = self.recorder.finish()
-            if path is not None:
-                self.log(f"Recorded {path} (cut)")
-
     def _switch(self, kind: EnvKind) -> None:
         if kind is self.env_kind:
             return
@@ -434,15 +382,14 @@ class PlaySession:
 
 
 def help_text(keymap: ButtonMap) -> str:
-    controls = "\n".join(f"  {key:<8} {command.value}" for key, command in CONTROL_KEYS)
     return (
-        f"Controls:\n{controls}\n"
+        f"{controls_text(CONTROL_KEYS)}\n"
         f"Human play ({keymap.game}: arrow keys and space; the action each combination plays):\n"
         f"{keymap.describe()}"
     )
 
 
-def pygame_bindings(pg: Any) -> tuple[dict[int, AgentPlayCommand], dict[int, str]]:
+def pygame_bindings(pg: Any) -> tuple[dict[int, PlayCommand], dict[int, str]]:
     """pygame key codes -> control commands, and -> game buttons."""
     names = {
         "Tab": pg.K_TAB,
@@ -452,36 +399,36 @@ def pygame_bindings(pg: Any) -> tuple[dict[int, AgentPlayCommand], dict[int, str
         "Enter": pg.K_RETURN,
         "Esc": pg.K_ESCAPE,
     }
-    controls: dict[int, AgentPlayCommand] = {}
-    for label, command in CONTROL_KEYS:
+    controls: dict[int, PlayCommand] = {}
+    for label, command, _ in CONTROL_KEYS:
         for key in label.split(" / "):
             controls[names[key] if key in names else getattr(pg, f"K_{key.lower()}")] = command
-    controls[pg.K_KP_ENTER] = AgentPlayCommand.RESET
+    controls[pg.K_KP_ENTER] = PlayCommand.RESET
     buttons = {pg.K_UP: "up", pg.K_DOWN: "down", pg.K_LEFT: "left", pg.K_RIGHT: "right", pg.K_SPACE: "fire"}
     return controls, buttons
 
 
-class PlayApp(WindowApp):
+class PlayApp(PlayAppCore[Collection[str]]):
     """The pygame front end of a :class:`PlaySession`: key events in, frames and the header out.
 
     A game button pressed and released within one frame still counts for that frame's step.
     """
 
+    session: PlaySession
+
     def __init__(self, session: PlaySession, *, scale: int = 8, fps: float = 15.0) -> None:
         size = session.obs.shape[:2]
         window = Window(f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2)
-        super().__init__(window, fps)
-        self.session = session
+        super().__init__(session, window, fps)
         self.controls, self.buttons = pygame_bindings(self.pg)
         self.held: set[str] = set()
-        self.rate = FrameRate()
 
-    def update(self) -> bool:
+    def read_events(self) -> set[str]:
         pg = self.pg
         pressed: set[str] = set()
         for event in pg.event.get():
             if event.type == pg.QUIT:
-                self.session.handle(AgentPlayCommand.QUIT)
+                self.session.handle(PlayCommand.QUIT)
             elif event.type == pg.KEYDOWN:
                 if event.key in self.buttons:
                     self.held.add(self.buttons[event.key])
@@ -490,21 +437,7 @@ class PlayApp(WindowApp):
                     self.session.handle(self.controls[event.key])
             elif event.type == pg.KEYUP and event.key in self.buttons:
                 self.held.discard(self.buttons[event.key])
-        if not self.session.running:
-            return False
-        if self.session.update(self.held | pressed):
-            self.rate.step()
-        else:
-            self.rate.pause()
-        self.window.draw(self.session.obs, self.session.header(self.rate.per_second))
-        return True
-
-    def running(self) -> bool:
-        return self.session.running
-
-    def close(self) -> None:
-        self.session.close()
-        super().close()
+        return self.held | pressed
 
 
 def make_world_model_env(
@@ -523,10 +456,6 @@ def make_world_model_env(
     )
     generator = torch.Generator(device).manual_seed(seed)
     return WorldModelPlayEnv(WorldModelEnv(denoiser, reward_model, sampler, sampler_cfg, horizon, generator))
-
-
-def default_record_dir(game: str) -> Path:
-    return Path("recordings") / game / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def build_session(
