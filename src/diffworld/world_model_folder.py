@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from diffworld.viz.video_out import VideoSummary
+
+__all__ = ["PlayOptions", "VideoOptions", "VideoSummary", "WmEvalOptions", "WorldModelFolder"]
+
 
 @dataclass(frozen=True)
 class PlayOptions:
@@ -66,15 +70,6 @@ class WmEvalOptions:
     trajectories: int | None
     data: str | None
     sampler_settings: str | None
-
-
-@dataclass(frozen=True)
-class VideoSummary:
-    """What ``diffworld video`` prints of the video it wrote."""
-
-    num_frames: int
-    height: int
-    width: int
 
 
 class WorldModelFolder(Protocol):

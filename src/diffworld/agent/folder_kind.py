@@ -53,7 +53,7 @@ class AgentFolder:
             )
         from diffworld.agent.video import run_video
 
-        frames = run_video(
+        return run_video(
             path,
             out,
             steps=options.steps,
@@ -64,8 +64,6 @@ class AgentFolder:
             seed=options.seed,
             device=options.device,
         )
-        num_frames, height, width = frames.shape[:3]
-        return VideoSummary(num_frames, height, width)
 
     def wm_eval(self, paths: Sequence[Path], out_dir: Path, options: WmEvalOptions) -> list[str]:
         if options.data is not None or options.trajectories is not None or options.sampler_settings:

@@ -1,5 +1,5 @@
 """``diffworld video``: a real test episode of a trained agent's policy and its world model's imagination of
-it, side by side (``viz.side_by_side``), written to an mp4 or a GIF.
+it, side by side (``viz.side_by_side``), written to an mp4 or a GIF by ``viz.video_out``, as an engine's.
 
 An mp4 needs ``imageio`` and ``imageio-ffmpeg`` (the ``viz`` extra), a GIF only Pillow.
 """
@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from diffworld.agent.collector import collect_real_episode
 from diffworld.agent.trained import load_trained_agent
 from diffworld.errors import UserError
 from diffworld.utils.seeding import derive_seed
-from diffworld.utils.video_encoding import VIDEO_SUFFIXES, write_video
 from diffworld.viz.side_by_side import max_predictions, real_vs_imagined
+from diffworld.viz.video_out import VideoSummary, check_video_request, write_frames
 
 
 def run_video(
@@ -30,13 +29,10 @@ def run_video(
     show_denoising: bool = False,
     seed: int = 0,
     device: str = "auto",
-) -> np.ndarray:
+) -> VideoSummary:
     """``diffworld video``: play a real test episode with the agent's policy, imagine it from its step
-    ``start`` with the world model, write the side-by-side video to ``out``; returns its frames."""
-    if Path(out).suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserError(f"Cannot write {out}: the video must be a .mp4 or a .gif file.")
-    if steps < 1 or start < 0 or scale < 1 or fps <= 0:
-        raise UserError("Need --steps >= 1, --start >= 0, --scale >= 1 and --fps > 0.")
+    ``start`` with the world model, write the side-by-side video to ``out``."""
+    check_video_request(out, steps=steps, start=start, scale=scale, fps=fps)
     trained = load_trained_agent(Path(source), device)
     cfg = trained.cfg
     num_cond = cfg.denoiser.num_cond_frames
@@ -62,5 +58,4 @@ def run_video(
         show_denoising=show_denoising,
         action_meanings=meanings,
     )
-    write_video(Path(out), frames, fps)
-    return frames
+    return write_frames(Path(out), frames, fps)

@@ -47,7 +47,7 @@ class EngineFolder:
         from diffworld.engine.open_engine import SamplerSettings
         from diffworld.engine.video import run_engine_video
 
-        summary = run_engine_video(
+        return run_engine_video(
             path,
             out,
             steps=options.steps,
@@ -61,7 +61,6 @@ class EngineFolder:
             seed=options.seed,
             device=options.device,
         )
-        return VideoSummary(summary.num_frames, summary.height, summary.width)
 
     def wm_eval(self, paths: Sequence[Path], out_dir: Path, options: WmEvalOptions) -> list[str]:
         if options.kinds is not None or options.episodes is not None:

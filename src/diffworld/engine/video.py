@@ -5,14 +5,13 @@ The engine starts from the episode's real frames ``start .. start + C - 1`` (C: 
 need), then gets the episode's actions one at a time, each prediction conditioned on its earlier ones (as in
 ``diffworld engine eval``). With an upsampler the imagined panel is the upsampled full-resolution frame and
 the real one the dataset's frame; without, both are at the engine's low resolution (the real frame
-downsampled as the engine saw it in training). Frames are made and written one at a time
-(``utils.video_encoding.VideoWriter``), so the length of the video costs no memory.
+downsampled as the engine saw it in training). Frames are made and written one at a time (``viz.video_out``,
+as an agent's video), so the length of the video costs no memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
 from diffworld.engine.open_engine import SamplerSettings, engine_samplers, open_engine, open_start_dataset
 from diffworld.errors import UserError
 from diffworld.utils.seeding import derive_seed
-from diffworld.utils.video_encoding import VideoWriter, check_video_path
 from diffworld.viz.side_by_side import compose_frame
+from diffworld.viz.video_out import VideoSummary, check_video_request, write_frames
 
 
 def num_engine_predictions(length: int, context: int, start: int, steps: int) -> int:
@@ -72,14 +71,6 @@ def engine_video_frames(
         yield compose_frame(real_at(index), imagined, f"real  step {index}", f"imagined  +{k}", scale=scale)
 
 
-@dataclass(frozen=True)
-class VideoSummary:
-    path: Path
-    num_frames: int
-    height: int
-    width: int
-
-
 def run_engine_video(
     folder: Path,
     out: Path,
@@ -97,9 +88,7 @@ def run_engine_video(
 ) -> VideoSummary:
     """``diffworld video <engine>``: test episode ``episode`` (0: the first of the test split) of the
     engine's dataset (or of ``data``) from its frame ``start``, and the engine's imagination of it."""
-    check_video_path(out)
-    if steps < 1 or start < 0 or episode < 0 or scale < 1 or fps <= 0:
-        raise UserError("Need --steps >= 1, --start >= 0, --episode >= 0, --scale >= 1 and --fps > 0.")
+    check_video_request(out, steps=steps, start=start, scale=scale, fps=fps, episode=episode)
     engine = open_engine(folder, device)
     dataset = open_start_dataset(engine, folder, data)
     tests = dataset.test_ids
@@ -132,8 +121,4 @@ def run_engine_video(
         device=device_of,
         generator=torch.Generator(device_of).manual_seed(derive_seed(seed, "video/engine")),
     )
-    with VideoWriter(Path(out), fps) as video:
-        for frame in frames:
-            video.append(frame)
-    assert video.size is not None
-    return VideoSummary(Path(out), video.num_frames, *video.size)
+    return write_frames(Path(out), frames, fps)
