@@ -49,7 +49,7 @@ from diffworld.data import EpisodeDataset
 from diffworld.envs.from_config import make_envs
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import METRICS, PSNR_MAX
-from diffworld.evaluation.wm_quality_plot import JSON_FILE, PNG_FILE, plot_report
+from diffworld.evaluation.wm_quality_plot import plot_report, write_report
 from diffworld.evaluation.wm_trajectories import (
     CurveSums,
     copy_last_frame_curves,
@@ -57,7 +57,6 @@ from diffworld.evaluation.wm_trajectories import (
     num_predictions,
 )
 from diffworld.run.folder import CONFIG_FILE
-from diffworld.utils.atomic import atomic_write_text
 from diffworld.utils.seeding import derive_seed
 
 HORIZONS = (1, 5, 15, 50, 200, 1000)
@@ -260,7 +259,5 @@ def evaluate_world_models(
             f"no run of kind {', '.join(missing)}: comparing EDM with DDPM takes a "
             "second run trained with denoiser.kind=ddpm (or edm); pass both run folders"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / JSON_FILE, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    plot_report(report, out_dir / PNG_FILE)
+    write_report(report, out_dir, plot_report)
     return report

@@ -10,7 +10,6 @@ its own sampler's). The report goes to ``wm_quality.json`` and its figure to ``w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from diffworld.engine.open_engine import SamplerSettings, open_engine, open_star
 from diffworld.engine.quality import ENGINE, engine_quality
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import PSNR_MAX
-from diffworld.evaluation.wm_quality_plot import JSON_FILE, PNG_FILE, plot_engine_report
-from diffworld.utils.atomic import atomic_write_text
+from diffworld.evaluation.wm_quality_plot import plot_engine_report, write_report
 
 
 def evaluate_engine_world_models(
@@ -77,9 +75,7 @@ def evaluate_engine_world_models(
         },
         "engines": entries,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / JSON_FILE, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    plot_engine_report(report, out_dir / PNG_FILE)
+    write_report(report, out_dir, plot_engine_report)
     return report
 
 
