@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -90,7 +90,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch with every tensor on ``device``."""
-        moved = {
+        moved: dict[str, Any] = {
             field.name: None if getattr(self, field.name) is None else getattr(self, field.name).to(device)
             for field in dataclasses.fields(self)
         }
