@@ -234,6 +234,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
     the terminal (episode ends, recordings, horizon changes).
     """
 
+    controller_names = ("policy", "human")
     controller_message = "Controller: {}"
     horizon_message = "Imagination horizon: {}"
     recording_off_message = "Recording off: {num_saved} episode(s) in {directory}"
@@ -268,7 +269,6 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         self.last_action: int | None = None
         self.last_return: float | None = None
         self.env_kind = env
-        self.obs = np.zeros((1, 1, 3), np.uint8)
         self.t = 0
         self.episode_return = 0.0
         self._state: LSTMState | None = None
@@ -286,12 +286,9 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         return self._envs[self.env_kind]
 
     @property
-    def frame(self) -> np.ndarray:
-        return self.obs
-
-    @property
-    def controller(self) -> str:
-        return "human" if self.human else "policy"
+    def obs(self) -> np.ndarray:
+        """The frame shown, which the policy sees at the next step."""
+        return self.frame
 
     def help(self) -> str:
         return help_text(self.keymap)
@@ -339,7 +336,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
     @torch.no_grad()
     def _advance(self, held: Collection[str]) -> None:
         logits, _, self._state = self.actor_critic.step(
-            frames_to_tensor(self.obs[None], self.device), self._state
+            frames_to_tensor(self.frame[None], self.device), self._state
         )
         if self.human:
             action = self.keymap.action(held)
@@ -352,7 +349,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         self.episode_return += step.reward
         self.recorder.add(action, step.reward, step.reached)
         if step.next_start is None:
-            self.obs = step.reached
+            self.frame = step.reached
             return
         how = "terminated" if step.terminated else "truncated" if step.truncated else "ended"
         self.log(f"{self.env_kind.value}: episode {how} after {self.t} steps, return {self.episode_return:g}")
@@ -363,14 +360,14 @@ class PlaySession(PlaySessionCore[Collection[str]]):
 
     @torch.no_grad()
     def _start_episode(self, start: Start) -> None:
-        self.obs = start.obs
+        self.frame = start.obs
         self.t = 0
         self.episode_return = 0.0
         if start.history is not None and start.history_mask is not None:
             self._state = self.actor_critic.burn_in(start.history, start.history_mask)
         else:
             self._state = self.actor_critic.initial_state(1, self.device)
-        self.recorder.begin(self.obs)
+        self.recorder.begin(self.frame)
 
     def _switch(self, kind: EnvKind) -> None:
         if kind is self.env_kind:

@@ -82,32 +82,32 @@ class EngineRecorder:
         self.on = False
         self.num_saved = 0
         self._writer: EngineDatasetWriter | None = None
-        self._frames: list[np.ndarray] = []
+        self.frames: list[np.ndarray] = []
         self._actions: list[np.ndarray] = []
 
     def begin(self, frame: np.ndarray) -> None:
         """A trajectory starts at ``frame`` (kept only while recording)."""
-        self._frames = [frame] if self.on else []
+        self.frames = [frame] if self.on else []
         self._actions = []
 
     def add(self, action: np.ndarray, frame: np.ndarray) -> None:
         """``action`` was taken after the last frame and led to ``frame``."""
-        if self.on and self._frames:
+        if self.on and self.frames:
             self._actions.append(action)
-            self._frames.append(frame)
+            self.frames.append(frame)
 
     def finish(self) -> str | None:
         """Write the running trajectory if it has a step; returns its episode's name."""
         name = None
         if self._actions:
-            frames = np.stack(self._frames)
+            frames = np.stack(self.frames)
             if self._writer is None:
                 self._writer = EngineDatasetWriter(
                     self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
                 )
             name = self._writer.add_episode(frames, np.stack([*self._actions, self.neutral]))
             self.num_saved += 1
-        self._frames, self._actions = [], []
+        self.frames, self._actions = [], []
         return name
 
     def close(self) -> Path | None:
@@ -127,6 +127,7 @@ class EnginePlaySession(PlaySessionCore[InputState]):
     model; the upsampler keeps its own); ``starts`` are the dataset episodes trajectories start from.
     """
 
+    controller_names = ("dataset actions", "you")
     controller_message = "Control: {}"
     horizon_message = "Horizon: {}"
     recording_off_message = "Recording off: {num_saved} trajectories for {directory}"
@@ -163,18 +164,9 @@ class EnginePlaySession(PlaySessionCore[InputState]):
         self._start_index = -1
         self.episode = starts[0]
         self.t = 0
-        self._frame = np.zeros((1, 1, 3), np.uint8)
         self._replay: np.ndarray = np.zeros((0, keymap.spec.width), np.float32)
         self._imagination: OpenLoopRollout | None = None
         self._restart()
-
-    @property
-    def frame(self) -> np.ndarray:
-        return self._frame
-
-    @property
-    def controller(self) -> str:
-        return "you" if self.human else "dataset actions"
 
     def help(self) -> str:
         return help_text(self.keymap)
@@ -218,11 +210,11 @@ class EnginePlaySession(PlaySessionCore[InputState]):
         action = self.keymap.action(state) if self.human else self._replay[self.t]
         assert self._imagination is not None
         low, full = self._imagination.step(torch.tensor(action, device=self.device)[None])
-        self._frame = tensor_to_frames((low if full is None else full)[0])
+        self.frame = tensor_to_frames((low if full is None else full)[0])
         self.last_action = action
         self.t += 1
         self.num_steps_taken += 1
-        self.recorder.add(action, self._frame)
+        self.recorder.add(action, self.frame)
         if self.t >= self.horizon or (not self.human and self.t >= len(self._replay)):
             self.log(f"Restart after {self.t} steps")
             self._cut_recording()
@@ -250,10 +242,10 @@ class EnginePlaySession(PlaySessionCore[InputState]):
         # The dataset's actions from the last context frame on, for replay.
         self._replay = actions[context - 1 :]
         self.t = 0
-        self._frame = (
+        self.frame = (
             np.asarray(frames[context - 1]) if engine.upsampler is not None else tensor_to_frames(low[0, -1])
         )
-        self.recorder.begin(self._frame)
+        self.recorder.begin(self.frame)
 
 
 def help_text(keymap: KeyMap) -> str:

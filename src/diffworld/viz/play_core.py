@@ -87,9 +87,12 @@ class PlaySessionCore(ABC, Generic[InputsT]):
     A step happens at each ``update`` unless paused (``STEP`` pauses and steps once). ``RESET`` cuts the
     recording and restarts; ``RECORD`` starts recording from the frame shown or stops it, writing what was
     recorded; ``QUIT`` writes it too, releases what the session holds and stops. The product's texts are
-    class attributes; its commands other than the shared ones go to ``_handle``.
+    class attributes; its commands other than the shared ones go to ``_handle``. ``frame`` is what is
+    shown, (H, W, 3) uint8, which the product's steps and restarts set.
     """
 
+    controller_names: ClassVar[tuple[str, str]]
+    """Who plays, in words: (the program, the human)."""
     controller_message: ClassVar[str]
     """Logged when control changes hands, ``{}`` the new controller."""
     horizon_message: ClassVar[str]
@@ -110,18 +113,9 @@ class PlaySessionCore(ABC, Generic[InputsT]):
         self.running = True
         self.num_steps_taken = 0
         self._step_once = False
+        self.frame = np.zeros((1, 1, 3), np.uint8)
 
     # ------------------------------------------------------------------------------- the product's part
-
-    @property
-    @abstractmethod
-    def frame(self) -> np.ndarray:
-        """(H, W, 3) uint8: what is shown."""
-
-    @property
-    @abstractmethod
-    def controller(self) -> str:
-        """Who plays, in words."""
 
     @abstractmethod
     def help(self) -> str:
@@ -153,6 +147,11 @@ class PlaySessionCore(ABC, Generic[InputsT]):
         """Let go of what the session holds (environments, the recorder), once, when it stops."""
 
     # ------------------------------------------------------------------------------------- the rules
+
+    @property
+    def controller(self) -> str:
+        """Who plays, in words (``controller_names``)."""
+        return self.controller_names[self.human]
 
     @property
     def recording(self) -> bool:
