@@ -14,6 +14,7 @@ from torch import Tensor
 
 from diffworld.cli import main
 from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.folder_store import EngineDataset
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.action_fidelity import (
     SEED_OFFSET,
@@ -24,7 +25,6 @@ from diffworld.engine.action_fidelity import (
 )
 from diffworld.engine.config import LowResFilter
 from diffworld.engine.convert.from_gym import record_gym
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.errors import UserError
 
@@ -214,7 +214,7 @@ def test_a_recording_by_an_agent_is_played_in_its_env(tmp_path: Path) -> None:
 
 
 def test_bad_input_is_refused_in_one_line(catch_data: EngineDataset, tmp_path: Path) -> None:
-    from diffworld.engine.dataset import EngineDatasetWriter
+    from diffworld.data.folder_store import EngineDatasetWriter
 
     oracle = Oracle(open_game(catch_data, SPEC))
     writer = EngineDatasetWriter(tmp_path / "csgo", SPEC, (SIZE, SIZE), source={"converter": "csgo_hdf5"})

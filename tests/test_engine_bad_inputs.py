@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from diffworld.data.actions import ActionMismatchError, ActionSpec, discrete, keys
-from diffworld.engine.dataset import (
+from diffworld.data.folder_store import (
     DATASET_FILE,
     EPISODES_DIR,
     CorruptEpisodeFileError,

@@ -13,6 +13,7 @@ import pytest
 
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.data.actions import Bins, Continuous, Discrete, Keys
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.convert.from_csgo_hdf5 import (
     CSGO_ACTION_SPEC,
     CSGO_MOUSE_X,
@@ -22,7 +23,6 @@ from diffworld.engine.convert.from_csgo_hdf5 import (
 )
 from diffworld.engine.convert.from_gym import action_spec_for, as_rgb, record_gym
 from diffworld.engine.convert.from_run import convert_run
-from diffworld.engine.dataset import EngineDataset
 from diffworld.errors import UserError
 from diffworld.viz.episodes import RECORDING_INFO
 
@@ -77,7 +77,7 @@ def test_atari_full_resolution(tmp_path: Path) -> None:
 
 def test_resume_records_up_to_the_total(tmp_path: Path) -> None:
     from diffworld.data.actions import ActionSpec, discrete
-    from diffworld.engine.dataset import EngineDatasetWriter
+    from diffworld.data.folder_store import EngineDatasetWriter
 
     out = tmp_path / "catch"
     interrupted = EngineDatasetWriter(out, ActionSpec.of(discrete("action", 3)), (64, 64))

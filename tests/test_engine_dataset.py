@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from diffworld.data.actions import ActionSpec, discrete, keys
-from diffworld.engine.dataset import (
+from diffworld.data.folder_store import (
     DATASET_FILE,
     EPISODES_DIR,
     WRITING_FILE,

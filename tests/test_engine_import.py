@@ -16,8 +16,8 @@ from torch import Tensor
 from diffworld.agent.official_import import OfficialAgentError
 from diffworld.cli import main
 from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC, CSGO_MOUSE_X, CSGO_MOUSE_Y
-from diffworld.engine.dataset import EngineDatasetWriter
 from diffworld.engine.official_import import import_official_engine
 from diffworld.engine.open_engine import open_engine
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from diffworld.cli import main
 from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.keymap import (
     InputState,

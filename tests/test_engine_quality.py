@@ -16,8 +16,8 @@ from torch import Tensor
 
 from diffworld.cli import main
 from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.engine.config import LowResFilter, build_engine_config, save_engine_config
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from diffworld.data.actions import ActionSpec, bins, keys
+from diffworld.data.folder_store import EngineDataset, EngineDatasetError, EngineDatasetWriter
 from diffworld.engine.config import LowResFilter
-from diffworld.engine.dataset import EngineDataset, EngineDatasetError, EngineDatasetWriter
 from diffworld.engine.segment_sampler import EngineSegmentSampler
 
 SPEC = ActionSpec.of(keys(["w", "fire"]), bins("mouse", [-1, 0, 1]))

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from diffworld.data.actions import ActionSpec, discrete, keys
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.engine.config import build_engine_config, load_engine_config
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.folder import is_engine_run
 from diffworld.engine.quality import evaluate_engine, quality_metrics
 from diffworld.engine.trained import load_trained_engine

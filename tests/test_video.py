@@ -245,7 +245,7 @@ def test_cli_engine_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     episode of the dataset (GIF colours are quantized, so approximately)."""
     import imageio.v3 as iio
 
-    from diffworld.engine.dataset import EngineDataset
+    from diffworld.data.folder_store import EngineDataset
 
     data = bar_dataset(tmp_path / "bars")
     engine = engine_folder(tmp_path / "engine", data)

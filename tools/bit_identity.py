@@ -154,7 +154,7 @@ def write_datasets(folder: Path) -> None:
     working tree's ``diffworld`` as ``write_dataset`` of tests/test_engine_training.py writes its own."""
     sys.path.insert(0, str(ROOT / "src"))  # the working tree's diffworld, whatever the venv installed
     from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
-    from diffworld.engine.dataset import EngineDatasetWriter
+    from diffworld.data.folder_store import EngineDatasetWriter
 
     datasets: dict[str, tuple[ActionSpec, Callable[[np.random.Generator, int], np.ndarray], int]] = {
         "bars": (ActionSpec.of(discrete("action", 3), keys(["fire", "jump"])), _keys_actions, 0),

@@ -204,7 +204,7 @@ def _cmd_engine_convert(args: argparse.Namespace) -> int:
 
 
 def _print_dataset_summary(folder: Path, skip_corrupt: bool = False, verify: bool = False) -> int:
-    from diffworld.engine.dataset import EngineDataset
+    from diffworld.data.folder_store import EngineDataset
 
     dataset = EngineDataset(folder, skip_corrupt=skip_corrupt)
     if verify:
@@ -219,7 +219,7 @@ def _cmd_engine_info(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        from diffworld.engine.dataset import EngineDataset
+        from diffworld.data.folder_store import EngineDataset
 
         dataset = EngineDataset(Path(args.dataset), skip_corrupt=args.skip_corrupt)
         if args.verify:

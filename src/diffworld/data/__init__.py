@@ -1,4 +1,7 @@
-"""Episodes, their storage (RAM + disk) and the segment sampler that feeds training.
+"""Episodes, their storage and the segment sampler that feeds training: the one episode-store interface
+(``store.py``) and its two backends, the run dataset (``storage.py``: RAM + disk, the agent's runs and
+recordings) and the folder store (``folder_store.py``: the engine's memory-mapped datasets and recordings),
+one segment-drawing rule (``segments.py``), one sampler (``segment_sampler.py``) and one ``Batch``.
 
 ``Batch``, ``step_to_frame_mask`` and ``SegmentSampler`` need torch, whose import takes over a second: they
 are imported on first access, so processes that only store episodes (environment workers, dataset tools, the

@@ -2,7 +2,7 @@
 
 ``EpisodeStore`` is implemented by the run dataset (``data/storage.EpisodeDataset``: the agent's runs,
 recordings and test datasets, in RAM, segments counted in steps) and by the engine dataset
-(``engine/dataset.EngineDataset``: per-episode memory-mapped files, segments counted in frames).
+(``data/folder_store.EngineDataset``: per-episode memory-mapped files, segments counted in frames).
 ``SegmentSource`` is what a training loop draws batches from (``data/segment_sampler.SegmentSampler`` and its
 engine variant ``engine/segment_sampler.EngineSegmentSampler``).
 """

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 
 from diffworld.data.actions import ActionSpec
+from diffworld.data.folder_store import EngineDataset
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.convert.from_gym import PolicyLoader, as_rgb, load_policy
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.errors import UserError
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from diffworld.config.loading import parse_overrides
 from diffworld.data.actions import ActionSpec
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -45,7 +46,6 @@ from diffworld.engine.config import (
     validate_engine_config,
 )
 from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.models.action_encoder import ActionEncoder

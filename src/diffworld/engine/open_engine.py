@@ -8,8 +8,8 @@ import dataclasses
 from enum import Enum
 from pathlib import Path
 
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import EngineConfig, EngineSamplerConfig, with_low_res
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.folder import is_engine_run
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.trained import TrainedEngine, load_trained_engine

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from diffworld.data.actions import ActionSpec
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
 from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
 from diffworld.engine.open_engine import (

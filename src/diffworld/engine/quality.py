@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffworld.data.folder_store import EngineDataset
 from diffworld.data.frames import frames_to_tensor
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.open_engine import (
     SamplerSettings,

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from diffworld.data.batch import Batch
+from diffworld.data.folder_store import EngineDataset, EngineDatasetError
 from diffworld.data.segment_sampler import SegmentSampler
 from diffworld.engine.config import LowResFilter
-from diffworld.engine.dataset import EngineDataset, EngineDatasetError
 from diffworld.models.diffusion.sampling import quantize_floor
 
 _CPU = torch.device("cpu")

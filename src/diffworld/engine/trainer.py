@@ -32,6 +32,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -39,7 +40,6 @@ from diffworld.engine.config import (
     save_engine_config,
     with_low_res,
 )
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.engine.open_engine import engine_samplers

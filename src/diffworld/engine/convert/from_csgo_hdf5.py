@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from diffworld.data.actions import ActionSpec, bins, keys
-from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import numpy as np
 
 from diffworld.config.schema import EnvConfig
 from diffworld.data.actions import ActionComponent, ActionSpec, continuous, discrete, keys
-from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.errors import UserError
 
 ActionMap = Callable[[Any], np.ndarray]

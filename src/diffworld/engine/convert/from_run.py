@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from diffworld.data.actions import ActionSpec, discrete
-from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.errors import UserError
 from diffworld.viz.dataset_browser import action_meanings_for
 from diffworld.viz.episodes import EpisodeFiles, find_episode_folder

@@ -1,4 +1,6 @@
-"""The engine dataset on disk: episodes of frames and action vectors, read through memory maps.
+"""The folder store: the engine dataset on disk, episodes of frames and action vectors read through memory
+maps. One of the two backends of the episode store (``data/store.EpisodeStore``; the other is the run
+dataset, ``data/storage.py``): the engine trains on it, its recordings and converters write it.
 
 Layout (docs/engine.md, "Datasets", is the user's description)::
 
