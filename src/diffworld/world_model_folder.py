@@ -4,8 +4,11 @@
 Each product implements ``WorldModelFolder`` once: ``agent/folder_kind.py`` (run and agent folders) and
 ``engine/folder_kind.py`` (engine folders). The command line asks the kinds, in turn, whether they recognize
 a folder and hands it to the first that does, with the options as given (None where left out): each kind
-applies its own defaults and refuses, in one line, the options that are not for it. This module imports
-nothing heavy, so that the command line's parser stays fast.
+applies its own defaults and refuses, in one line, the options that are not for it. Both kinds play and
+write videos through one core: ``viz/play_core.py`` (the commands, a session's rules, the pygame loop) and
+``viz/video_out.py`` (the option checks, the frames written one at a time); what stays per product is what
+a step imagines and where the frames come from. This module imports nothing heavy, so that the command
+line's parser stays fast.
 """
 
 from __future__ import annotations
