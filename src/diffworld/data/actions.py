@@ -307,3 +307,51 @@ class ActionSpec:
             raise ActionSpecError(
                 f'{source} is malformed: expected {{"components": [{{"kind": ..., "name": ..., ...}}]}}'
             ) from None
+
+
+def box_spec(dim: int) -> ActionSpec:
+    """The agent's continuous action space: ``dim`` components ``a0`` .. ``a{dim-1}`` within [-1, 1], the
+    units every continuous game's actions are rescaled from (``envs.continuous.NormalizedActions``)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ActionSpecError(f"a continuous action space needs at least one component, got {dim!r}")
+    return ActionSpec(tuple(Continuous(f"a{i}", -1.0, 1.0) for i in range(dim)))
+
+
+def index_spec(num_actions: int) -> ActionSpec:
+    """One discrete component ``action`` of ``num_actions`` choices: an Atari or Catch action space, whose
+    actions the agent takes as int64 indices."""
+    return ActionSpec.of(Discrete("action", num_actions))
+
+
+def is_index_spec(spec: ActionSpec) -> bool:
+    """Whether ``spec`` is one discrete component (actions as indices: the Atari agent's)."""
+    return len(spec.components) == 1 and isinstance(spec.components[0], Discrete)
+
+
+def is_box_spec(spec: ActionSpec) -> bool:
+    """Whether every component of ``spec`` is continuous (actions as float vectors in their bounds)."""
+    return all(isinstance(c, Continuous) for c in spec.components)
+
+
+def spec_of_space(space: Any) -> ActionSpec:
+    """The action space of a Gymnasium ``Discrete(n)`` (``index_spec``) or of a 1-D ``Box`` in ``[-1, 1]``
+    (``box_spec``), as the agent's environments have them.
+
+    Raises:
+        ActionSpecError: any other space (a ``Box`` with other bounds has not been normalized).
+    """
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return index_spec(int(space.n))
+    if (
+        isinstance(space, gym.spaces.Box)
+        and len(space.shape) == 1
+        and bool(np.all(space.low == -1.0))
+        and bool(np.all(space.high == 1.0))
+    ):
+        return box_spec(int(space.shape[0]))
+    raise ActionSpecError(
+        f"the agent takes Discrete actions or a Box within [-1, 1] (envs.continuous.NormalizedActions), "
+        f"not {space}"
+    )

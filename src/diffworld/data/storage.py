@@ -384,6 +384,8 @@ class EpisodeDataset:
         frame_shape: (H, W, C) of every frame.
         capacity_steps: expected total number of steps, preallocated to avoid growth copies (which briefly
             hold the old and new arrays together). Exceeding it is fine: arrays then double.
+        action_shape: ``()`` for int64 action indices (Atari, Catch), ``(D,)`` for float32 action vectors
+            (continuous control); every episode's ``act`` must be of that kind.
     """
 
     segment_unit: ClassVar[Literal["steps", "frames"]] = "steps"
@@ -394,7 +396,10 @@ class EpisodeDataset:
         *,
         frame_shape: tuple[int, int, int] = DEFAULT_FRAME_SHAPE,
         capacity_steps: int = 0,
+        action_shape: tuple[int, ...] = (),
     ) -> None:
+        if len(action_shape) > 1 or any(d < 1 for d in action_shape):
+            raise ValueError(f"action_shape must be () or (D,) with D >= 1, got {action_shape}")
         self._directory = None if directory is None else Path(directory)
         if self._directory is not None:
             self._directory.mkdir(parents=True, exist_ok=True)
@@ -404,7 +409,8 @@ class EpisodeDataset:
                 )
         self._frame_shape = tuple(frame_shape)
         self._frames = _GrowableArray(self._frame_shape, np.uint8)
-        self._act = _GrowableArray((), np.int64)
+        self._action_shape = tuple(action_shape)
+        self._act = _GrowableArray(self._action_shape, np.float32 if self._action_shape else np.int64)
         self._rew = _GrowableArray((), np.float32)
         self._terminated = _GrowableArray((), np.bool_)
         self._truncated = _GrowableArray((), np.bool_)
@@ -429,6 +435,7 @@ class EpisodeDataset:
         *,
         frame_shape: tuple[int, int, int] = DEFAULT_FRAME_SHAPE,
         capacity_steps: int = 0,
+        action_shape: tuple[int, ...] = (),
     ) -> EpisodeDataset:
         """Rebuild a dataset from ``directory``, episodes in id order; later ``add`` calls append there.
 
@@ -440,14 +447,14 @@ class EpisodeDataset:
         """
         directory = Path(directory)
         selected = _select_episodes(directory, max_episodes)
-        dataset = cls(None, frame_shape=frame_shape, capacity_steps=capacity_steps)
+        dataset = cls(None, frame_shape=frame_shape, capacity_steps=capacity_steps, action_shape=action_shape)
         # Sizing the arrays from the lengths first means loading never copies frames to grow.
         num_steps = sum(_stored_length(files, i) for i, files in enumerate(selected))
         dataset._reserve(num_steps, num_steps + len(selected))
         for episode_id, files in enumerate(selected):
             pieces = _read_pieces(files, episode_id)
             for piece in pieces:
-                dataset._check_frame_shape(piece, source=f"episode {episode_id} in {directory}")
+                dataset._check_shapes(piece, source=f"episode {episode_id} in {directory}")
             dataset._append_to_ram(pieces[0])
             for piece in pieces[1:]:
                 dataset._extend_ram(episode_id, piece)
@@ -463,6 +470,11 @@ class EpisodeDataset:
     @property
     def frame_shape(self) -> tuple[int, ...]:
         return self._frame_shape
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """``()``: int64 action indices; ``(D,)``: float32 action vectors."""
+        return self._action_shape
 
     @property
     def num_episodes(self) -> int:
@@ -558,7 +570,8 @@ class EpisodeDataset:
         obs.flatten(0, 1).index_fill_(0, torch.from_numpy(padding_frames).to(device), 0.0)
 
         def steps_to_device(values: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.where(is_real, values, np.zeros((), dtype=values.dtype))).to(device)
+            real = is_real.reshape(is_real.shape + (1,) * (values.ndim - is_real.ndim))  # action vectors
+            return torch.from_numpy(np.where(real, values, np.zeros((), dtype=values.dtype))).to(device)
 
         return Batch.of_steps(
             obs=obs,
@@ -576,7 +589,7 @@ class EpisodeDataset:
         end it) and is stored on disk as its first part.
         """
         episode_id = self.num_episodes
-        self._check_frame_shape(episode, source="the added episode")
+        self._check_shapes(episode, source="the added episode")
         if partial:
             _check_goes_on(episode, "the added episode")
         if self._directory is not None:
@@ -603,7 +616,7 @@ class EpisodeDataset:
         parts = self._open.get(episode_id)
         if parts is None:
             raise ValueError(f"episode {episode_id} is not open: only open episodes can be extended")
-        self._check_frame_shape(steps, source="the added steps")
+        self._check_shapes(steps, source="the added steps")
         if partial:
             _check_goes_on(steps, "the added steps")
         length = parts[-1]
@@ -679,11 +692,16 @@ class EpisodeDataset:
         for array in (self._act, self._rew, self._terminated, self._truncated):
             array.reserve(num_steps)
 
-    def _check_frame_shape(self, episode: Episode, source: str | Path) -> None:
+    def _check_shapes(self, episode: Episode, source: str | Path) -> None:
         if episode.obs.shape[1:] != self._frame_shape:
             raise ValueError(
                 f"{source} has frames of shape {episode.obs.shape[1:]}; the dataset stores "
                 f"{self._frame_shape}"
+            )
+        if episode.act.shape[1:] != self._action_shape:
+            raise ValueError(
+                f"{source} has actions of shape {episode.act.shape[1:]} per step; the dataset stores "
+                f"{self._action_shape} ({'action vectors' if self._action_shape else 'action indices'})"
             )
 
     def _append_to_ram(self, episode: Episode) -> None:
