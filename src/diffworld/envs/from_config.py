@@ -19,7 +19,8 @@ def make_envs(
     ``max_frames_per_episode`` frames (None: ``env.max_frames_per_episode``).
 
     Atari games step in one process each when there are several; Catch's steps cost microseconds, less
-    than passing them between processes, so its environments all step in this one.
+    than passing them between processes, so its environments all step in this one, as the continuous-control
+    games' do (MuJoCo's headless rendering is made once per process).
     """
     return AtariEnvs(
         cfg.game,
@@ -33,4 +34,5 @@ def make_envs(
         frame_skip=cfg.env.frame_skip,
         size=cfg.env.size,
         asynchronous=None if is_atari(cfg.game) else False,
+        action_repeat=cfg.env.action_repeat,
     )
