@@ -283,6 +283,12 @@ def validate(cfg: Config) -> None:
     check(ac.imagination_horizon >= 1, "actor_critic.imagination_horizon must be >= 1.")
     check(ac.temperature > 0, "actor_critic.temperature must be > 0.")
     check(all(t > 0 for t in ac.temperature_per_game.values()), "actor_critic.temperature_per_game: > 0.")
+    cp = ac.continuous
+    check(
+        0 < cp.min_std < cp.max_std and math.isfinite(cp.max_std) and math.isfinite(cp.std_offset),
+        "Need 0 < actor_critic.continuous.min_std < actor_critic.continuous.max_std (finite) and a finite "
+        "actor_critic.continuous.std_offset.",
+    )
 
     c = cfg.collection
     check(c.steps_per_epoch >= 1, "collection.steps_per_epoch must be >= 1.")
@@ -307,6 +313,7 @@ def validate(cfg: Config) -> None:
 
     e = cfg.env
     check(e.frame_skip >= 1, "env.frame_skip must be >= 1.")
+    check(e.action_repeat >= 1, "env.action_repeat must be >= 1.")
     check(e.noop_max >= 0, "env.noop_max must be >= 0.")
     check(e.size >= 8, "env.size must be >= 8.")
     check(e.max_frames_per_episode >= e.frame_skip, "env.max_frames_per_episode must be >= env.frame_skip.")

@@ -53,7 +53,13 @@ class EnvConfig:
     size: int = 64
     """Observations are RGB, resized to ``size`` x ``size`` with area interpolation."""
     max_frames_per_episode: int = 108_000
-    """Standard episode cap in ALE frames (27,000 agent steps at frame skip 4): the episode is truncated."""
+    """Standard episode cap in ALE frames (27,000 agent steps at frame skip 4): the episode is truncated.
+    For a continuous-control game (``dmc:``, ``gym:``), a cap in control steps (``action_repeat`` per agent
+    step) on top of the task's own time limit (1,000 for DeepMind Control)."""
+    action_repeat: int = 2
+    """Continuous-control games (``dmc:<domain>-<task>``, ``gym:<id>``): control steps per agent step, the
+    action held and the rewards summed (2: the DeepMind Control setting of DreamerV3 and DrQ-v2). Atari
+    uses ``frame_skip``; Catch and CatchContinuous have neither."""
     num_train_envs: int = 1
     """Environments stepped in parallel by the training collector."""
     num_test_envs: int = 1
@@ -75,7 +81,9 @@ class CollectionConfig:
     steps_per_epoch: int = 100
     """Real steps collected at the start of every epoch until the budget is spent."""
     train_epsilon: float = 0.01
-    """Epsilon-greedy exploration of the training collector."""
+    """Epsilon-greedy exploration of the training collector: with this probability a step's action is drawn
+    uniformly (among the discrete actions, or in ``[-1, 1]^D`` for a continuous game) instead of from the
+    policy."""
     test_epsilon: float = 0.0
     """Epsilon of test episodes and of the final evaluation."""
     test_every_epochs: int = 10
@@ -251,6 +259,21 @@ class RewardTerminationConfig:
 
 
 @dataclass
+class ContinuousPolicyConfig:
+    """The policy over continuous actions: a tanh-squashed diagonal Gaussian (docs/method.md §5).
+
+    ``u ~ N(mean, std^2)``, the action ``tanh(u)`` in ``[-1, 1]^D``; the actor head gives ``mean`` and
+    ``x``, and ``std = min_std + (max_std - min_std) * sigmoid(x + std_offset)`` (DreamerV3's bounded std),
+    so the zero-initialized head starts every component at ``mean = 0``, ``std = min_std + (max_std -
+    min_std) * sigmoid(std_offset)`` (0.89 with the defaults): a broad policy, as the discrete one starts
+    uniform."""
+
+    min_std: float = 0.1
+    max_std: float = 1.0
+    std_offset: float = 2.0
+
+
+@dataclass
 class ActorCriticConfig:
     """Actor-critic trained in imagination with lambda-returns and REINFORCE (docs/method.md §5)."""
 
@@ -261,11 +284,15 @@ class ActorCriticConfig:
     value_loss_weight: float = 1.0
     entropy_weight: float = 0.001
     temperature: float = 1.0
-    """Temperature of the policy's action sampling in the real environment."""
+    """Temperature of the policy's action sampling in the real environment: of the softmax over discrete
+    actions; for continuous ones, the factor of the pre-squash std (towards 0: the deterministic
+    ``tanh(mean)``)."""
     temperature_per_game: dict[str, float] = field(default_factory=lambda: {"Freeway": 0.01})
     """Per-game temperature overrides: the IRIS Freeway trick (IRIS paper, Appendix H) that DIAMOND used."""
     imagination_horizon: int = 15
     """H: imagined steps per trajectory."""
+    continuous: ContinuousPolicyConfig = field(default_factory=ContinuousPolicyConfig)
+    """The policy over the actions of a continuous-control game (unused for discrete actions)."""
     training: ComponentTrainingConfig = field(
         default_factory=lambda: ComponentTrainingConfig(steps_first_epoch=5_000)
     )
@@ -327,7 +354,9 @@ class Config:
     """A whole run. ``game`` is required; everything else defaults to the paper's settings."""
 
     game: str = MISSING
-    """Atari game, named as you like: ``Breakout``, ``breakout``, ``BreakoutNoFrameskip-v4``."""
+    """Atari game, named as you like: ``Breakout``, ``breakout``, ``BreakoutNoFrameskip-v4``; ``Catch``,
+    ``CatchContinuous``; a DeepMind Control task ``dmc:<domain>-<task>`` (``dmc:cartpole-swingup``); a
+    Gymnasium environment with ``Box`` actions ``gym:<id>`` (``gym:Pendulum-v1``), from pixels."""
     seed: int = 0
     """The one seed of the run: python, numpy, torch and environment seeds all derive from it."""
     preset: str = "atari100k"
