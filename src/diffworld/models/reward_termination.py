@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffworld.config.schema import RewardTerminationConfig
+from diffworld.data.actions import ActionSpec, is_index_spec
 from diffworld.data.batch import Batch
+from diffworld.models.action_encoder import ActionEncoder
 from diffworld.models.actor_critic import LSTMState, init_lstm
 from diffworld.models.blocks import Downsample, ResBlocks, channels_last, conv3x3
 
@@ -57,18 +59,29 @@ class RewardTerminationModel(nn.Module):
     """Predicts sign(r_t) and the termination of step t from (x_t, x_{t+1}, a_t) and the LSTM's memory.
 
     The encoder reads both frames concatenated along channels (6 channels); its adaptive group norms are
-    driven by an embedding of a_t. The flattened features (2,048 at the paper's settings) go through an
-    ``nn.LSTM`` and one Linear-SiLU-Linear head whose 5 outputs are split into 3 reward logits and
-    2 termination logits (the official code's head; 5.90 M parameters at the paper's settings).
+    driven by an embedding of a_t (``nn.Embedding`` of discrete actions; the ``ActionEncoder`` of action
+    vectors for continuous ones, ``actions`` being then the action space). The flattened features (2,048 at
+    the paper's settings) go through an ``nn.LSTM`` and one Linear-SiLU-Linear head whose 5 outputs are split
+    into 3 reward logits and 2 termination logits (the official code's head; 5.90 M parameters at the paper's
+    settings).
     """
 
-    def __init__(self, cfg: RewardTerminationConfig, num_actions: int, img_size: int = 64) -> None:
+    def __init__(self, cfg: RewardTerminationConfig, actions: int | ActionSpec, img_size: int = 64) -> None:
         super().__init__()
         channels = list(cfg.channels)
         feat_size = img_size // 2 ** (len(channels) - 1)
         if feat_size * 2 ** (len(channels) - 1) != img_size:
             raise ValueError(f"img_size {img_size} is not divisible by 2^{len(channels) - 1}")
-        self.act_emb = nn.Embedding(num_actions, cfg.cond_channels)
+        # Discrete actions: the paper's nn.Embedding over indices; any other action space: the world model's
+        # generic encoder of action vectors (for continuous actions a linear map of the vector), in its place.
+        self.act_emb: nn.Module
+        if isinstance(actions, int):
+            self.act_emb = nn.Embedding(actions, cfg.cond_channels)
+        elif is_index_spec(actions):
+            self.act_emb = nn.Embedding(actions.components[0].n, cfg.cond_channels)  # type: ignore[union-attr]
+        else:
+            self.act_emb = ActionEncoder(actions, cfg.cond_channels)
+        self.action_vectors = isinstance(self.act_emb, ActionEncoder)
         self.encoder = RewardTerminationEncoder(
             6, cfg.cond_channels, channels, list(cfg.depths), list(cfg.attn_depths)
         )
@@ -92,7 +105,7 @@ class RewardTerminationModel(nn.Module):
 
         Args:
             obs, next_obs: (B, T, 3, H, W) frames x_t and x_{t+1} in [-1, 1].
-            act: (B, T) int64 actions a_t.
+            act: (B, T) int64 actions a_t, or (B, T, D) action vectors.
             state: ``(h, c)``, each (1, B, lstm_dim), as returned by an earlier call; None: zeros.
             mask: (B, T) bool, False for padding steps: these leave the LSTM state as it was (their logits
                 are meaningless). None: every step is real. The frames are encoded in one batch. Where each
@@ -103,9 +116,9 @@ class RewardTerminationModel(nn.Module):
         Returns:
             ``logits_rew`` (B, T, 3), ``logits_end`` (B, T, 2), and the LSTM state after the last step.
         """
-        b, t = act.shape
+        b, t = act.shape[:2]
         pairs = torch.cat([obs, next_obs], dim=2).flatten(0, 1)
-        x = self.encoder(pairs, self.act_emb(act.flatten())).reshape(b, t, -1)
+        x = self.encoder(pairs, self.act_emb(act.flatten(0, 1))).reshape(b, t, -1)
         if mask is None:
             out, state = self.lstm(x, state)
         else:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from diffworld.config.schema import DenoiserConfig, SamplerConfig
+from diffworld.data.actions import ActionSpec
 from diffworld.data.batch import Batch
 from diffworld.models.diffusion.denoiser import Denoiser, SamplingStep, StepCallback
 from diffworld.models.diffusion.edm import autoregressive_loss, check_segment_length, offset_noise
@@ -42,10 +43,10 @@ class DDPMDenoiser(Denoiser):
 
     alphas_cumprod: Tensor
 
-    def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
+    def __init__(self, cfg: DenoiserConfig, actions: int | ActionSpec) -> None:
         super().__init__()
         self.cfg = cfg
-        self.net = ConditionedUNet(cfg, WorldModelLayout.atari(num_actions))
+        self.net = ConditionedUNet(cfg, WorldModelLayout.agent(actions))
         alphas_cumprod = linear_alphas_cumprod(
             cfg.ddpm_beta_start, cfg.ddpm_beta_end, cfg.ddpm_num_train_timesteps
         )

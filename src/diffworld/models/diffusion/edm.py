@@ -29,6 +29,7 @@ from diffworld.config.schema import (
     SigmaDistributionConfig,
     WorldModelConfig,
 )
+from diffworld.data.actions import ActionSpec
 from diffworld.data.batch import Batch
 from diffworld.models.diffusion.denoiser import Denoiser, SamplingStep, StepCallback
 from diffworld.models.diffusion.layout import WorldModelLayout
@@ -247,18 +248,21 @@ class ConditionedEDM(nn.Module):
 
 
 class EDMDenoiser(ConditionedEDM, Denoiser):
-    """The Atari world model (the paper's): ``ConditionedEDM`` in the Atari layout, with the agent's calls."""
+    """The Atari world model (the paper's): ``ConditionedEDM`` in the Atari layout, with the agent's calls;
+    for continuous actions, the same model conditioned on action vectors (``WorldModelLayout.agent``).
+
+    ``actions``: the number of discrete actions, or the action space."""
 
     cfg: DenoiserConfig
 
-    def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
-        super().__init__(cfg, WorldModelLayout.atari(num_actions))
+    def __init__(self, cfg: DenoiserConfig, actions: int | ActionSpec) -> None:
+        super().__init__(cfg, WorldModelLayout.agent(actions))
 
     def denoise(self, noisy_next_obs: Tensor, sigma: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
         """D(x; sigma) = c_skip x + c_out F(...), not clamped.
 
         ``noisy_next_obs``: (B, 3, H, W); ``sigma``: (B,); ``prev_obs``: (B, L, 3, H, W) in [-1, 1];
-        ``prev_act``: (B, L) int64.
+        ``prev_act``: (B, L) int64, or (B, L, D) float action vectors.
         """
         return self.predict_clean(noisy_next_obs, sigma, frames=prev_obs, act=prev_act)
 

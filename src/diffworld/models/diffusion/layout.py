@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.actions import ActionSpec, discrete, is_index_spec
 
 
 @dataclass(frozen=True)
 class WorldModelLayout:
-    """The choices of a world model that its weights assume; ``atari``, ``engine_denoiser`` and
-    ``engine_upsampler`` are the three there are."""
+    """The choices of a world model that its weights assume; ``atari`` (and ``agent``, the Atari choices for
+    any action space), ``engine_denoiser`` and ``engine_upsampler`` are those there are."""
 
     actions: ActionSpec | None
     """The action space the network is conditioned on: each of the L past steps has an embedding of
@@ -55,6 +55,28 @@ class WorldModelLayout:
         return cls(
             actions=ActionSpec.of(discrete("action", num_actions)),
             action_indices=True,
+            noise_level_input=False,
+            extra_images=0,
+            pad_to_multiple=False,
+            churn_call_at_sigma=False,
+            estimate_padding_targets=False,
+            loss_key="loss_denoising",
+        )
+
+    @classmethod
+    def agent(cls, actions: int | ActionSpec) -> WorldModelLayout:
+        """The agent's world model: the Atari one (``atari``) for discrete actions (a count, or a spec of one
+        discrete component); for any other action space the same choices with (B, L, D) action vectors
+        through the generic ``ActionEncoder`` (continuous actions: a linear embedding of the vector). Padding
+        steps hold the zero vector, which embeds to zero for components centred on 0 (the agent's
+        ``[-1, 1]``)."""
+        if isinstance(actions, int):
+            return cls.atari(actions)
+        if is_index_spec(actions):
+            return cls.atari(actions.components[0].n)  # type: ignore[union-attr]
+        return cls(
+            actions=actions,
+            action_indices=False,
             noise_level_input=False,
             extra_images=0,
             pad_to_multiple=False,
