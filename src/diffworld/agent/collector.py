@@ -83,7 +83,8 @@ class Collector:
         # stored (the episode's first if none is), actions, rewards. Empty lists until the envs are first
         # reset (``_started``). The frames go into blocks, not one array each: see FrameChunks.
         self._frames: list[FrameChunks] = []
-        self._actions: list[list[int]] = []
+        # Indices, or (D,) float32 vectors of a continuous game.
+        self._actions: list[list[Any]] = []
         self._rewards: list[list[float]] = []
         # Per env, the dataset id of the running episode once its first steps are stored (it is open there).
         self._episode_ids: list[int | None] = []
@@ -166,7 +167,11 @@ class Collector:
                 break
         if episode is None:
             episode = Episode.from_steps(
-                self._frames[0].array(), self._actions[0], self._rewards[0], terminated=False, truncated=False
+                self._frames[0].array(),
+                self._episode_actions(0),
+                self._rewards[0],
+                terminated=False,
+                truncated=False,
             )
         self._frames, self._actions, self._rewards, self._episode_ids, self._hx_cx = [], [], [], [], None
         return episode
@@ -181,13 +186,18 @@ class Collector:
             "num_steps_total": self.num_steps_total,
             "num_episodes_total": self.num_episodes_total,
             "frames": [torch.from_numpy(frames.array()) for frames in self._frames],
-            "actions": [torch.tensor(actions, dtype=torch.int64) for actions in self._actions],
+            "actions": [self._actions_tensor(actions) for actions in self._actions],
             "rewards": [torch.tensor(rewards, dtype=torch.float32) for rewards in self._rewards],
             "episode_ids": list(self._episode_ids),
             "hx_cx": None if self._hx_cx is None else [state.cpu() for state in self._hx_cx],
             "generator": self.generator.get_state(),
             "envs": self.envs.get_states(),
         }
+
+    def _actions_tensor(self, actions: list[Any]) -> torch.Tensor:
+        if not self.envs.continuous:
+            return torch.tensor(actions, dtype=torch.int64)
+        return torch.from_numpy(np.asarray(actions, np.float32).reshape(len(actions), self.envs.num_actions))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict`` into this collector, whose envs must have the same game and settings.
@@ -201,7 +211,8 @@ class Collector:
         self.num_steps_total = int(state["num_steps_total"])
         self.num_episodes_total = int(state["num_episodes_total"])
         self._frames = [FrameChunks.from_array(frames.numpy()) for frames in state["frames"]]
-        self._actions = [actions.tolist() for actions in state["actions"]]
+        continuous = self.envs.continuous
+        self._actions = [list(a.numpy()) if continuous else a.tolist() for a in state["actions"]]
         self._rewards = [rewards.tolist() for rewards in state["rewards"]]
         # States saved before running episodes were stored hold them whole, from their first frame.
         self._episode_ids = [
@@ -245,12 +256,12 @@ class Collector:
                 continue
             self.num_steps_total += 1
             self._frames[i].append(result.final_obs[i])
-            self._actions[i].append(int(actions[i]))
+            self._actions[i].append(actions[i].copy() if self.envs.continuous else int(actions[i]))
             self._rewards[i].append(float(result.reward[i]))
             if result.done[i]:
                 episode = Episode.from_steps(
                     self._frames[i].array(),
-                    self._actions[i],
+                    self._episode_actions(i),
                     self._rewards[i],
                     terminated=bool(result.terminated[i]),
                     truncated=bool(result.truncated[i]),
@@ -259,6 +270,12 @@ class Collector:
                 # After a life loss (training mode) the game goes on: next_obs is the final frame again.
                 self._frames[i], self._actions[i], self._rewards[i] = FrameChunks(next_obs), [], []
         return ended
+
+    def _episode_actions(self, env: int) -> list[Any] | np.ndarray:
+        """The unstored actions of ``env``: a list of indices, or (T, D) float32 for a continuous game."""
+        if not self.envs.continuous:
+            return self._actions[env]
+        return self._actions_tensor(self._actions[env]).numpy()
 
     def _record(self, env: int, steps: Episode) -> EpisodeStats:
         """Store the ended episode of ``env``, whose unstored steps are ``steps``; return its stats."""
@@ -284,7 +301,7 @@ class Collector:
             return
         steps = Episode.from_steps(
             self._frames[env].array(),
-            self._actions[env],
+            self._episode_actions(env),
             self._rewards[env],
             terminated=False,
             truncated=False,
@@ -334,6 +351,7 @@ def collect_real_episode(
         frame_skip=cfg.env.frame_skip,
         size=cfg.env.size,
         asynchronous=False,
+        action_repeat=cfg.env.action_repeat,
     )
     with envs:
         collector = Collector(

@@ -211,7 +211,15 @@ def _actor_critic(
     with autocast():
         r = imagine(agent.actor_critic, env, sampler.sample(), ac_cfg.imagination_horizon)
         terms = actor_critic_loss_terms(
-            r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, ac_cfg
+            r.logits,
+            r.values,
+            r.actions,
+            r.rew,
+            r.end,
+            r.trunc,
+            r.next_values,
+            ac_cfg,
+            policy=agent.actor_critic.policy,
         )
     params = [p for p in agent.actor_critic.parameters() if p.requires_grad]
     actor = terms.policy_loss - ac_cfg.entropy_weight * terms.entropy

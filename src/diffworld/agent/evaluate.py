@@ -85,6 +85,12 @@ def evaluate_policy(
     t0 = time.monotonic()
     envs = make_envs(cfg, num_envs or cfg.env.num_test_envs, "eval_env", life_loss_terminal=False)
     with envs:
+        if envs.continuous != actor_critic.policy.continuous:
+            kind = {False: "discrete", True: "continuous"}
+            raise ValueError(
+                f"the policy's actions are {kind[actor_critic.policy.continuous]}, {cfg.game}'s "
+                f"{kind[envs.continuous]}"
+            )
         if envs.num_actions != actor_critic.num_actions:
             raise ValueError(
                 f"the policy has {actor_critic.num_actions} actions but {cfg.game} has {envs.num_actions}"

@@ -26,9 +26,11 @@ from torch import Tensor, nn
 
 from diffworld.agent.rollout import EnvStep, Rollout, rollout
 from diffworld.config.schema import ActorCriticConfig, SamplerConfig
+from diffworld.data.actions import ActionSpec, is_index_spec
 from diffworld.data.batch import Batch
 from diffworld.data.frames import tensor_to_frames
 from diffworld.data.segment_sampler import SegmentSampler
+from diffworld.envs.continuous import check_box_action
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
 from diffworld.models.diffusion import Denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
@@ -103,7 +105,9 @@ class WorldModelEnv:
             raise ValueError(f"need a batch of {self.num_envs} segments of {self.num_cond} frames")
         self._obs = batch.obs.clone()
         self._frame_mask = batch.frame_mask.clone()
-        self._act = torch.zeros(b, self.num_cond, dtype=torch.long, device=self.device)
+        # (B, L) indices, or (B, L, D) action vectors of continuous actions.
+        act_shape = (b, self.num_cond, *batch.act.shape[2:])
+        self._act = torch.zeros(act_shape, dtype=batch.act.dtype, device=self.device)
         self._act[:, :-1] = batch.act
         self._t = torch.zeros(b, dtype=torch.long, device=self.device)
         self._rew_state = self._burn_in_reward_model(batch)
@@ -128,7 +132,8 @@ class WorldModelEnv:
 
     @torch.no_grad()
     def step(self, act: Tensor) -> ImaginedStep:
-        """Advance every trajectory by one step with actions ``act`` (B,) and restart the finished ones."""
+        """Advance every trajectory by one step with actions ``act`` ((B,) indices, or (B, D) action vectors
+        in [-1, 1] for continuous actions) and restart the finished ones."""
         if self._obs is None or self._act is None or self._t is None or self._frame_mask is None:
             raise RuntimeError("call reset() before step()")
         self._act[:, -1] = act
@@ -178,8 +183,31 @@ def _reseed(env: WorldModelEnv, seed: int) -> None:
         env.generator.manual_seed(seed)
 
 
+def action_space_of(actions: int | ActionSpec) -> gym.spaces.Space[Any]:
+    """The Gymnasium space of the agent's actions: ``Discrete(n)``, or a ``Box`` in [-1, 1]^D."""
+    if isinstance(actions, int):
+        return gym.spaces.Discrete(actions)
+    if is_index_spec(actions):
+        return gym.spaces.Discrete(actions.components[0].n)  # type: ignore[union-attr]
+    return gym.spaces.Box(-1.0, 1.0, (actions.width,), np.float32)
+
+
+def _actions_tensor(
+    space: gym.spaces.Space[Any], actions: Any, num_envs: int, device: torch.device
+) -> Tensor:
+    """``num_envs`` actions for ``WorldModelEnv.step``: int64 indices, or float32 vectors checked like a real
+    continuous env's (a one-line ``InvalidActionError`` for NaN, a wrong shape or a value outside [-1, 1])."""
+    if not isinstance(space, gym.spaces.Box):
+        return torch.as_tensor(np.asarray(actions), dtype=torch.long, device=device)
+    shape = (num_envs, *space.shape)
+    low = np.broadcast_to(space.low.astype(np.float32), shape)
+    high = np.broadcast_to(space.high.astype(np.float32), shape)
+    return torch.as_tensor(check_box_action(actions, low, high, "the world model"), device=device)
+
+
 class ImaginationVectorEnv(gym.vector.VectorEnv):
-    """Gymnasium vector-environment API over a ``WorldModelEnv``: uint8 (n, H, W, 3) frames, raw actions.
+    """Gymnasium vector-environment API over a ``WorldModelEnv``: uint8 (n, H, W, 3) frames, raw actions
+    (indices, or vectors in [-1, 1]^D for continuous actions).
 
     Finished trajectories restart in the same step (``AutoresetMode.SAME_STEP``): ``obs`` is the new
     trajectory's first frame and ``info["final_obs"]`` the imagined frame the finished one reached.
@@ -187,12 +215,12 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012 (Gymnasium's convention)
 
-    def __init__(self, world_model_env: WorldModelEnv, num_actions: int) -> None:
+    def __init__(self, world_model_env: WorldModelEnv, actions: int | ActionSpec) -> None:
         self.core = world_model_env
         self.num_envs = world_model_env.num_envs
         size = world_model_env.segments.dataset.frame_shape
         self.single_observation_space = gym.spaces.Box(0, 255, size, dtype=np.uint8)
-        self.single_action_space = gym.spaces.Discrete(num_actions)
+        self.single_action_space = action_space_of(actions)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
 
@@ -206,7 +234,7 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        act = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=self.core.device)
+        act = _actions_tensor(self.single_action_space, actions, self.num_envs, self.core.device)
         s = self.core.step(act)
         done = (s.end | s.trunc).cpu().numpy()
         info = {"final_obs": tensor_to_frames(s.final_obs), "_final_obs": done}
@@ -214,18 +242,18 @@ class ImaginationVectorEnv(gym.vector.VectorEnv):
         return tensor_to_frames(s.obs), rew, s.end.cpu().numpy(), s.trunc.cpu().numpy(), info
 
 
-class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
+class ImaginationEnv(gym.Env[np.ndarray, Any]):
     """One imagined trajectory with the plain Gymnasium API (the world-model environment of batch size 1)."""
 
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium's convention)
 
-    def __init__(self, world_model_env: WorldModelEnv, num_actions: int) -> None:
+    def __init__(self, world_model_env: WorldModelEnv, actions: int | ActionSpec) -> None:
         if world_model_env.num_envs != 1:
             raise ValueError("ImaginationEnv steps one trajectory: build its WorldModelEnv with batch size 1")
         self.core = world_model_env
         size = world_model_env.segments.dataset.frame_shape
         self.observation_space = gym.spaces.Box(0, 255, size, dtype=np.uint8)
-        self.action_space = gym.spaces.Discrete(num_actions)
+        self.action_space = action_space_of(actions)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -235,8 +263,11 @@ class ImaginationEnv(gym.Env[np.ndarray, np.int64]):
             _reseed(self.core, seed)
         return tensor_to_frames(self.core.reset().obs[0]), {}
 
-    def step(self, action: np.int64 | int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        act = torch.tensor([int(action)], dtype=torch.long, device=self.core.device)
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if isinstance(self.action_space, gym.spaces.Box):
+            act = _actions_tensor(self.action_space, np.asarray(action)[None], 1, self.core.device)
+        else:
+            act = torch.tensor([int(action)], dtype=torch.long, device=self.core.device)
         s = self.core.step(act)
         # A finished trajectory reports the frame it reached; the caller resets, as with any gym.Env.
         return tensor_to_frames(s.final_obs[0]), float(s.rew[0]), bool(s.end[0]), bool(s.trunc[0]), {}
@@ -302,5 +333,13 @@ class ImaginationActorCriticLoss(nn.Module):
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         r = imagine(self.actor_critic, self.env, batch, self.cfg.imagination_horizon)
         return actor_critic_loss(
-            r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, self.cfg
+            r.logits,
+            r.values,
+            r.actions,
+            r.rew,
+            r.end,
+            r.trunc,
+            r.next_values,
+            self.cfg,
+            policy=self.actor_critic.policy,
         )

@@ -19,6 +19,7 @@ import torch
 from diffworld.agent.imagination import ImaginationEnv, ImaginationVectorEnv, WorldModelEnv
 from diffworld.agent.trained import load_trained_agent
 from diffworld.data import EpisodeDataset, SegmentSampler
+from diffworld.data.actions import ActionSpec
 from diffworld.errors import UserError
 from diffworld.run.folder import CONFIG_FILE, dataset_dir
 
@@ -31,8 +32,9 @@ def world_model_env(
     seed: int = 0,
     dataset: str | Path | None = None,
     device: str = "auto",
-) -> tuple[WorldModelEnv, int]:
-    """The batched torch environment of ``source``'s world model, and its game's number of actions.
+) -> tuple[WorldModelEnv, int | ActionSpec]:
+    """The batched torch environment of ``source``'s world model, and its game's number of actions (its
+    action space for continuous actions).
 
     ``seed`` seeds the draws of starting segments and of the world model's noise.
     """
@@ -46,7 +48,9 @@ def world_model_env(
             )
         dataset = dataset_dir(source)
     size = trained.cfg.env.size
-    episodes = EpisodeDataset.load(dataset, frame_shape=(size, size, 3))
+    agent = trained.agent
+    action_shape = (agent.actor_critic.num_actions,) if agent.continuous else ()
+    episodes = EpisodeDataset.load(dataset, frame_shape=(size, size, 3), action_shape=action_shape)
     if episodes.num_episodes == 0:
         raise UserError(f"{dataset} holds no episodes to start imagination from.")
     denoiser, reward_model = trained.agent.denoiser.eval(), trained.agent.reward_model.eval()
@@ -66,7 +70,7 @@ def world_model_env(
         trained.cfg.actor_critic.imagination_horizon if horizon is None else horizon,
         torch.Generator(trained.device).manual_seed(seed),
     )
-    return env, trained.num_actions
+    return env, agent.action_spec if agent.continuous else trained.num_actions
 
 
 def imagination_env(
@@ -79,8 +83,8 @@ def imagination_env(
 ) -> ImaginationEnv:
     """One imagined trajectory with the plain Gymnasium API (for stable-baselines3 and the like); the
     arguments are ``world_model_env``'s."""
-    env, num_actions = world_model_env(source, 1, horizon=horizon, seed=seed, dataset=dataset, device=device)
-    return ImaginationEnv(env, num_actions)
+    env, actions = world_model_env(source, 1, horizon=horizon, seed=seed, dataset=dataset, device=device)
+    return ImaginationEnv(env, actions)
 
 
 def imagination_vector_env(
@@ -94,7 +98,7 @@ def imagination_vector_env(
 ) -> ImaginationVectorEnv:
     """``num_envs`` imagined trajectories stepped at once, with Gymnasium's vector API; the arguments are
     ``world_model_env``'s."""
-    env, num_actions = world_model_env(
+    env, actions = world_model_env(
         source, num_envs, horizon=horizon, seed=seed, dataset=dataset, device=device
     )
-    return ImaginationVectorEnv(env, num_actions)
+    return ImaginationVectorEnv(env, actions)

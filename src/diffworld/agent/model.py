@@ -5,7 +5,9 @@ An exported agent is a folder of two files, neither of which is a pickle, so loa
 - ``agent.safetensors``: the state dicts of the three models, keys prefixed by the model's name
   (``denoiser.``, ``reward_model.``, ``actor_critic.``), i.e. ``Agent.state_dict()``;
 - ``agent.json``: the format version, the game, the number of actions, parameter counts, the SHA-256 of
-  the weights file, free-form ``metadata`` (epoch, env steps, ...) and the resolved configuration.
+  the weights file, free-form ``metadata`` (epoch, env steps, ...) and the resolved configuration; an agent
+  of continuous actions also has ``action_space`` (``ActionSpec.to_json``: its ``num_actions`` components,
+  each within [-1, 1]), whose absence means discrete actions.
 
 The weights file records in its own (safetensors) metadata what the agent was trained on: the game, the
 number of actions and the SHA-256 of its configuration (``config_digest``). Loading checks them against
@@ -36,6 +38,7 @@ from torch import nn
 
 from diffworld.config.loading import ConfigError, upgrade_legacy_keys, validate
 from diffworld.config.schema import Config
+from diffworld.data.actions import ActionSpec, ActionSpecError, box_spec, index_spec
 from diffworld.errors import UserError
 from diffworld.games import UnknownGameError, resolve_game
 from diffworld.models.actor_critic import ActorCritic
@@ -70,13 +73,25 @@ class Agent(nn.Module):
         self.actor_critic = actor_critic
 
     @classmethod
-    def build(cls, cfg: Config, num_actions: int) -> Agent:
-        """Freshly initialized models for an environment with ``num_actions`` actions."""
+    def build(cls, cfg: Config, actions: int | ActionSpec) -> Agent:
+        """Freshly initialized models for an environment with ``actions`` discrete actions, or with the
+        action space ``actions`` (continuous control: ``data.actions.box_spec``, actions in [-1, 1]^D)."""
         return cls(
-            make_denoiser(cfg.denoiser, num_actions),
-            RewardTerminationModel(cfg.reward_model, num_actions, img_size=cfg.env.size),
-            ActorCritic(cfg.actor_critic, num_actions, img_size=cfg.env.size),
+            make_denoiser(cfg.denoiser, actions),
+            RewardTerminationModel(cfg.reward_model, actions, img_size=cfg.env.size),
+            ActorCritic(cfg.actor_critic, actions, img_size=cfg.env.size),
         )
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the agent's actions are continuous (vectors in [-1, 1]^D)."""
+        return self.actor_critic.policy.continuous
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        """The agent's action space: one discrete component, or ``num_actions`` continuous ones."""
+        n = self.actor_critic.num_actions
+        return box_spec(n) if self.continuous else index_spec(n)
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters of each model, and their ``total``."""
@@ -154,7 +169,7 @@ def export_agent(
     config = _json_safe(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True))
     provenance = {"game": cfg.game, "num_actions": str(num_actions), "config_sha256": config_digest(config)}
     weights = weights_to_bytes(agent.state_dict(), metadata={"format": FORMAT, **provenance})
-    info = {
+    info: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "game": cfg.game,
@@ -164,6 +179,9 @@ def export_agent(
         "metadata": dict(metadata or {}),
         "config": config,
     }
+    if agent.continuous:
+        # Continuous actions: num_actions counts their components, and the space says they are continuous.
+        info["action_space"] = agent.action_spec.to_json()
     try:
         text = json.dumps(_json_safe(info), indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
@@ -289,6 +307,23 @@ def _read_info(path: Path) -> dict[str, Any]:
     return info
 
 
+def _agent_actions(info: Mapping[str, Any], path: Path) -> int | ActionSpec:
+    """What ``Agent.build`` takes for the agent ``agent.json`` describes: its number of discrete actions, or
+    its continuous action space (``action_space``, written for continuous agents only)."""
+    if "action_space" not in info:
+        return int(info["num_actions"])
+    try:
+        spec = ActionSpec.from_json(info["action_space"], source=f"{path}: action_space")
+    except ActionSpecError as e:
+        raise AgentFolderError(str(e)) from None
+    if spec != box_spec(info["num_actions"]):
+        raise AgentFolderError(
+            f"{path}: action_space ({spec.describe()}) is not {info['num_actions']} continuous components "
+            "within [-1, 1], as num_actions says: the file was edited. Export the agent again."
+        )
+    return spec
+
+
 def load_agent(
     folder: str | os.PathLike[str], device: str | torch.device = "cpu"
 ) -> tuple[Agent, Config, dict[str, Any]]:
@@ -321,6 +356,6 @@ def load_agent(
         "num_actions": str(info["num_actions"]),
         "config_sha256": config_digest(info["config"]),
     }
-    agent = Agent.build(cfg, info["num_actions"])
+    agent = Agent.build(cfg, _agent_actions(info, info_path))
     load_agent_weights(agent, folder / WEIGHTS_FILE, sha256=info["weights_sha256"], provenance=provenance)
     return agent.to(device).eval(), cfg, info["metadata"]

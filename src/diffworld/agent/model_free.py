@@ -203,7 +203,15 @@ class ModelFreeActorCriticLoss(nn.Module):
             raise RuntimeError(f"the real-step budget ({self.max_env_steps} agent steps) is spent")
         r = rollout(self.actor_critic, self.env, horizon)
         return actor_critic_loss(
-            r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, self.cfg
+            r.logits,
+            r.values,
+            r.actions,
+            r.rew,
+            r.end,
+            r.trunc,
+            r.next_values,
+            self.cfg,
+            policy=self.actor_critic.policy,
         )
 
 

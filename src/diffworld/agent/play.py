@@ -541,6 +541,7 @@ def build_session(
             frame_skip=cfg.env.frame_skip,
             size=cfg.env.size,
             asynchronous=False,
+            action_repeat=cfg.env.action_repeat,
         )
         return RealPlayEnv(envs)
 

@@ -50,7 +50,8 @@ class PolicyEnv(Protocol):
         ...
 
     def step(self, act: Tensor) -> EnvStep:
-        """Advance every environment with actions ``act`` (B,); episodes that end restart on the spot."""
+        """Advance every environment with actions ``act`` ((B,) indices, or (B, D) vectors in [-1, 1]);
+        episodes that end restart on the spot."""
         ...
 
     def restart(self, actor_critic: ActorCritic, state: LSTMState, s: EnvStep, rows: Tensor) -> LSTMState:
@@ -70,9 +71,9 @@ class PolicyEnv(Protocol):
 class Rollout:
     """H steps of B trajectories, with what the actor-critic loss needs."""
 
-    logits: Tensor  # (B, H, A), with gradients
+    logits: Tensor  # (B, H, A), with gradients (continuous actions: the policy's parameters, (B, H, 2D))
     values: Tensor  # (B, H), with gradients
-    actions: Tensor  # (B, H)
+    actions: Tensor  # (B, H) indices; continuous actions: (B, H, D) pre-squash values u, the env got tanh(u)
     rew: Tensor  # (B, H) in {-1, 0, 1}
     end: Tensor  # (B, H) bool
     trunc: Tensor  # (B, H) bool
@@ -80,7 +81,8 @@ class Rollout:
 
 
 def rollout(actor_critic: ActorCritic, env: PolicyEnv, horizon: int) -> Rollout:
-    """Roll the policy out in ``env`` for ``horizon`` steps, sampling actions from ``softmax(logits)``.
+    """Roll the policy out in ``env`` for ``horizon`` steps, sampling actions from ``softmax(logits)`` (from
+    the squashed Gaussian for continuous actions: ``actor_critic.policy.sample``).
 
     Gradients flow through the logits and values back through the recurrent state over the whole rollout
     (not across an episode's start, whose state ``env.restart`` replaces). ``next_values[:, t]`` is the
@@ -92,8 +94,9 @@ def rollout(actor_critic: ActorCritic, env: PolicyEnv, horizon: int) -> Rollout:
     logits, values, actions, rews, ends, truncs, dones, final_values = [], [], [], [], [], [], [], []
     for t in range(horizon):
         step_logits, value, state = actor_critic.step(obs, state)
-        action = torch.multinomial(step_logits.detach().softmax(-1), 1, generator=env.generator).squeeze(1)
-        s = env.step(action)
+        # The env's action, and what the loss needs of it (the index; a continuous action's pre-squash u).
+        env_action, action = actor_critic.policy.sample(step_logits, env.generator)
+        s = env.step(env_action)
         done = s.end | s.trunc
         final_value = torch.zeros_like(value)
         if done.any():

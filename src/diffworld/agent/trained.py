@@ -10,6 +10,7 @@ import torch
 from diffworld.agent import INFO_FILE, Agent, load_agent
 from diffworld.config.loading import load_config_file
 from diffworld.config.schema import Config
+from diffworld.data.actions import ActionSpec
 from diffworld.envs.make import game_num_actions
 from diffworld.errors import UserError
 from diffworld.run.checkpoint import load_checkpoint
@@ -75,7 +76,9 @@ def load_trained_agent(source: Path, device: str = "auto") -> TrainedAgent:
             f"(edited by hand?): put game: {state['game']} back."
         )
     check_game_actions(source, cfg.game, num_actions)
-    agent = Agent.build(cfg, num_actions)
+    # Continuous agents record their action space (its num_actions components within [-1, 1]).
+    space = state.get("action_space")
+    agent = Agent.build(cfg, num_actions if space is None else ActionSpec.from_json(space, str(used)))
     agent.load_state_dict(state["agent"])
     agent.to(dev).eval()
     return TrainedAgent(

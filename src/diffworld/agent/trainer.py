@@ -43,6 +43,7 @@ from diffworld.agent.test_video import log_test_video
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
 from diffworld.config.schema import ComponentTrainingConfig, Config, GradAccumulation, OptimizerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
+from diffworld.data.actions import box_spec
 from diffworld.envs.from_config import make_envs
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
@@ -189,7 +190,12 @@ class Trainer(CheckpointedTrainer):
             max_frames_per_episode=c.test_max_frames_per_episode,
         )
         self.num_actions = self.train_envs.num_actions
-        self.agent = Agent.build(cfg, self.num_actions).to(self.device)
+        """The number of discrete actions, or of the components of a continuous action."""
+        self.continuous = self.train_envs.continuous
+        # Continuous actions: the agent's [-1, 1]^D (envs.continuous rescales them to the game's bounds).
+        actions = box_spec(self.num_actions) if self.continuous else self.num_actions
+        self.agent = Agent.build(cfg, actions).to(self.device)
+        self.action_shape: tuple[int, ...] = (self.num_actions,) if self.continuous else ()
 
         frame_shape = (cfg.env.size, cfg.env.size, 3)
         capacity = c.total_env_steps + c.steps_per_epoch
@@ -205,6 +211,7 @@ class Trainer(CheckpointedTrainer):
                 max_episodes=state["dataset_num_episodes"],
                 frame_shape=frame_shape,
                 capacity_steps=capacity,
+                action_shape=self.action_shape,
             )
             if lengths is not None and not np.array_equal(self.dataset.lengths, lengths):
                 raise RuntimeError(
@@ -215,7 +222,10 @@ class Trainer(CheckpointedTrainer):
                 set_aside_after_checkpoint(dataset_dir(self.run_dir), keep=0)
             save_config(cfg, self.run_dir / CONFIG_FILE)
             self.dataset = EpisodeDataset(
-                dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
+                dataset_dir(self.run_dir),
+                frame_shape=frame_shape,
+                capacity_steps=capacity,
+                action_shape=self.action_shape,
             )
 
         temperature = cfg.policy_temperature()
@@ -538,7 +548,9 @@ class Trainer(CheckpointedTrainer):
 
     @torch.no_grad()
     def _test_metrics(self) -> dict[str, float]:
-        test_dataset = EpisodeDataset(frame_shape=(self.cfg.env.size, self.cfg.env.size, 3))
+        test_dataset = EpisodeDataset(
+            frame_shape=(self.cfg.env.size, self.cfg.env.size, 3), action_shape=self.action_shape
+        )
         self.test_collector.dataset = test_dataset
         stats = self.test_collector.collect_episodes(self.cfg.collection.num_test_episodes)
         self.test_collector.dataset = None  # the test episodes' frames go when this test is done
@@ -634,6 +646,8 @@ class Trainer(CheckpointedTrainer):
             # The episodes' lengths before the last collection: its steps are the diagnostics' recent ones.
             "recent_from": None if self.recent_from is None else self.recent_from.copy(),
         }
+        if self.continuous:  # discrete runs' checkpoints keep their keys
+            state["action_space"] = self.agent.action_spec.to_json()
         batches_state = self.actor_critic_batches.state_dict()
         if batches_state is not None:
             state["model_free"] = batches_state

@@ -86,7 +86,8 @@ def imagine_along(
         )
     device = next(denoiser.parameters()).device
     context = frames_to_tensor(episode.obs[start : start + num_cond], device)[None]  # (1, L, 3, H, W)
-    actions = torch.tensor(episode.act[start:], dtype=torch.long, device=device)
+    # (T,) int64 indices, or (T, D) float32 vectors of continuous actions, as stored.
+    actions = torch.tensor(episode.act[start:], device=device)
     steps: list[DenoisingStep] = []
 
     def record(step: SamplingStep) -> None:
@@ -181,7 +182,9 @@ def compose_frames(
         context = t < num_cond
         imagined = real if context else imagination.frames[t - num_cond]
         action = ""
-        if index < len(episode):
+        if index < len(episode) and episode.act.ndim == 2:  # a continuous action vector
+            action = " action " + " ".join(f"{v:+.2f}" for v in episode.act[index])
+        elif index < len(episode):
             a = int(episode.act[index])
             named = action_meanings is not None and a < len(action_meanings)
             action = f" {action_meanings[a]}" if action_meanings is not None and named else f" action {a}"
