@@ -49,8 +49,7 @@ def world_model_env(
         dataset = dataset_dir(source)
     size = trained.cfg.env.size
     agent = trained.agent
-    action_shape = (agent.actor_critic.num_actions,) if agent.continuous else ()
-    episodes = EpisodeDataset.load(dataset, frame_shape=(size, size, 3), action_shape=action_shape)
+    episodes = EpisodeDataset.load(dataset, frame_shape=(size, size, 3), action_shape=agent.action_shape)
     if episodes.num_episodes == 0:
         raise UserError(f"{dataset} holds no episodes to start imagination from.")
     denoiser, reward_model = trained.agent.denoiser.eval(), trained.agent.reward_model.eval()

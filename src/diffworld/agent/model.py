@@ -88,6 +88,12 @@ class Agent(nn.Module):
         return self.actor_critic.policy.continuous
 
     @property
+    def action_shape(self) -> tuple[int, ...]:
+        """The shape of one stored action (``EpisodeDataset``'s ``action_shape``): () for an index, (D,) for a
+        continuous action's vector."""
+        return (self.actor_critic.num_actions,) if self.continuous else ()
+
+    @property
     def action_spec(self) -> ActionSpec:
         """The agent's action space: one discrete component, or ``num_actions`` continuous ones."""
         n = self.actor_critic.num_actions

@@ -195,7 +195,7 @@ class Trainer(CheckpointedTrainer):
         # Continuous actions: the agent's [-1, 1]^D (envs.continuous rescales them to the game's bounds).
         actions = box_spec(self.num_actions) if self.continuous else self.num_actions
         self.agent = Agent.build(cfg, actions).to(self.device)
-        self.action_shape: tuple[int, ...] = (self.num_actions,) if self.continuous else ()
+        self.action_shape = self.agent.action_shape
 
         frame_shape = (cfg.env.size, cfg.env.size, 3)
         capacity = c.total_env_steps + c.steps_per_epoch

@@ -68,7 +68,8 @@ def collect_test_episodes(trained: TrainedAgent, num_episodes: int, seed: int) -
     """Fresh test episodes of the run's policy (game over ends them; the run's test epsilon), in memory."""
     cfg = trained.cfg
     base = derive_seed(cfg.seed, f"wm_eval/{seed}")
-    dataset = EpisodeDataset(frame_shape=(cfg.env.size, cfg.env.size, 3))
+    frame_shape = (cfg.env.size, cfg.env.size, 3)
+    dataset = EpisodeDataset(frame_shape=frame_shape, action_shape=trained.agent.action_shape)
     num_envs = min(num_episodes, cfg.env.num_test_envs)
     envs = make_envs(cfg, num_envs, f"wm_eval/{seed}", life_loss_terminal=False)
     with envs:
