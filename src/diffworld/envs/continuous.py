@@ -229,14 +229,14 @@ class GymPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self._env.close()
 
     def get_state(self) -> dict[str, Any]:
-        """The generator's state and the running episode's seed and actions (arrays as bytes, so that it
-        survives ``torch.load(weights_only=True)``)."""
+        """The generator's state and the running episode's seed and actions (an array, which the checkpoint
+        stores as a tensor; empty bytes would not survive ``torch.load(weights_only=True)``)."""
         actions = np.stack(self._actions) if self._actions else np.zeros((0, *self._action_shape))
         return {
             "np_random": self.np_random.bit_generator.state,
             "pending_seed": self._pending_seed,
             "episode_seed": self._episode_seed,
-            "actions": np.asarray(actions, self.action_space.dtype).tobytes(),
+            "actions": np.array(actions, self.action_space.dtype),
             "steps": self._steps,
             "over": self._over,
         }
@@ -246,7 +246,7 @@ class GymPixelEnv(gym.Env[np.ndarray, np.ndarray]):
         self.np_random.bit_generator.state = state["np_random"]
         self._pending_seed = state["pending_seed"]
         self._episode_seed = int(state["episode_seed"])
-        actions = np.frombuffer(state["actions"], self.action_space.dtype).reshape(-1, *self._action_shape)
+        actions = np.asarray(state["actions"], self.action_space.dtype).reshape(-1, *self._action_shape)
         self._start_episode()
         for action in actions:
             obs, *_ = self._repeat(action)
