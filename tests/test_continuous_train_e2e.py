@@ -1,0 +1,79 @@
+"""``train`` on continuous-control games, end to end in seconds at tiny sizes: CatchContinuous (always), a
+DeepMind Control task (with dm_control) and a Gymnasium Box-action environment from pixels (with pygame);
+the run folder, its float action vectors, the exported agent, a resume of the finished run, the model-free
+switch. The learning test of continuous control (issue 29, point 3) will run CatchContinuous the same way at
+the ``catch_continuous`` preset."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from diffworld.agent.trainer import Trainer
+from diffworld.config import build_config
+from diffworld.data import EpisodeDataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = [
+    "preset=smoke",
+    "env.size=16",
+    "collection.steps_per_epoch=10",
+    "collection.initial_min_steps=20",
+    "collection.initial_max_steps=20",
+    "collection.total_env_steps=40",
+    "collection.num_test_episodes=1",
+    "collection.num_final_episodes=1",
+    "collection.test_every_epochs=1",
+    "training.num_final_epochs=1",
+    "env.max_frames_per_episode=40",
+    "logging.tensorboard=false",
+    "denoiser.training.batch_size=2",
+    "reward_model.training.batch_size=2",
+    "actor_critic.training.batch_size=2",
+]
+
+
+def train(run_dir: Path, game: str, *extra: str) -> dict[str, Any] | None:
+    cfg = build_config([f"game={game}", f"run_dir={run_dir}", *TINY, *extra])
+    return Trainer(cfg, run_dir).run()
+
+
+def check_run(run_dir: Path, game: str, dim: int) -> None:
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["game"] == game and report["num_episodes"] == 1 and np.isfinite(report["mean"])
+    info = json.loads((run_dir / "agent" / "agent.json").read_text())
+    assert info["num_actions"] == dim and len(info["action_space"]["components"]) == dim
+    data = EpisodeDataset.load(run_dir / "dataset" / "train", frame_shape=(16, 16, 3), action_shape=(dim,))
+    assert data.num_steps == 40 and data.actions.dtype == np.float32
+    assert bool((np.abs(data.actions) <= 1).all()) and len(np.unique(data.actions)) > 10
+    # Resuming the finished run loads its dataset, collector and envs, and has nothing left to do.
+    cfg = build_config([f"game={game}", f"run_dir={run_dir}", *TINY])
+    assert Trainer(cfg, run_dir, resume=True).run() is None
+
+
+def test_train_catch_continuous(tmp_path: Path) -> None:
+    assert train(tmp_path / "run", "CatchContinuous") is not None
+    check_run(tmp_path / "run", "CatchContinuous", 1)
+
+
+def test_train_catch_continuous_model_free(tmp_path: Path) -> None:
+    report = train(tmp_path / "run", "CatchContinuous", "training.model_free=true")
+    assert report is not None and report["env_steps"] == 40
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dm_control") is None, reason="dm_control is not installed")
+def test_train_dmc_cartpole_swingup(tmp_path: Path) -> None:
+    assert train(tmp_path / "run", "dmc:cartpole-swingup") is not None
+    check_run(tmp_path / "run", "dmc:cartpole-swingup", 1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pygame") is None, reason="classic-control renders need pygame")
+def test_train_gym_pendulum_from_pixels(tmp_path: Path) -> None:
+    assert train(tmp_path / "run", "gym:Pendulum-v1") is not None
+    check_run(tmp_path / "run", "gym:Pendulum-v1", 1)
