@@ -33,9 +33,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_games(args: argparse.Namespace) -> int:
-    from diffworld.games import ATARI100K_GAMES, available_games
+    from diffworld.games import ATARI100K_GAMES, DMC_VISION_TASKS, available_dmc_tasks, available_games
 
-    games = ATARI100K_GAMES if args.atari100k else available_games()
+    if args.dmc:
+        games = DMC_VISION_TASKS if args.atari100k else available_dmc_tasks()
+    else:
+        games = ATARI100K_GAMES if args.atari100k else available_games()
     print("\n".join(games))
     return 0
 
@@ -375,6 +378,12 @@ def add_bench(sub: argparse._SubParsersAction[Parser]) -> None:
 
 
 def add_games(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("games", help="list the Atari games you can name")
+    p = sub.add_parser("games", help="list the Atari games (or DeepMind Control tasks) you can name")
     p.add_argument("--atari100k", action="store_true", help="only the 26 games of the benchmark")
+    p.add_argument(
+        "--dmc",
+        action="store_true",
+        help="DeepMind Control tasks (dmc:<domain>-<task>, needs the dmc extra) instead; with --atari100k "
+        "only the 20 of the DMC-vision benchmark",
+    )
     p.set_defaults(func=_cmd_games)
