@@ -331,27 +331,3 @@ def is_index_spec(spec: ActionSpec) -> bool:
 def is_box_spec(spec: ActionSpec) -> bool:
     """Whether every component of ``spec`` is continuous (actions as float vectors in their bounds)."""
     return all(isinstance(c, Continuous) for c in spec.components)
-
-
-def spec_of_space(space: Any) -> ActionSpec:
-    """The action space of a Gymnasium ``Discrete(n)`` (``index_spec``) or of a 1-D ``Box`` in ``[-1, 1]``
-    (``box_spec``), as the agent's environments have them.
-
-    Raises:
-        ActionSpecError: any other space (a ``Box`` with other bounds has not been normalized).
-    """
-    import gymnasium as gym
-
-    if isinstance(space, gym.spaces.Discrete):
-        return index_spec(int(space.n))
-    if (
-        isinstance(space, gym.spaces.Box)
-        and len(space.shape) == 1
-        and bool(np.all(space.low == -1.0))
-        and bool(np.all(space.high == 1.0))
-    ):
-        return box_spec(int(space.shape[0]))
-    raise ActionSpecError(
-        f"the agent takes Discrete actions or a Box within [-1, 1] (envs.continuous.NormalizedActions), "
-        f"not {space}"
-    )
