@@ -320,9 +320,14 @@ NEW_CONFIG_KEYS: dict[str, object] = {
     "denoiser.training.grad_accumulation": "mean",
     "reward_model.training.grad_accumulation": "mean",
     "actor_critic.training.grad_accumulation": "mean",
+    # Continuous control (issue 29): unused by discrete games.
+    "env.action_repeat": 2,
+    "actor_critic.continuous.min_std": 0.1,
+    "actor_critic.continuous.max_std": 1.0,
+    "actor_critic.continuous.std_offset": 2.0,
 }
 """Configuration keys the redesign added (or that one product gained from the other), with the value that
-keeps the behaviour of a configuration without them."""
+keeps the behaviour of a configuration without them; a section that only such keys fill goes with them."""
 
 
 def normalise_config(tree: Any) -> Any:
@@ -353,6 +358,11 @@ def normalise_config(tree: Any) -> Any:
         parent, leaf = parent_of(key, create=False)
         if parent is not None and leaf in parent and parent[leaf] == value:
             del parent[leaf]
+            section = key.rsplit(".", 1)[0]
+            if not parent and "." in section:  # a new section left empty: it goes too
+                grandparent, name = parent_of(section, create=False)
+                if grandparent is not None:
+                    grandparent.pop(name, None)
     return tree
 
 
