@@ -44,7 +44,7 @@ def train(run_dir: Path, game: str, *extra: str) -> dict[str, Any] | None:
     return Trainer(cfg, run_dir).run()
 
 
-def check_run(run_dir: Path, game: str, dim: int) -> None:
+def check_run(run_dir: Path, game: str, dim: int, *extra: str) -> None:
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["game"] == game and report["num_episodes"] == 1 and np.isfinite(report["mean"])
     info = json.loads((run_dir / "agent" / "agent.json").read_text())
@@ -53,7 +53,7 @@ def check_run(run_dir: Path, game: str, dim: int) -> None:
     assert data.num_steps == 40 and data.actions.dtype == np.float32
     assert bool((np.abs(data.actions) <= 1).all()) and len(np.unique(data.actions)) > 10
     # Resuming the finished run loads its dataset, collector and envs, and has nothing left to do.
-    cfg = build_config([f"game={game}", f"run_dir={run_dir}", *TINY])
+    cfg = build_config([f"game={game}", f"run_dir={run_dir}", *TINY, *extra])
     assert Trainer(cfg, run_dir, resume=True).run() is None
 
 
@@ -67,10 +67,30 @@ def test_train_catch_continuous_model_free(tmp_path: Path) -> None:
     assert report is not None and report["env_steps"] == 40
 
 
+def test_train_catch_continuous_model_free_with_reward_values(tmp_path: Path) -> None:
+    report = train(
+        tmp_path / "run", "CatchContinuous", "training.model_free=true", "reward_model.reward_kind=value"
+    )
+    assert report is not None and report["env_steps"] == 40
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "actor_critic/train/reward_mean" in metrics
+
+
 @pytest.mark.skipif(importlib.util.find_spec("dm_control") is None, reason="dm_control is not installed")
 def test_train_dmc_cartpole_swingup(tmp_path: Path) -> None:
-    assert train(tmp_path / "run", "dmc:cartpole-swingup") is not None
-    check_run(tmp_path / "run", "dmc:cartpole-swingup", 1)
+    # The dmc preset's dense rewards: the reward model regresses them (reward_kind=value).
+    value = "reward_model.reward_kind=value"
+    assert train(tmp_path / "run", "dmc:cartpole-swingup", value) is not None
+    check_run(tmp_path / "run", "dmc:cartpole-swingup", 1, value)
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    for key in (
+        "reward_model/train/rew_abs_error",
+        "actor_critic/train/reward_mean",
+        "reward_model/test/reward_abs_error",
+        "reward_model/diagnostic/reward_abs_error_recent",
+    ):
+        assert key in metrics, key
+    assert "reward_model/train/acc_rew" not in metrics and "reward_model/test/reward_recall" not in metrics
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pygame") is None, reason="classic-control renders need pygame")

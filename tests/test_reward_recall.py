@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from diffworld.agent.reward_recall import choose_steps, reward_detection
-from diffworld.config.schema import DenoiserConfig, SamplerConfig
+from diffworld.config.schema import DenoiserConfig, RewardKind, SamplerConfig
 from diffworld.data import Episode, EpisodeDataset
+from diffworld.models.reward_termination import RewardTerminationModel
 
 LEVELS = np.array([0, 128, 255], dtype=np.uint8)  # -1, ~0, +1 in [-1, 1]
 
@@ -40,6 +41,9 @@ class CopyLastFrame(nn.Module):
 
 class SignOfNextFrame(nn.Module):
     """Logits of the reward sign: the rounded mean of the next frame, whatever the rest."""
+
+    reward_kind = RewardKind.sign
+    reward_of = RewardTerminationModel.reward_of
 
     def predict(
         self, obs: Tensor, act: Tensor, next_obs: Tensor, state: object = None, mask: Tensor | None = None

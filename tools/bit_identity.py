@@ -325,6 +325,7 @@ NEW_CONFIG_KEYS: dict[str, object] = {
     "actor_critic.continuous.min_std": 0.1,
     "actor_critic.continuous.max_std": 1.0,
     "actor_critic.continuous.std_offset": 2.0,
+    "reward_model.reward_kind": "sign",
 }
 """Configuration keys the redesign added (or that one product gained from the other), with the value that
 keeps the behaviour of a configuration without them; a section that only such keys fill goes with them."""

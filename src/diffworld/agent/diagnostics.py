@@ -10,7 +10,8 @@ last collecting epoch) against the ones before them (``old``):
   ``_old``), and the reward recall of one step of imagination (``diffworld.agent.reward_recall``) on
   reward steps drawn from either, up to ``MAX_REWARD_EVENTS`` with as many zero-reward steps
   (``reward_model/diagnostic/reward_recall_recent`` on the real next frames,
-  ``denoiser/diagnostic/reward_recall_recent`` on the predicted ones, and the false-positive rates).
+  ``denoiser/diagnostic/reward_recall_recent`` on the predicted ones, and the false-positive rates; for a
+  reward model of ``reward_kind=value``, ``reward_abs_error_recent`` on both instead).
 - Does imagination hold the rewards the real game gives this policy? The imagined reward rate of
   ``NUM_ROLLOUTS`` rollouts of the policy that start from recent steps
   (``actor_critic/diagnostic/reward_rate_recent``), against the real rate of those steps
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 from diffworld.agent import Agent
 from diffworld.agent.imagination import WorldModelEnv, imagine
 from diffworld.agent.reward_recall import reward_detection_among
-from diffworld.config.schema import Config
+from diffworld.config.schema import Config, RewardKind
 from diffworld.data import EpisodeDataset
 from diffworld.data.segment_sampler import EndingAtSegmentSampler, episode_steps
 from diffworld.models.actor_critic import actor_critic_loss_terms
@@ -173,6 +174,8 @@ def _reward_recalls(
             "denoiser/diagnostic/reward_false_positive_rate": d.false_positive_rate_predicted,
             "reward_model/diagnostic/reward_recall": d.recall_real,
             "reward_model/diagnostic/reward_false_positive_rate": d.false_positive_rate_real,
+            "denoiser/diagnostic/reward_abs_error": d.abs_error_predicted,
+            "reward_model/diagnostic/reward_abs_error": d.abs_error_real,
         }
         metrics |= {f"{key}_{part}": value for key, value in found.items() if not math.isnan(value)}
     return metrics
@@ -220,6 +223,7 @@ def _actor_critic(
             r.next_values,
             ac_cfg,
             policy=agent.actor_critic.policy,
+            clip_rewards=agent.reward_model.reward_kind is RewardKind.sign,
         )
     params = [p for p in agent.actor_critic.parameters() if p.requires_grad]
     actor = terms.policy_loss - ac_cfg.entropy_weight * terms.entropy

@@ -2,8 +2,9 @@
 
 ``WorldModelEnv`` steps B imagined trajectories at once, in torch: each starts from L real frames and
 L-1 real actions drawn from the dataset (the reward/termination LSTM is burnt in on them), every step
-makes ONE batched denoiser call per denoising step, rewards and terminations are sampled from the
-predicted categoricals, trajectories are truncated at the horizon, and finished ones restart from new
+makes ONE batched denoiser call per denoising step, rewards (their sign, or with
+``reward_model.reward_kind=value`` the predicted value) and terminations are sampled from the predicted
+categoricals, trajectories are truncated at the horizon, and finished ones restart from new
 dataset segments on the spot. ``ImaginationVectorEnv`` exposes it with Gymnasium's vector-environment
 API (numpy, uint8 frames like the real Atari environments) so that other agents can train inside a
 world model; ``ImaginationEnv`` is the single-trajectory view that Gymnasium's checker accepts.
@@ -25,7 +26,7 @@ from gymnasium.vector import AutoresetMode
 from torch import Tensor, nn
 
 from diffworld.agent.rollout import EnvStep, Rollout, rollout
-from diffworld.config.schema import ActorCriticConfig, SamplerConfig
+from diffworld.config.schema import ActorCriticConfig, RewardKind, SamplerConfig
 from diffworld.data.actions import ActionSpec, is_index_spec
 from diffworld.data.batch import Batch
 from diffworld.data.frames import tensor_to_frames
@@ -41,8 +42,9 @@ class ImaginedStep(EnvStep):
     """What one step of B imagined trajectories returns (all tensors on the world model's device).
 
     ``obs``: the frame to act on next (a restarted trajectory's first where one ended); ``rew``: sampled
-    sign of the reward; ``end``: the termination model ended the trajectory; ``trunc``: it reached the
-    horizon; ``final_obs``: the imagined frame this step reached (differs from ``obs`` where end | trunc).
+    sign of the reward (``reward_model.reward_kind`` ``sign``) or its predicted value (``value``); ``end``:
+    the termination model ended the trajectory; ``trunc``: it reached the horizon; ``final_obs``: the
+    imagined frame this step reached (differs from ``obs`` where end | trunc).
     """
 
     history: Tensor
@@ -141,7 +143,7 @@ class WorldModelEnv:
         logits_rew, logits_end, self._rew_state = self.reward_model.predict(
             self._obs[:, -1:], act[:, None], next_obs[:, None], self._rew_state
         )
-        rew = (_sample_categorical(logits_rew[:, 0], self.generator) - 1).float()
+        rew = self.reward_model.sample_reward(logits_rew[:, 0], self.generator)
         end = _sample_categorical(logits_end[:, 0], self.generator).bool()
         self._t += 1
         trunc = (self._t >= self.horizon) & ~end
@@ -342,4 +344,5 @@ class ImaginationActorCriticLoss(nn.Module):
             r.next_values,
             self.cfg,
             policy=self.actor_critic.policy,
+            clip_rewards=self.env.reward_model.reward_kind is RewardKind.sign,
         )

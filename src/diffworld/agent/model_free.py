@@ -5,7 +5,8 @@ bonus), on rollouts of ``actor_critic.imagination_horizon`` steps of ``actor_cri
 Atari environments stepped in parallel, through the very loop imagination uses (``agent/rollout.py``). The
 real environments are treated exactly as imagined ones are:
 
-- rewards enter the returns as ``sign(r)``;
+- rewards enter the returns as ``sign(r)`` (with ``reward_model.reward_kind=value``: as they are, as the
+  reward model's predicted values do in imagination);
 - an episode ends at game over and, as in training collection, at a life loss (the game goes on, the next
   episode starts from that frame); termination zeroes the bootstrap;
 - the episode cap truncates: bootstrapped with the critic's value of the true final frame
@@ -48,12 +49,16 @@ class RealEnvRollouts:
         envs: training-mode environments (``life_loss_terminal=True``), one per trajectory of a rollout.
         device: where the policy runs.
         generator: torch generator on ``device`` for the action draws.
+        clip_rewards: the steps' rewards are ``sign(r)`` (``reward_model.reward_kind=sign``), else ``r``.
     """
 
-    def __init__(self, envs: AtariEnvs, device: torch.device, generator: torch.Generator) -> None:
+    def __init__(
+        self, envs: AtariEnvs, device: torch.device, generator: torch.Generator, clip_rewards: bool = True
+    ) -> None:
         self.envs = envs
         self.device = device
         self._generator = generator
+        self.clip_rewards = clip_rewards
         self.num_steps_total = 0
         self.num_episodes_total = 0
         self.episodes: list[EpisodeStats] = []
@@ -104,7 +109,9 @@ class RealEnvRollouts:
         end = torch.from_numpy(result.terminated).to(self.device)
         return EnvStep(
             obs=obs,
-            rew=torch.from_numpy(np.sign(result.reward)).to(self.device),
+            rew=torch.from_numpy(np.sign(result.reward) if self.clip_rewards else result.reward).to(
+                self.device
+            ),
             end=end,
             trunc=torch.from_numpy(result.truncated).to(self.device) & ~end,
             final_obs=frames_to_tensor(result.final_obs, self.device) if result.done.any() else obs,
@@ -212,6 +219,7 @@ class ModelFreeActorCriticLoss(nn.Module):
             r.next_values,
             self.cfg,
             policy=self.actor_critic.policy,
+            clip_rewards=self.env.clip_rewards,
         )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from torch import Tensor
 
 from diffworld.agent import Agent, export_agent
-from diffworld.config.schema import Config, DiffusionKind
+from diffworld.config.schema import Config, DiffusionKind, RewardKind
 from diffworld.models.official_names import official_name
 from diffworld.run.official_file import (
     OfficialAgentError,
@@ -191,6 +191,10 @@ def import_official_agent(
     path = Path(path)
     if DiffusionKind(cfg.denoiser.kind) is not DiffusionKind.edm:
         raise OfficialAgentError("Official DIAMOND agents are EDM world models: drop denoiser.kind=ddpm.")
+    if RewardKind(cfg.reward_model.reward_kind) is not RewardKind.sign:
+        raise OfficialAgentError(
+            "Official DIAMOND agents predict the reward's sign: drop reward_model.reward_kind=value."
+        )
     tensors = read_official_state_dict(path)
     file_actions = num_actions_of(tensors, path)
     if num_actions is None:

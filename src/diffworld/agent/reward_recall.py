@@ -17,17 +17,22 @@ likely class, once with the predicted and once with the real x_{t+1}:
 
 With real frames these measure the reward model; with predicted frames, the world model as the actor-critic
 sees it. A large gap between the two recalls means imagination misses the rewarded events.
+
+A reward model of ``reward_model.reward_kind=value`` predicts the reward itself: recall and false-positive
+rate are then left undefined (NaN: a regressed value is never exactly 0), and ``abs_error``, the mean
+absolute error of the predicted reward ``symexp(output)`` over all the steps chosen, takes their place.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from diffworld.config.schema import SamplerConfig
+from diffworld.config.schema import RewardKind, SamplerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.data.segment_sampler import episode_steps
 from diffworld.models.diffusion import Denoiser
@@ -36,7 +41,8 @@ from diffworld.models.reward_termination import RewardTerminationModel
 
 @dataclass(frozen=True)
 class RewardDetection:
-    """Recall and false-positive rate of the reward model's sign, on predicted and on real next frames."""
+    """Recall and false-positive rate of the reward model's sign, on predicted and on real next frames; for
+    a ``value`` reward model, the mean absolute error of its reward instead (NaN where not measured)."""
 
     num_reward_steps: int
     num_zero_steps: int
@@ -44,6 +50,8 @@ class RewardDetection:
     recall_real: float
     false_positive_rate_predicted: float
     false_positive_rate_real: float
+    abs_error_predicted: float = math.nan
+    abs_error_real: float = math.nan
 
 
 def choose_steps(
@@ -60,7 +68,7 @@ def choose_steps(
 
 
 @torch.no_grad()
-def one_step_reward_signs(
+def one_step_rewards(
     denoiser: Denoiser,
     reward_model: RewardTerminationModel,
     dataset: EpisodeDataset,
@@ -70,8 +78,10 @@ def one_step_reward_signs(
     generator: torch.Generator,
     batch_size: int = 64,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """For step ``timesteps[i]`` of episode ``episode_ids[i]`` of ``dataset``, each i: (true sign, sign read
-    on the predicted next frame, sign read on the real next frame), each (N,) int64 on the models' device."""
+    """For step ``timesteps[i]`` of episode ``episode_ids[i]`` of ``dataset``, each i: (true reward, reward
+    read on the predicted next frame, reward read on the real next frame), each (N,) on the models' device:
+    signs, int64 (``reward_kind`` ``sign``), or rewards, float32 (``value``), as
+    ``RewardTerminationModel.reward_of`` reads them."""
     num_cond = denoiser.cfg.num_cond_frames
     device = next(denoiser.parameters()).device
     # Segments of L steps ending at step t: frames x_{t-L+1} .. x_{t+1}, left-padded at an episode's start.
@@ -81,6 +91,7 @@ def one_step_reward_signs(
     )
     starts = timesteps - (num_cond - 1)
     sampler = denoiser.sampler(sampler_cfg)
+    signs = reward_model.reward_kind is RewardKind.sign
     true: list[Tensor] = []
     predicted: list[Tensor] = []
     real: list[Tensor] = []
@@ -88,13 +99,14 @@ def one_step_reward_signs(
         batch = segments.make_batch(episode_ids[i : i + batch_size], starts[i : i + batch_size])
         prev_obs, next_obs = batch.obs[:, :-1], batch.obs[:, -1]
         prediction = sampler.predict_next(prev_obs, batch.act, generator=generator)
-        for frame, signs in ((prediction, predicted), (next_obs, real)):
+        for frame, read in ((prediction, predicted), (next_obs, real)):
             following = torch.cat([prev_obs[:, 1:], frame[:, None]], dim=1)
             logits_rew, _, _ = reward_model.predict(prev_obs, batch.act, following, mask=batch.step_mask)
-            signs.append(logits_rew[:, -1].argmax(dim=-1) - 1)
-        true.append(torch.sign(batch.step_targets().rew[:, -1]).long())
+            read.append(reward_model.reward_of(logits_rew[:, -1]))
+        rew = batch.step_targets().rew[:, -1]
+        true.append(torch.sign(rew).long() if signs else rew.float())
     if not true:
-        empty = torch.zeros(0, dtype=torch.long, device=device)
+        empty = torch.zeros(0, dtype=torch.long if signs else torch.float32, device=device)
         return empty, empty.clone(), empty.clone()
     return torch.cat(true), torch.cat(predicted), torch.cat(real)
 
@@ -137,7 +149,7 @@ def reward_detection_among(
     reward_model.eval()
     try:
         chosen = np.concatenate([events, zeros])
-        true, predicted, real = one_step_reward_signs(
+        true, predicted, real = one_step_rewards(
             denoiser, reward_model, dataset, episode_ids[chosen], timesteps[chosen], sampler_cfg, generator
         )
     finally:
@@ -148,6 +160,18 @@ def reward_detection_among(
     def share(x: Tensor) -> float:
         return float(x.double().mean()) if x.numel() else float("nan")
 
+    if reward_model.reward_kind is RewardKind.value:
+        nan = math.nan
+        return RewardDetection(
+            num_reward_steps=len(events),
+            num_zero_steps=len(zeros),
+            recall_predicted=nan,
+            recall_real=nan,
+            false_positive_rate_predicted=nan,
+            false_positive_rate_real=nan,
+            abs_error_predicted=share((predicted - true).abs()),
+            abs_error_real=share((real - true).abs()),
+        )
     return RewardDetection(
         num_reward_steps=len(events),
         num_zero_steps=len(zeros),

@@ -41,7 +41,13 @@ from diffworld.agent.reward_recall import RewardDetection, reward_detection
 from diffworld.agent.run_folder import save_agent_copy, set_aside_after_checkpoint
 from diffworld.agent.test_video import log_test_video
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
-from diffworld.config.schema import ComponentTrainingConfig, Config, GradAccumulation, OptimizerConfig
+from diffworld.config.schema import (
+    ComponentTrainingConfig,
+    Config,
+    GradAccumulation,
+    OptimizerConfig,
+    RewardKind,
+)
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.data.actions import box_spec
 from diffworld.envs.from_config import make_envs
@@ -298,7 +304,9 @@ class Trainer(CheckpointedTrainer):
             generator = torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, "model_free"))
             model_free_loss = ModelFreeActorCriticLoss(
                 self.agent.actor_critic,
-                RealEnvRollouts(envs, self.device, generator),
+                RealEnvRollouts(
+                    envs, self.device, generator, RewardKind(cfg.reward_model.reward_kind) is RewardKind.sign
+                ),
                 cfg.actor_critic,
                 max_env_steps=cfg.collection.total_env_steps,
             )
@@ -703,12 +711,15 @@ def _episode_metrics(prefix: str, stats: list[EpisodeStats]) -> dict[str, float]
 
 def _reward_detection_metrics(detection: RewardDetection) -> dict[str, float]:
     """The reward model's sign on the denoiser's next frames (``denoiser/test``) and on the real ones
-    (``reward_model/test``); rates without steps to count (no reward in the test episodes) are left out."""
+    (``reward_model/test``), or the absolute error of its reward (``reward_kind=value``); rates without
+    steps to count (no reward in the test episodes) are left out."""
     d = detection
     metrics = {
         "denoiser/test/reward_recall": d.recall_predicted,
         "denoiser/test/reward_false_positive_rate": d.false_positive_rate_predicted,
         "reward_model/test/reward_recall": d.recall_real,
         "reward_model/test/reward_false_positive_rate": d.false_positive_rate_real,
+        "denoiser/test/reward_abs_error": d.abs_error_predicted,
+        "reward_model/test/reward_abs_error": d.abs_error_real,
     }
     return {key: value for key, value in metrics.items() if not math.isnan(value)}

@@ -155,9 +155,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 10 final episodes. 50,000 agent steps (100,000 control steps: DreamerV3's curves are read at
         # 100k-1M) in 200 epochs of 250, after 10 random-policy episodes; quick's networks and update counts
         # per epoch (about 40 s an epoch on Krull), its one-step denoiser trained at that step's noise levels.
-        # The reward model reads sign(reward) (docs/method.md §4): tasks whose rewards are 0 or positive
-        # (cup-catch, reacher-easy, finger-spin, cartpole-swingup_sparse) lose nothing to it, dense ones do
-        # (docs/method.md, "Continuous actions").
+        # The reward model regresses the reward (reward_kind=value: symlog MSE, the returns unclipped;
+        # docs/method.md §4 and "Continuous actions"): DMC rewards are dense, and sign(reward) would turn
+        # them into a constant +1 on cartpole-swingup, walker or cheetah.
+        "reward_model.reward_kind": "value",
         "env.num_test_envs": 2,
         "env.action_repeat": 2,
         "collection.total_env_steps": 50_000,

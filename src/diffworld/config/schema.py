@@ -42,6 +42,21 @@ class DiffusionConvention(str, Enum):
     edm = "edm"
 
 
+class RewardKind(str, Enum):
+    """What the reward model predicts and the lambda-returns take (docs/method.md §4 and §9).
+
+    ``sign``: the paper's: a classifier over sign(r) in {-1, 0, +1}, the class sampled in imagination, and
+    the returns built on sign-clipped rewards (right for Atari, whose scores differ by orders of magnitude
+    between games). ``value``: a regression of the reward itself (the environment's, summed over the action
+    repeat), as MSE on ``symlog(r)``; imagination takes the predicted value ``symexp(output)`` and the
+    returns take it unclipped (dense rewards: nearly every DeepMind Control step is rewarded, which sign(r)
+    turns into a constant +1).
+    """
+
+    sign = "sign"
+    value = "value"
+
+
 @dataclass
 class EnvConfig:
     """Atari 100k environment protocol (docs/method.md §1)."""
@@ -245,8 +260,12 @@ class DenoiserConfig(WorldModelConfig):
 
 @dataclass
 class RewardTerminationConfig:
-    """Reward and termination model: conv encoder of frame pairs, LSTM, two classifier heads
-    (docs/method.md §4)."""
+    """Reward and termination model: conv encoder of frame pairs, LSTM, a reward head and a termination
+    classifier head (docs/method.md §4)."""
+
+    reward_kind: RewardKind = RewardKind.sign
+    """``sign``: classify sign(r) and sign-clip the returns (the paper's); ``value``: regress symlog(r) and
+    take the predicted reward as it is (dense rewards: the ``dmc`` preset). See ``RewardKind``."""
 
     channels: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])

@@ -206,10 +206,11 @@ def actor_critic_loss_terms(
     cfg: ActorCriticConfig,
     mask: Tensor | None = None,
     policy: PolicyDistribution | None = None,
+    clip_rewards: bool = True,
 ) -> ActorCriticLossTerms:
     """``actor_critic_loss`` with its terms kept apart: their gradients can be measured one by one (the
     actor's and the critic's share the encoder and the LSTM)."""
-    returns = lambda_returns(rew, end, trunc, next_values.detach(), cfg.gamma, cfg.lambda_)
+    returns = lambda_returns(rew, end, trunc, next_values.detach(), cfg.gamma, cfg.lambda_, clip_rewards)
     if policy is None:
         policy = CategoricalPolicy(logits.size(-1))
     log_probs, entropy = policy.log_prob_and_entropy(logits, actions)
@@ -244,6 +245,10 @@ def actor_critic_loss_terms(
         # world model imagines the events that are rewarded: a rate far below it leaves the actor no signal.
         "reward_rate": mean((rew != 0).float()),
     }
+    if not clip_rewards:
+        # Rewards taken as they are (reward_model.reward_kind=value): nearly all nonzero on dense tasks, so
+        # their mean says more than the rate.
+        metrics["reward_mean"] = mean(rew.to(values.dtype))
     metrics |= policy.metrics(logits)
     return ActorCriticLossTerms(policy_loss, value_loss, entropy_mean, loss, metrics)
 
@@ -259,6 +264,7 @@ def actor_critic_loss(
     cfg: ActorCriticConfig,
     mask: Tensor | None = None,
     policy: PolicyDistribution | None = None,
+    clip_rewards: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """REINFORCE with a value baseline, value regression and an entropy bonus on imagined steps
     (docs/method.md §5).
@@ -269,7 +275,8 @@ def actor_critic_loss(
     logits) reads ``logits`` and ``actions``: for continuous actions the Gaussian's parameters (B, H, 2D)
     and the pre-squash values of the actions taken (B, H, D), the log-density with its squashing correction
     and the entropy estimate of ``models/policy_distributions.py``. Targets are ``lambda_returns``
-    (sign-clipped rewards, no gradient)::
+    (no gradient) of sign-clipped rewards, or with ``clip_rewards=False`` of the rewards as they are
+    (``reward_model.reward_kind=value``; the metrics then add ``reward_mean``)::
 
         loss = mean(-log pi(a) * (G - V).detach()) + value_loss_weight * mean((V - G)^2)
                - entropy_weight * mean(entropy)
@@ -284,5 +291,7 @@ def actor_critic_loss(
     also ``policy_std`` and ``policy_mean_abs``, the means of the pre-squash Gaussian's std and of the size
     of its mean.
     """
-    terms = actor_critic_loss_terms(logits, values, actions, rew, end, trunc, next_values, cfg, mask, policy)
+    terms = actor_critic_loss_terms(
+        logits, values, actions, rew, end, trunc, next_values, cfg, mask, policy, clip_rewards
+    )
     return terms.loss, terms.metrics
