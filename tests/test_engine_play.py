@@ -1,5 +1,5 @@
-"""engine/keymap.py and engine/play.py, headless: inputs -> action vectors, the play session's rules with a
-fake engine whose frames show the action taken, recording, and key map files' one-line errors."""
+"""viz/action_keymap.py and engine/play.py, headless: inputs -> action vectors, the play session's rules
+with a fake engine whose frames show the action taken, recording, and key map files' one-line errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from diffworld.cli import main
 from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
 from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.engine.imagine import EngineSamplers
-from diffworld.engine.keymap import (
+from diffworld.engine.play import CONTROL_INPUTS, EnginePlaySession, EngineRecorder
+from diffworld.viz.action_keymap import (
     InputState,
     KeyMapError,
     check_inputs,
@@ -23,7 +24,6 @@ from diffworld.engine.keymap import (
     keymap_to_json,
     load_keymap,
 )
-from diffworld.engine.play import CONTROL_INPUTS, EnginePlaySession, EngineRecorder
 from diffworld.viz.play_core import PlayCommand
 from test_engine_quality import bar_dataset, engine_folder
 

@@ -11,7 +11,11 @@ the pygame loop are ``viz/play_core.py``'s. Environments:
   the policy are played first instead); its horizon, the steps after which a trajectory restarts from new
   real frames, changes with ``[`` and ``]``;
 - the real test environment (episodes run to game over) and the real training one (a life loss ends an
-  episode), both at the Atari 100k settings.
+  episode), both at the run's settings (the Atari 100k ones for an Atari game).
+
+You play an Atari game with the arrow keys and the space bar (``viz/keymaps.py``); a continuous-control game
+(``dmc:``, ``gym:``, CatchContinuous) with a pair of keys per action component, held for -1 or +1
+(``agent/play_keys.py``, or a key map file: ``--keymap``).
 
 The policy is the actor-critic with its LSTM state: it sees every frame, whoever plays, so control can
 pass to it at any moment; its state restarts with each episode (burnt in on the world model's context
@@ -35,6 +39,7 @@ import torch
 from torch import Tensor
 
 from diffworld.agent.imagination import WorldModelEnv
+from diffworld.agent.play_keys import BoxKeys, box_keys
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.data.storage import episode_path
@@ -114,10 +119,14 @@ class Transition:
     """Where the episode ended: the next episode's start (environments restart at once)."""
 
 
+Action = int | np.ndarray
+"""An action played: an index, or a (D,) float32 vector in [-1, 1] of a continuous-control game."""
+
+
 class PlayEnv(Protocol):
     def reset(self) -> Start: ...
 
-    def step(self, action: int) -> Transition: ...
+    def step(self, action: Action) -> Transition: ...
 
     def close(self) -> None: ...
 
@@ -142,8 +151,12 @@ class WorldModelPlayEnv:
         s = self.env.reset()
         return Start(tensor_to_frames(s.obs[0]), s.history, s.history_mask)
 
-    def step(self, action: int) -> Transition:
-        s = self.env.step(torch.tensor([action], dtype=torch.long, device=self.env.device))
+    def step(self, action: Action) -> Transition:
+        if isinstance(action, np.ndarray):
+            act = torch.as_tensor(action[None], dtype=torch.float32, device=self.env.device)
+        else:
+            act = torch.tensor([action], dtype=torch.long, device=self.env.device)
+        s = self.env.step(act)
         end, trunc = bool(s.end[0]), bool(s.trunc[0])
         next_start = Start(tensor_to_frames(s.obs[0]), s.history, s.history_mask) if end or trunc else None
         return Transition(tensor_to_frames(s.final_obs[0]), float(s.rew[0]), end, trunc, next_start)
@@ -161,7 +174,7 @@ class RealPlayEnv:
     def reset(self) -> Start:
         return Start(self.envs.reset()[0])
 
-    def step(self, action: int) -> Transition:
+    def step(self, action: Action) -> Transition:
         r = self.envs.step(np.array([action]))
         done = bool(r.done[0])
         next_start = Start(r.obs[0]) if done else None
@@ -177,18 +190,26 @@ class Recorder:
     """Episodes played while recording is on, written to ``directory`` in the dataset format as they end.
 
     The folder is created, or appended to, when the first episode is written; ``recording.json`` beside the
-    episodes names the game and its actions.
+    episodes names the game and its actions. ``action_shape``: ``(D,)`` for the vectors of a continuous
+    game.
     """
 
-    def __init__(self, directory: Path, frame_shape: tuple[int, int, int], info: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        frame_shape: tuple[int, int, int],
+        info: dict[str, Any],
+        action_shape: tuple[int, ...] = (),
+    ) -> None:
         self.directory = Path(directory)
         self.frame_shape = frame_shape
+        self.action_shape = action_shape
         self.info = info
         self.on = False
         self.num_saved = 0
         self._dataset: EpisodeDataset | None = None
         self._frames: list[np.ndarray] = []
-        self._actions: list[int] = []
+        self._actions: list[Action] = []
         self._rewards: list[float] = []
 
     def begin(self, obs: np.ndarray) -> None:
@@ -196,7 +217,7 @@ class Recorder:
         self._frames = [obs.copy()] if self.on else []
         self._actions, self._rewards = [], []
 
-    def add(self, action: int, reward: float, reached: np.ndarray) -> None:
+    def add(self, action: Action, reward: float, reached: np.ndarray) -> None:
         if self.on and self._frames:
             self._actions.append(action)
             self._rewards.append(reward)
@@ -206,8 +227,10 @@ class Recorder:
         """Write the running episode if it has a step (both flags False: cut short); returns its file."""
         path = None
         if self._actions:
+            # (T,) indices, or (T, D) vectors of a continuous-control game.
+            actions = np.asarray(self._actions, dtype=np.float32 if self.action_shape else np.int64)
             episode = Episode.from_steps(
-                self._frames, self._actions, self._rewards, terminated=terminated, truncated=truncated
+                self._frames, actions, self._rewards, terminated=terminated, truncated=truncated
             )
             episode_id = self._open().add(episode)
             self.num_saved += 1
@@ -218,9 +241,13 @@ class Recorder:
     def _open(self) -> EpisodeDataset:
         if self._dataset is None:
             if self.directory.is_dir() and any(self.directory.glob("episode_*.npz")):
-                self._dataset = EpisodeDataset.load(self.directory, frame_shape=self.frame_shape)
+                self._dataset = EpisodeDataset.load(
+                    self.directory, frame_shape=self.frame_shape, action_shape=self.action_shape
+                )
             else:
-                self._dataset = EpisodeDataset(self.directory, frame_shape=self.frame_shape)
+                self._dataset = EpisodeDataset(
+                    self.directory, frame_shape=self.frame_shape, action_shape=self.action_shape
+                )
             info_path = self.directory / RECORDING_INFO
             if not info_path.exists():
                 info_path.write_text(json.dumps(self.info, indent=2) + "\n")
@@ -244,7 +271,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
     def __init__(
         self,
         actor_critic: ActorCritic,
-        keymap: ButtonMap,
+        keymap: ButtonMap | BoxKeys,
         make_env: Callable[[EnvKind], PlayEnv],
         *,
         recorder: Recorder,
@@ -266,7 +293,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         self.epsilon = epsilon
         self.temperature = temperature
         self.generator = generator
-        self.last_action: int | None = None
+        self.last_action: Action | None = None
         self.last_return: float | None = None
         self.env_kind = env
         self.t = 0
@@ -338,8 +365,12 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         logits, _, self._state = self.actor_critic.step(
             frames_to_tensor(self.frame[None], self.device), self._state
         )
+        action: Action
         if self.human:
             action = self.keymap.action(held)
+        elif self.actor_critic.policy.continuous:
+            drawn = self.actor_critic.policy.act(logits, self.epsilon, self.temperature, self.generator)
+            action = drawn[0].float().cpu().numpy()
         else:
             action = int(sample_actions(logits, self.epsilon, self.temperature, self.generator)[0])
         step = self.env.step(action)
@@ -378,12 +409,12 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         self._start_episode(self.env.reset())
 
 
-def help_text(keymap: ButtonMap) -> str:
-    return (
-        f"{controls_text(CONTROL_KEYS)}\n"
-        f"Human play ({keymap.game}: arrow keys and space; the action each combination plays):\n"
-        f"{keymap.describe()}"
-    )
+def help_text(keymap: ButtonMap | BoxKeys) -> str:
+    if isinstance(keymap, BoxKeys):
+        how = "each action component, the keys held and the value they give it; 0 without"
+    else:
+        how = "arrow keys and space; the action each combination plays"
+    return f"{controls_text(CONTROL_KEYS)}\nHuman play ({keymap.game}: {how}):\n{keymap.describe()}"
 
 
 def pygame_bindings(pg: Any) -> tuple[dict[int, PlayCommand], dict[int, str]]:
@@ -408,7 +439,8 @@ def pygame_bindings(pg: Any) -> tuple[dict[int, PlayCommand], dict[int, str]]:
 class PlayApp(PlayAppCore[Collection[str]]):
     """The pygame front end of a :class:`PlaySession`: key events in, frames and the header out.
 
-    A game button pressed and released within one frame still counts for that frame's step.
+    A game button pressed and released within one frame still counts for that frame's step. A
+    continuous-control game's keys are held by their pygame names (``BoxKeys``), the control keys apart.
     """
 
     session: PlaySession
@@ -418,7 +450,14 @@ class PlayApp(PlayAppCore[Collection[str]]):
         window = Window(f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2)
         super().__init__(session, window, fps)
         self.controls, self.buttons = pygame_bindings(self.pg)
+        self.by_name = isinstance(session.keymap, BoxKeys)
         self.held: set[str] = set()
+
+    def _input(self, key: int) -> str | None:
+        """The game input of a pygame key code (None: none), control keys excepted."""
+        if self.by_name:
+            return None if key in self.controls else str(self.pg.key.name(key))
+        return self.buttons.get(key)
 
     def read_events(self) -> set[str]:
         pg = self.pg
@@ -427,13 +466,14 @@ class PlayApp(PlayAppCore[Collection[str]]):
             if event.type == pg.QUIT:
                 self.session.handle(PlayCommand.QUIT)
             elif event.type == pg.KEYDOWN:
-                if event.key in self.buttons:
-                    self.held.add(self.buttons[event.key])
-                    pressed.add(self.buttons[event.key])
+                name = self._input(event.key)
+                if name is not None:
+                    self.held.add(name)
+                    pressed.add(name)
                 elif event.key in self.controls:
                     self.session.handle(self.controls[event.key])
-            elif event.type == pg.KEYUP and event.key in self.buttons:
-                self.held.discard(self.buttons[event.key])
+            elif event.type == pg.KEYUP and (name := self._input(event.key)) is not None:
+                self.held.discard(name)
         return self.held | pressed
 
 
@@ -465,12 +505,14 @@ def build_session(
     record_dir: Path | None = None,
     seed: int = 0,
     context_dataset: EpisodeDataset | None = None,
+    keymap_file: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> PlaySession:
     """A play session for a loaded agent.
 
     The world model starts its trajectories from ``context_dataset`` if given, else from the last episodes
     of the run folder ``source``'s dataset, else (an agent folder) from a short real episode of the policy.
+    ``keymap_file``: a key map file for the actions of a continuous-control game (``agent/play_keys.py``).
     """
     from diffworld.agent.collector import collect_real_episode
     from diffworld.envs.make import make_env as make_game_env
@@ -487,8 +529,18 @@ def build_session(
         raise UserError(
             f"{cfg.game} has {len(meanings)} actions but the agent was built for {trained.num_actions}."
         )
-    keymap = ButtonMap.for_game(cfg.game, meanings)
+    keymap: ButtonMap | BoxKeys
+    if agent.actor_critic.policy.continuous:
+        keymap = box_keys(cfg.game, meanings, keymap_file)
+    elif keymap_file is not None:
+        raise UserError(
+            f"--keymap is for continuous-control games and engines; {cfg.game} plays with the arrow keys "
+            "and space"
+        )
+    else:
+        keymap = ButtonMap.for_game(cfg.game, meanings)
     frame_shape = (cfg.env.size, cfg.env.size, 3)
+    action_shape = agent.action_shape
     num_cond = cfg.denoiser.num_cond_frames
 
     def world_model_context() -> EpisodeDataset:
@@ -503,7 +555,7 @@ def build_session(
             # A live run may merge an episode's parts between listing and reading them: read again.
             for attempt in range(_LIVE_READ_ATTEMPTS):
                 try:
-                    return recent_episodes(dataset_dir(source), _CONTEXT_EPISODES, frame_shape)
+                    return recent_episodes(dataset_dir(source), _CONTEXT_EPISODES, frame_shape, action_shape)
                 except UserError:
                     if attempt + 1 == _LIVE_READ_ATTEMPTS or not is_run_dir_locked(source):
                         raise
@@ -516,7 +568,7 @@ def build_session(
             derive_seed(seed, "play/context"),
             device,
         )
-        dataset = EpisodeDataset(frame_shape=frame_shape)
+        dataset = EpisodeDataset(frame_shape=frame_shape, action_shape=action_shape)
         dataset.add(episode)
         return dataset
 
@@ -546,7 +598,7 @@ def build_session(
         return RealPlayEnv(envs)
 
     info = {"game": cfg.game, "action_meanings": meanings, "source": None if source is None else str(source)}
-    recorder = Recorder(record_dir or default_record_dir(cfg.game), frame_shape, info)
+    recorder = Recorder(record_dir or default_record_dir(cfg.game), frame_shape, info, action_shape)
     return PlaySession(
         agent.actor_critic,
         keymap,
@@ -575,6 +627,7 @@ def run_play(
     seed: int = 0,
     device: str = "auto",
     max_frames: int | None = None,
+    keymap_file: Path | None = None,
 ) -> PlaySession:
     """``diffworld play``: load the agent of ``source``, print the keys, play until quit."""
     from diffworld.agent.trained import load_trained_agent
@@ -584,7 +637,14 @@ def run_play(
     import_pygame()  # fail before loading anything where the viz extra is missing
     trained = load_trained_agent(source, device)
     session = build_session(
-        trained, source, env=env, human=human, horizon=horizon, record_dir=record_dir, seed=seed
+        trained,
+        source,
+        env=env,
+        human=human,
+        horizon=horizon,
+        record_dir=record_dir,
+        seed=seed,
+        keymap_file=keymap_file,
     )
     print(help_text(session.keymap))
     print(f"Recordings (key r) go to {session.recorder.directory}", flush=True)

@@ -174,7 +174,11 @@ def add_play(sub: argparse._SubParsersAction[Parser]) -> None:
         help="where recorded episodes go (default: recordings/<game>/<time>, an engine's "
         "recordings/engine/<time>)",
     )
-    p.add_argument("--keymap", help="engine: a key map file (JSON, docs/engine.md) for the dataset's actions")
+    p.add_argument(
+        "--keymap",
+        help="a key map file (JSON, docs/engine.md): an engine's dataset actions, or a continuous-control "
+        "agent's",
+    )
     p.add_argument("--data", help="engine: the dataset to start from (default: the engine's own)")
     p.add_argument(
         "--denoising-steps", type=positive_int, help="engine: denoising steps (default: the engine's)"

@@ -1,8 +1,8 @@
 """Interactive play of an engine: you hold keys and move the mouse, the engine imagines the next frame.
 
 As ``agent/play.py``, the game logic (:class:`EnginePlaySession`, fed with ``PlayCommand`` values and an
-:class:`~diffworld.engine.keymap.InputState` per step) is separate from pygame (:class:`EnginePlayApp`), so
-that tests drive it headless; the rules both products' sessions share (pause, step, horizon, recording,
+:class:`~diffworld.viz.action_keymap.InputState` per step) is separate from pygame (:class:`EnginePlayApp`),
+so that tests drive it headless; the rules both products' sessions share (pause, step, horizon, recording,
 help, quit) and the pygame loop are ``viz/play_core.py``'s. A trajectory starts from the first frames of a
 test episode of the engine's dataset (``Enter`` moves to the next one) and restarts there when it reaches
 the horizon. Control is yours or the dataset's: the episode's own actions replayed (``F2``), to watch what
@@ -25,7 +25,6 @@ from diffworld.data.actions import ActionSpec
 from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
-from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
 from diffworld.engine.open_engine import (
     SamplerSettings,
     engine_samplers,
@@ -34,6 +33,7 @@ from diffworld.engine.open_engine import (
     sampler_configs,
 )
 from diffworld.errors import UserError
+from diffworld.viz.action_keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
 from diffworld.viz.display import Window, import_pygame
 from diffworld.viz.play_core import (
     ControlKey,

@@ -106,7 +106,10 @@ class DatasetBrowser:
             f"episode {self.index + 1}/{len(self.episodes)} (id {self.episodes.ids[self.index]}) | "
             f"step {self.t}/{length} | return {ret:g}"
         )
-        if self.t < length:
+        if self.t < length and episode.act.ndim == 2:  # a continuous action vector
+            values = " ".join(f"{v:+.2f}" for v in episode.act[self.t])
+            second = f"action {values} | reward {float(episode.rew[self.t]):g}"
+        elif self.t < length:
             a = int(episode.act[self.t])
             name = (
                 self.action_meanings[a] if self.action_meanings and a < len(self.action_meanings) else str(a)

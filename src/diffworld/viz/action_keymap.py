@@ -1,5 +1,7 @@
-"""Key maps: what the player holds (keys, mouse buttons) and how the mouse moved -> the dataset's action
-vector (``ActionSpec`` layout, docs/engine.md "Play").
+"""Key maps: what the player holds (keys, mouse buttons) and how the mouse moved -> an action vector
+(``ActionSpec`` layout, docs/engine.md "Play"). Both products play with them: an engine over its dataset's
+actions (``engine/play.py``), an agent of a continuous-control game over its ``[-1, 1]^D`` actions
+(``agent/play_keys.py``); the Atari agent's button maps are ``viz/keymaps.py``'s.
 
 Inputs are named as pygame names keys (``pygame.key.name``: ``w``, ``space``, ``left ctrl``, ``up``, ``1``),
 plus ``mouse left``, ``mouse right`` and ``mouse middle`` for the mouse buttons. Each component of the action
