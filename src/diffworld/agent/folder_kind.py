@@ -21,10 +21,8 @@ class AgentFolder:
         return True
 
     def play(self, path: Path, options: PlayOptions) -> None:
-        if options.keymap or options.data or options.denoising_steps or options.sampler_settings:
-            raise UserError(
-                "--keymap, --data, --denoising-steps and --sampler-settings are for engine folders"
-            )
+        if options.data or options.denoising_steps or options.sampler_settings:
+            raise UserError("--data, --denoising-steps and --sampler-settings are for engine folders")
         from diffworld.agent.play import ENV_CHOICES, run_play
 
         run_play(
@@ -38,6 +36,7 @@ class AgentFolder:
             seed=options.seed,
             device=options.device,
             max_frames=options.max_frames,
+            keymap_file=options.keymap,
         )
 
     def video(self, path: Path, out: Path, options: VideoOptions) -> VideoSummary:
@@ -68,6 +67,7 @@ class AgentFolder:
     def wm_eval(self, paths: Sequence[Path], out_dir: Path, options: WmEvalOptions) -> list[str]:
         if options.data is not None or options.trajectories is not None or options.sampler_settings:
             raise UserError("--data, --trajectories and --sampler-settings are for engine folders.")
+        from diffworld.agent.action_fidelity import format_action_fidelity
         from diffworld.agent.wm_quality import DENOISING_STEPS, HORIZONS, KINDS, evaluate_world_models
 
         report = evaluate_world_models(
@@ -88,6 +88,8 @@ class AgentFolder:
                 figures = ", ".join(f"h{k} {modes['autoregressive']['psnr'][str(k)]:.1f} dB" for k in h)
                 name = f"{run['game']} {run['kind'].upper()} {steps} step(s)"
                 lines.append(f"{name}, autoregressive PSNR: {figures}")
+                if "action_fidelity" in run:
+                    lines.append(f"{name}, {format_action_fidelity(run['action_fidelity'][steps])}")
         return lines
 
 

@@ -21,7 +21,12 @@ trajectories that reach it (their number is reported), and horizons that none re
 At each number of denoising steps, the report also says whether the world model imagines the rewards of
 these episodes (``reward_detection``, :mod:`diffworld.agent.reward_recall`): the reward model's recall
 of the rewarded steps and its false-positive rate on zero-reward steps when it reads the denoiser's one-step
-prediction of the next frame, and when it reads the real one.
+prediction of the next frame, and when it reads the real one (a reward model of ``reward_kind=value``: the
+absolute error of its reward instead).
+
+For a continuous-control game, the report also says whether the world model follows the action
+(``action_fidelity``, :mod:`diffworld.agent.action_fidelity`): from real states, its predicted frames for K
+probe actions against the real game's frames for the same actions, at each number of denoising steps.
 
 Each run is evaluated with its own kind of denoiser (``denoiser.kind``: EDM, or the DDPM ablation) at each
 number of denoising steps asked for (Euler steps on the Karras schedule for EDM, DDIM steps for DDPM; the
@@ -41,6 +46,7 @@ from typing import Any
 import torch
 
 from diffworld.agent import INFO_FILE, AgentFolderError, config_from_dict
+from diffworld.agent.action_fidelity import FIDELITY_STATES, agent_action_fidelity, format_action_fidelity
 from diffworld.agent.collector import Collector
 from diffworld.agent.reward_recall import reward_detection
 from diffworld.agent.trained import TrainedAgent, load_trained_agent
@@ -104,9 +110,11 @@ def evaluate_run(
     device: str = "auto",
     seed: int = 0,
     batch_size: int = 64,
+    fidelity_states: int = FIDELITY_STATES,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The world-model quality report of one run folder (see the module docstring)."""
+    """The world-model quality report of one run folder (see the module docstring); ``fidelity_states``:
+    the real states the action fidelity of a continuous-control game probes."""
     trained = load_trained_agent(run_dir, device)
     cfg = trained.cfg
     dev = trained.device
@@ -130,6 +138,8 @@ def evaluate_run(
     per_step["copy_last_frame"] = {mode: c.means() for mode, c in baseline.items()}
     models: dict[str, Any] = {}
     rewards: dict[str, Any] = {}
+    fidelity: dict[str, Any] = {}
+    continuous = trained.agent.actor_critic.policy.continuous
     for num_steps in denoising_steps:
         log(f"{run_dir}: {kind.upper()}, {num_steps} denoising step(s), horizons up to {max_horizon} ...")
         sampler_cfg = dataclasses.replace(cfg.denoiser.sampler, num_steps=num_steps)
@@ -147,15 +157,33 @@ def evaluate_run(
         detection = reward_detection(
             denoiser, trained.agent.reward_model, test_dataset, sampler_cfg, seed=seed * 1000 + num_steps
         )
-        log(
-            f"{run_dir}: reward steps {detection.num_reward_steps}, recall on predicted / real next frames "
-            f"{detection.recall_predicted:.3f} / {detection.recall_real:.3f}"
-        )
+        if math.isnan(detection.abs_error_predicted):
+            log(
+                f"{run_dir}: reward steps {detection.num_reward_steps}, recall on predicted / real next "
+                f"frames {detection.recall_predicted:.3f} / {detection.recall_real:.3f}"
+            )
+        else:
+            log(
+                f"{run_dir}: {detection.num_reward_steps + detection.num_zero_steps} steps, reward absolute "
+                f"error on predicted / real next frames {detection.abs_error_predicted:.3f} / "
+                f"{detection.abs_error_real:.3f}"
+            )
         rewards[str(num_steps)] = {
             k: v if not isinstance(v, float) or math.isfinite(v) else None
             for k, v in dataclasses.asdict(detection).items()
         }
         per_step[f"steps_{num_steps}"] = {mode: c.means() for mode, c in curves.items()}
+        if continuous:
+            fidelity[str(num_steps)] = agent_action_fidelity(
+                denoiser,
+                sampler_cfg,
+                cfg,
+                seed=derive_seed(cfg.seed, f"wm_eval/{seed}/action_fidelity"),
+                states=fidelity_states,
+                device=dev,
+            )
+            summary = format_action_fidelity(fidelity[str(num_steps)])
+            log(f"{run_dir}: {num_steps} denoising step(s), {summary}")
     return {
         "run_dir": str(run_dir),
         "game": cfg.game,
@@ -174,6 +202,7 @@ def evaluate_run(
         "copy_last_frame": _summary(baseline, evaluated),
         "denoising_steps": models,
         "reward_detection": rewards,
+        **({"action_fidelity": fidelity} if continuous else {}),
         "per_step": per_step,
     }
 
