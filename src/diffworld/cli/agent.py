@@ -329,7 +329,11 @@ def add_sweep(sub: argparse._SubParsersAction[Parser]) -> None:
 
 
 def add_report(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("report", help="Atari 100k score report (rliable): aggregates with CIs, tables, plots")
+    p = sub.add_parser(
+        "report",
+        help="score report (rliable): Atari 100k human-normalized aggregates with CIs, tables, plots; other "
+        "games (DeepMind Control tasks) by their returns",
+    )
     p.add_argument(
         "sources", nargs="+", metavar="SOURCE", help="sweep or run folders, eval.json or score JSON files"
     )
