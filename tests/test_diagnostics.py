@@ -117,7 +117,7 @@ def test_split_gradient_norms_add_up_to_the_loss_gradient() -> None:
 def _agent_and_dataset() -> tuple[Agent, EpisodeDataset, np.ndarray]:
     cfg = build_config(["game=Breakout", "preset=smoke"])
     torch.manual_seed(1)
-    agent = Agent.build(cfg, num_actions=4).eval()  # as the trainer keeps it between updates
+    agent = Agent.build(cfg, 4).eval()  # as the trainer keeps it between updates
     rng = np.random.default_rng(0)
     dataset = EpisodeDataset(frame_shape=(64, 64, 3))
     for episode_id, length in enumerate((30, 25, 12)):

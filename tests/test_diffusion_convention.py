@@ -38,7 +38,7 @@ def tiny_denoiser(convention: DiffusionConvention) -> EDMDenoiser:
     cfg = DenoiserConfig(
         convention=convention, cond_channels=16, channels=[8, 8], depths=[1, 1], attn_depths=[False, False]
     )
-    return EDMDenoiser(cfg, num_actions=3)
+    return EDMDenoiser(cfg, 3)
 
 
 def fake_d(x: np.ndarray, sigma: float) -> np.ndarray:
