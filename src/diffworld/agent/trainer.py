@@ -41,14 +41,14 @@ from diffworld.agent.reward_recall import RewardDetection, reward_detection
 from diffworld.agent.run_folder import save_agent_copy, set_aside_after_checkpoint
 from diffworld.agent.test_video import log_test_video
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
-from diffworld.config.schema import ComponentTrainingConfig, Config, GradAccumulation, OptimizerConfig
+from diffworld.config.schema import ComponentTrainingConfig, Config
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.envs.from_config import make_envs
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
 from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
-from diffworld.fitting.update import BatchSource, SampledBatches, train_updates
+from diffworld.fitting.update import BatchSource, SampledBatches, TrainingSlot
 from diffworld.fitting.wandb_logger import WandbLogger, require_wandb
 from diffworld.run.checkpoint import (
     generator_state,
@@ -142,20 +142,15 @@ class ImaginationBatches(SampledBatches):
         pass
 
 
-@dataclass
-class AgentTrainingSlot:
-    """One model with what trains it: ``model(batch) -> (loss, metrics)``, its batches and optimizer.
+@dataclass(kw_only=True)
+class AgentTrainingSlot(TrainingSlot):
+    """One of the agent's models with what trains it (``fitting.update.TrainingSlot``).
 
     ``segments`` draws the dataset segments behind ``batches`` (a model-free actor-critic's batches are real
     rollouts instead); the test losses go through the test episodes in segments of its shape."""
 
-    model: nn.Module
-    batches: BatchSource
     segments: SegmentSampler
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
     training: ComponentTrainingConfig
-    optim_cfg: OptimizerConfig
 
 
 class Trainer(CheckpointedTrainer):
@@ -325,7 +320,7 @@ class Trainer(CheckpointedTrainer):
                 optimizer=optimizer,
                 scheduler=make_warmup_scheduler(optimizer, model_cfg.optimizer.warmup_steps),
                 training=model_cfg.training,
-                optim_cfg=model_cfg.optimizer,
+                max_grad_norm=model_cfg.optimizer.max_grad_norm,
             )
         return components
 
@@ -485,22 +480,11 @@ class Trainer(CheckpointedTrainer):
         return autocast(self.device, self.cfg.training.precision)
 
     def train_component(self, name: str, steps: int) -> dict[str, float]:
-        """``steps`` updates of one of ``COMPONENTS`` (``train_updates``); its ``name/train/...`` metrics."""
-        component = self.components[name]
+        """``steps`` updates of one of ``COMPONENTS`` (``TrainingSlot.train``); its ``name/train/...``
+        metrics."""
         # The world model only generates while the actor-critic learns in imagination.
         self.agent.eval()
-        result = train_updates(
-            component.model,
-            component.batches,
-            component.optimizer,
-            component.scheduler,
-            steps=steps,
-            grad_acc_steps=component.training.grad_acc_steps,
-            max_grad_norm=component.optim_cfg.max_grad_norm,
-            sum_accumulated=component.training.grad_accumulation is GradAccumulation.sum,
-            autocast=self.autocast,
-            desc=name,
-        )
+        result = self.components[name].train(steps, self.autocast, name)
         self.counters.num_updates[name] += result.num_updates
         return {f"{name}/train/{key}": value for key, value in result.metrics.items()}
 

@@ -1,7 +1,7 @@
 """Training of an engine: its denoiser and upsampler on an engine dataset (docs/engine.md, "Training").
 
-Both models take their updates in turn, through ``fitting.update.train_updates`` (the loop every model of
-the project trains with), in chunks that end at the next log, test or checkpoint. A checkpoint
+Both models take their updates in turn, each through its ``fitting.update.TrainingSlot`` (the loop every
+model of the project trains with), in chunks that end at the next log, test or checkpoint. A checkpoint
 (``run/checkpoint.py``: atomic, weights-only) holds the models, optimizers, schedulers, every process's random
 generators and the counters, so a run killed at any moment (SIGKILL included) resumes from its last
 checkpoint and goes on as if it had not stopped: what was logged after the checkpoint is dropped and redone.
@@ -21,22 +21,16 @@ import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.optim import AdamW
-from torch.optim.lr_scheduler import LambdaLR
-from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
-    GradAccumulation,
     save_engine_config,
     with_low_res,
 )
@@ -51,7 +45,7 @@ from diffworld.fitting.ema import exponential_average
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
 from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
-from diffworld.fitting.update import SampledBatches, train_updates
+from diffworld.fitting.update import SampledBatches, TrainingSlot
 from diffworld.run.checkpoint import (
     generator_state,
     rng_state,
@@ -76,21 +70,15 @@ ENGINE_STATE_KEYS = (
 )
 
 
-@dataclass
-class EngineTrainingSlot:
-    """One of the engine's models with what trains it."""
+@dataclass(kw_only=True)
+class EngineTrainingSlot(TrainingSlot):
+    """One of the engine's models with what trains it (``fitting.update.TrainingSlot``)."""
 
     model: EngineDenoiser | Upsampler
-    replica: nn.Module
-    """``model``, in DistributedDataParallel under ``torchrun``: what the updates call."""
     cfg: EngineDenoiserConfig
-    optimizer: AdamW
-    scheduler: LambdaLR
     batches: SampledBatches
     full_res: bool
     """Whether its batches carry the full-resolution frames (the upsampler's)."""
-    ema: AveragedModel | None = None
-    """The exponential moving average of ``model``'s weights (``training.ema_decay``), None without."""
 
     def tested(self) -> EngineDenoiser | Upsampler:
         """The weights the tests measure and the trained engine plays with: the average's, else the live
@@ -188,6 +176,8 @@ class EngineTrainer(CheckpointedTrainer):
             cfg=mcfg,
             optimizer=optimizer,
             scheduler=make_warmup_scheduler(optimizer, mcfg.optimizer.warmup_steps),
+            training=mcfg.training,
+            max_grad_norm=mcfg.optimizer.max_grad_norm,
             batches=SampledBatches(sampler),
             full_res=full_res,
             # Of the unwrapped module, whose parameters the DDP replica shares.
@@ -245,19 +235,7 @@ class EngineTrainer(CheckpointedTrainer):
     def _train(self, steps: int) -> None:
         metrics: dict[str, float] = {}
         for name, c in self.components.items():
-            result = train_updates(
-                c.replica,
-                c.batches,
-                c.optimizer,
-                c.scheduler,
-                steps=steps,
-                grad_acc_steps=c.cfg.training.grad_acc_steps,
-                sum_accumulated=c.cfg.training.grad_accumulation is GradAccumulation.sum,
-                max_grad_norm=c.cfg.optimizer.max_grad_norm,
-                autocast=self.autocast,
-                desc=name,
-                after_step=None if c.ema is None else partial(c.ema.update_parameters, c.model),
-            )
+            result = c.train(steps, self.autocast, name)
             metrics.update({f"{name}/train/{key}": value for key, value in result.metrics.items()})
         self.updates += steps
         self._pending.append((steps, distributed.mean_over_processes(metrics, self.processes)))
