@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,7 +51,9 @@ from diffworld.viz.play_core import (
     PlaySessionCore,
     controls_text,
     default_record_dir,
+    play_until_quit,
 )
+from diffworld.world_model_folder import PlayOptions
 
 if TYPE_CHECKING:
     from diffworld.agent.trained import TrainedAgent
@@ -72,6 +75,9 @@ class EnvKind(enum.Enum):
 
 
 ENV_CHOICES = {"world-model": EnvKind.WORLD_MODEL, "test": EnvKind.TEST, "train": EnvKind.TRAIN}
+"""``--env``'s choices."""
+SCALE = 8
+"""Screen pixels per frame pixel (``--scale``'s default for an agent)."""
 
 
 CONTROL_KEYS: tuple[ControlKey, ...] = (
@@ -239,6 +245,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
     horizon_message = "Imagination horizon: {}"
     recording_off_message = "Recording off: {num_saved} episode(s) in {directory}"
     cut_message = "Recorded {} (cut)"
+    recordings_message = "Recordings (key r) go to {}"
     recorder: Recorder
 
     def __init__(
@@ -413,7 +420,7 @@ class PlayApp(PlayAppCore[Collection[str]]):
 
     session: PlaySession
 
-    def __init__(self, session: PlaySession, *, scale: int = 8, fps: float = 15.0) -> None:
+    def __init__(self, session: PlaySession, *, scale: int = SCALE, fps: float = 15.0) -> None:
         size = session.obs.shape[:2]
         window = Window(f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2)
         super().__init__(session, window, fps)
@@ -562,30 +569,22 @@ def build_session(
     )
 
 
-def run_play(
-    source: Path,
-    *,
-    env: EnvKind = EnvKind.WORLD_MODEL,
-    human: bool = False,
-    horizon: int = 1000,
-    fps: float = 15.0,
-    scale: int = 8,
-    record_dir: Path | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    max_frames: int | None = None,
-) -> PlaySession:
+def run_play(source: Path, options: PlayOptions) -> PlaySession:
     """``diffworld play``: load the agent of ``source``, print the keys, play until quit."""
     from diffworld.agent.trained import load_trained_agent
 
-    if horizon < 1:
-        raise UserError(f"--horizon must be >= 1, got {horizon}")
+    if options.horizon < 1:
+        raise UserError(f"--horizon must be >= 1, got {options.horizon}")
     import_pygame()  # fail before loading anything where the viz extra is missing
-    trained = load_trained_agent(source, device)
+    trained = load_trained_agent(source, options.device)
     session = build_session(
-        trained, source, env=env, human=human, horizon=horizon, record_dir=record_dir, seed=seed
+        trained,
+        source,
+        env=ENV_CHOICES[options.env],
+        human=options.human,
+        horizon=options.horizon,
+        record_dir=options.record_dir,
+        seed=options.seed,
     )
-    print(help_text(session.keymap))
-    print(f"Recordings (key r) go to {session.recorder.directory}", flush=True)
-    PlayApp(session, scale=scale, fps=fps).run(max_frames)
-    return session
+    app = partial(PlayApp, scale=options.scale or SCALE, fps=options.fps)
+    return play_until_quit(session, app, options.max_frames)

@@ -7,10 +7,7 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
-
-if TYPE_CHECKING:
-    from diffworld.engine.open_engine import SamplerSettings
+from typing import NoReturn
 
 MAX_SEED = 2**32 - 1
 """As ``diffworld.config.loading.MAX_SEED`` (not imported here: it would load the configuration modules)."""
@@ -87,9 +84,3 @@ SAMPLER_SETTINGS_HELP = (
     "engine: its samplers, 'fast' (its own; the official CS:GO model's fast file) or 'higher_quality' (the "
     "official file: 3 denoising steps, 10 upsampling steps)"
 )
-
-
-def parse_sampler_settings(value: str | None) -> SamplerSettings:
-    from diffworld.engine.open_engine import SamplerSettings
-
-    return SamplerSettings(value or "fast")

@@ -14,7 +14,6 @@ from diffworld.cli.common import (
     Parser,
     float_in,
     non_negative_int,
-    parse_sampler_settings,
     positive_int,
     refuse_live_run_output,
     seed_int,
@@ -62,21 +61,25 @@ def _agent_policy(source: Path, device: str, seed: int) -> LoadedPolicy:
 
 def _cmd_engine_eval(args: argparse.Namespace) -> int:
     from diffworld.engine.action_fidelity import format_fidelity
-    from diffworld.engine.quality import QUALITY_FILE, evaluate_engine, format_table
+    from diffworld.engine.open_engine import SamplerSettings
+    from diffworld.engine.quality import QUALITY_FILE, QualitySettings, evaluate_engine, format_table
 
     out = Path(args.out) if args.out else Path(args.engine) / QUALITY_FILE
     refuse_live_run_output(out, "the quality report", "--out <file>")
-    report, path = evaluate_engine(
-        Path(args.engine),
-        out,
-        data=args.data,
+    settings = QualitySettings(
         horizons=args.horizons,
         max_trajectories=args.trajectories,
         denoising_steps=args.denoising_steps,
-        sampler_settings=parse_sampler_settings(args.sampler_settings),
+        sampler_settings=SamplerSettings.named(args.sampler_settings),
         batch_size=args.batch_size,
-        device=args.device,
         seed=args.seed,
+    )
+    report, path = evaluate_engine(
+        Path(args.engine),
+        out,
+        settings,
+        data=args.data,
+        device=args.device,
         fidelity_states=args.fidelity_states,
         fidelity_every=args.fidelity_every,
         fidelity_seed=args.fidelity_seed,

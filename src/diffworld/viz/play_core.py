@@ -101,6 +101,8 @@ class PlaySessionCore(ABC, Generic[InputsT]):
     """Logged when recording stops, with ``{num_saved}`` and ``{directory}``."""
     cut_message: ClassVar[str]
     """Logged when a recorded trajectory is cut short and written, ``{}`` what ``finish`` returned."""
+    recordings_message: ClassVar[str]
+    """Printed before play starts, ``{}`` where the recordings go."""
 
     def __init__(
         self, *, recorder: PlayRecorder, horizon: int, human: bool, log: Callable[[str], None] = print
@@ -261,3 +263,17 @@ class PlayAppCore(WindowApp, Generic[InputsT]):
     def close(self) -> None:
         self.session.close()
         super().close()
+
+
+SessionT = TypeVar("SessionT", bound=PlaySessionCore[Any])
+
+
+def play_until_quit(
+    session: SessionT, open_app: Callable[[SessionT], PlayAppCore[Any]], max_frames: int | None
+) -> SessionT:
+    """``diffworld play`` once a product has built its ``session``: print the keys and where recordings
+    go, then play in the window ``open_app`` opens until quit (or for ``max_frames`` frames)."""
+    print(session.help())
+    print(session.recordings_message.format(session.recorder.directory), flush=True)
+    open_app(session).run(max_frames)
+    return session
