@@ -10,7 +10,7 @@ reads the fields of ``config.schema.WorldModelConfig``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from diffworld.data.actions import ActionSpec, discrete
 
@@ -65,17 +65,9 @@ class WorldModelLayout:
 
     @classmethod
     def engine_denoiser(cls, spec: ActionSpec) -> WorldModelLayout:
-        """The engine's next-frame model: the official CS:GO denoiser's, with the dataset's action space."""
-        return cls(
-            actions=spec,
-            action_indices=False,
-            noise_level_input=True,
-            extra_images=0,
-            pad_to_multiple=True,
-            churn_call_at_sigma=True,
-            estimate_padding_targets=True,
-            loss_key="loss",
-        )
+        """The engine's next-frame model: the official CS:GO denoiser's, the upsampler's choices with the
+        dataset's action space and no extra image."""
+        return replace(cls.engine_upsampler(), actions=spec, extra_images=0)
 
     @classmethod
     def engine_upsampler(cls) -> WorldModelLayout:
