@@ -43,8 +43,22 @@ def _check_name(name: object, what: str) -> str:
     return name
 
 
+class _OneColumn:
+    """A component of one column, named as the component."""
+
+    name: str
+
+    @property
+    def width(self) -> int:
+        return 1
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return (self.name,)
+
+
 @dataclass(frozen=True)
-class Discrete:
+class Discrete(_OneColumn):
     """One column holding a choice among ``n`` (0 .. n-1)."""
 
     name: str
@@ -57,14 +71,6 @@ class Discrete:
             raise ActionSpecError(
                 f"discrete component {self.name!r}: n must be an integer >= 1, got {self.n!r}"
             )
-
-    @property
-    def width(self) -> int:
-        return 1
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return (self.name,)
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class Keys:
 
 
 @dataclass(frozen=True)
-class Bins:
+class Bins(_OneColumn):
     """One column holding the index of a bin: the action's value is ``values[index]``."""
 
     name: str
@@ -112,17 +118,9 @@ class Bins:
     def n(self) -> int:
         return len(self.values)
 
-    @property
-    def width(self) -> int:
-        return 1
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return (self.name,)
-
 
 @dataclass(frozen=True)
-class Continuous:
+class Continuous(_OneColumn):
     """One float column within [low, high]."""
 
     name: str
@@ -145,14 +143,6 @@ class Continuous:
             )
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
-
-    @property
-    def width(self) -> int:
-        return 1
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return (self.name,)
 
 
 ActionComponent: TypeAlias = Discrete | Keys | Bins | Continuous
