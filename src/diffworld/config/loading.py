@@ -11,9 +11,9 @@ import dataclasses
 import difflib
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -193,19 +193,44 @@ def _finalize(cfg: DictConfig) -> Config:
         cfg.game = resolve_game(game)
     except UnknownGameError as e:
         raise ConfigError(str(e)) from None
+    return checked_object(cfg, Config, validate)
+
+
+SchemaT = TypeVar("SchemaT")
+
+
+def checked_object(cfg: DictConfig, schema: type[SchemaT], validate: Callable[[SchemaT], None]) -> SchemaT:
+    """``cfg`` as the dataclass ``schema`` of either product's configuration, which ``validate`` checks."""
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, Config)
+    assert isinstance(config, schema)
     validate(config)
     return config
 
 
+class ConfigChecks:
+    """The checks of a configuration that types alone cannot express, gathered so that one error names
+    every failure (``check(ok, message)``, then ``raise_failures()``)."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        """What the error says first: ``Invalid configuration``."""
+        self.failures: list[str] = []
+
+    def __call__(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.failures.append(message)
+
+    def raise_failures(self) -> None:
+        """Raise a ``ConfigError`` that names every failed check, if one failed."""
+        if len(self.failures) == 1:  # one line, as every other error of the command
+            raise ConfigError(f"{self.title}: {self.failures[0]}")
+        if self.failures:
+            raise ConfigError(f"{self.title}:\n  " + "\n  ".join(self.failures))
+
+
 def validate(cfg: Config) -> None:
     """Checks that types alone cannot express; each failure names the key and the fix."""
-    errors: list[str] = []
-
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
+    check = ConfigChecks("Invalid configuration")
 
     for name in ("denoiser", "reward_model"):
         model = getattr(cfg, name)
@@ -329,10 +354,7 @@ def validate(cfg: Config) -> None:
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
     )
-    if errors:
-        if len(errors) == 1:  # one line, as every other error of the command
-            raise ConfigError(f"Invalid configuration: {errors[0]}")
-        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errors))
+    check.raise_failures()
 
 
 def reward_model_seq_length(cfg: Config) -> int:

@@ -19,7 +19,13 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from diffworld.config.loading import ConfigError, apply_override, parse_overrides
+from diffworld.config.loading import (
+    ConfigChecks,
+    ConfigError,
+    apply_override,
+    checked_object,
+    parse_overrides,
+)
 from diffworld.config.schema import (
     GradAccumulation,
     OptimizerConfig,
@@ -376,19 +382,12 @@ def build_engine_config(args: Iterable[str] = ()) -> EngineConfig:
 def _finalize(cfg: DictConfig) -> EngineConfig:
     if OmegaConf.is_missing(cfg, "data"):
         raise ConfigError("No dataset given: add data=<engine dataset folder>.")
-    config = OmegaConf.to_object(cfg)
-    assert isinstance(config, EngineConfig)
-    validate_engine_config(config)
-    return config
+    return checked_object(cfg, EngineConfig, validate_engine_config)
 
 
 def validate_engine_config(cfg: EngineConfig) -> None:
     """Checks that types alone cannot express; each failure names the key and the fix."""
-    errors: list[str] = []
-
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
+    check = ConfigChecks("Invalid engine configuration")
 
     check(
         cfg.low_res is None or (len(cfg.low_res) == 2 and min(cfg.low_res) >= 1),
@@ -444,10 +443,7 @@ def validate_engine_config(cfg: EngineConfig) -> None:
         cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
     )
-    if errors:
-        if len(errors) == 1:
-            raise ConfigError(f"Invalid engine configuration: {errors[0]}")
-        raise ConfigError("Invalid engine configuration:\n  " + "\n  ".join(errors))
+    check.raise_failures()
 
 
 def engine_config_to_yaml(cfg: EngineConfig) -> str:
