@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -364,7 +364,8 @@ def reward_model_seq_length(cfg: Config) -> int:
     return cfg.denoiser.num_cond_frames - 1 + cfg.actor_critic.imagination_horizon
 
 
-def to_yaml(cfg: Config) -> str:
+def to_yaml(cfg: object) -> str:
+    """Either product's configuration (its schema's dataclass) as its ``config.yaml`` holds it."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
@@ -375,19 +376,24 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return {str(key): value for key, value in container.items()}
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    """Write the resolved configuration atomically as YAML."""
+def save_config(cfg: object, path: Path) -> None:
+    """Write either product's resolved configuration atomically as YAML."""
     atomic_write_text(path, to_yaml(cfg))
+
+
+def read_yaml(path: Path, what: str) -> DictConfig | ListConfig:
+    """The YAML file ``path``, not yet checked against a schema; its errors call it ``what``."""
+    try:
+        return OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"No {what} file at {path}.") from None
+    except Exception as e:
+        raise ConfigError(f"Cannot parse {what} {path}: {e}") from None
 
 
 def load_config_file(path: Path) -> Config:
     """Read a saved configuration back, checked against the current schema."""
-    try:
-        loaded = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"No configuration file at {path}.") from None
-    except Exception as e:
-        raise ConfigError(f"Cannot parse configuration {path}: {e}") from None
+    loaded = read_yaml(path, "configuration")
     if isinstance(loaded, DictConfig):
         container = OmegaConf.to_container(loaded)
         assert isinstance(container, dict)

@@ -25,6 +25,7 @@ from diffworld.config.loading import (
     apply_override,
     checked_object,
     parse_overrides,
+    read_yaml,
 )
 from diffworld.config.schema import (
     GradAccumulation,
@@ -35,7 +36,6 @@ from diffworld.config.schema import (
     WorldModelConfig,
     WorldModelTrainingConfig,
 )
-from diffworld.utils.atomic import atomic_write_text
 
 EngineSamplerConfig = SamplerConfig
 """A sampler of the engine: the world model's ``SamplerConfig`` (its ``s_cond`` is the official CS:GO
@@ -446,23 +446,10 @@ def validate_engine_config(cfg: EngineConfig) -> None:
     check.raise_failures()
 
 
-def engine_config_to_yaml(cfg: EngineConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def save_engine_config(cfg: EngineConfig, path: Path) -> None:
-    """Write the resolved configuration atomically as YAML."""
-    atomic_write_text(path, engine_config_to_yaml(cfg))
-
-
 def load_engine_config(path: Path) -> EngineConfig:
-    """Read a saved engine configuration back, checked against the current schema."""
-    try:
-        loaded = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"No engine configuration file at {path}.") from None
-    except Exception as e:
-        raise ConfigError(f"Cannot parse engine configuration {path}: {e}") from None
+    """Read a saved engine configuration back, checked against the current schema (``config.loading``'s
+    ``save_config`` writes one)."""
+    loaded = read_yaml(path, "engine configuration")
     if isinstance(loaded, DictConfig) and "low_res_filter" not in loaded:
         # Written before the bicubic filter existed: those engines trained on area-downsampled frames.
         loaded.low_res_filter = LowResFilter.area.value

@@ -35,14 +35,13 @@ from typing import Any
 from omegaconf import ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from diffworld.config.loading import parse_overrides
+from diffworld.config.loading import parse_overrides, save_config
 from diffworld.data.actions import ActionSpec
 from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
     build_engine_config,
-    save_engine_config,
     validate_engine_config,
 )
 from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC
@@ -354,5 +353,5 @@ def import_official_engine(
         f"\ndenoiser: {_sizes_of(denoiser)}\nupsampler: {_sizes_of(upsampler)}\n",
     )
     # Written last: the folder is an engine folder once its configuration exists.
-    save_engine_config(cfg, folder / CONFIG_FILE)
+    save_config(cfg, folder / CONFIG_FILE)
     return folder

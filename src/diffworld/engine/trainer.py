@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from diffworld.config.loading import save_config
 from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
-    save_engine_config,
     with_low_res,
 )
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
@@ -132,7 +132,7 @@ class EngineTrainer(CheckpointedTrainer):
         if state is not None:
             num_records = self._load_state(state)
         elif p.is_main:
-            save_engine_config(cfg, self.run_dir / CONFIG_FILE)
+            save_config(cfg, self.run_dir / CONFIG_FILE)
             save_action_space(self.run_dir, self.dataset.spec)
         if p.is_main:
             self.open_logger(
