@@ -158,19 +158,26 @@ def apply_override(
         raise ConfigError(f"Cannot set {key!r} to {value!r}: {str(e).splitlines()[0]}") from None
 
 
+def preset_config(
+    schema: type, presets: Mapping[str, Mapping[str, Any]], preset: str, what: str
+) -> DictConfig:
+    """The structured configuration of ``schema`` (either product's) with the values of ``presets[preset]``;
+    an unknown ``preset`` is refused, ``what`` naming the kind (``preset``, ``engine preset``)."""
+    if preset not in presets:
+        close = difflib.get_close_matches(preset, list(presets), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown {what} {preset!r}.{hint} Presets: {', '.join(presets)}.")
+    cfg = OmegaConf.structured(schema)
+    cfg.preset = preset
+    for key, value in presets[preset].items():
+        apply_override(cfg, key, value, parsed_from_text=False, schema=schema)
+    return cfg
+
+
 def build_config(args: Iterable[str] = ()) -> Config:
     """The run configuration for command-line arguments like ``game=Pong preset=quick seed=3``."""
     overrides = upgrade_legacy_override_keys(parse_overrides(args))
-    preset = overrides.pop("preset", "atari100k")
-    if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown preset {preset!r}.{hint} Presets: {', '.join(PRESETS)}.")
-
-    cfg = OmegaConf.structured(Config)
-    cfg.preset = preset
-    for key, value in PRESETS[preset].items():
-        apply_override(cfg, key, value, parsed_from_text=False)
+    cfg = preset_config(Config, PRESETS, overrides.pop("preset", "atari100k"), "preset")
     for key, value in overrides.items():
         apply_override(cfg, key, value, parsed_from_text=True)
     return _finalize(cfg)

@@ -9,7 +9,6 @@ model's settings (``csgo``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +24,7 @@ from diffworld.config.loading import (
     apply_override,
     checked_object,
     parse_overrides,
+    preset_config,
     read_yaml,
 )
 from diffworld.config.schema import (
@@ -363,15 +363,7 @@ def build_engine_config(args: Iterable[str] = ()) -> EngineConfig:
     Values are parsed as YAML scalars and lists and checked against the dataclasses, never evaluated.
     """
     overrides = parse_overrides(args)
-    preset = overrides.pop("preset", "csgo")
-    if preset not in ENGINE_PRESETS:
-        close = difflib.get_close_matches(preset, list(ENGINE_PRESETS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown engine preset {preset!r}.{hint} Presets: {', '.join(ENGINE_PRESETS)}.")
-    cfg = OmegaConf.structured(EngineConfig)
-    cfg.preset = preset
-    for key, value in ENGINE_PRESETS[preset].items():
-        apply_override(cfg, key, value, parsed_from_text=False, schema=EngineConfig)
+    cfg = preset_config(EngineConfig, ENGINE_PRESETS, overrides.pop("preset", "csgo"), "engine preset")
     for key, value in overrides.items():
         if key.startswith("upsampler.") and cfg.upsampler is None:
             raise ConfigError(f"Cannot set {key!r}: upsampler=null turned the upsampler off.")
