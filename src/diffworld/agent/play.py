@@ -49,6 +49,7 @@ from diffworld.viz.play_core import (
     PlayAppCore,
     PlayCommand,
     PlaySessionCore,
+    TrajectoryRecorder,
     controls_text,
     default_record_dir,
     play_until_quit,
@@ -179,7 +180,7 @@ class RealPlayEnv:
         self.envs.close()
 
 
-class Recorder:
+class Recorder(TrajectoryRecorder[tuple[int, float]]):
     """Episodes played while recording is on, written to ``directory`` in the dataset format as they end.
 
     The folder is created, or appended to, when the first episode is written; ``recording.json`` beside the
@@ -187,39 +188,21 @@ class Recorder:
     """
 
     def __init__(self, directory: Path, frame_shape: tuple[int, int, int], info: dict[str, Any]) -> None:
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.frame_shape = frame_shape
         self.info = info
-        self.on = False
-        self.num_saved = 0
         self._dataset: EpisodeDataset | None = None
-        self._frames: list[np.ndarray] = []
-        self._actions: list[int] = []
-        self._rewards: list[float] = []
-
-    def begin(self, obs: np.ndarray) -> None:
-        """A new episode starts at ``obs`` (recorded only while recording is on)."""
-        self._frames = [obs.copy()] if self.on else []
-        self._actions, self._rewards = [], []
-
-    def add(self, action: int, reward: float, reached: np.ndarray) -> None:
-        if self.on and self._frames:
-            self._actions.append(action)
-            self._rewards.append(reward)
-            self._frames.append(reached.copy())
 
     def finish(self, terminated: bool = False, truncated: bool = False) -> Path | None:
         """Write the running episode if it has a step (both flags False: cut short); returns its file."""
-        path = None
-        if self._actions:
-            episode = Episode.from_steps(
-                self._frames, self._actions, self._rewards, terminated=terminated, truncated=truncated
-            )
-            episode_id = self._open().add(episode)
-            self.num_saved += 1
-            path = episode_path(self.directory, episode_id)
-        self._frames, self._actions, self._rewards = [], [], []
-        return path
+        return self._written(partial(self._write, terminated, truncated))
+
+    def _write(self, terminated: bool, truncated: bool) -> Path:
+        actions, rewards = [action for action, _ in self.steps], [reward for _, reward in self.steps]
+        episode = Episode.from_steps(
+            self.frames, actions, rewards, terminated=terminated, truncated=truncated
+        )
+        return episode_path(self.directory, self._open().add(episode))
 
     def _open(self) -> EpisodeDataset:
         if self._dataset is None:
@@ -354,7 +337,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         self.num_steps_taken += 1
         self.t += 1
         self.episode_return += step.reward
-        self.recorder.add(action, step.reward, step.reached)
+        self.recorder.add_step((action, step.reward), step.reached)
         if step.next_start is None:
             self.frame = step.reached
             return

@@ -41,6 +41,7 @@ from diffworld.viz.play_core import (
     PlayAppCore,
     PlayCommand,
     PlaySessionCore,
+    TrajectoryRecorder,
     controls_text,
     default_record_dir,
     play_until_quit,
@@ -70,7 +71,7 @@ CONTROL_KEYS: tuple[ControlKey, ...] = (
 CONTROL_INPUTS = frozenset(key for key, _, _ in CONTROL_KEYS)
 
 
-class EngineRecorder:
+class EngineRecorder(TrajectoryRecorder[np.ndarray]):
     """Imagined trajectories written to ``directory`` as an engine dataset, one episode each.
 
     The dataset's writer opens with the first episode; ``close`` finishes it (no test split), after which
@@ -80,40 +81,23 @@ class EngineRecorder:
     def __init__(
         self, directory: Path, spec: ActionSpec, neutral: np.ndarray, source: dict[str, Any]
     ) -> None:
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.spec = spec
         self.neutral = neutral
         self.source = source
-        self.on = False
-        self.num_saved = 0
         self._writer: EngineDatasetWriter | None = None
-        self.frames: list[np.ndarray] = []
-        self._actions: list[np.ndarray] = []
-
-    def begin(self, frame: np.ndarray) -> None:
-        """A trajectory starts at ``frame`` (kept only while recording)."""
-        self.frames = [frame] if self.on else []
-        self._actions = []
-
-    def add(self, action: np.ndarray, frame: np.ndarray) -> None:
-        """``action`` was taken after the last frame and led to ``frame``."""
-        if self.on and self.frames:
-            self._actions.append(action)
-            self.frames.append(frame)
 
     def finish(self) -> str | None:
         """Write the running trajectory if it has a step; returns its episode's name."""
-        name = None
-        if self._actions:
-            frames = np.stack(self.frames)
-            if self._writer is None:
-                self._writer = EngineDatasetWriter(
-                    self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
-                )
-            name = self._writer.add_episode(frames, np.stack([*self._actions, self.neutral]))
-            self.num_saved += 1
-        self.frames, self._actions = [], []
-        return name
+        return self._written(self._write)
+
+    def _write(self) -> str:
+        frames = np.stack(self.frames)
+        if self._writer is None:
+            self._writer = EngineDatasetWriter(
+                self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
+            )
+        return self._writer.add_episode(frames, np.stack([*self.steps, self.neutral]))
 
     def close(self) -> Path | None:
         """Write the running trajectory and finish the dataset; its folder (None: nothing recorded)."""
@@ -220,7 +204,7 @@ class EnginePlaySession(PlaySessionCore[InputState]):
         self.last_action = action
         self.t += 1
         self.num_steps_taken += 1
-        self.recorder.add(action, self.frame)
+        self.recorder.add_step(action, self.frame)
         if self.t >= self.horizon or (not self.human and self.t >= len(self._replay)):
             self.log(f"Restart after {self.t} steps")
             self._cut_recording()

@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -61,20 +61,48 @@ def default_record_dir(name: str) -> Path:
     return Path("recordings") / name / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-class PlayRecorder(Protocol):
-    """What a session asks of its product's recorder."""
+StepT = TypeVar("StepT")
+"""What a recorder keeps of a step besides the frame it reached: the action and reward (the agent), the
+action vector (the engine)."""
+WrittenT = TypeVar("WrittenT")
 
-    on: bool
-    num_saved: int
-    directory: Path
 
-    def begin(self, frame: np.ndarray, /) -> None:
+class TrajectoryRecorder(ABC, Generic[StepT]):
+    """A session's recorder: the running trajectory's frames and steps while recording is ``on``, which
+    the product's ``finish`` writes to ``directory`` (a run dataset's episodes, or an engine dataset)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.on = False
+        self.num_saved = 0
+        """Trajectories written so far."""
+        self.frames: list[np.ndarray] = []
+        self.steps: list[StepT] = []
+
+    def begin(self, frame: np.ndarray) -> None:
         """A trajectory starts at ``frame`` (kept only while ``on``)."""
-        ...
+        self.frames = [frame.copy()] if self.on else []
+        self.steps = []
 
-    def finish(self) -> Any:
-        """Write the running trajectory if it has a step; what it wrote (None: nothing)."""
-        ...
+    def add_step(self, step: StepT, reached: np.ndarray) -> None:
+        """``step`` of the running trajectory led to the frame ``reached`` (kept only while its start was)."""
+        if self.on and self.frames:
+            self.steps.append(step)
+            self.frames.append(reached.copy())
+
+    @abstractmethod
+    def finish(self) -> object:
+        """Write the running trajectory if it has a step (``_written``); what was written (None: nothing)."""
+
+    def _written(self, write: Callable[[], WrittenT]) -> WrittenT | None:
+        """``write()``'s result where the running trajectory has a step, else None; recording goes on from a
+        new trajectory."""
+        written = None
+        if self.steps:
+            written = write()
+            self.num_saved += 1
+        self.frames, self.steps = [], []
+        return written
 
 
 InputsT = TypeVar("InputsT")
@@ -105,7 +133,12 @@ class PlaySessionCore(ABC, Generic[InputsT]):
     """Printed before play starts, ``{}`` where the recordings go."""
 
     def __init__(
-        self, *, recorder: PlayRecorder, horizon: int, human: bool, log: Callable[[str], None] = print
+        self,
+        *,
+        recorder: TrajectoryRecorder[Any],
+        horizon: int,
+        human: bool,
+        log: Callable[[str], None] = print,
     ) -> None:
         self.recorder = recorder
         self.horizon = horizon
