@@ -102,7 +102,7 @@ def test_negative_seeds_are_refused_everywhere(capsys: pytest.CaptureFixture[str
         ["video", "run", "--out", "v.gif", "--steps", "0"],
         ["play", "run", "--scale", "0"],
         ["report", "run", "--reps", "0"],
-        ["bench", "--steps", "0"],
+        ["bench", "--repeats", "0"],
     ],
     ids=lambda argv: "_".join(argv[:1] + argv[2:]),
 )
@@ -126,6 +126,24 @@ def test_wm_eval_denoising_steps_and_its_former_spelling(capsys: pytest.CaptureF
     assert _denoising_steps(parser.parse_args(["wm-eval", "run"])) is None
     with pytest.raises(UserError, match="give --denoising-steps alone"):
         _denoising_steps(parser.parse_args(["wm-eval", "run", "--steps", "2", "--denoising-steps", "2"]))
+
+
+def test_bench_repeats_and_its_former_spelling(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench --repeats`` is the timed repetitions; ``--steps``, which is ``video``'s imagined steps, is its
+    former spelling and still read, with a warning."""
+    from diffworld.cli import build_parser
+    from diffworld.cli.agent import _repeats
+    from diffworld.errors import UserError
+
+    def repeats(argv: list[str]) -> int | None:
+        return _repeats(build_parser().parse_args(["bench", *argv]))
+
+    assert repeats(["--repeats", "3"]) == 3 and repeats([]) is None
+    assert capsys.readouterr().err == ""
+    assert repeats(["--steps", "2"]) == 2
+    assert "bench: --steps is now --repeats" in capsys.readouterr().err
+    with pytest.raises(UserError, match="give --repeats alone"):
+        repeats(["--steps", "2", "--repeats", "2"])
 
 
 # ------------------------------------------------------------------------------------------ 6. wording

@@ -16,6 +16,7 @@ from diffworld.cli.common import (
     probability,
     refuse_live_run_output,
     seed_int,
+    with_former_spelling,
 )
 
 
@@ -195,14 +196,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _repeats(args: argparse.Namespace) -> int | None:
+    """``bench --repeats``, or its former spelling ``--steps`` (``--steps`` is the imagined steps of
+    ``diffworld video``)."""
+    return with_former_spelling("bench", args.repeats, args.former_steps, "--repeats", "--steps")
 
-    from diffworld.benchmark import DEFAULT_OVERRIDES, format_table, run_bench, write_report
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from diffworld.benchmark import DEFAULT_OVERRIDES, REPEATS, format_table, run_bench, write_report
 
     report = run_bench(
         args.overrides or DEFAULT_OVERRIDES,
         device=args.device,
-        steps=args.steps,
+        repeats=_repeats(args) or REPEATS,
         warmup=args.warmup,
         collect=args.collect,
         parts=args.parts,
@@ -351,8 +357,10 @@ def add_bench(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(
-        "--steps", type=positive_int, default=5, help="timed repetitions of each part (median kept)"
+        "--repeats", type=positive_int, help="timed repetitions of each part, the median kept (default 5)"
     )
+    # The former spelling: '--steps' is the imagined steps elsewhere ('diffworld video').
+    p.add_argument("--steps", type=positive_int, dest="former_steps", help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repetitions first")
     p.add_argument(
         "--collect", type=non_negative_int, default=1000, help="real steps collected before timing"

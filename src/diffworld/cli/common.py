@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
+
+from diffworld.errors import UserError
+
+ValueT = TypeVar("ValueT")
 
 MAX_SEED = 2**32 - 1
 """As ``diffworld.config.loading.MAX_SEED`` (not imported here: it would load the configuration modules)."""
@@ -67,6 +72,19 @@ seed_int = int_at_least(0, MAX_SEED)
 probability = float_in(0.0, 1.0)
 positive_float = float_in(0.0, low_open=True)
 non_negative_float = float_in(0.0)
+
+
+def with_former_spelling(
+    command: str, value: ValueT | None, former: ValueT | None, option: str, former_option: str
+) -> ValueT | None:
+    """The value of ``option``, or that of ``former_option``, its former spelling, read with a warning on
+    stderr (the former name means something else elsewhere); both given are refused. None: neither given."""
+    if former is None:
+        return value
+    if value is not None:
+        raise UserError(f"{command}: give {option} alone ({former_option} is its former spelling)")
+    print(f"{command}: {former_option} is now {option} (the former spelling still works)", file=sys.stderr)
+    return former
 
 
 def refuse_live_run_output(path: str | Path, what: str, flag: str) -> None:

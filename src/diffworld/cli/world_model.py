@@ -5,7 +5,6 @@ are not for it."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from diffworld.cli.common import (
     positive_int,
     refuse_live_run_output,
     seed_int,
+    with_former_spelling,
 )
 from diffworld.errors import UserError
 
@@ -127,14 +127,10 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
 
 
 def _denoising_steps(args: argparse.Namespace) -> list[int] | None:
-    """``wm-eval --denoising-steps``, or its former spelling ``--steps`` (with a warning: ``--steps`` is
-    the imagined steps of ``diffworld video``)."""
-    if args.former_steps is None:
-        return args.denoising_steps
-    if args.denoising_steps is not None:
-        raise UserError("wm-eval: give --denoising-steps alone (--steps is its former spelling)")
-    print("wm-eval: --steps is now --denoising-steps (the former spelling still works)", file=sys.stderr)
-    return list(args.former_steps)
+    """``wm-eval --denoising-steps``, or its former spelling ``--steps`` (``--steps`` is the imagined steps of
+    ``diffworld video``)."""
+    former = None if args.former_steps is None else list(args.former_steps)
+    return with_former_spelling("wm-eval", args.denoising_steps, former, "--denoising-steps", "--steps")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
