@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ from torch import Tensor, nn
 
 from diffworld.agent import Agent
 from diffworld.agent.imagination import WorldModelEnv, imagine
-from diffworld.agent.reward_recall import reward_detection_among
+from diffworld.agent.reward_recall import Steps, reward_detection_among
 from diffworld.config.schema import Config
 from diffworld.data import EpisodeDataset
 from diffworld.data.segment_sampler import EndingAtSegmentSampler, episode_steps
@@ -54,20 +53,6 @@ MAX_REWARD_EVENTS = 16
 NUM_ROLLOUTS = 8
 """Imagined rollouts of the actor-critic (at most its training batch size), of its imagination horizon."""
 PARTS = ("recent", "old")
-
-
-@dataclass(frozen=True)
-class Steps:
-    """Some steps of a dataset: step ``timesteps[i]`` of episode ``episode_ids[i]``."""
-
-    episode_ids: np.ndarray
-    timesteps: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.episode_ids)
-
-    def rewards(self, dataset: EpisodeDataset) -> np.ndarray:
-        return dataset.rewards[dataset.step_starts[self.episode_ids] + self.timesteps]
 
 
 def recent_and_old(dataset: EpisodeDataset, lengths_before: np.ndarray) -> tuple[Steps, Steps]:
@@ -162,8 +147,7 @@ def _reward_recalls(
             agent.denoiser,
             agent.reward_model,
             dataset,
-            steps.episode_ids,
-            steps.timesteps,
+            steps,
             cfg.denoiser.sampler,
             seed=derive_seed(seed, f"reward_detection/{part}"),
             max_events=MAX_REWARD_EVENTS,
