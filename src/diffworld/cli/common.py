@@ -8,7 +8,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from diffworld.errors import UserError
 
@@ -72,6 +72,18 @@ seed_int = int_at_least(0, MAX_SEED)
 probability = float_in(0.0, 1.0)
 positive_float = float_in(0.0, low_open=True)
 non_negative_float = float_in(0.0)
+
+
+def command(
+    sub: argparse._SubParsersAction[Parser],
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    **kwargs: Any,
+) -> Parser:
+    """The subcommand ``name`` (``kwargs``: its ``help``, ``description``), which ``run`` carries out."""
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(func=run)
+    return p
 
 
 def with_former_spelling(

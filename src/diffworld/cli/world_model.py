@@ -12,6 +12,7 @@ from diffworld.cli.common import (
     SAMPLER_SETTINGS_HELP,
     SETTINGS,
     Parser,
+    command,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -145,8 +146,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def add_play(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "play",
+        _cmd_play,
         help="play inside the world model or the real game, as the policy or yourself (pygame); "
         "--dataset browses stored episodes",
     )
@@ -181,12 +184,13 @@ def add_play(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--max-frames", type=positive_int, help="quit after this many frames (headless and scripted runs)"
     )
-    p.set_defaults(func=_cmd_play)
 
 
 def add_video(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "video",
+        _cmd_video,
         help="a real episode and the world model's imagination of it, side by side (no screen); "
         "an engine's: a test episode of its dataset",
     )
@@ -220,11 +224,10 @@ def add_video(sub: argparse._SubParsersAction[Parser]) -> None:
         help="engine: which episode of the dataset's test split (default: 0, the first)",
     )
     p.add_argument("--data", help="engine: the dataset to take the episode from (default: the engine's own)")
-    p.set_defaults(func=_cmd_video)
 
 
 def add_plot(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("plot", help="learning curves of one or more runs (metrics.jsonl) as a PNG")
+    p = command(sub, "plot", _cmd_plot, help="learning curves of one or more runs (metrics.jsonl) as a PNG")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="learning_curves.png", help="the PNG (default: learning_curves.png)")
     p.add_argument("--keys", nargs="+", help="plot these metric keys instead of returns and losses")
@@ -233,12 +236,13 @@ def add_plot(sub: argparse._SubParsersAction[Parser]) -> None:
         choices=["env_steps", "epoch", "updates"],
         help="the x axis (default: env_steps; an engine's: updates)",
     )
-    p.set_defaults(func=_cmd_plot)
 
 
 def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "wm-eval",
+        _cmd_wm_eval,
         help="world-model prediction error (PSNR, SSIM) on held-out episodes, one-step and autoregressive; "
         "an engine's open-loop, low-res and upsampled, on its dataset's test split",
     )
@@ -282,4 +286,3 @@ def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--out-dir", help="where the JSON and PNG go (default: <run or engine>/wm_eval, or wm_eval)"
     )
-    p.set_defaults(func=_cmd_wm_eval)
