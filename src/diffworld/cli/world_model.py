@@ -5,8 +5,9 @@ are not for it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from diffworld.cli.common import (
     SAMPLER_SETTINGS_HELP,
@@ -24,7 +25,11 @@ from diffworld.cli.common import (
 from diffworld.errors import UserError
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from diffworld.world_model_folder import WorldModelFolder
+
+    OptionsT = TypeVar("OptionsT", bound=DataclassInstance)
 
 
 FOLDER_KINDS = ("diffworld.engine.folder_kind:ENGINE_FOLDER", "diffworld.agent.folder_kind:AGENT_FOLDER")
@@ -45,6 +50,13 @@ def folder_kind(path: Path) -> WorldModelFolder:
     raise AssertionError("the last folder kind recognizes every folder")
 
 
+def _options(args: argparse.Namespace, cls: type[OptionsT], **given: object) -> OptionsT:
+    """The options dataclass ``cls`` of a command: each field the parsed option of its name, or its value in
+    ``given`` (where the command line's needs converting)."""
+    names = (f.name for f in dataclasses.fields(cls))
+    return cls(**{name: given[name] if name in given else getattr(args, name) for name in names})
+
+
 def _cmd_play(args: argparse.Namespace) -> int:
     if args.dataset:
         from diffworld.viz.dataset_browser import run_browser
@@ -55,21 +67,8 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     if args.record_dir:
         refuse_live_run_output(args.record_dir, "recorded episodes", "another --record-dir")
-    options = PlayOptions(
-        env=args.env,
-        human=args.human,
-        horizon=args.horizon,
-        fps=args.fps,
-        scale=args.scale,
-        record_dir=Path(args.record_dir) if args.record_dir else None,
-        seed=args.seed,
-        device=args.device,
-        max_frames=args.max_frames,
-        keymap=Path(args.keymap) if args.keymap else None,
-        data=args.data,
-        denoising_steps=args.denoising_steps,
-        sampler_settings=args.sampler_settings,
-    )
+    record_dir, keymap = (Path(path) if path else None for path in (args.record_dir, args.keymap))
+    options = _options(args, PlayOptions, record_dir=record_dir, keymap=keymap)
     folder_kind(Path(args.source)).play(Path(args.source), options)
     return 0
 
@@ -78,19 +77,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     from diffworld.world_model_folder import VideoOptions
 
     refuse_live_run_output(args.out, "the video", "--out <file>")
-    options = VideoOptions(
-        steps=args.steps,
-        start=args.start,
-        scale=args.scale,
-        fps=args.fps,
-        seed=args.seed,
-        device=args.device,
-        show_denoising=args.show_denoising,
-        denoising_steps=args.denoising_steps,
-        sampler_settings=args.sampler_settings,
-        episode=args.episode,
-        data=args.data,
-    )
+    options = _options(args, VideoOptions)
     summary = folder_kind(Path(args.source)).video(Path(args.source), Path(args.out), options)
     print(f"Wrote {args.out}: {summary.num_frames} frames of {summary.width}x{summary.height}")
     return 0
@@ -109,18 +96,7 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
         )
     out = Path(args.out_dir) if args.out_dir else default_wm_eval_dir(run_dirs)
     refuse_live_run_output(out, "the world-model evaluation", "--out-dir <folder>")
-    options = WmEvalOptions(
-        horizons=args.horizons,
-        denoising_steps=_denoising_steps(args),
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        kinds=args.kinds,
-        episodes=args.episodes,
-        trajectories=args.trajectories,
-        data=args.data,
-        sampler_settings=args.sampler_settings,
-    )
+    options = _options(args, WmEvalOptions, denoising_steps=_denoising_steps(args))
     for line in kinds[0].wm_eval(run_dirs, out, options):
         print(line)
     print(f"Wrote {out / JSON_FILE} and {out / PNG_FILE}")
