@@ -44,6 +44,7 @@ from diffworld.config.loading import reward_model_seq_length, save_config, to_di
 from diffworld.config.schema import ComponentTrainingConfig, Config
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.envs.from_config import make_envs
+from diffworld.envs.vector import AtariEnvs
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
@@ -213,29 +214,27 @@ class Trainer(CheckpointedTrainer):
                 dataset_dir(self.run_dir), frame_shape=frame_shape, capacity_steps=capacity
             )
 
-        temperature = cfg.policy_temperature()
         self.generators = {
             name: torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, name))
             for name in ("collector", "test_collector", "imagination")
         }
-        self.collector = Collector(
-            self.train_envs,
-            self.agent.actor_critic,
-            epsilon=c.train_epsilon,
-            temperature=temperature,
-            device=self.device,
-            generator=self.generators["collector"],
-            dataset=self.dataset,
-        )
-        self.test_collector = Collector(
-            self.test_envs,
-            self.agent.actor_critic,
-            epsilon=c.test_epsilon,
-            temperature=temperature,
-            device=self.device,
-            generator=self.generators["test_collector"],
-            dataset=None,
-        )
+
+        def collector(
+            name: str, envs: AtariEnvs, epsilon: float, dataset: EpisodeDataset | None
+        ) -> Collector:
+            """The policy's collector ``name`` (its random generator's name too) in ``envs``."""
+            return Collector(
+                envs,
+                self.agent.actor_critic,
+                epsilon=epsilon,
+                temperature=cfg.policy_temperature(),
+                device=self.device,
+                generator=self.generators[name],
+                dataset=dataset,
+            )
+
+        self.collector = collector("collector", self.train_envs, c.train_epsilon, self.dataset)
+        self.test_collector = collector("test_collector", self.test_envs, c.test_epsilon, None)
         self.components = self._build_components()
 
         self.counters = Counters()
