@@ -1,11 +1,12 @@
 """What ``diffworld play`` is for both products (``agent/play.py``, ``engine/play.py``): the commands, the
-rules of a session (pause, one step, the horizon, recording, help, quit), its two header lines, and the
-pygame loop that feeds a session its inputs and draws its frame.
+rules of a session (pause, one step, the horizon, recording, help, quit), its two header lines, the
+trajectory a recorder keeps while recording, the pygame loop that feeds a session its inputs and draws its
+frame, and the start of play (``play_until_quit``).
 
 Each product's session supplies the rest: what a step does (the policy or you in an imagined or real game;
-you or a dataset's actions in an engine), where a trajectory restarts, its recorder (a run dataset's episodes
-or an engine dataset), its key table and its words. The game logic stays apart from pygame, so that tests
-drive a session headless.
+you or a dataset's actions in an engine), where a trajectory restarts, where its recorder writes (a run
+dataset's episodes or an engine dataset), its key table and its words. The game logic stays apart from
+pygame, so that tests drive a session headless.
 """
 
 from __future__ import annotations
