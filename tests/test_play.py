@@ -214,7 +214,7 @@ def test_every_control(app: PlayApp, tmp_path: Path) -> None:
         _key(key)
         app.frame()
         assert session.env_kind is kind and session.t == 1, kind
-        assert session.obs.shape == (64, 64, 3) and session.obs.dtype == np.uint8
+        assert session.frame.shape == (64, 64, 3) and session.frame.dtype == np.uint8
         assert kind.value in session.header()[0]
 
     # h prints the keys again.

@@ -275,11 +275,6 @@ class PlaySession(PlaySessionCore[Collection[str]]):
             self._envs[self.env_kind] = env
         return self._envs[self.env_kind]
 
-    @property
-    def obs(self) -> np.ndarray:
-        """The frame shown, which the policy sees at the next step."""
-        return self.frame
-
     def help(self) -> str:
         return help_text(self.keymap)
 
@@ -404,7 +399,7 @@ class PlayApp(PlayAppCore[Collection[str]]):
     session: PlaySession
 
     def __init__(self, session: PlaySession, *, scale: int = SCALE, fps: float = 15.0) -> None:
-        size = session.obs.shape[:2]
+        size = session.frame.shape[:2]
         window = Window(f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2)
         super().__init__(session, window, fps)
         self.controls, self.buttons = pygame_bindings(self.pg)
