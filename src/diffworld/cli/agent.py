@@ -9,15 +9,16 @@ from pathlib import Path
 from diffworld.cli.common import (
     OVERRIDES_HELP,
     Parser,
+    add_former_spelling,
     command,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     probability,
+    refuse_former_spelling,
     refuse_live_run_output,
     seed_int,
-    with_former_spelling,
 )
 
 
@@ -197,19 +198,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repeats(args: argparse.Namespace) -> int | None:
-    """``bench --repeats``, or its former spelling ``--steps`` (``--steps`` is the imagined steps of
-    ``diffworld video``)."""
-    return with_former_spelling("bench", args.repeats, args.former_steps, "--repeats", "--steps")
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
+    refuse_former_spelling(
+        args, "--steps", "is now --repeats (the timed repetitions of each part): give --repeats N"
+    )
     from diffworld.benchmark import DEFAULT_OVERRIDES, REPEATS, format_table, run_bench, write_report
 
     report = run_bench(
         args.overrides or DEFAULT_OVERRIDES,
         device=args.device,
-        repeats=_repeats(args) or REPEATS,
+        repeats=args.repeats or REPEATS,
         warmup=args.warmup,
         collect=args.collect,
         parts=args.parts,
@@ -369,8 +367,7 @@ def add_bench(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--repeats", type=positive_int, help="timed repetitions of each part, the median kept (default 5)"
     )
-    # The former spelling: '--steps' is the imagined steps elsewhere ('diffworld video').
-    p.add_argument("--steps", type=positive_int, dest="former_steps", help=argparse.SUPPRESS)
+    add_former_spelling(p, "--steps")  # now --repeats; '--steps' is video's imagined steps
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repetitions first")
     p.add_argument(
         "--collect", type=non_negative_int, default=1000, help="real steps collected before timing"

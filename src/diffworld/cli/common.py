@@ -1,18 +1,15 @@
 """What every part of the ``diffworld`` command shares: the one-line parser, the option types, the refusal
-to write into a live run, the engine's sampler settings."""
+of renamed options' former spellings, the refusal to write into a live run, the engine's sampler settings."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from diffworld.errors import UserError
-
-ValueT = TypeVar("ValueT")
 
 MAX_SEED = 2**32 - 1
 """As ``diffworld.config.loading.MAX_SEED`` (not imported here: it would load the configuration modules)."""
@@ -86,17 +83,24 @@ def command(
     return p
 
 
-def with_former_spelling(
-    command: str, value: ValueT | None, former: ValueT | None, option: str, former_option: str
-) -> ValueT | None:
-    """The value of ``option``, or that of ``former_option``, its former spelling, read with a warning on
-    stderr (the former name means something else elsewhere); both given are refused. None: neither given."""
-    if former is None:
-        return value
-    if value is not None:
-        raise UserError(f"{command}: give {option} alone ({former_option} is its former spelling)")
-    print(f"{command}: {former_option} is now {option} (the former spelling still works)", file=sys.stderr)
-    return former
+def add_former_spelling(p: Parser, former_option: str) -> None:
+    """Declare ``former_option``, the former spelling of a renamed option, hidden: with or without values it
+    is parsed (not taken for another option, or its values for the command's own), so that the command can
+    refuse it with ``refuse_former_spelling``."""
+    p.add_argument(former_option, nargs="*", dest=former_dest(former_option), help=argparse.SUPPRESS)
+
+
+def former_dest(former_option: str) -> str:
+    """Where ``add_former_spelling`` stores the values of ``former_option`` in the parsed options."""
+    return "former_" + former_option.lstrip("-").replace("-", "_")
+
+
+def refuse_former_spelling(args: argparse.Namespace, former_option: str, fix: str) -> None:
+    """A one-line error (``UserError``) where the command line gives ``former_option`` (declared with
+    ``add_former_spelling``); ``fix`` names the option to use. A renamed option has one name: its former
+    spelling means something else elsewhere, so it is not read as an alias."""
+    if getattr(args, former_dest(former_option)) is not None:
+        raise UserError(f"{former_option} {fix}")
 
 
 def refuse_live_run_output(path: str | Path, what: str, flag: str) -> None:

@@ -13,14 +13,15 @@ from diffworld.cli.common import (
     SAMPLER_SETTINGS_HELP,
     SETTINGS,
     Parser,
+    add_former_spelling,
     command,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    refuse_former_spelling,
     refuse_live_run_output,
     seed_int,
-    with_former_spelling,
 )
 from diffworld.errors import UserError
 
@@ -73,9 +74,19 @@ def _cmd_play(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_NUMBER = 0
+"""``video --denoising-steps`` given without its number (which is at least 1): main's spelling of
+``--show-denoising``, refused."""
+
+
 def _cmd_video(args: argparse.Namespace) -> int:
     from diffworld.world_model_folder import VideoOptions
 
+    if args.denoising_steps == NO_NUMBER:
+        raise UserError(
+            "--denoising-steps takes a number (the count of denoising steps); to show each denoising step "
+            "use --show-denoising"
+        )
     refuse_live_run_output(args.out, "the video", "--out <file>")
     options = _options(args, VideoOptions)
     summary = folder_kind(Path(args.source)).video(Path(args.source), Path(args.out), options)
@@ -87,6 +98,9 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
     from diffworld.evaluation.wm_quality_plot import JSON_FILE, PNG_FILE
     from diffworld.world_model_folder import WmEvalOptions, default_wm_eval_dir
 
+    refuse_former_spelling(
+        args, "--steps", "is now --denoising-steps (the denoising steps evaluated): give --denoising-steps N"
+    )
     run_dirs = [Path(p) for p in args.run_dirs]
     kinds = [folder_kind(p) for p in run_dirs]
     if len({kind.kind for kind in kinds}) > 1:
@@ -96,18 +110,11 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
         )
     out = Path(args.out_dir) if args.out_dir else default_wm_eval_dir(run_dirs)
     refuse_live_run_output(out, "the world-model evaluation", "--out-dir <folder>")
-    options = _options(args, WmEvalOptions, denoising_steps=_denoising_steps(args))
+    options = _options(args, WmEvalOptions)
     for line in kinds[0].wm_eval(run_dirs, out, options):
         print(line)
     print(f"Wrote {out / JSON_FILE} and {out / PNG_FILE}")
     return 0
-
-
-def _denoising_steps(args: argparse.Namespace) -> list[int] | None:
-    """``wm-eval --denoising-steps``, or its former spelling ``--steps`` (``--steps`` is the imagined steps of
-    ``diffworld video``)."""
-    former = None if args.former_steps is None else list(args.former_steps)
-    return with_former_spelling("wm-eval", args.denoising_steps, former, "--denoising-steps", "--steps")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -184,6 +191,8 @@ def add_video(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--denoising-steps",
         type=positive_int,
+        nargs="?",  # without its number: main's spelling of --show-denoising, refused in one line
+        const=NO_NUMBER,
         metavar="N",
         help="an engine: N next-frame denoising steps (default: the engine's)",
     )
@@ -242,8 +251,7 @@ def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="N",
         help="next-frame denoising steps, each evaluated (default: runs 1 3 10; an engine: its own)",
     )
-    # The former spelling: '--steps' is the imagined steps elsewhere ('diffworld video').
-    p.add_argument("--steps", type=positive_int, nargs="+", dest="former_steps", help=argparse.SUPPRESS)
+    add_former_spelling(p, "--steps")  # now --denoising-steps; '--steps' is video's imagined steps
     p.add_argument("--kinds", nargs="+", choices=["edm", "ddpm"], help="runs: denoiser kinds (default: both)")
     p.add_argument("--episodes", type=positive_int, help="runs: fresh test episodes per run (default 4)")
     p.add_argument(
