@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,32 +80,36 @@ LEGACY_KEYS: dict[str, str] = {
 }
 """Configuration keys renamed since configurations were first saved, old -> new: saved configurations
 (``config.yaml``, ``agent.json``'s ``config``) and overrides (the command line, sweeps, branches) with an old
-key are read as if they had the new one, with a warning (once per key)."""
+key are read as if they had the new one, with one warning line per file (``report_renamed_keys``)."""
 
-_warned_legacy_keys: set[str] = set()
+OVERRIDES = "key=value overrides"
+"""How ``report_renamed_keys`` names overrides, which come from no file."""
+
+logger = logging.getLogger(__name__)
 
 
-def _warn_legacy_key(old: str) -> None:
-    if old not in _warned_legacy_keys:
-        _warned_legacy_keys.add(old)
-        warnings.warn(f"configuration key {old!r} is now {LEGACY_KEYS[old]!r}", FutureWarning, stacklevel=3)
+def report_renamed_keys(source: str, renamed: Sequence[str]) -> None:
+    """One warning line (``logging``: on stderr unless configured otherwise) saying that ``source``, the file
+    a configuration was read from or ``OVERRIDES``, names the keys ``renamed`` (of ``LEGACY_KEYS``) by their
+    former names, and their new names; nothing when ``renamed`` is empty."""
+    if renamed:
+        moves = ", ".join(f"{old} is now {LEGACY_KEYS[old]}" for old in renamed)
+        logger.warning("%s: %s (renamed in this version; read at the new address)", source, moves)
 
 
 def upgrade_legacy_override_keys(overrides: Mapping[str, str]) -> dict[str, str]:
     """``overrides`` (dotted key -> value) with the keys of ``LEGACY_KEYS`` renamed, in their order."""
-    upgraded: dict[str, str] = {}
-    for key, value in overrides.items():
-        if key in LEGACY_KEYS:
-            _warn_legacy_key(key)
-            key = LEGACY_KEYS[key]
-        upgraded[key] = value
+    upgraded = {LEGACY_KEYS.get(key, key): value for key, value in overrides.items()}
+    report_renamed_keys(OVERRIDES, [key for key in overrides if key in LEGACY_KEYS])
     return upgraded
 
 
-def upgrade_legacy_keys(tree: Mapping[str, Any]) -> dict[str, Any]:
+def upgrade_legacy_keys(tree: Mapping[str, Any], source: str) -> dict[str, Any]:
     """A copy of the nested configuration ``tree`` (plain dicts) with the keys of ``LEGACY_KEYS`` moved to
-    their new place; one given under both names keeps the new name's value."""
+    their new place; one given under both names keeps the new name's value. ``source`` names where the tree
+    was read (``report_renamed_keys``)."""
     upgraded: dict[str, Any] = _copy_tree(tree)
+    renamed: list[str] = []
     for old, new in LEGACY_KEYS.items():
         *old_parents, old_leaf = old.split(".")
         parent: Any = upgraded
@@ -113,13 +117,14 @@ def upgrade_legacy_keys(tree: Mapping[str, Any]) -> dict[str, Any]:
             parent = parent.get(name) if isinstance(parent, dict) else None
         if not isinstance(parent, dict) or old_leaf not in parent:
             continue
-        _warn_legacy_key(old)
+        renamed.append(old)
         value = parent.pop(old_leaf)
         *new_parents, new_leaf = new.split(".")
         target = upgraded
         for name in new_parents:
             target = target.setdefault(name, {})
         target.setdefault(new_leaf, value)
+    report_renamed_keys(source, renamed)
     return upgraded
 
 
@@ -404,7 +409,7 @@ def load_config_file(path: Path) -> Config:
     if isinstance(loaded, DictConfig):
         container = OmegaConf.to_container(loaded)
         assert isinstance(container, dict)
-        loaded = OmegaConf.create(upgrade_legacy_keys({str(k): v for k, v in container.items()}))
+        loaded = OmegaConf.create(upgrade_legacy_keys({str(k): v for k, v in container.items()}, str(path)))
     cfg = OmegaConf.structured(Config)
     try:
         cfg = OmegaConf.merge(cfg, loaded)

@@ -56,28 +56,23 @@ class LowResFilter(str, Enum):
 
 @dataclass
 class EngineModelTrainingConfig(WorldModelTrainingConfig):
-    """The batches one engine model trains on: the world model's ``WorldModelTrainingConfig``, and an average
-    of the weights. Its ``batch_size`` is over all processes together (each of N ``torchrun`` processes takes
-    batch_size / N), or per process with ``training.batch_size_per_process`` (the official semantics)."""
+    """The batches one engine model trains on: the world model's ``WorldModelTrainingConfig`` with the
+    official CS:GO trainer's defaults, and an average of the weights."""
 
+    batch_size: int = 16
+    """Segments per batch: over all processes together (each of N ``torchrun`` processes takes
+    batch_size / N), or per process with ``training.batch_size_per_process`` (the official semantics)."""
+    grad_acc_steps: int = 8
+    grad_accumulation: GradAccumulation = GradAccumulation.sum
+    num_autoregressive_steps: int = 5
+    """The official configuration counts the predictions after the first (CS:GO: 4 for the denoiser, 1 for
+    the upsampler, so 5 and 2 here)."""
     ema_decay: float | None = None
     """An exponential moving average of the model's weights, updated after every optimizer update with this
     decay (``torch.optim.swa_utils``: the first update copies the weights, each later one makes the average
     ``decay * average + (1 - decay) * weights``; ~1 / (1 - decay) updates' window); the periodic tests and
     everything that opens the trained engine (play, eval, videos) use it, the training losses are the live
     weights'. None (the default, as the official CS:GO recipe, which has none): no average."""
-
-
-def _csgo_training(batch_size: int, num_autoregressive_steps: int) -> EngineModelTrainingConfig:
-    """The official CS:GO trainer's batches: 8 accumulated, their gradients summed. Its
-    ``num_autoregressive_steps`` counts the predictions after the first (CS:GO: 4 for the denoiser, 1 for the
-    upsampler, so 5 and 2 here)."""
-    return EngineModelTrainingConfig(
-        batch_size=batch_size,
-        grad_acc_steps=8,
-        grad_accumulation=GradAccumulation.sum,
-        num_autoregressive_steps=num_autoregressive_steps,
-    )
 
 
 @dataclass
@@ -100,9 +95,7 @@ class EngineDenoiserConfig(WorldModelConfig):
         default_factory=lambda: SamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
     )
     """One Euler step, as the official CS:GO ``fast`` settings."""
-    training: EngineModelTrainingConfig = field(
-        default_factory=lambda: _csgo_training(batch_size=16, num_autoregressive_steps=5)
-    )
+    training: EngineModelTrainingConfig = field(default_factory=EngineModelTrainingConfig)
     optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=1e-4, weight_decay=1e-2, eps=1e-8, max_grad_norm=10.0)
     )
@@ -135,7 +128,7 @@ def _csgo_upsampler() -> UpsamplerConfig:
             s_tmax=5.0,
             s_noise=0.9,
         ),
-        training=_csgo_training(batch_size=4, num_autoregressive_steps=2),
+        training=EngineModelTrainingConfig(batch_size=4, num_autoregressive_steps=2),
     )
 
 

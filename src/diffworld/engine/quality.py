@@ -484,8 +484,11 @@ def evaluate_engine(
     none otherwise; there, a game that cannot be rebuilt leaves ``{"skipped": why}`` rather than failing.
     ``fidelity_every`` (default ``FIDELITY_EVERY``) and ``fidelity_seed`` (default: the recording's plus
     ``SEED_OFFSET``): see ``engine.action_fidelity``. ``policy_loader`` reads the game settings of a dataset
-    recorded by a diffworld agent (``from_gym.PolicyLoader``)."""
+    recorded by a diffworld agent (``from_gym.PolicyLoader``: ``diffworld.agent.policy.load_agent_policy``,
+    which the command line passes); such a dataset without it is a one-line ``NoPolicyLoaderError``, never a
+    skipped action fidelity (give ``fidelity_states=0`` to evaluate without)."""
     from diffworld.engine import action_fidelity as af
+    from diffworld.engine.convert.from_gym import NoPolicyLoaderError
 
     engine = open_engine(folder, device)
     dataset = open_start_dataset(engine, folder, data)
@@ -501,7 +504,7 @@ def evaluate_engine(
         try:
             game = af.open_game(dataset, engine.spec, policy_loader)
         except UserError as e:
-            if explicit:
+            if explicit or isinstance(e, NoPolicyLoaderError):  # the caller's to fix, not the dataset's
                 raise
             fidelity = {"skipped": str(e)}
     try:
