@@ -370,7 +370,7 @@ class Check:
             "per model (steps_first_epoch + (E - 1) x steps_per_epoch) x seconds per step; "
             "E = E_c + num_final_epochs, E_c = ceil((total_env_steps - N0) / steps_per_epoch); "
             "floor(E / test_every_epochs) x num_test_episodes test episodes and num_final_episodes final "
-            "ones of test_episode_steps steps at the collection rate (diffworld/projection.py)",
+            "ones of test_episode_steps steps at the collection rate (diffworld/agent/projection.py)",
         }
         for precision in ("fp32", "bf16"):
             report = self.bench_report(precision)

@@ -159,3 +159,19 @@ def test_an_engine_model_training_config_built_by_hand_has_the_csgo_batches() ->
     training = EngineModelTrainingConfig(ema_decay=0.999)
     assert (training.batch_size, training.grad_acc_steps, training.num_autoregressive_steps) == (16, 8, 5)
     assert training.grad_accumulation is GradAccumulation.sum
+
+
+def test_the_atari_denoiser_takes_a_numpy_action_count() -> None:
+    """As before: a game's action count may come as a numpy integer (``nn.Embedding`` took one)."""
+    import numpy as np
+
+    from diffworld.data.actions import ActionSpecError, Discrete
+    from diffworld.models.diffusion.edm import EDMDenoiser
+
+    cfg = build_config(["game=Catch", "preset=smoke"])
+    denoiser = EDMDenoiser(cfg.denoiser, np.int64(3))
+    assert denoiser.net.act_emb.weight.shape[0] == 3
+    assert type(Discrete("action", np.int64(3)).n) is int
+    for bad in (True, 3.0, 0):
+        with pytest.raises(ActionSpecError, match="n must be an integer >= 1"):
+            Discrete("action", bad)  # type: ignore[arg-type]

@@ -83,7 +83,7 @@ def test_the_average_is_decay_times_the_average_plus_the_rest_of_the_new_weights
             out.append(
                 {
                     n: {k: v.clone() for k, v in getattr(c, module).state_dict().items()}
-                    for n, c in self.components.items()
+                    for n, c in self.slots.items()
                 }
             )
         save(self)

@@ -1,12 +1,12 @@
 """``diffworld bench``: the speed and memory of every part of a run, at a preset's settings.
 
-The components are built by the trainer itself (``Trainer``, in a temporary run folder): the three models,
+Everything is built by the trainer itself (``Trainer``, in a temporary run folder): the three models,
 their losses, segment samplers, optimizers and the world-model environment the actor-critic learns in. A
 dataset is first filled with real frames by the untrained policy (uniform: its heads are zero-initialized).
 Then each part is timed, ``warmup`` untimed repetitions first, and the median of ``repeats`` timed ones kept:
 
 - ``denoiser``, ``reward_model``, ``actor_critic``: seconds per optimizer step of
-  ``Trainer.train_component`` (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2
+  ``Trainer.train_model`` (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2
   frames (docs/method.md §3), the reward/termination model on segments of L + H steps, the actor-critic with
   its imagined rollout of H steps from L-frame segments;
 - ``imagination``: rollouts of H steps of ``WorldModelEnv`` (reset with the reward model's burn-in, then H
@@ -286,7 +286,7 @@ def run_bench(
                         contextlib.redirect_stderr(io.StringIO()),  # the trainer's progress bars
                         imagined_ends() if name == "actor_critic" else contextlib.nullcontext(),
                     ):
-                        times = timed_calls(partial(trainer.train_component, name, 1), repeats, warmup, dev)
+                        times = timed_calls(partial(trainer.train_model, name, 1), repeats, warmup, dev)
                     results[name] = {
                         "seconds_per_step": statistics.median(times),
                         "times": times,
@@ -348,7 +348,7 @@ def _bench_imagination(trainer: Any, cfg: Config, repeats: int, warmup: int) -> 
     from diffworld.models.diffusion import EDMDenoiser
 
     trainer.agent.eval()
-    ac_loss = trainer.components["actor_critic"].model
+    ac_loss = trainer.slots["actor_critic"].model
     env = ac_loss.env  # the trainer's WorldModelEnv
     dev = trainer.device
     horizon = cfg.actor_critic.imagination_horizon
@@ -441,7 +441,8 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def write_bench_json(report: dict[str, Any], path: Path) -> None:
+    """The bench's report as the JSON file ``path`` (``diffworld bench --json``; strict JSON)."""
     from diffworld.utils.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,7 @@ def _denoiser_losses(
     metrics: dict[str, float] = {}
     denoiser = agent.denoiser
     for part, steps in parts.items():
-        sampler = EndingAtSegmentSampler(
+        segments = EndingAtSegmentSampler(
             dataset,
             cfg.denoiser.training.batch_size,
             seq_length,
@@ -130,7 +130,7 @@ def _denoiser_losses(
         with isolated_global_rng(derive_seed(seed, "denoiser")):
             for _ in range(NUM_BATCHES):
                 with autocast():
-                    _, batch_metrics = denoiser(sampler.sample())
+                    _, batch_metrics = denoiser(segments.sample())
                 for key, value in batch_metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
         metrics |= {f"denoiser/diagnostic/{key}_{part}": value / NUM_BATCHES for key, value in sums.items()}
@@ -174,7 +174,7 @@ def _actor_critic(
     loss's actor terms and critic term apart (``torch.autograd.grad``: the parameters' ``.grad`` stay)."""
     ac_cfg = cfg.actor_critic
     device = _model_device(agent.actor_critic)
-    sampler = EndingAtSegmentSampler(
+    segments = EndingAtSegmentSampler(
         dataset,
         min(NUM_ROLLOUTS, ac_cfg.training.batch_size),
         cfg.denoiser.num_cond_frames - 1,
@@ -187,13 +187,13 @@ def _actor_critic(
     env = WorldModelEnv(
         agent.denoiser,
         agent.reward_model,
-        sampler,
+        segments,
         cfg.denoiser.sampler,
         ac_cfg.imagination_horizon,
         generator,
     )
     with autocast():
-        r = imagine(agent.actor_critic, env, sampler.sample(), ac_cfg.imagination_horizon)
+        r = imagine(agent.actor_critic, env, segments.sample(), ac_cfg.imagination_horizon)
         terms = actor_critic_loss_terms(
             r.logits, r.values, r.actions, r.rew, r.end, r.trunc, r.next_values, ac_cfg
         )

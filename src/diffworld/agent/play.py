@@ -5,11 +5,10 @@ buttons) is separate from pygame (:class:`PlayApp` turns key events into command
 drive it headless; the rules both products' sessions share (pause, step, horizon, recording, help, quit) and
 the pygame loop are ``viz/play_core.py``'s. Environments:
 
-- the world model: a :class:`~diffworld.agent.imagination.WorldModelEnv` of batch
-  size 1 whose trajectories start
-  from L real frames and actions of the run's dataset (an agent folder has no dataset: a few real steps of
-  the policy are played first instead); its horizon, the steps after which a trajectory restarts from new
-  real frames, changes with ``[`` and ``]``;
+- the world model: a :class:`~diffworld.agent.imagination.WorldModelEnv` of batch size 1 whose trajectories
+  start from L real frames and actions of the run's dataset (an agent folder has no dataset: a few real
+  steps of the policy are played first instead); its horizon, the steps after which a trajectory restarts
+  from new real frames, changes with ``[`` and ``]``;
 - the real test environment (episodes run to game over) and the real training one (a life loss ends an
   episode), both at the Atari 100k settings.
 
@@ -315,6 +314,11 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         """Close the environments."""
         for env in self._envs.values():
             env.close()
+
+    def update(self, held: Collection[str] = ()) -> bool:
+        """Advance one step unless paused (a STEP command steps once while paused), the game buttons ``held``
+        (none by default) pressed; returns if it did."""
+        return super().update(held)
 
     # ----------------------------------------------------------------------------------------- internals
 

@@ -50,7 +50,7 @@ from diffworld.data import EpisodeDataset
 from diffworld.envs.from_config import make_envs
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import METRICS, PSNR_MAX
-from diffworld.evaluation.wm_quality_plot import plot_report, write_report
+from diffworld.evaluation.wm_quality_plot import plot_report, write_wm_quality
 from diffworld.evaluation.wm_trajectories import (
     CurveSums,
     copy_last_frame_curves,
@@ -261,5 +261,5 @@ def evaluate_world_models(
             f"no run of kind {', '.join(missing)}: comparing EDM with DDPM takes a "
             "second run trained with denoiser.kind=ddpm (or edm); pass both run folders"
         )
-    write_report(report, out_dir, plot_report)
+    write_wm_quality(report, out_dir, plot_report)
     return report

@@ -202,7 +202,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     refuse_former_spelling(
         args, "--steps", "is now --repeats (the timed repetitions of each part): give --repeats N"
     )
-    from diffworld.benchmark import DEFAULT_OVERRIDES, REPEATS, format_table, run_bench, write_report
+    from diffworld.benchmark import DEFAULT_OVERRIDES, REPEATS, format_table, run_bench, write_bench_json
 
     report = run_bench(
         args.overrides or DEFAULT_OVERRIDES,
@@ -216,7 +216,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(report))
     if args.json:
         refuse_live_run_output(args.json, "the benchmark report", "--json <file>")
-        write_report(report, Path(args.json))
+        write_bench_json(report, Path(args.json))
         print(f"Wrote {args.json}")
     return 0
 

@@ -17,6 +17,7 @@ Indices are stored as floats so that every kind fits one array; they are exact u
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,10 +68,12 @@ class Discrete(_OneColumn):
 
     def __post_init__(self) -> None:
         _check_name(self.name, "a discrete component's name")
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+        # Any integer type (numpy's too, as a game's action count may be), stored as int; not a bool.
+        if isinstance(self.n, bool) or not isinstance(self.n, numbers.Integral) or self.n < 1:
             raise ActionSpecError(
                 f"discrete component {self.name!r}: n must be an integer >= 1, got {self.n!r}"
             )
+        object.__setattr__(self, "n", int(self.n))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -385,8 +385,6 @@ class EpisodeDataset:
         capacity_steps: expected total number of steps, preallocated to avoid growth copies (which briefly
             hold the old and new arrays together). Exceeding it is fine: arrays then double.
     """
-
-    segment_unit: ClassVar[Literal["steps", "frames"]] = "steps"
 
     def __init__(
         self,

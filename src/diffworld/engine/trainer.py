@@ -116,11 +116,9 @@ class EngineTrainer(CheckpointedTrainer):
         self.cfg = with_low_res(self.cfg, self.dataset.frame_size)
         cfg, p = self.cfg, self.processes
         seed_everything(cfg.seed)  # every process builds the same models
-        self.components = {
-            "denoiser": self._component("denoiser", EngineDenoiser(cfg.denoiser, self.dataset.spec))
-        }
+        self.slots = {"denoiser": self._slot("denoiser", EngineDenoiser(cfg.denoiser, self.dataset.spec))}
         if cfg.upsampler is not None:
-            self.components["upsampler"] = self._component("upsampler", Upsampler(cfg.upsampler))
+            self.slots["upsampler"] = self._slot("upsampler", Upsampler(cfg.upsampler))
         # Each process draws its own noise from here on.
         torch.manual_seed(derive_seed(cfg.seed, f"training/process{p.rank}"))
 
@@ -147,7 +145,7 @@ class EngineTrainer(CheckpointedTrainer):
         if state is None:
             self._save_checkpoint()
 
-    def _component(self, name: str, model: EngineDenoiser | Upsampler) -> EngineTrainingSlot:
+    def _slot(self, name: str, model: EngineDenoiser | Upsampler) -> EngineTrainingSlot:
         cfg, p, mcfg = self.cfg, self.processes, model.cfg
         model = model.to(self.device)
         optimizer = make_optimizer(model, mcfg.optimizer)
@@ -158,7 +156,7 @@ class EngineTrainer(CheckpointedTrainer):
             per_process=cfg.training.batch_size_per_process,
         )
         full_res = name == "upsampler"
-        sampler = EngineSegmentSampler(
+        segments = EngineSegmentSampler(
             self.dataset,
             self.dataset.train_ids,
             batch_size,
@@ -177,8 +175,8 @@ class EngineTrainer(CheckpointedTrainer):
             optimizer=optimizer,
             scheduler=make_warmup_scheduler(optimizer, mcfg.optimizer.warmup_steps),
             training=mcfg.training,
-            max_grad_norm=mcfg.optimizer.max_grad_norm,
-            batches=SampledBatches(sampler),
+            optim_cfg=mcfg.optimizer,
+            batches=SampledBatches(segments),
             full_res=full_res,
             # Of the unwrapped module, whose parameters the DDP replica shares.
             ema=None if decay is None else exponential_average(model, decay),
@@ -234,7 +232,7 @@ class EngineTrainer(CheckpointedTrainer):
 
     def _train(self, steps: int) -> None:
         metrics: dict[str, float] = {}
-        for name, c in self.components.items():
+        for name, c in self.slots.items():
             result = c.train(steps, self.autocast, name)
             metrics.update({f"{name}/train/{key}": value for key, value in result.metrics.items()})
         self.updates += steps
@@ -263,8 +261,8 @@ class EngineTrainer(CheckpointedTrainer):
         metrics: dict[str, float] = {}
         with _forked_torch_rng(self.device):
             torch.manual_seed(derive_seed(cfg.seed, "test"))
-            for name, c in self.components.items():
-                sampler = EngineSegmentSampler(
+            for name, c in self.slots.items():
+                segments = EngineSegmentSampler(
                     self.dataset,
                     self.dataset.test_ids,
                     c.cfg.training.batch_size,
@@ -279,7 +277,7 @@ class EngineTrainer(CheckpointedTrainer):
                 losses = []
                 for _ in range(cfg.training.num_test_batches):
                     with self.autocast():
-                        loss, _ = model(sampler.sample())
+                        loss, _ = model(segments.sample())
                     losses.append(float(loss))
                 metrics[f"{name}/test/loss"] = sum(losses) / len(losses)
             if cfg.training.quality_trajectories > 0:
@@ -293,11 +291,11 @@ class EngineTrainer(CheckpointedTrainer):
         a generator of their own, seeded anew at every test, so that a run measures the same trajectories
         every time and, resumed, logs again what it had logged (docs/engine.md, "Training")."""
         cfg = self.cfg
-        denoiser = self.components["denoiser"].tested()
-        upsampler = self.components["upsampler"].tested() if "upsampler" in self.components else None
+        denoiser = self.slots["denoiser"].tested()
+        upsampler = self.slots["upsampler"].tested() if "upsampler" in self.slots else None
         assert isinstance(denoiser, EngineDenoiser)
         assert upsampler is None or isinstance(upsampler, Upsampler)
-        weights = weights_name({name: c.ema is not None for name, c in self.components.items()})
+        weights = weights_name({name: c.ema is not None for name, c in self.slots.items()})
         engine = TrainedEngine(cfg, self.dataset.spec, denoiser.eval(), upsampler, self.updates, weights)
         if upsampler is not None:
             upsampler.eval()  # train_updates sets training mode back
@@ -318,9 +316,7 @@ class EngineTrainer(CheckpointedTrainer):
         per_process = distributed.gather(
             {
                 "rng": rng_state(),
-                "samplers": {
-                    name: generator_state(c.batches.segments.rng) for name, c in self.components.items()
-                },
+                "samplers": {name: generator_state(c.batches.segments.rng) for name, c in self.slots.items()},
             },
             self.processes,
         )
@@ -333,12 +329,12 @@ class EngineTrainer(CheckpointedTrainer):
                 # Training metrics of the updates since the last record, which the next one averages.
                 "pending_metrics": [[n, metrics] for n, metrics in self._pending],
                 "world_size": self.processes.world_size,
-                "models": {name: c.model.state_dict() for name, c in self.components.items()},
-                "optimizers": {name: c.optimizer.state_dict() for name, c in self.components.items()},
-                "schedulers": {name: c.scheduler.state_dict() for name, c in self.components.items()},
+                "models": {name: c.model.state_dict() for name, c in self.slots.items()},
+                "optimizers": {name: c.optimizer.state_dict() for name, c in self.slots.items()},
+                "schedulers": {name: c.scheduler.state_dict() for name, c in self.slots.items()},
                 "processes": per_process,
             }
-            averages = {name: c.ema.state_dict() for name, c in self.components.items() if c.ema is not None}
+            averages = {name: c.ema.state_dict() for name, c in self.slots.items() if c.ema is not None}
             if averages:  # a run without averages writes what it always did
                 state["ema"] = averages
             save_checkpoint(state, checkpoint_dir(self.run_dir))
@@ -346,7 +342,7 @@ class EngineTrainer(CheckpointedTrainer):
 
     def _load_state(self, state: dict[str, Any]) -> int:
         """Restore the training state; returns the metrics records the checkpoint had seen."""
-        for name, c in self.components.items():
+        for name, c in self.slots.items():
             c.model.load_state_dict(state["models"][name])
             c.optimizer.load_state_dict(state["optimizers"][name])
             c.scheduler.load_state_dict(state["schedulers"][name])
@@ -365,7 +361,7 @@ class EngineTrainer(CheckpointedTrainer):
         saved = state["processes"]
         if len(saved) == self.processes.world_size:
             mine = saved[self.processes.rank]
-            for name, c in self.components.items():
+            for name, c in self.slots.items():
                 set_generator_state(c.batches.segments.rng, mine["samplers"][name])
             set_rng_state(mine["rng"])
         elif self.processes.is_main:

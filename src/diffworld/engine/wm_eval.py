@@ -19,7 +19,7 @@ from diffworld.engine.open_engine import SamplerSettings, open_engine, open_star
 from diffworld.engine.quality import ENGINE, HORIZONS, QualitySettings, engine_quality
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import PSNR_MAX
-from diffworld.evaluation.wm_quality_plot import plot_engine_report, write_report
+from diffworld.evaluation.wm_quality_plot import plot_engine_report, write_wm_quality
 from diffworld.world_model_folder import WmEvalOptions
 
 
@@ -62,7 +62,7 @@ def evaluate_engine_world_models(
         },
         "engines": entries,
     }
-    write_report(report, out_dir, plot_engine_report)
+    write_wm_quality(report, out_dir, plot_engine_report)
     return report
 
 

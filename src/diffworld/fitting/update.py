@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from diffworld.config.schema import BatchesConfig, GradAccumulation
+from diffworld.config.schema import BatchesConfig, GradAccumulation, OptimizerConfig
 from diffworld.data.batch import Batch
 from diffworld.data.store import SegmentSource
 
@@ -130,7 +130,9 @@ class TrainingSlot:
     scheduler: LRScheduler
     training: BatchesConfig
     """Its batches per update and how their gradients combine."""
-    max_grad_norm: float
+    optim_cfg: OptimizerConfig
+    """Its optimizer's settings, of which ``train`` reads ``max_grad_norm`` at each call (the configuration,
+    not a copy of its value)."""
     replica: nn.Module | None = None
     """What the updates call where it is not ``model`` itself: ``model`` in DistributedDataParallel (an
     engine trained by several processes)."""
@@ -149,7 +151,7 @@ class TrainingSlot:
             self.scheduler,
             steps=steps,
             grad_acc_steps=self.training.grad_acc_steps,
-            max_grad_norm=self.max_grad_norm,
+            max_grad_norm=self.optim_cfg.max_grad_norm,
             autocast=autocast,
             desc=desc,
             sum_accumulated=self.training.grad_accumulation is GradAccumulation.sum,
