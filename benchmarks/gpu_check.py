@@ -85,7 +85,7 @@ GPU = Settings(
     device_tests=["tests/test_device.py"],
     suite=["tests", "--ignore=tests/test_device.py", "--maxfail=25"],
     bench_overrides=["preset=atari100k", "game=Breakout"],
-    bench_args=["--steps", "5", "--warmup", "2", "--collect", "1000"],
+    bench_args=["--repeats", "5", "--warmup", "2", "--collect", "1000"],
     train_overrides=["preset=gpu", "game=Boxing", "seed=0"],
     eval_episodes=4,
     # The train stage takes what the others leave of the budget, up to 330 s: 280 s when they all run to
@@ -100,7 +100,7 @@ DRY_RUN = Settings(
     device_tests=["tests/test_device.py"],
     suite=["tests/test_projection.py", "tests/test_config.py"],
     bench_overrides=["preset=smoke", "game=Boxing"],
-    bench_args=["--steps", "1", "--warmup", "0", "--collect", "100"],
+    bench_args=["--repeats", "1", "--warmup", "0", "--collect", "100"],
     # 200-step episodes, a test every 2 epochs: the dry run logs test returns too.
     train_overrides=[
         "preset=smoke",
@@ -370,7 +370,7 @@ class Check:
             "per model (steps_first_epoch + (E - 1) x steps_per_epoch) x seconds per step; "
             "E = E_c + num_final_epochs, E_c = ceil((total_env_steps - N0) / steps_per_epoch); "
             "floor(E / test_every_epochs) x num_test_episodes test episodes and num_final_episodes final "
-            "ones of test_episode_steps steps at the collection rate (diffworld/projection.py)",
+            "ones of test_episode_steps steps at the collection rate (diffworld/agent/projection.py)",
         }
         for precision in ("fp32", "bf16"):
             report = self.bench_report(precision)

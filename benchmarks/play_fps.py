@@ -100,7 +100,7 @@ def main() -> None:
     with torch.no_grad():
         world_model_s = _per_call(lambda: wm.step(0), 10)
         policy_s = _per_call(lambda: agent.actor_critic.step(obs), 10)
-    draw_s = _per_call(lambda: app.window.draw(session.obs, session.header(1.0)), 20)
+    draw_s = _per_call(lambda: app.window.draw(session.frame, session.header(1.0)), 20)
     app.close()
 
     result = {

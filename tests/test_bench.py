@@ -16,7 +16,7 @@ from strict_json import load_strict_json
 
 def test_bench_smoke_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    args = ["bench", "preset=smoke", "--steps", "1", "--warmup", "0", "--collect", "100", "--device", "cpu"]
+    args = ["bench", "preset=smoke", "--repeats", "1", "--warmup", "0", "--collect", "100", "--device", "cpu"]
     assert main([*args, "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "denoiser step" in table and "frames/s" in table and "steps/s" in table
@@ -51,7 +51,7 @@ def test_bench_bf16_runs_training_in_bfloat16(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(torch.nn.Conv2d, "forward", recording_forward)
     out = tmp_path / "bench.json"
-    args = ["bench", "preset=smoke", "training.precision=bf16", "--steps", "1", "--warmup", "0"]
+    args = ["bench", "preset=smoke", "training.precision=bf16", "--repeats", "1", "--warmup", "0"]
     args += ["--collect", "100", "--device", "cpu", "--parts", "denoiser", "actor_critic", "imagination"]
     assert main([*args, "--json", str(out)]) == 0
     report = load_strict_json(out)

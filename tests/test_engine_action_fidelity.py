@@ -285,3 +285,20 @@ def test_cli_eval_without_a_game(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "record it again" in one_line_error(
         capsys, ["engine", "eval", str(engine), "--fidelity-states", "4"]
     )
+
+
+def test_evaluate_engine_needs_the_agent_policy_loader_from_python(tmp_path: Path) -> None:
+    """From Python, a dataset recorded by a diffworld agent without ``policy_loader``: a one-line error that
+    names the loader to pass, never an action fidelity quietly skipped (the command line passes it)."""
+    from diffworld.engine.convert.from_gym import NoPolicyLoaderError
+    from diffworld.engine.quality import evaluate_engine
+    from test_engine_quality import bar_dataset, engine_folder
+
+    data = bar_dataset(tmp_path / "bars")
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["source"] = {"converter": "gym", "env": "diffworld/Catch-v0", "policy": str(tmp_path), "seed": 2}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    engine = engine_folder(tmp_path / "engine", data)
+    with pytest.raises(NoPolicyLoaderError, match="policy_loader=diffworld.agent.policy.load_agent_policy"):
+        evaluate_engine(engine, device="cpu")
+    assert not (engine / "quality.json").exists()

@@ -18,7 +18,7 @@ import torch
 from diffworld.config.loading import ConfigError
 from diffworld.engine.config import build_engine_config, load_engine_config
 from diffworld.engine.open_engine import open_engine
-from diffworld.engine.quality import evaluate_engine, quality_metrics
+from diffworld.engine.quality import QualitySettings, evaluate_engine, quality_metrics
 from diffworld.engine.trained import load_trained_engine
 from diffworld.engine.trainer import ENGINE_STATE_KEYS, EngineTrainer, quality_seed
 from diffworld.run.checkpoint import load_checkpoint
@@ -83,7 +83,7 @@ def test_the_average_is_decay_times_the_average_plus_the_rest_of_the_new_weights
             out.append(
                 {
                     n: {k: v.clone() for k, v in getattr(c, module).state_dict().items()}
-                    for n, c in self.components.items()
+                    for n, c in self.slots.items()
                 }
             )
         save(self)
@@ -158,7 +158,9 @@ def test_a_trained_engine_plays_with_the_average(runs: dict[str, Path], tmp_path
             assert any(not torch.equal(ours[k], v) for k, v in state["models"][name].items())
     # The quality logged at the last test is 'engine eval' of the final checkpoint, which says its weights.
     report, _ = evaluate_engine(
-        runs["on"], tmp_path / "q.json", horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)
+        runs["on"],
+        tmp_path / "q.json",
+        QualitySettings(horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)),
     )
     assert report["weights"] == "ema"
     logged = {k: v for k, v in read_metrics(runs["on"])[-1].items() if k.startswith("engine/")}

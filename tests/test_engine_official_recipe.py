@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from diffworld.cli import SETTINGS
+from diffworld.config.loading import to_yaml
 from diffworld.data.batch import Batch
 from diffworld.engine.config import (
     EngineSamplerConfig,
     LowResFilter,
     build_engine_config,
-    engine_config_to_yaml,
     load_engine_config,
 )
 from diffworld.engine.denoiser import EngineDenoiser
@@ -187,7 +187,7 @@ def test_the_command_line_names_every_sampler_setting() -> None:
 
 def test_a_configuration_written_before_the_bicubic_filter_reads_as_area(tmp_path: Path) -> None:
     cfg = build_engine_config(["data=x", "preset=smoke"])
-    text = engine_config_to_yaml(cfg)
+    text = to_yaml(cfg)
     assert "low_res_filter: bicubic" in text
     (tmp_path / "new.yaml").write_text(text)
     assert load_engine_config(tmp_path / "new.yaml").low_res_filter is LowResFilter.bicubic

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.cli import main
+from diffworld.config.loading import save_config
 from diffworld.data.actions import ActionSpec, discrete
 from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
-from diffworld.engine.config import LowResFilter, build_engine_config, save_engine_config
+from diffworld.engine.config import LowResFilter, build_engine_config
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
@@ -276,7 +277,7 @@ def engine_folder(folder: Path, data: Path, overrides: tuple[str, ...] = ()) -> 
     folder.mkdir(parents=True)
     save_checkpoint({"updates": 0, "models": models}, checkpoint_dir(folder))
     save_action_space(folder, BAR_SPEC)
-    save_engine_config(cfg, folder / CONFIG_FILE)
+    save_config(cfg, folder / CONFIG_FILE)
     return folder
 
 

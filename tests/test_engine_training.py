@@ -17,7 +17,7 @@ from diffworld.data.actions import ActionSpec, discrete, keys
 from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.engine.config import build_engine_config, load_engine_config
 from diffworld.engine.folder import is_engine_run
-from diffworld.engine.quality import evaluate_engine, quality_metrics
+from diffworld.engine.quality import QualitySettings, evaluate_engine, quality_metrics
 from diffworld.engine.trained import load_trained_engine
 from diffworld.engine.trainer import EngineTrainer, quality_seed
 from diffworld.errors import UserError
@@ -132,7 +132,9 @@ def test_quality_is_what_eval_measures_and_leaves_training_unchanged(dataset: Pa
     # The last test's quality is 'diffworld engine eval' of the final checkpoint with the run's seed.
     logged = {k: v for k, v in on[-1].items() if k.startswith("engine/")}
     report, _ = evaluate_engine(
-        tmp_path / "on", tmp_path / "q.json", horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)
+        tmp_path / "on",
+        tmp_path / "q.json",
+        QualitySettings(horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)),
     )
     assert logged and logged == quality_metrics(report, "engine/test")
     # The baseline, by hand: the trajectories start at frames 0 and 10 of the test episode after 2 real

@@ -49,7 +49,7 @@ def split(batch: Batch, parts: int) -> list[Batch]:
 
 
 def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) -> dict[str, torch.Tensor]:
-    """The reward model's gradients handed to the optimizer by ``Trainer.train_component`` for one update."""
+    """The reward model's gradients handed to the optimizer by ``Trainer.train_model`` for one update."""
     cfg = build_config(
         [
             "preset=smoke",
@@ -61,18 +61,18 @@ def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) ->
         ]
     )
     trainer = Trainer(cfg, tmp_path / f"acc{grad_acc_steps}")
-    component = trainer.components["reward_model"]
+    slot = trainer.slots["reward_model"]
     micro_batches = iter(split(batch, grad_acc_steps))
-    component.segments.sample = lambda batch_size=None: next(micro_batches)  # type: ignore[method-assign]
+    slot.segments.sample = lambda batch_size=None: next(micro_batches)  # type: ignore[method-assign]
     captured: dict[str, torch.Tensor] = {}
 
     def capture_then_skip() -> None:
-        for name, p in component.model.named_parameters():
+        for name, p in slot.model.named_parameters():
             if p.grad is not None:
                 captured[name] = p.grad.clone()
 
-    component.optimizer.step = capture_then_skip  # type: ignore[method-assign,assignment]
-    trainer.train_component("reward_model", 1)
+    slot.optimizer.step = capture_then_skip  # type: ignore[method-assign,assignment]
+    trainer.train_model("reward_model", 1)
     trainer.train_envs.close()
     trainer.test_envs.close()
     return captured

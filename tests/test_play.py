@@ -214,7 +214,7 @@ def test_every_control(app: PlayApp, tmp_path: Path) -> None:
         _key(key)
         app.frame()
         assert session.env_kind is kind and session.t == 1, kind
-        assert session.obs.shape == (64, 64, 3) and session.obs.dtype == np.uint8
+        assert session.frame.shape == (64, 64, 3) and session.frame.dtype == np.uint8
         assert kind.value in session.header()[0]
 
     # h prints the keys again.
@@ -274,7 +274,7 @@ def test_recording_writes_a_loadable_dataset(app: PlayApp, tmp_path: Path) -> No
     recorder = Recorder(record_dir, (64, 64, 3), info)
     recorder.on = True
     recorder.begin(episodes[0].obs[0])
-    recorder.add(1, 0.0, episodes[0].obs[1])
+    recorder.add_step((1, 0.0), episodes[0].obs[1])
     assert recorder.finish(terminated=True) == record_dir / "episode_000005.npz"
     assert EpisodeDataset.load(record_dir).lengths.tolist() == [1, 2, 2, 3, 2, 1]
 

@@ -1,4 +1,4 @@
-"""The reward model read on predicted next frames (``evaluation.reward_recall``), against direct counts.
+"""The reward model read on predicted next frames (``agent.reward_recall``), against direct counts.
 
 Frames are uniform at one of three levels (-1, 0, +1 after scaling) and the reward of step t is the level of
 x_{t+1}. A stub reward model reads the sign of the reward as the level of the next frame it is given, so on

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffworld.agent.trainer import COMPONENTS, Trainer
+from diffworld.agent.trainer import MODEL_NAMES, Trainer
 from diffworld.config import build_config
 from diffworld.data import SegmentSampler
 
@@ -35,7 +35,7 @@ def draws_of(sampler: SegmentSampler, episode_id: int, size: int = 4000) -> tupl
 
 
 def test_running_episode_is_sampled_right_after_each_collection(trainer: Trainer) -> None:
-    dataset, samplers = trainer.dataset, {name: trainer.components[name].segments for name in COMPONENTS}
+    dataset, samplers = trainer.dataset, {name: trainer.slots[name].segments for name in MODEL_NAMES}
     # Enough episodes for the sample weights to apply (4 groups): the running one is the newest.
     while dataset.num_episodes < 5:
         trainer.collector.collect_steps(3)

@@ -18,7 +18,7 @@ from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.models.diffusion import Denoiser
-from diffworld.utils.video_encoding import VideoWriter, write_video
+from diffworld.utils.video_encoding import VideoWriter
 from diffworld.viz.side_by_side import compose_frames, imagine_along, real_vs_imagined
 from test_engine_cli import fails_in_one_line
 from test_engine_quality import LOW, ActionCoded, NearestUp, action_coded_dataset, bar_dataset, engine_folder
@@ -140,6 +140,13 @@ def test_denoising_steps_strip(kind: str) -> None:
         assert np.abs(last.estimate.astype(int) - imagination.frames[-1].astype(int)).max() <= 1
 
 
+def _write(path: Path, frames: np.ndarray) -> None:
+    """The frames written one at a time, as ``diffworld video`` writes them (``viz.video_out``)."""
+    with VideoWriter(path, fps=15) as video:
+        for frame in frames:
+            video.append(frame)
+
+
 def test_write_mp4_and_gif(tmp_path: Path) -> None:
     pytest.importorskip("imageio_ffmpeg")
     import imageio.v3 as iio
@@ -147,10 +154,10 @@ def test_write_mp4_and_gif(tmp_path: Path) -> None:
     denoiser, sampler = _denoiser()
     frames = _video(denoiser, sampler, _episode(12), 5, scale=2)
     t, h, w, _ = frames.shape
-    write_video(tmp_path / "v.gif", frames, fps=15)
+    _write(tmp_path / "v.gif", frames)
     with Image.open(tmp_path / "v.gif") as gif:
         assert gif.n_frames == t and gif.size == (w, h)
-    write_video(tmp_path / "sub" / "v.mp4", frames, fps=15)
+    _write(tmp_path / "sub" / "v.mp4", frames)
     mp4 = iio.imread(tmp_path / "sub" / "v.mp4", index=None)
     # H.264 wants sizes in multiples of 16: the frames are padded with black, never scaled.
     assert mp4.shape == (t, -(-h // 16) * 16, -(-w // 16) * 16, 3)

@@ -327,8 +327,12 @@ NEW_CONFIG_KEYS: dict[str, object] = {
     "actor_critic.continuous.std_offset": 2.0,
     "reward_model.reward_kind": "sign",
 }
-"""Configuration keys the redesign added (or that one product gained from the other), with the value that
-keeps the behaviour of a configuration without them; a section that only such keys fill goes with them."""
+"""Configuration keys that one of the two products' configurations lacked before the redesign (or that the
+continuous-control change added), with the value that keeps the behaviour of a configuration without them; a
+section that only such keys fill goes with them. The rules apply to both sides and to both products alike, so
+a key that the other product already had is dropped from it too where it holds that value (the agent's
+``denoiser.convention: official``): harmless, since both sides are normalised the same way, but an "OK" does
+not say that such a key was compared."""
 
 
 def normalise_config(tree: Any) -> Any:

@@ -25,21 +25,21 @@ __all__ = ["PlayOptions", "VideoOptions", "VideoSummary", "WmEvalOptions", "Worl
 
 @dataclass(frozen=True)
 class PlayOptions:
-    """``diffworld play``'s options (``None``: not given)."""
+    """``diffworld play``'s options (``None``: not given; the defaults are the command line's)."""
 
-    env: str
-    human: bool
-    horizon: int
-    fps: float
-    scale: int | None
-    record_dir: Path | None
-    seed: int
-    device: str
-    max_frames: int | None
-    keymap: Path | None
-    data: str | None
-    denoising_steps: int | None
-    sampler_settings: str | None
+    env: str = "world-model"
+    human: bool = False
+    horizon: int = 1000
+    fps: float = 15.0
+    scale: int | None = None
+    record_dir: Path | None = None
+    seed: int = 0
+    device: str = "auto"
+    max_frames: int | None = None
+    keymap: Path | None = None
+    data: str | None = None
+    denoising_steps: int | None = None
+    sampler_settings: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,7 +39,7 @@ from torch import Tensor, nn
 
 from diffworld.agent import Agent
 from diffworld.agent.imagination import WorldModelEnv, imagine
-from diffworld.agent.reward_recall import reward_detection_among
+from diffworld.agent.reward_recall import Steps, reward_detection_among
 from diffworld.config.schema import Config, RewardKind
 from diffworld.data import EpisodeDataset
 from diffworld.data.segment_sampler import EndingAtSegmentSampler, episode_steps
@@ -55,20 +54,6 @@ MAX_REWARD_EVENTS = 16
 NUM_ROLLOUTS = 8
 """Imagined rollouts of the actor-critic (at most its training batch size), of its imagination horizon."""
 PARTS = ("recent", "old")
-
-
-@dataclass(frozen=True)
-class Steps:
-    """Some steps of a dataset: step ``timesteps[i]`` of episode ``episode_ids[i]``."""
-
-    episode_ids: np.ndarray
-    timesteps: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.episode_ids)
-
-    def rewards(self, dataset: EpisodeDataset) -> np.ndarray:
-        return dataset.rewards[dataset.step_starts[self.episode_ids] + self.timesteps]
 
 
 def recent_and_old(dataset: EpisodeDataset, lengths_before: np.ndarray) -> tuple[Steps, Steps]:
@@ -133,7 +118,7 @@ def _denoiser_losses(
     metrics: dict[str, float] = {}
     denoiser = agent.denoiser
     for part, steps in parts.items():
-        sampler = EndingAtSegmentSampler(
+        segments = EndingAtSegmentSampler(
             dataset,
             cfg.denoiser.training.batch_size,
             seq_length,
@@ -146,7 +131,7 @@ def _denoiser_losses(
         with isolated_global_rng(derive_seed(seed, "denoiser")):
             for _ in range(NUM_BATCHES):
                 with autocast():
-                    _, batch_metrics = denoiser(sampler.sample())
+                    _, batch_metrics = denoiser(segments.sample())
                 for key, value in batch_metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
         metrics |= {f"denoiser/diagnostic/{key}_{part}": value / NUM_BATCHES for key, value in sums.items()}
@@ -163,8 +148,7 @@ def _reward_recalls(
             agent.denoiser,
             agent.reward_model,
             dataset,
-            steps.episode_ids,
-            steps.timesteps,
+            steps,
             cfg.denoiser.sampler,
             seed=derive_seed(seed, f"reward_detection/{part}"),
             max_events=MAX_REWARD_EVENTS,
@@ -193,7 +177,7 @@ def _actor_critic(
     loss's actor terms and critic term apart (``torch.autograd.grad``: the parameters' ``.grad`` stay)."""
     ac_cfg = cfg.actor_critic
     device = _model_device(agent.actor_critic)
-    sampler = EndingAtSegmentSampler(
+    segments = EndingAtSegmentSampler(
         dataset,
         min(NUM_ROLLOUTS, ac_cfg.training.batch_size),
         cfg.denoiser.num_cond_frames - 1,
@@ -206,13 +190,13 @@ def _actor_critic(
     env = WorldModelEnv(
         agent.denoiser,
         agent.reward_model,
-        sampler,
+        segments,
         cfg.denoiser.sampler,
         ac_cfg.imagination_horizon,
         generator,
     )
     with autocast():
-        r = imagine(agent.actor_critic, env, sampler.sample(), ac_cfg.imagination_horizon)
+        r = imagine(agent.actor_critic, env, segments.sample(), ac_cfg.imagination_horizon)
         terms = actor_critic_loss_terms(
             r.logits,
             r.values,

@@ -23,21 +23,9 @@ class AgentFolder:
     def play(self, path: Path, options: PlayOptions) -> None:
         if options.data or options.denoising_steps or options.sampler_settings:
             raise UserError("--data, --denoising-steps and --sampler-settings are for engine folders")
-        from diffworld.agent.play import ENV_CHOICES, run_play
+        from diffworld.agent.play import run_play
 
-        run_play(
-            path,
-            env=ENV_CHOICES[options.env],
-            human=options.human,
-            horizon=options.horizon,
-            fps=options.fps,
-            scale=options.scale or 8,
-            record_dir=options.record_dir,
-            seed=options.seed,
-            device=options.device,
-            max_frames=options.max_frames,
-            keymap_file=options.keymap,
-        )
+        run_play(path, options)
 
     def video(self, path: Path, out: Path, options: VideoOptions) -> VideoSummary:
         if (
@@ -52,35 +40,15 @@ class AgentFolder:
             )
         from diffworld.agent.video import run_video
 
-        return run_video(
-            path,
-            out,
-            steps=options.steps,
-            start=options.start,
-            scale=options.scale or 4,
-            fps=options.fps,
-            show_denoising=options.show_denoising,
-            seed=options.seed,
-            device=options.device,
-        )
+        return run_video(path, out, options)
 
     def wm_eval(self, paths: Sequence[Path], out_dir: Path, options: WmEvalOptions) -> list[str]:
         if options.data is not None or options.trajectories is not None or options.sampler_settings:
             raise UserError("--data, --trajectories and --sampler-settings are for engine folders.")
         from diffworld.agent.action_fidelity import format_action_fidelity
-        from diffworld.agent.wm_quality import DENOISING_STEPS, HORIZONS, KINDS, evaluate_world_models
+        from diffworld.agent.wm_quality import WmEvalSettings, evaluate_world_models
 
-        report = evaluate_world_models(
-            paths,
-            out_dir,
-            horizons=options.horizons or list(HORIZONS),
-            denoising_steps=options.denoising_steps or DENOISING_STEPS,
-            kinds=options.kinds or KINDS,
-            num_episodes=options.episodes or 4,
-            device=options.device,
-            seed=options.seed,
-            batch_size=options.batch_size or 64,
-        )
+        report = evaluate_world_models(paths, out_dir, WmEvalSettings.of(options))
         lines = []
         for run in report["runs"]:
             h = run["horizons_evaluated"]

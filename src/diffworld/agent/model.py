@@ -119,7 +119,9 @@ def config_from_dict(data: Mapping[str, Any], source: str) -> Config:
     settings raise :class:`ConfigError` mentioning ``source`` (where the dict came from).
     """
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(upgrade_legacy_keys(data)))
+        merged = OmegaConf.merge(
+            OmegaConf.structured(Config), OmegaConf.create(upgrade_legacy_keys(data, source))
+        )
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         at = f" at {e.full_key!r}" if getattr(e, "full_key", None) else ""

@@ -29,8 +29,9 @@ from diffworld.config.schema import Config, DiffusionKind, RewardKind
 from diffworld.models.official_names import official_name
 from diffworld.run.official_file import (
     OfficialAgentError,
+    checked_tensors,
     count_indexed,
-    listed,
+    mismatch,
     read_official_state_dict,
     unet_levels,
 )
@@ -148,25 +149,17 @@ def convert_official_state_dict(
                 f"{path} holds an agent of another architecture than this configuration's ({len(missing)} "
                 f"tensors missing, {len(unexpected)} unexpected): add the overrides {' '.join(overrides)}"
             )
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing: {listed(missing)}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected: {listed(unexpected)}")
         raise OfficialAgentError(
-            f"{path} does not match the agent of this configuration ({'; '.join(problems)})."
+            f"{path} does not match the agent of this configuration ({mismatch(missing, unexpected)})."
         )
-    state = {}
-    for name, tensor in tensors.items():
-        ours = names[name]
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            raise OfficialAgentError(
-                f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, but this configuration expects "
-                f"{tuple(expected[ours].shape)}{_overrides_hint(tensors, cfg)}."
-            )
-        if expected[ours].is_floating_point() and not tensor.is_floating_point():
-            raise OfficialAgentError(f"{path}: tensor {name!r} is {tensor.dtype}, not floating point.")
-        state[ours] = tensor
+    state = checked_tensors(
+        ((name, names[name]) for name in tensors),
+        tensors,
+        expected,
+        path,
+        lambda shape: f"this configuration expects {shape}{_overrides_hint(tensors, cfg)}",
+        OfficialAgentError,
+    )
     agent.load_state_dict(state)
     return agent.eval()
 

@@ -5,11 +5,10 @@ buttons) is separate from pygame (:class:`PlayApp` turns key events into command
 drive it headless; the rules both products' sessions share (pause, step, horizon, recording, help, quit) and
 the pygame loop are ``viz/play_core.py``'s. Environments:
 
-- the world model: a :class:`~diffworld.agent.imagination.WorldModelEnv` of batch
-  size 1 whose trajectories start
-  from L real frames and actions of the run's dataset (an agent folder has no dataset: a few real steps of
-  the policy are played first instead); its horizon, the steps after which a trajectory restarts from new
-  real frames, changes with ``[`` and ``]``;
+- the world model: a :class:`~diffworld.agent.imagination.WorldModelEnv` of batch size 1 whose trajectories
+  start from L real frames and actions of the run's dataset (an agent folder has no dataset: a few real
+  steps of the policy are played first instead); its horizon, the steps after which a trajectory restarts
+  from new real frames, changes with ``[`` and ``]``;
 - the real test environment (episodes run to game over) and the real training one (a life loss ends an
   episode), both at the run's settings (the Atari 100k ones for an Atari game).
 
@@ -31,6 +30,7 @@ import json
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,9 +53,12 @@ from diffworld.viz.play_core import (
     PlayAppCore,
     PlayCommand,
     PlaySessionCore,
+    TrajectoryRecorder,
     controls_text,
     default_record_dir,
+    play_until_quit,
 )
+from diffworld.world_model_folder import PlayOptions
 
 if TYPE_CHECKING:
     from diffworld.agent.trained import TrainedAgent
@@ -77,6 +80,9 @@ class EnvKind(enum.Enum):
 
 
 ENV_CHOICES = {"world-model": EnvKind.WORLD_MODEL, "test": EnvKind.TEST, "train": EnvKind.TRAIN}
+"""``--env``'s choices."""
+SCALE = 8
+"""Screen pixels per frame pixel (``--scale``'s default for an agent)."""
 
 
 CONTROL_KEYS: tuple[ControlKey, ...] = (
@@ -186,7 +192,7 @@ class RealPlayEnv:
         self.envs.close()
 
 
-class Recorder:
+class Recorder(TrajectoryRecorder[tuple[Action, float]]):
     """Episodes played while recording is on, written to ``directory`` in the dataset format as they end.
 
     The folder is created, or appended to, when the first episode is written; ``recording.json`` beside the
@@ -201,42 +207,26 @@ class Recorder:
         info: dict[str, Any],
         action_shape: tuple[int, ...] = (),
     ) -> None:
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.frame_shape = frame_shape
         self.action_shape = action_shape
         self.info = info
-        self.on = False
-        self.num_saved = 0
         self._dataset: EpisodeDataset | None = None
-        self._frames: list[np.ndarray] = []
-        self._actions: list[Action] = []
-        self._rewards: list[float] = []
-
-    def begin(self, obs: np.ndarray) -> None:
-        """A new episode starts at ``obs`` (recorded only while recording is on)."""
-        self._frames = [obs.copy()] if self.on else []
-        self._actions, self._rewards = [], []
-
-    def add(self, action: Action, reward: float, reached: np.ndarray) -> None:
-        if self.on and self._frames:
-            self._actions.append(action)
-            self._rewards.append(reward)
-            self._frames.append(reached.copy())
 
     def finish(self, terminated: bool = False, truncated: bool = False) -> Path | None:
         """Write the running episode if it has a step (both flags False: cut short); returns its file."""
-        path = None
-        if self._actions:
-            # (T,) indices, or (T, D) vectors of a continuous-control game.
-            actions = np.asarray(self._actions, dtype=np.float32 if self.action_shape else np.int64)
-            episode = Episode.from_steps(
-                self._frames, actions, self._rewards, terminated=terminated, truncated=truncated
-            )
-            episode_id = self._open().add(episode)
-            self.num_saved += 1
-            path = episode_path(self.directory, episode_id)
-        self._frames, self._actions, self._rewards = [], [], []
-        return path
+        return self._written(partial(self._write, terminated, truncated))
+
+    def _write(self, terminated: bool, truncated: bool) -> Path:
+        # (T,) indices, or (T, D) vectors of a continuous-control game.
+        actions = np.asarray(
+            [action for action, _ in self.steps], dtype=np.float32 if self.action_shape else np.int64
+        )
+        rewards = [reward for _, reward in self.steps]
+        episode = Episode.from_steps(
+            self.frames, actions, rewards, terminated=terminated, truncated=truncated
+        )
+        return episode_path(self.directory, self._open().add(episode))
 
     def _open(self) -> EpisodeDataset:
         if self._dataset is None:
@@ -266,6 +256,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
     horizon_message = "Imagination horizon: {}"
     recording_off_message = "Recording off: {num_saved} episode(s) in {directory}"
     cut_message = "Recorded {} (cut)"
+    recordings_message = "Recordings (key r) go to {}"
     recorder: Recorder
 
     def __init__(
@@ -312,11 +303,6 @@ class PlaySession(PlaySessionCore[Collection[str]]):
             self._envs[self.env_kind] = env
         return self._envs[self.env_kind]
 
-    @property
-    def obs(self) -> np.ndarray:
-        """The frame shown, which the policy sees at the next step."""
-        return self.frame
-
     def help(self) -> str:
         return help_text(self.keymap)
 
@@ -358,6 +344,11 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         for env in self._envs.values():
             env.close()
 
+    def update(self, held: Collection[str] = ()) -> bool:
+        """Advance one step unless paused (a STEP command steps once while paused), the game buttons ``held``
+        (none by default) pressed; returns if it did."""
+        return super().update(held)
+
     # ----------------------------------------------------------------------------------------- internals
 
     @torch.no_grad()
@@ -378,7 +369,7 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         self.num_steps_taken += 1
         self.t += 1
         self.episode_return += step.reward
-        self.recorder.add(action, step.reward, step.reached)
+        self.recorder.add_step((action, step.reward), step.reached)
         if step.next_start is None:
             self.frame = step.reached
             return
@@ -445,8 +436,8 @@ class PlayApp(PlayAppCore[Collection[str]]):
 
     session: PlaySession
 
-    def __init__(self, session: PlaySession, *, scale: int = 8, fps: float = 15.0) -> None:
-        size = session.obs.shape[:2]
+    def __init__(self, session: PlaySession, *, scale: int = SCALE, fps: float = 15.0) -> None:
+        size = session.frame.shape[:2]
         window = Window(f"diffworld play: {session.keymap.game}", (size[0], size[1]), scale, header_lines=2)
         super().__init__(session, window, fps)
         self.controls, self.buttons = pygame_bindings(self.pg)
@@ -615,38 +606,23 @@ def build_session(
     )
 
 
-def run_play(
-    source: Path,
-    *,
-    env: EnvKind = EnvKind.WORLD_MODEL,
-    human: bool = False,
-    horizon: int = 1000,
-    fps: float = 15.0,
-    scale: int = 8,
-    record_dir: Path | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    max_frames: int | None = None,
-    keymap_file: Path | None = None,
-) -> PlaySession:
+def run_play(source: Path, options: PlayOptions) -> PlaySession:
     """``diffworld play``: load the agent of ``source``, print the keys, play until quit."""
     from diffworld.agent.trained import load_trained_agent
 
-    if horizon < 1:
-        raise UserError(f"--horizon must be >= 1, got {horizon}")
+    if options.horizon < 1:
+        raise UserError(f"--horizon must be >= 1, got {options.horizon}")
     import_pygame()  # fail before loading anything where the viz extra is missing
-    trained = load_trained_agent(source, device)
+    trained = load_trained_agent(source, options.device)
     session = build_session(
         trained,
         source,
-        env=env,
-        human=human,
-        horizon=horizon,
-        record_dir=record_dir,
-        seed=seed,
-        keymap_file=keymap_file,
+        env=ENV_CHOICES[options.env],
+        human=options.human,
+        horizon=options.horizon,
+        record_dir=options.record_dir,
+        seed=options.seed,
+        keymap_file=options.keymap,
     )
-    print(help_text(session.keymap))
-    print(f"Recordings (key r) go to {session.recorder.directory}", flush=True)
-    PlayApp(session, scale=scale, fps=fps).run(max_frames)
-    return session
+    app = partial(PlayApp, scale=options.scale or SCALE, fps=options.fps)
+    return play_until_quit(session, app, options.max_frames)

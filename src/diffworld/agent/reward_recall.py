@@ -26,6 +26,7 @@ absolute error of the predicted reward ``symexp(output)`` over all the steps cho
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +35,24 @@ from torch import Tensor
 
 from diffworld.config.schema import RewardKind, SamplerConfig
 from diffworld.data import EpisodeDataset, SegmentSampler
+from diffworld.data.batch import Batch
 from diffworld.data.segment_sampler import episode_steps
-from diffworld.models.diffusion import Denoiser
+from diffworld.models.diffusion import Denoiser, FrameSampler
 from diffworld.models.reward_termination import RewardTerminationModel
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Some steps of a dataset: step ``timesteps[i]`` of episode ``episode_ids[i]``."""
+
+    episode_ids: np.ndarray
+    timesteps: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.episode_ids)
+
+    def rewards(self, dataset: EpisodeDataset) -> np.ndarray:
+        return dataset.rewards[dataset.step_starts[self.episode_ids] + self.timesteps]
 
 
 @dataclass(frozen=True)
@@ -67,36 +83,36 @@ def choose_steps(
     return np.sort(events), np.sort(zeros)
 
 
-@torch.no_grad()
-def one_step_rewards(
-    denoiser: Denoiser,
-    reward_model: RewardTerminationModel,
-    dataset: EpisodeDataset,
-    episode_ids: np.ndarray,
-    timesteps: np.ndarray,
-    sampler_cfg: SamplerConfig,
-    generator: torch.Generator,
-    batch_size: int = 64,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """For step ``timesteps[i]`` of episode ``episode_ids[i]`` of ``dataset``, each i: (true reward, reward
-    read on the predicted next frame, reward read on the real next frame), each (N,) on the models' device:
-    signs, int64 (``reward_kind`` ``sign``), or rewards, float32 (``value``), as
-    ``RewardTerminationModel.reward_of`` reads them."""
-    num_cond = denoiser.cfg.num_cond_frames
-    device = next(denoiser.parameters()).device
-    # Segments of L steps ending at step t: frames x_{t-L+1} .. x_{t+1}, left-padded at an episode's start.
+def segments_ending_at(
+    dataset: EpisodeDataset, steps: Steps, num_cond: int, device: torch.device, batch_size: int = 64
+) -> Iterator[Batch]:
+    """Segments of ``num_cond`` (L) steps ending at each of ``steps`` in turn, ``batch_size`` at a time:
+    frames x_{t-L+1} .. x_{t+1}, left-padded at an episode's start."""
     # (make_batch only: its random generator is never drawn from)
     segments = SegmentSampler(
         dataset, batch_size, num_cond, None, False, rng=np.random.default_rng(0), device=device
     )
-    starts = timesteps - (num_cond - 1)
-    sampler = denoiser.sampler(sampler_cfg)
+    starts = steps.timesteps - (num_cond - 1)
+    for i in range(0, len(steps), batch_size):
+        yield segments.make_batch(steps.episode_ids[i : i + batch_size], starts[i : i + batch_size])
+
+
+@torch.no_grad()
+def one_step_rewards(
+    sampler: FrameSampler,
+    reward_model: RewardTerminationModel,
+    batches: Iterable[Batch],
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For the last step t of each segment of ``batches``: (true reward, reward read on the frame ``sampler``
+    predicts after it, reward read on the real next frame), each (N,) on ``generator``'s device: signs,
+    int64 (``reward_kind`` ``sign``), or rewards, float32 (``value``), as ``RewardTerminationModel.reward_of``
+    reads them."""
     signs = reward_model.reward_kind is RewardKind.sign
     true: list[Tensor] = []
     predicted: list[Tensor] = []
     real: list[Tensor] = []
-    for i in range(0, len(episode_ids), batch_size):
-        batch = segments.make_batch(episode_ids[i : i + batch_size], starts[i : i + batch_size])
+    for batch in batches:
         prev_obs, next_obs = batch.obs[:, :-1], batch.obs[:, -1]
         prediction = sampler.predict_next(prev_obs, batch.act, generator=generator)
         for frame, read in ((prediction, predicted), (next_obs, real)):
@@ -106,7 +122,7 @@ def one_step_rewards(
         rew = batch.step_targets().rew[:, -1]
         true.append(torch.sign(rew).long() if signs else rew.float())
     if not true:
-        empty = torch.zeros(0, dtype=torch.long if signs else torch.float32, device=device)
+        empty = torch.zeros(0, dtype=torch.long if signs else torch.float32, device=generator.device)
         return empty, empty.clone(), empty.clone()
     return torch.cat(true), torch.cat(predicted), torch.cat(real)
 
@@ -121,27 +137,23 @@ def reward_detection(
 ) -> RewardDetection:
     """The measurement of the module docstring on ``dataset``'s episodes; ``seed`` fixes the steps chosen
     and the denoiser's noise."""
-    episode_ids, timesteps = episode_steps(dataset)
-    return reward_detection_among(
-        denoiser, reward_model, dataset, episode_ids, timesteps, sampler_cfg, seed, max_events
-    )
+    steps = Steps(*episode_steps(dataset))
+    return reward_detection_among(denoiser, reward_model, dataset, steps, sampler_cfg, seed, max_events)
 
 
 def reward_detection_among(
     denoiser: Denoiser,
     reward_model: RewardTerminationModel,
     dataset: EpisodeDataset,
-    episode_ids: np.ndarray,
-    timesteps: np.ndarray,
+    steps: Steps,
     sampler_cfg: SamplerConfig,
     seed: int,
     max_events: int = 256,
 ) -> RewardDetection:
-    """``reward_detection`` with the steps chosen among steps ``timesteps[i]`` of episodes ``episode_ids[i]``
-    only (the steps a policy collected lately, say)."""
+    """``reward_detection`` with the steps chosen among ``steps`` only (the steps a policy collected
+    lately, say)."""
     rng = np.random.default_rng(seed)
-    rewards = dataset.rewards[dataset.step_starts[episode_ids] + timesteps]
-    events, zeros = choose_steps(rewards, max_events, rng)
+    events, zeros = choose_steps(steps.rewards(dataset), max_events, rng)
     device = next(denoiser.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     was_training = denoiser.training, reward_model.training
@@ -149,8 +161,10 @@ def reward_detection_among(
     reward_model.eval()
     try:
         chosen = np.concatenate([events, zeros])
+        chosen_steps = Steps(steps.episode_ids[chosen], steps.timesteps[chosen])
+        batches = segments_ending_at(dataset, chosen_steps, denoiser.cfg.num_cond_frames, device)
         true, predicted, real = one_step_rewards(
-            denoiser, reward_model, dataset, episode_ids[chosen], timesteps[chosen], sampler_cfg, generator
+            denoiser.sampler(sampler_cfg), reward_model, batches, generator
         )
     finally:
         denoiser.train(was_training[0])

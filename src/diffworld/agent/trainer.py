@@ -41,21 +41,16 @@ from diffworld.agent.reward_recall import RewardDetection, reward_detection
 from diffworld.agent.run_folder import save_agent_copy, set_aside_after_checkpoint
 from diffworld.agent.test_video import log_test_video
 from diffworld.config.loading import reward_model_seq_length, save_config, to_dict
-from diffworld.config.schema import (
-    ComponentTrainingConfig,
-    Config,
-    GradAccumulation,
-    OptimizerConfig,
-    RewardKind,
-)
+from diffworld.config.schema import Config, EpochTrainingConfig, RewardKind
 from diffworld.data import EpisodeDataset, SegmentSampler, has_enough_minority_rewards
 from diffworld.data.actions import box_spec
 from diffworld.envs.from_config import make_envs
+from diffworld.envs.vector import AtariEnvs
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
 from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
-from diffworld.fitting.update import BatchSource, SampledBatches, train_updates
+from diffworld.fitting.update import BatchSource, SampledBatches, TrainingSlot
 from diffworld.fitting.wandb_logger import WandbLogger, require_wandb
 from diffworld.run.checkpoint import (
     generator_state,
@@ -75,7 +70,7 @@ from diffworld.run.folder import (
 from diffworld.utils.device import resolve_device
 from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
-COMPONENTS = ("denoiser", "reward_model", "actor_critic")
+MODEL_NAMES = ("denoiser", "reward_model", "actor_critic")
 AGENT_STATE_KEYS = (
     "counters",
     "agent",
@@ -97,7 +92,7 @@ class Counters:
     epoch: int = 0
     num_epochs_collect: int = 0
     """Epochs that collect; known once the initial collection is over."""
-    num_updates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COMPONENTS, 0))
+    num_updates: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODEL_NAMES, 0))
     train_seconds: float = 0.0
     """Wall-clock seconds spent in this run up to the last checkpoint, summed over resumes."""
     num_records: int = 0
@@ -143,26 +138,21 @@ class ImaginationBatches(SampledBatches):
         return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise ValueError("imagination's batches have no state to load beyond their sampler's")
+        raise ValueError("imagination's batches have no state to load beyond their segment sampler's")
 
     def close(self) -> None:
         pass
 
 
-@dataclass
-class AgentTrainingSlot:
-    """One model with what trains it: ``model(batch) -> (loss, metrics)``, its batches and optimizer.
+@dataclass(kw_only=True)
+class AgentTrainingSlot(TrainingSlot):
+    """One of the agent's models with what trains it (``fitting.update.TrainingSlot``).
 
     ``segments`` draws the dataset segments behind ``batches`` (a model-free actor-critic's batches are real
     rollouts instead); the test losses go through the test episodes in segments of its shape."""
 
-    model: nn.Module
-    batches: BatchSource
     segments: SegmentSampler
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    training: ComponentTrainingConfig
-    optim_cfg: OptimizerConfig
+    training: EpochTrainingConfig
 
 
 class Trainer(CheckpointedTrainer):
@@ -234,30 +224,28 @@ class Trainer(CheckpointedTrainer):
                 action_shape=self.action_shape,
             )
 
-        temperature = cfg.policy_temperature()
         self.generators = {
             name: torch.Generator(self.device).manual_seed(derive_seed(cfg.seed, name))
             for name in ("collector", "test_collector", "imagination")
         }
-        self.collector = Collector(
-            self.train_envs,
-            self.agent.actor_critic,
-            epsilon=c.train_epsilon,
-            temperature=temperature,
-            device=self.device,
-            generator=self.generators["collector"],
-            dataset=self.dataset,
-        )
-        self.test_collector = Collector(
-            self.test_envs,
-            self.agent.actor_critic,
-            epsilon=c.test_epsilon,
-            temperature=temperature,
-            device=self.device,
-            generator=self.generators["test_collector"],
-            dataset=None,
-        )
-        self.components = self._build_components()
+
+        def collector(
+            name: str, envs: AtariEnvs, epsilon: float, dataset: EpisodeDataset | None
+        ) -> Collector:
+            """The policy's collector ``name`` (its random generator's name too) in ``envs``."""
+            return Collector(
+                envs,
+                self.agent.actor_critic,
+                epsilon=epsilon,
+                temperature=cfg.policy_temperature(),
+                device=self.device,
+                generator=self.generators[name],
+                dataset=dataset,
+            )
+
+        self.collector = collector("collector", self.train_envs, c.train_epsilon, self.dataset)
+        self.test_collector = collector("test_collector", self.test_envs, c.test_epsilon, None)
+        self.slots = self._build_slots()
 
         self.counters = Counters()
         self.recent_from: np.ndarray | None = None
@@ -279,7 +267,7 @@ class Trainer(CheckpointedTrainer):
         if state is None:
             self._save_checkpoint()
 
-    def _build_components(self) -> dict[str, AgentTrainingSlot]:
+    def _build_slots(self) -> dict[str, AgentTrainingSlot]:
         cfg = self.cfg
         num_cond = cfg.denoiser.num_cond_frames
 
@@ -332,11 +320,11 @@ class Trainer(CheckpointedTrainer):
             "reward_model": (self.agent.reward_model, SampledBatches(reward_segments), reward_segments),
             "actor_critic": (ac_loss, ac_batches, ac_segments),
         }
-        components = {}
+        slots = {}
         for name, (model, batches, model_segments) in models.items():
             model_cfg = getattr(cfg, name)
             optimizer = make_optimizer(model, model_cfg.optimizer)
-            components[name] = AgentTrainingSlot(
+            slots[name] = AgentTrainingSlot(
                 model=model,
                 batches=batches,
                 segments=model_segments,
@@ -345,7 +333,7 @@ class Trainer(CheckpointedTrainer):
                 training=model_cfg.training,
                 optim_cfg=model_cfg.optimizer,
             )
-        return components
+        return slots
 
     # ----------------------------------------------------------------------------------------- the schedule
 
@@ -356,9 +344,9 @@ class Trainer(CheckpointedTrainer):
         return self.counters.num_epochs_collect + final
 
     @property
-    def trained_components(self) -> tuple[str, ...]:
+    def trained_models(self) -> tuple[str, ...]:
         """The models an epoch trains, in order."""
-        return COMPONENTS if self.actor_critic_batches.uses_world_model else ("actor_critic",)
+        return MODEL_NAMES if self.actor_critic_batches.uses_world_model else ("actor_critic",)
 
     @property
     def env_steps(self) -> int:
@@ -472,17 +460,17 @@ class Trainer(CheckpointedTrainer):
             # The steps just collected, by the policy whose imagined rate is actor_critic/train/reward_rate.
             recent, _ = recent_and_old(self.dataset, lengths_before)
             metrics["collection/train/recent_reward_rate"] = reward_rate(self.dataset, recent)
-        for name in self.trained_components:
+        for name in self.trained_models:
             if name == "actor_critic" and collects and cfg.training.diagnostics:
                 # The world model the actor-critic is about to learn in, on the policy's latest steps.
                 t_diagnostics = time.monotonic()
                 metrics |= self.diagnostics()
                 metrics["time/diagnostics_seconds"] = time.monotonic() - t_diagnostics
-            training = self.components[name].training
+            training = self.slots[name].training
             steps = training.steps_first_epoch if counters.epoch == 1 else training.steps_per_epoch
-            t_component = time.monotonic()
-            metrics |= self.train_component(name, steps)
-            metrics[f"time/{name}_seconds"] = time.monotonic() - t_component
+            t_model = time.monotonic()
+            metrics |= self.train_model(name, steps)
+            metrics[f"time/{name}_seconds"] = time.monotonic() - t_model
         metrics |= _episode_metrics("collection/model_free", self.actor_critic_batches.pop_episodes())
         if counters.epoch % cfg.collection.test_every_epochs == 0:
             t_test = time.monotonic()
@@ -502,23 +490,12 @@ class Trainer(CheckpointedTrainer):
         """The number format of training's forward passes, the imagined rollouts included."""
         return autocast(self.device, self.cfg.training.precision)
 
-    def train_component(self, name: str, steps: int) -> dict[str, float]:
-        """``steps`` updates of one of ``COMPONENTS`` (``train_updates``); its ``name/train/...`` metrics."""
-        component = self.components[name]
+    def train_model(self, name: str, steps: int) -> dict[str, float]:
+        """``steps`` updates of one of ``MODEL_NAMES`` (``TrainingSlot.train``); its ``name/train/...``
+        metrics."""
         # The world model only generates while the actor-critic learns in imagination.
         self.agent.eval()
-        result = train_updates(
-            component.model,
-            component.batches,
-            component.optimizer,
-            component.scheduler,
-            steps=steps,
-            grad_acc_steps=component.training.grad_acc_steps,
-            max_grad_norm=component.optim_cfg.max_grad_norm,
-            sum_accumulated=component.training.grad_accumulation is GradAccumulation.sum,
-            autocast=self.autocast,
-            desc=name,
-        )
+        result = self.slots[name].train(steps, self.autocast, name)
         self.counters.num_updates[name] += result.num_updates
         return {f"{name}/train/{key}": value for key, value in result.metrics.items()}
 
@@ -541,7 +518,7 @@ class Trainer(CheckpointedTrainer):
             self.cfg,
             derive_seed(self.cfg.seed, f"diagnostics/{self.counters.epoch}"),
             self.autocast,
-            denoiser_seq_length=self.components["denoiser"].segments.seq_length,
+            denoiser_seq_length=self.slots["denoiser"].segments.seq_length,
         )
 
     def _test(self) -> dict[str, float]:
@@ -566,11 +543,11 @@ class Trainer(CheckpointedTrainer):
         if test_dataset.num_episodes == 0 or not self.actor_critic_batches.uses_world_model:
             return metrics
         for name in ("denoiser", "reward_model"):
-            component = self.components[name]
+            slot = self.slots[name]
             sums: dict[str, float] = {}
             num_batches = 0
-            for batch in component.segments.traverse(test_dataset):
-                _, batch_metrics = component.model(batch)
+            for batch in slot.segments.traverse(test_dataset):
+                _, batch_metrics = slot.model(batch)
                 for key, value in batch_metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                 num_batches += 1
@@ -639,10 +616,10 @@ class Trainer(CheckpointedTrainer):
         state = {
             "counters": asdict(self.counters),
             "agent": self.agent.state_dict(),
-            "optimizers": {name: c.optimizer.state_dict() for name, c in self.components.items()},
-            "schedulers": {name: c.scheduler.state_dict() for name, c in self.components.items()},
+            "optimizers": {name: c.optimizer.state_dict() for name, c in self.slots.items()},
+            "schedulers": {name: c.scheduler.state_dict() for name, c in self.slots.items()},
             "rng": rng_state(),
-            "samplers": {name: generator_state(c.segments.rng) for name, c in self.components.items()},
+            "samplers": {name: generator_state(c.segments.rng) for name, c in self.slots.items()},
             "generators": {name: g.get_state() for name, g in self.generators.items()},
             "collector": self.collector.state_dict(),
             "test_collector": self.test_collector.state_dict(),
@@ -665,10 +642,10 @@ class Trainer(CheckpointedTrainer):
         counters = dict(state["counters"])
         self.counters = Counters(**counters)
         self.agent.load_state_dict(state["agent"])
-        for name, component in self.components.items():
-            component.optimizer.load_state_dict(state["optimizers"][name])
-            component.scheduler.load_state_dict(state["schedulers"][name])
-            set_generator_state(component.segments.rng, state["samplers"][name])
+        for name, slot in self.slots.items():
+            slot.optimizer.load_state_dict(state["optimizers"][name])
+            slot.scheduler.load_state_dict(state["schedulers"][name])
+            set_generator_state(slot.segments.rng, state["samplers"][name])
         for name, generator in self.generators.items():
             generator.set_state(state["generators"][name])
         self.collector.load_state_dict(state["collector"])

@@ -16,24 +16,18 @@ from diffworld.errors import UserError
 from diffworld.utils.seeding import derive_seed
 from diffworld.viz.side_by_side import max_predictions, real_vs_imagined
 from diffworld.viz.video_out import VideoSummary, check_video_request, write_frames
+from diffworld.world_model_folder import VideoOptions
+
+SCALE = 4
+"""Video pixels per frame pixel (``--scale``'s default for an agent)."""
 
 
-def run_video(
-    source: Path,
-    out: Path,
-    *,
-    steps: int = 100,
-    start: int = 0,
-    scale: int = 4,
-    fps: float = 15.0,
-    show_denoising: bool = False,
-    seed: int = 0,
-    device: str = "auto",
-) -> VideoSummary:
+def run_video(source: Path, out: Path, options: VideoOptions) -> VideoSummary:
     """``diffworld video``: play a real test episode with the agent's policy, imagine it from its step
-    ``start`` with the world model, write the side-by-side video to ``out``."""
-    check_video_request(out, steps=steps, start=start, scale=scale, fps=fps)
-    trained = load_trained_agent(Path(source), device)
+    ``options.start`` with the world model, write the side-by-side video to ``out``."""
+    steps, start, seed, scale = options.steps, options.start, options.seed, options.scale or SCALE
+    check_video_request(out, steps=steps, start=start, scale=scale, fps=options.fps)
+    trained = load_trained_agent(Path(source), options.device)
     cfg = trained.cfg
     num_cond = cfg.denoiser.num_cond_frames
     episode, meanings = collect_real_episode(
@@ -55,7 +49,7 @@ def run_video(
         start=start,
         scale=scale,
         generator=torch.Generator(trained.device).manual_seed(derive_seed(seed, "video/world_model")),
-        show_denoising=show_denoising,
+        show_denoising=options.show_denoising,
         action_meanings=meanings,
     )
-    return write_frames(Path(out), frames, fps)
+    return write_frames(Path(out), frames, options.fps)

@@ -40,6 +40,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from diffworld.data import EpisodeDataset
 from diffworld.envs.from_config import make_envs
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import METRICS, PSNR_MAX
-from diffworld.evaluation.wm_quality_plot import plot_report, write_report
+from diffworld.evaluation.wm_quality_plot import plot_report, write_wm_quality
 from diffworld.evaluation.wm_trajectories import (
     CurveSums,
     copy_last_frame_curves,
@@ -64,6 +65,7 @@ from diffworld.evaluation.wm_trajectories import (
 )
 from diffworld.run.folder import CONFIG_FILE
 from diffworld.utils.seeding import derive_seed
+from diffworld.world_model_folder import WmEvalOptions
 
 HORIZONS = (1, 5, 15, 50, 200, 1000)
 DENOISING_STEPS = (1, 3, 10)
@@ -101,21 +103,42 @@ def _summary(curves: dict[str, CurveSums], horizons: Sequence[int]) -> dict[str,
     return out
 
 
+@dataclass(frozen=True)
+class WmEvalSettings:
+    """What ``diffworld wm-eval`` measures of each run: its options, with an agent's defaults."""
+
+    horizons: Sequence[int] = HORIZONS
+    denoising_steps: Sequence[int] = DENOISING_STEPS
+    kinds: Sequence[str] = KINDS
+    """The denoiser kinds evaluated; runs of other kinds are skipped."""
+    num_episodes: int = 4
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 64
+    fidelity_states: int = FIDELITY_STATES
+    """The real states the action fidelity of a continuous-control game probes (not an option of
+    ``diffworld wm-eval``)."""
+
+    @classmethod
+    def of(cls, options: WmEvalOptions) -> WmEvalSettings:
+        """The settings of the options as given, defaults where they are not."""
+        return cls(
+            horizons=options.horizons or list(HORIZONS),
+            denoising_steps=options.denoising_steps or DENOISING_STEPS,
+            kinds=options.kinds or KINDS,
+            num_episodes=options.episodes or cls.num_episodes,
+            device=options.device,
+            seed=options.seed,
+            batch_size=options.batch_size or cls.batch_size,
+        )
+
+
 def evaluate_run(
-    run_dir: Path,
-    *,
-    horizons: Sequence[int] = HORIZONS,
-    denoising_steps: Sequence[int] = DENOISING_STEPS,
-    num_episodes: int = 4,
-    device: str = "auto",
-    seed: int = 0,
-    batch_size: int = 64,
-    fidelity_states: int = FIDELITY_STATES,
-    log: Callable[[str], None] = print,
+    run_dir: Path, settings: WmEvalSettings, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """The world-model quality report of one run folder (see the module docstring); ``fidelity_states``:
-    the real states the action fidelity of a continuous-control game probes."""
-    trained = load_trained_agent(run_dir, device)
+    """The world-model quality report of one run folder (see the module docstring)."""
+    horizons, num_episodes, seed = settings.horizons, settings.num_episodes, settings.seed
+    trained = load_trained_agent(run_dir, settings.device)
     cfg = trained.cfg
     dev = trained.device
     denoiser = trained.agent.denoiser.eval()
@@ -140,7 +163,7 @@ def evaluate_run(
     rewards: dict[str, Any] = {}
     fidelity: dict[str, Any] = {}
     continuous = trained.agent.actor_critic.policy.continuous
-    for num_steps in denoising_steps:
+    for num_steps in settings.denoising_steps:
         log(f"{run_dir}: {kind.upper()}, {num_steps} denoising step(s), horizons up to {max_horizon} ...")
         sampler_cfg = dataclasses.replace(cfg.denoiser.sampler, num_steps=num_steps)
         generator = torch.Generator(dev).manual_seed(seed * 1000 + num_steps)
@@ -151,7 +174,7 @@ def evaluate_run(
             max_horizon,
             device=dev,
             generator=generator,
-            batch_size=batch_size,
+            batch_size=settings.batch_size,
         )
         models[str(num_steps)] = _summary(curves, evaluated)
         detection = reward_detection(
@@ -179,7 +202,7 @@ def evaluate_run(
                 sampler_cfg,
                 cfg,
                 seed=derive_seed(cfg.seed, f"wm_eval/{seed}/action_fidelity"),
-                states=fidelity_states,
+                states=settings.fidelity_states,
                 device=dev,
             )
             summary = format_action_fidelity(fidelity[str(num_steps)])
@@ -226,23 +249,14 @@ def denoiser_kind(source: Path) -> str:
 
 
 def evaluate_world_models(
-    run_dirs: Sequence[Path],
-    out_dir: Path,
-    *,
-    horizons: Sequence[int] = HORIZONS,
-    denoising_steps: Sequence[int] = DENOISING_STEPS,
-    kinds: Sequence[str] = KINDS,
-    num_episodes: int = 4,
-    device: str = "auto",
-    seed: int = 0,
-    batch_size: int = 64,
-    log: Callable[[str], None] = print,
+    run_dirs: Sequence[Path], out_dir: Path, settings: WmEvalSettings, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Evaluate each run whose denoiser is of one of ``kinds``; write ``wm_quality.json`` and
+    """Evaluate each run whose denoiser is of one of ``settings.kinds``; write ``wm_quality.json`` and
     ``wm_quality.png`` to ``out_dir``; return the report."""
+    horizons, denoising_steps, kinds = settings.horizons, settings.denoising_steps, settings.kinds
     if not run_dirs:
         raise UserError("no run folder given")
-    if any(h < 1 for h in horizons) or any(s < 1 for s in denoising_steps) or num_episodes < 1:
+    if any(h < 1 for h in horizons) or any(s < 1 for s in denoising_steps) or settings.num_episodes < 1:
         raise UserError("horizons, denoising steps and the number of episodes must be >= 1")
     unknown = set(kinds) - set(KINDS)
     if unknown:
@@ -253,18 +267,7 @@ def evaluate_world_models(
         if kind not in kinds:
             log(f"{run_dir}: its denoiser is {kind}, not among {', '.join(kinds)}: skipped")
             continue
-        runs.append(
-            evaluate_run(
-                run_dir,
-                horizons=horizons,
-                denoising_steps=denoising_steps,
-                num_episodes=num_episodes,
-                device=device,
-                seed=seed,
-                batch_size=batch_size,
-                log=log,
-            )
-        )
+        runs.append(evaluate_run(run_dir, settings, log))
     if not runs:
         raise UserError(f"no run has a denoiser of kind {', '.join(kinds)}")
     found = {r["kind"] for r in runs}
@@ -274,8 +277,8 @@ def evaluate_world_models(
         "denoising_steps": list(denoising_steps),
         "kinds": list(kinds),
         "kinds_without_run": missing,
-        "num_episodes": num_episodes,
-        "seed": seed,
+        "num_episodes": settings.num_episodes,
+        "seed": settings.seed,
         "held_out_data": "fresh test episodes of each run's policy (test environments, game over ends them)",
         "metrics": {
             "psnr": f"dB on 8-bit levels, identical frames {PSNR_MAX}",
@@ -289,5 +292,5 @@ def evaluate_world_models(
             f"no run of kind {', '.join(missing)}: comparing EDM with DDPM takes a "
             "second run trained with denoiser.kind=ddpm (or edm); pass both run folders"
         )
-    write_report(report, out_dir, plot_report)
+    write_wm_quality(report, out_dir, plot_report)
     return report

@@ -9,11 +9,14 @@ from pathlib import Path
 from diffworld.cli.common import (
     OVERRIDES_HELP,
     Parser,
+    add_former_spelling,
+    command,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     probability,
+    refuse_former_spelling,
     refuse_live_run_output,
     seed_int,
 )
@@ -199,13 +202,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-
-    from diffworld.benchmark import DEFAULT_OVERRIDES, format_table, run_bench, write_report
+    refuse_former_spelling(
+        args, "--steps", "is now --repeats (the timed repetitions of each part): give --repeats N"
+    )
+    from diffworld.benchmark import DEFAULT_OVERRIDES, REPEATS, format_table, run_bench, write_bench_json
 
     report = run_bench(
         args.overrides or DEFAULT_OVERRIDES,
         device=args.device,
-        steps=args.steps,
+        repeats=args.repeats or REPEATS,
         warmup=args.warmup,
         collect=args.collect,
         parts=args.parts,
@@ -214,13 +219,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(format_table(report))
     if args.json:
         refuse_live_run_output(args.json, "the benchmark report", "--json <file>")
-        write_report(report, Path(args.json))
+        write_bench_json(report, Path(args.json))
         print(f"Wrote {args.json}")
     return 0
 
 
 def add_train(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("train", help="train an agent on an Atari game")
+    p = command(sub, "train", _cmd_train, help="train an agent on an Atari game")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument(
@@ -229,11 +234,10 @@ def add_train(sub: argparse._SubParsersAction[Parser]) -> None:
         help="start a new run (run_dir=... or a default folder) from RUN_DIR's last checkpoint with the "
         "overrides changed from then on: a controlled experiment (README, 'Controlled runs')",
     )
-    p.set_defaults(func=_cmd_train)
 
 
 def add_eval(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("eval", help="play test episodes with a trained agent and write eval.json")
+    p = command(sub, "eval", _cmd_eval, help="play test episodes with a trained agent and write eval.json")
     p.add_argument("source", help="a run folder or an exported agent folder")
     p.add_argument(
         "--episodes",
@@ -251,20 +255,22 @@ def add_eval(sub: argparse._SubParsersAction[Parser]) -> None:
         "--out",
         help="where to write the report (default: <source>/eval.json; required while the run trains)",
     )
-    p.set_defaults(func=_cmd_eval)
 
 
 def add_export(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("export", help="write a run's agent as a portable folder (safetensors + JSON)")
+    p = command(
+        sub, "export", _cmd_export, help="write a run's agent as a portable folder (safetensors + JSON)"
+    )
     p.add_argument("run_dir")
     p.add_argument("folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing agent folder")
-    p.set_defaults(func=_cmd_export)
 
 
 def add_import(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "import",
+        _cmd_import,
         help="turn an agent file of the official DIAMOND code (<Game>.pt) into an agent folder",
         description="Convert an agent saved by the official DIAMOND code (one state dict with keys "
         "denoiser.*, rew_end_model.*, actor_critic.*: a published atari_100k/models/<Game>.pt or a run's "
@@ -281,19 +287,22 @@ def add_import(sub: argparse._SubParsersAction[Parser]) -> None:
         "was not built with the paper's settings",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing agent folder")
-    p.set_defaults(func=_cmd_import)
 
 
 def add_config(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("config", help="print the resolved configuration for a preset and overrides")
+    p = command(
+        sub, "config", _cmd_config, help="print the resolved configuration for a preset and overrides"
+    )
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument("--keys", action="store_true", help="list every configuration key instead")
-    p.set_defaults(func=_cmd_config)
 
 
 def add_sweep(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
-        "sweep", help="one training run per (game, seed) on Ray; re-running it resumes unfinished runs"
+    p = command(
+        sub,
+        "sweep",
+        _cmd_sweep,
+        help="one training run per (game, seed) on Ray; re-running it resumes unfinished runs",
     )
     p.add_argument(
         "overrides",
@@ -325,12 +334,13 @@ def add_sweep(sub: argparse._SubParsersAction[Parser]) -> None:
         "--reps", type=positive_int, default=50_000, help="bootstrap replications of the final report"
     )
     p.add_argument("--no-report", action="store_true", help="no score report when the sweep is done")
-    p.set_defaults(func=_cmd_sweep)
 
 
 def add_report(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "report",
+        _cmd_report,
         help="score report (rliable): Atari 100k human-normalized aggregates with CIs, tables, plots; other "
         "games (DeepMind Control tasks) by their returns",
     )
@@ -341,12 +351,13 @@ def add_report(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument("--reps", type=positive_int, default=50_000, help="bootstrap replications (default 50000)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the bootstrap")
     p.add_argument("--label", help="the name of these scores in tables and plots")
-    p.set_defaults(func=_cmd_report)
 
 
 def add_bench(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "bench",
+        _cmd_bench,
         help="seconds per training step of each model, imagined frames/s, env steps/s, parameters, "
         "peak memory (default: the paper's settings)",
     )
@@ -358,8 +369,9 @@ def add_bench(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(
-        "--steps", type=positive_int, default=5, help="timed repetitions of each part (median kept)"
+        "--repeats", type=positive_int, help="timed repetitions of each part, the median kept (default 5)"
     )
+    add_former_spelling(p, "--steps")  # now --repeats; '--steps' is video's imagined steps
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repetitions first")
     p.add_argument(
         "--collect", type=non_negative_int, default=1000, help="real steps collected before timing"
@@ -378,11 +390,12 @@ def add_bench(sub: argparse._SubParsersAction[Parser]) -> None:
         "default: only the horizon ends them, as with a trained model)",
     )
     p.add_argument("--json", help="also write the report here")
-    p.set_defaults(func=_cmd_bench)
 
 
 def add_games(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("games", help="list the Atari games (or DeepMind Control tasks) you can name")
+    p = command(
+        sub, "games", _cmd_games, help="list the Atari games (or DeepMind Control tasks) you can name"
+    )
     p.add_argument("--atari100k", action="store_true", help="only the 26 games of the benchmark")
     p.add_argument(
         "--dmc",
@@ -390,4 +403,3 @@ def add_games(sub: argparse._SubParsersAction[Parser]) -> None:
         help="DeepMind Control tasks (dmc:<domain>-<task>, needs the dmc extra) instead; with --atari100k "
         "only the 20 of the DMC-vision benchmark",
     )
-    p.set_defaults(func=_cmd_games)

@@ -1,5 +1,5 @@
 """What every part of the ``diffworld`` command shares: the one-line parser, the option types, the refusal
-to write into a live run, the engine's sampler settings."""
+of renamed options' former spellings, the refusal to write into a live run, the engine's sampler settings."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import Any, NoReturn
 
-if TYPE_CHECKING:
-    from diffworld.engine.open_engine import SamplerSettings
+from diffworld.errors import UserError
 
 MAX_SEED = 2**32 - 1
 """As ``diffworld.config.loading.MAX_SEED`` (not imported here: it would load the configuration modules)."""
@@ -72,6 +71,38 @@ positive_float = float_in(0.0, low_open=True)
 non_negative_float = float_in(0.0)
 
 
+def command(
+    sub: argparse._SubParsersAction[Parser],
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    **kwargs: Any,
+) -> Parser:
+    """The subcommand ``name`` (``kwargs``: its ``help``, ``description``), which ``run`` carries out."""
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(func=run)
+    return p
+
+
+def add_former_spelling(p: Parser, former_option: str) -> None:
+    """Declare ``former_option``, the former spelling of a renamed option, hidden: with or without values it
+    is parsed (not taken for another option, or its values for the command's own), so that the command can
+    refuse it with ``refuse_former_spelling``."""
+    p.add_argument(former_option, nargs="*", dest=former_dest(former_option), help=argparse.SUPPRESS)
+
+
+def former_dest(former_option: str) -> str:
+    """Where ``add_former_spelling`` stores the values of ``former_option`` in the parsed options."""
+    return "former_" + former_option.lstrip("-").replace("-", "_")
+
+
+def refuse_former_spelling(args: argparse.Namespace, former_option: str, fix: str) -> None:
+    """A one-line error (``UserError``) where the command line gives ``former_option`` (declared with
+    ``add_former_spelling``); ``fix`` names the option to use. A renamed option has one name: its former
+    spelling means something else elsewhere, so it is not read as an alias."""
+    if getattr(args, former_dest(former_option)) is not None:
+        raise UserError(f"{former_option} {fix}")
+
+
 def refuse_live_run_output(path: str | Path, what: str, flag: str) -> None:
     """A command writes nothing into a run folder that another process is training (see ``run.folder``)."""
     from diffworld.run.folder import refuse_writing_into_live_run
@@ -87,9 +118,3 @@ SAMPLER_SETTINGS_HELP = (
     "engine: its samplers, 'fast' (its own; the official CS:GO model's fast file) or 'higher_quality' (the "
     "official file: 3 denoising steps, 10 upsampling steps)"
 )
-
-
-def parse_sampler_settings(value: str | None) -> SamplerSettings:
-    from diffworld.engine.open_engine import SamplerSettings
-
-    return SamplerSettings(value or "fast")

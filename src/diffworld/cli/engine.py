@@ -12,9 +12,9 @@ from diffworld.cli.common import (
     SAMPLER_SETTINGS_HELP,
     SETTINGS,
     Parser,
+    command,
     float_in,
     non_negative_int,
-    parse_sampler_settings,
     positive_int,
     refuse_live_run_output,
     seed_int,
@@ -62,21 +62,25 @@ def _agent_policy(source: Path, device: str, seed: int) -> LoadedPolicy:
 
 def _cmd_engine_eval(args: argparse.Namespace) -> int:
     from diffworld.engine.action_fidelity import format_fidelity
-    from diffworld.engine.quality import QUALITY_FILE, evaluate_engine, format_table
+    from diffworld.engine.open_engine import SamplerSettings
+    from diffworld.engine.quality import QUALITY_FILE, QualitySettings, evaluate_engine, format_table
 
     out = Path(args.out) if args.out else Path(args.engine) / QUALITY_FILE
     refuse_live_run_output(out, "the quality report", "--out <file>")
-    report, path = evaluate_engine(
-        Path(args.engine),
-        out,
-        data=args.data,
+    settings = QualitySettings(
         horizons=args.horizons,
         max_trajectories=args.trajectories,
         denoising_steps=args.denoising_steps,
-        sampler_settings=parse_sampler_settings(args.sampler_settings),
+        sampler_settings=SamplerSettings.named(args.sampler_settings),
         batch_size=args.batch_size,
-        device=args.device,
         seed=args.seed,
+    )
+    report, path = evaluate_engine(
+        Path(args.engine),
+        out,
+        settings,
+        data=args.data,
+        device=args.device,
         fidelity_states=args.fidelity_states,
         fidelity_every=args.fidelity_every,
         fidelity_seed=args.fidelity_seed,
@@ -239,8 +243,10 @@ def add_engine(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     commands = engine.add_subparsers(dest="engine_command", metavar="ENGINE_COMMAND", required=True)
 
-    p = commands.add_parser(
+    p = command(
+        commands,
         "record",
+        _cmd_engine_record,
         help="record an engine dataset from a Gymnasium environment (random policy or a diffworld agent)",
         description="Play a Gymnasium environment with image observations (or rgb_array rendering) and "
         "record its frames at full resolution and its actions as an engine dataset. Settings as key=value: "
@@ -251,10 +257,11 @@ def add_engine(sub: argparse._SubParsersAction[Parser]) -> None:
     )
     p.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="go on recording into an unfinished dataset")
-    p.set_defaults(func=_cmd_engine_record)
 
-    p = commands.add_parser(
+    p = command(
+        commands,
         "convert",
+        _cmd_engine_convert,
         help="convert a diffworld run's dataset, play recordings or the official CS:GO HDF5 files",
         description="Convert episodes into an engine dataset: a run folder or a folder of episode_*.npz "
         "files (diffworld play --record recordings), or a folder of the official CS:GO .hdf5 files "
@@ -282,25 +289,31 @@ def add_engine(sub: argparse._SubParsersAction[Parser]) -> None:
         "--skip-corrupt", action="store_true", help="leave out unreadable episodes (with a warning)"
     )
     p.add_argument("--resume", action="store_true", help="finish an interrupted conversion into OUT")
-    p.set_defaults(func=_cmd_engine_convert)
 
-    p = commands.add_parser("info", help="describe an engine dataset; --verify checks every file")
+    p = command(
+        commands, "info", _cmd_engine_info, help="describe an engine dataset; --verify checks every file"
+    )
     p.add_argument("dataset")
     p.add_argument("--verify", action="store_true", help="check every file's SHA-256 and every action")
     p.add_argument("--skip-corrupt", action="store_true", help="leave out corrupt episodes (with a warning)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.set_defaults(func=_cmd_engine_info)
 
-    p = commands.add_parser("train", help="train an engine's denoiser and upsampler on an engine dataset")
+    p = command(
+        commands,
+        "train",
+        _cmd_engine_train,
+        help="train an engine's denoiser and upsampler on an engine dataset",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
         help="configuration as key=value, e.g. data=<dataset folder> preset=cpu seed=3",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an engine run from its last checkpoint")
-    p.set_defaults(func=_cmd_engine_train)
-    p = commands.add_parser(
+    p = command(
+        commands,
         "eval",
+        _cmd_engine_eval,
         help="PSNR/SSIM of an engine's open-loop predictions on the test split at horizons 1, 10, 100 "
         "(low resolution and upsampled), against copying the last real frame, blurring it and the mean "
         "training frame; and its action fidelity on the real game of a recorded dataset",
@@ -338,9 +351,10 @@ def add_engine(sub: argparse._SubParsersAction[Parser]) -> None:
         help="seed of the held-out play (default: the recording's seed + 1000000; not the recording's)",
     )
     p.add_argument("--out", help="the JSON report (default: <engine>/quality.json)")
-    p.set_defaults(func=_cmd_engine_eval)
-    p = commands.add_parser(
+    p = command(
+        commands,
         "import",
+        _cmd_engine_import,
         help="turn the authors' published CS:GO model (csgo.pt: denoiser.* and upsampler.* tensors) into an "
         "engine folder",
     )
@@ -358,4 +372,3 @@ def add_engine(sub: argparse._SubParsersAction[Parser]) -> None:
         "takes its action space and makes its frame size",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    p.set_defaults(func=_cmd_engine_import)

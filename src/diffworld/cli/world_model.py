@@ -5,25 +5,32 @@ are not for it."""
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from diffworld.cli.common import (
     SAMPLER_SETTINGS_HELP,
     SETTINGS,
     Parser,
+    add_former_spelling,
+    command,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    refuse_former_spelling,
     refuse_live_run_output,
     seed_int,
 )
 from diffworld.errors import UserError
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from diffworld.world_model_folder import WorldModelFolder
+
+    OptionsT = TypeVar("OptionsT", bound=DataclassInstance)
 
 
 FOLDER_KINDS = ("diffworld.engine.folder_kind:ENGINE_FOLDER", "diffworld.agent.folder_kind:AGENT_FOLDER")
@@ -44,6 +51,13 @@ def folder_kind(path: Path) -> WorldModelFolder:
     raise AssertionError("the last folder kind recognizes every folder")
 
 
+def _options(args: argparse.Namespace, cls: type[OptionsT], **given: object) -> OptionsT:
+    """The options dataclass ``cls`` of a command: each field the parsed option of its name, or its value in
+    ``given`` (where the command line's needs converting)."""
+    names = (f.name for f in dataclasses.fields(cls))
+    return cls(**{name: given[name] if name in given else getattr(args, name) for name in names})
+
+
 def _cmd_play(args: argparse.Namespace) -> int:
     if args.dataset:
         from diffworld.viz.dataset_browser import run_browser
@@ -54,42 +68,27 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     if args.record_dir:
         refuse_live_run_output(args.record_dir, "recorded episodes", "another --record-dir")
-    options = PlayOptions(
-        env=args.env,
-        human=args.human,
-        horizon=args.horizon,
-        fps=args.fps,
-        scale=args.scale,
-        record_dir=Path(args.record_dir) if args.record_dir else None,
-        seed=args.seed,
-        device=args.device,
-        max_frames=args.max_frames,
-        keymap=Path(args.keymap) if args.keymap else None,
-        data=args.data,
-        denoising_steps=args.denoising_steps,
-        sampler_settings=args.sampler_settings,
-    )
+    record_dir, keymap = (Path(path) if path else None for path in (args.record_dir, args.keymap))
+    options = _options(args, PlayOptions, record_dir=record_dir, keymap=keymap)
     folder_kind(Path(args.source)).play(Path(args.source), options)
     return 0
+
+
+NO_NUMBER = 0
+"""``video --denoising-steps`` given without its number (which is at least 1): main's spelling of
+``--show-denoising``, refused."""
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
     from diffworld.world_model_folder import VideoOptions
 
+    if args.denoising_steps == NO_NUMBER:
+        raise UserError(
+            "--denoising-steps takes a number (the count of denoising steps); to show each denoising step "
+            "use --show-denoising"
+        )
     refuse_live_run_output(args.out, "the video", "--out <file>")
-    options = VideoOptions(
-        steps=args.steps,
-        start=args.start,
-        scale=args.scale,
-        fps=args.fps,
-        seed=args.seed,
-        device=args.device,
-        show_denoising=args.show_denoising,
-        denoising_steps=args.denoising_steps,
-        sampler_settings=args.sampler_settings,
-        episode=args.episode,
-        data=args.data,
-    )
+    options = _options(args, VideoOptions)
     summary = folder_kind(Path(args.source)).video(Path(args.source), Path(args.out), options)
     print(f"Wrote {args.out}: {summary.num_frames} frames of {summary.width}x{summary.height}")
     return 0
@@ -99,6 +98,9 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
     from diffworld.evaluation.wm_quality_plot import JSON_FILE, PNG_FILE
     from diffworld.world_model_folder import WmEvalOptions, default_wm_eval_dir
 
+    refuse_former_spelling(
+        args, "--steps", "is now --denoising-steps (the denoising steps evaluated): give --denoising-steps N"
+    )
     run_dirs = [Path(p) for p in args.run_dirs]
     kinds = [folder_kind(p) for p in run_dirs]
     if len({kind.kind for kind in kinds}) > 1:
@@ -108,33 +110,11 @@ def _cmd_wm_eval(args: argparse.Namespace) -> int:
         )
     out = Path(args.out_dir) if args.out_dir else default_wm_eval_dir(run_dirs)
     refuse_live_run_output(out, "the world-model evaluation", "--out-dir <folder>")
-    options = WmEvalOptions(
-        horizons=args.horizons,
-        denoising_steps=_denoising_steps(args),
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        kinds=args.kinds,
-        episodes=args.episodes,
-        trajectories=args.trajectories,
-        data=args.data,
-        sampler_settings=args.sampler_settings,
-    )
+    options = _options(args, WmEvalOptions)
     for line in kinds[0].wm_eval(run_dirs, out, options):
         print(line)
     print(f"Wrote {out / JSON_FILE} and {out / PNG_FILE}")
     return 0
-
-
-def _denoising_steps(args: argparse.Namespace) -> list[int] | None:
-    """``wm-eval --denoising-steps``, or its former spelling ``--steps`` (with a warning: ``--steps`` is
-    the imagined steps of ``diffworld video``)."""
-    if args.former_steps is None:
-        return args.denoising_steps
-    if args.denoising_steps is not None:
-        raise UserError("wm-eval: give --denoising-steps alone (--steps is its former spelling)")
-    print("wm-eval: --steps is now --denoising-steps (the former spelling still works)", file=sys.stderr)
-    return list(args.former_steps)
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -149,8 +129,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def add_play(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "play",
+        _cmd_play,
         help="play inside the world model or the real game, as the policy or yourself (pygame); "
         "--dataset browses stored episodes",
     )
@@ -189,12 +171,13 @@ def add_play(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--max-frames", type=positive_int, help="quit after this many frames (headless and scripted runs)"
     )
-    p.set_defaults(func=_cmd_play)
 
 
 def add_video(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "video",
+        _cmd_video,
         help="a real episode and the world model's imagination of it, side by side (no screen); "
         "an engine's: a test episode of its dataset",
     )
@@ -212,6 +195,8 @@ def add_video(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--denoising-steps",
         type=positive_int,
+        nargs="?",  # without its number: main's spelling of --show-denoising, refused in one line
+        const=NO_NUMBER,
         metavar="N",
         help="an engine: N next-frame denoising steps (default: the engine's)",
     )
@@ -228,11 +213,10 @@ def add_video(sub: argparse._SubParsersAction[Parser]) -> None:
         help="engine: which episode of the dataset's test split (default: 0, the first)",
     )
     p.add_argument("--data", help="engine: the dataset to take the episode from (default: the engine's own)")
-    p.set_defaults(func=_cmd_video)
 
 
 def add_plot(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser("plot", help="learning curves of one or more runs (metrics.jsonl) as a PNG")
+    p = command(sub, "plot", _cmd_plot, help="learning curves of one or more runs (metrics.jsonl) as a PNG")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="learning_curves.png", help="the PNG (default: learning_curves.png)")
     p.add_argument("--keys", nargs="+", help="plot these metric keys instead of returns and losses")
@@ -241,12 +225,13 @@ def add_plot(sub: argparse._SubParsersAction[Parser]) -> None:
         choices=["env_steps", "epoch", "updates"],
         help="the x axis (default: env_steps; an engine's: updates)",
     )
-    p.set_defaults(func=_cmd_plot)
 
 
 def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "wm-eval",
+        _cmd_wm_eval,
         help="world-model prediction error (PSNR, SSIM) on held-out episodes, one-step and autoregressive; "
         "an engine's open-loop, low-res and upsampled, on its dataset's test split",
     )
@@ -270,8 +255,7 @@ def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
         metavar="N",
         help="next-frame denoising steps, each evaluated (default: runs 1 3 10; an engine: its own)",
     )
-    # The former spelling: '--steps' is the imagined steps elsewhere ('diffworld video').
-    p.add_argument("--steps", type=positive_int, nargs="+", dest="former_steps", help=argparse.SUPPRESS)
+    add_former_spelling(p, "--steps")  # now --denoising-steps; '--steps' is video's imagined steps
     p.add_argument("--kinds", nargs="+", choices=["edm", "ddpm"], help="runs: denoiser kinds (default: both)")
     p.add_argument("--episodes", type=positive_int, help="runs: fresh test episodes per run (default 4)")
     p.add_argument(
@@ -290,4 +274,3 @@ def add_wm_eval(sub: argparse._SubParsersAction[Parser]) -> None:
     p.add_argument(
         "--out-dir", help="where the JSON and PNG go (default: <run or engine>/wm_eval, or wm_eval)"
     )
-    p.set_defaults(func=_cmd_wm_eval)

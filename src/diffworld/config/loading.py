@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -80,32 +80,36 @@ LEGACY_KEYS: dict[str, str] = {
 }
 """Configuration keys renamed since configurations were first saved, old -> new: saved configurations
 (``config.yaml``, ``agent.json``'s ``config``) and overrides (the command line, sweeps, branches) with an old
-key are read as if they had the new one, with a warning (once per key)."""
+key are read as if they had the new one, with one warning line per file (``report_renamed_keys``)."""
 
-_warned_legacy_keys: set[str] = set()
+OVERRIDES = "key=value overrides"
+"""How ``report_renamed_keys`` names overrides, which come from no file."""
+
+logger = logging.getLogger(__name__)
 
 
-def _warn_legacy_key(old: str) -> None:
-    if old not in _warned_legacy_keys:
-        _warned_legacy_keys.add(old)
-        warnings.warn(f"configuration key {old!r} is now {LEGACY_KEYS[old]!r}", FutureWarning, stacklevel=3)
+def report_renamed_keys(source: str, renamed: Sequence[str]) -> None:
+    """One warning line (``logging``: on stderr unless configured otherwise) saying that ``source``, the file
+    a configuration was read from or ``OVERRIDES``, names the keys ``renamed`` (of ``LEGACY_KEYS``) by their
+    former names, and their new names; nothing when ``renamed`` is empty."""
+    if renamed:
+        moves = ", ".join(f"{old} is now {LEGACY_KEYS[old]}" for old in renamed)
+        logger.warning("%s: %s (renamed in this version; read at the new address)", source, moves)
 
 
 def upgrade_legacy_override_keys(overrides: Mapping[str, str]) -> dict[str, str]:
     """``overrides`` (dotted key -> value) with the keys of ``LEGACY_KEYS`` renamed, in their order."""
-    upgraded: dict[str, str] = {}
-    for key, value in overrides.items():
-        if key in LEGACY_KEYS:
-            _warn_legacy_key(key)
-            key = LEGACY_KEYS[key]
-        upgraded[key] = value
+    upgraded = {LEGACY_KEYS.get(key, key): value for key, value in overrides.items()}
+    report_renamed_keys(OVERRIDES, [key for key in overrides if key in LEGACY_KEYS])
     return upgraded
 
 
-def upgrade_legacy_keys(tree: Mapping[str, Any]) -> dict[str, Any]:
+def upgrade_legacy_keys(tree: Mapping[str, Any], source: str) -> dict[str, Any]:
     """A copy of the nested configuration ``tree`` (plain dicts) with the keys of ``LEGACY_KEYS`` moved to
-    their new place; one given under both names keeps the new name's value."""
+    their new place; one given under both names keeps the new name's value. ``source`` names where the tree
+    was read (``report_renamed_keys``)."""
     upgraded: dict[str, Any] = _copy_tree(tree)
+    renamed: list[str] = []
     for old, new in LEGACY_KEYS.items():
         *old_parents, old_leaf = old.split(".")
         parent: Any = upgraded
@@ -113,13 +117,14 @@ def upgrade_legacy_keys(tree: Mapping[str, Any]) -> dict[str, Any]:
             parent = parent.get(name) if isinstance(parent, dict) else None
         if not isinstance(parent, dict) or old_leaf not in parent:
             continue
-        _warn_legacy_key(old)
+        renamed.append(old)
         value = parent.pop(old_leaf)
         *new_parents, new_leaf = new.split(".")
         target = upgraded
         for name in new_parents:
             target = target.setdefault(name, {})
         target.setdefault(new_leaf, value)
+    report_renamed_keys(source, renamed)
     return upgraded
 
 
@@ -158,19 +163,26 @@ def apply_override(
         raise ConfigError(f"Cannot set {key!r} to {value!r}: {str(e).splitlines()[0]}") from None
 
 
+def preset_config(
+    schema: type, presets: Mapping[str, Mapping[str, Any]], preset: str, what: str
+) -> DictConfig:
+    """The structured configuration of ``schema`` (either product's) with the values of ``presets[preset]``;
+    an unknown ``preset`` is refused, ``what`` naming the kind (``preset``, ``engine preset``)."""
+    if preset not in presets:
+        close = difflib.get_close_matches(preset, list(presets), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown {what} {preset!r}.{hint} Presets: {', '.join(presets)}.")
+    cfg = OmegaConf.structured(schema)
+    cfg.preset = preset
+    for key, value in presets[preset].items():
+        apply_override(cfg, key, value, parsed_from_text=False, schema=schema)
+    return cfg
+
+
 def build_config(args: Iterable[str] = ()) -> Config:
     """The run configuration for command-line arguments like ``game=Pong preset=quick seed=3``."""
     overrides = upgrade_legacy_override_keys(parse_overrides(args))
-    preset = overrides.pop("preset", "atari100k")
-    if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown preset {preset!r}.{hint} Presets: {', '.join(PRESETS)}.")
-
-    cfg = OmegaConf.structured(Config)
-    cfg.preset = preset
-    for key, value in PRESETS[preset].items():
-        apply_override(cfg, key, value, parsed_from_text=False)
+    cfg = preset_config(Config, PRESETS, overrides.pop("preset", "atari100k"), "preset")
     for key, value in overrides.items():
         apply_override(cfg, key, value, parsed_from_text=True)
     return _finalize(cfg)
@@ -193,19 +205,44 @@ def _finalize(cfg: DictConfig) -> Config:
         cfg.game = resolve_game(game)
     except UnknownGameError as e:
         raise ConfigError(str(e)) from None
+    return checked_object(cfg, Config, validate)
+
+
+SchemaT = TypeVar("SchemaT")
+
+
+def checked_object(cfg: DictConfig, schema: type[SchemaT], validate: Callable[[SchemaT], None]) -> SchemaT:
+    """``cfg`` as the dataclass ``schema`` of either product's configuration, which ``validate`` checks."""
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, Config)
+    assert isinstance(config, schema)
     validate(config)
     return config
 
 
+class ConfigChecks:
+    """The checks of a configuration that types alone cannot express, gathered so that one error names
+    every failure (``check(ok, message)``, then ``raise_failures()``)."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        """What the error says first: ``Invalid configuration``."""
+        self.failures: list[str] = []
+
+    def __call__(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.failures.append(message)
+
+    def raise_failures(self) -> None:
+        """Raise a ``ConfigError`` that names every failed check, if one failed."""
+        if len(self.failures) == 1:  # one line, as every other error of the command
+            raise ConfigError(f"{self.title}: {self.failures[0]}")
+        if self.failures:
+            raise ConfigError(f"{self.title}:\n  " + "\n  ".join(self.failures))
+
+
 def validate(cfg: Config) -> None:
     """Checks that types alone cannot express; each failure names the key and the fix."""
-    errors: list[str] = []
-
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
+    check = ConfigChecks("Invalid configuration")
 
     for name in ("denoiser", "reward_model"):
         model = getattr(cfg, name)
@@ -336,10 +373,7 @@ def validate(cfg: Config) -> None:
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
     )
-    if errors:
-        if len(errors) == 1:  # one line, as every other error of the command
-            raise ConfigError(f"Invalid configuration: {errors[0]}")
-        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errors))
+    check.raise_failures()
 
 
 def reward_model_seq_length(cfg: Config) -> int:
@@ -349,7 +383,8 @@ def reward_model_seq_length(cfg: Config) -> int:
     return cfg.denoiser.num_cond_frames - 1 + cfg.actor_critic.imagination_horizon
 
 
-def to_yaml(cfg: Config) -> str:
+def to_yaml(cfg: object) -> str:
+    """Either product's configuration (its schema's dataclass) as its ``config.yaml`` holds it."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
@@ -360,23 +395,28 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return {str(key): value for key, value in container.items()}
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    """Write the resolved configuration atomically as YAML."""
+def save_config(cfg: object, path: Path) -> None:
+    """Write either product's resolved configuration atomically as YAML."""
     atomic_write_text(path, to_yaml(cfg))
+
+
+def read_yaml(path: Path, what: str) -> DictConfig | ListConfig:
+    """The YAML file ``path``, not yet checked against a schema; its errors call it ``what``."""
+    try:
+        return OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"No {what} file at {path}.") from None
+    except Exception as e:
+        raise ConfigError(f"Cannot parse {what} {path}: {e}") from None
 
 
 def load_config_file(path: Path) -> Config:
     """Read a saved configuration back, checked against the current schema."""
-    try:
-        loaded = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"No configuration file at {path}.") from None
-    except Exception as e:
-        raise ConfigError(f"Cannot parse configuration {path}: {e}") from None
+    loaded = read_yaml(path, "configuration")
     if isinstance(loaded, DictConfig):
         container = OmegaConf.to_container(loaded)
         assert isinstance(container, dict)
-        loaded = OmegaConf.create(upgrade_legacy_keys({str(k): v for k, v in container.items()}))
+        loaded = OmegaConf.create(upgrade_legacy_keys({str(k): v for k, v in container.items()}, str(path)))
     cfg = OmegaConf.structured(Config)
     try:
         cfg = OmegaConf.merge(cfg, loaded)

@@ -159,7 +159,7 @@ class WorldModelTrainingConfig(BatchesConfig):
 
 
 @dataclass
-class ComponentTrainingConfig(BatchesConfig):
+class EpochTrainingConfig(BatchesConfig):
     """How much and on what one of the agent's models trains each epoch (docs/method.md §2)."""
 
     steps_first_epoch: int = 10_000
@@ -171,7 +171,7 @@ class ComponentTrainingConfig(BatchesConfig):
 
 
 @dataclass
-class DenoiserTrainingConfig(ComponentTrainingConfig, WorldModelTrainingConfig):
+class DenoiserTrainingConfig(EpochTrainingConfig, WorldModelTrainingConfig):
     """How the agent's world model trains: the world model's settings and the agent's epochs."""
 
 
@@ -273,7 +273,7 @@ class RewardTerminationConfig:
     cond_channels: int = 128
     """Width of the action embedding that drives adaptive group norm."""
     lstm_dim: int = 512
-    training: ComponentTrainingConfig = field(default_factory=ComponentTrainingConfig)
+    training: EpochTrainingConfig = field(default_factory=EpochTrainingConfig)
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(max_grad_norm=100.0))
 
 
@@ -312,8 +312,8 @@ class ActorCriticConfig:
     """H: imagined steps per trajectory."""
     continuous: ContinuousPolicyConfig = field(default_factory=ContinuousPolicyConfig)
     """The policy over the actions of a continuous-control game (unused for discrete actions)."""
-    training: ComponentTrainingConfig = field(
-        default_factory=lambda: ComponentTrainingConfig(steps_first_epoch=5_000)
+    training: EpochTrainingConfig = field(
+        default_factory=lambda: EpochTrainingConfig(steps_first_epoch=5_000)
     )
     optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(weight_decay=0.0, max_grad_norm=100.0)
@@ -344,7 +344,7 @@ class TrainingConfig:
     the agent goes on learning (``diffworld.agent.diagnostics``; README, "A first check when an agent
     does not learn"): the world model's losses and reward recall on the last collecting epoch's steps
     against older ones, the reward rate the policy imagines from those steps, and the gradient norms of the
-    actor's and the critic's terms of the loss apart (``component/diagnostic/...`` metrics). A few batches;
+    actor's and the critic's terms of the loss apart (``<model>/diagnostic/...`` metrics). A few batches;
     they change nothing in the training. Not with ``model_free``, which has no world model."""
     precision: Precision = Precision.fp32
     """``bf16``: training's forward passes (the world model's imagination included) run under

@@ -17,6 +17,7 @@ Indices are stored as floats so that every kind fits one array; they are exact u
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,20 +44,10 @@ def _check_name(name: object, what: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Discrete:
-    """One column holding a choice among ``n`` (0 .. n-1)."""
+class _OneColumn:
+    """A component of one column, named as the component."""
 
     name: str
-    n: int
-    kind: ClassVar[str] = "discrete"
-
-    def __post_init__(self) -> None:
-        _check_name(self.name, "a discrete component's name")
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ActionSpecError(
-                f"discrete component {self.name!r}: n must be an integer >= 1, got {self.n!r}"
-            )
 
     @property
     def width(self) -> int:
@@ -65,6 +56,24 @@ class Discrete:
     @property
     def column_names(self) -> tuple[str, ...]:
         return (self.name,)
+
+
+@dataclass(frozen=True)
+class Discrete(_OneColumn):
+    """One column holding a choice among ``n`` (0 .. n-1)."""
+
+    name: str
+    n: int
+    kind: ClassVar[str] = "discrete"
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "a discrete component's name")
+        # Any integer type (numpy's too, as a game's action count may be), stored as int; not a bool.
+        if isinstance(self.n, bool) or not isinstance(self.n, numbers.Integral) or self.n < 1:
+            raise ActionSpecError(
+                f"discrete component {self.name!r}: n must be an integer >= 1, got {self.n!r}"
+            )
+        object.__setattr__(self, "n", int(self.n))
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,7 @@ class Keys:
 
 
 @dataclass(frozen=True)
-class Bins:
+class Bins(_OneColumn):
     """One column holding the index of a bin: the action's value is ``values[index]``."""
 
     name: str
@@ -112,17 +121,9 @@ class Bins:
     def n(self) -> int:
         return len(self.values)
 
-    @property
-    def width(self) -> int:
-        return 1
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return (self.name,)
-
 
 @dataclass(frozen=True)
-class Continuous:
+class Continuous(_OneColumn):
     """One float column within [low, high]."""
 
     name: str
@@ -145,14 +146,6 @@ class Continuous:
             )
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
-
-    @property
-    def width(self) -> int:
-        return 1
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return (self.name,)
 
 
 ActionComponent: TypeAlias = Discrete | Keys | Bins | Continuous

@@ -25,10 +25,11 @@ class StepTargets(NamedTuple):
     step_mask: torch.Tensor
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Batch:
     """B segments of F frames and the actions between them; frames and steps outside their episode are
-    padding.
+    padding. Built by keyword only (its fields are not those of the former ``Batch(obs, act, rew, end, trunc,
+    mask_padding)``, whose positional call would otherwise build a wrong batch silently).
 
     A run dataset's segment (``EpisodeDataset.gather``, built with ``Batch.of_steps``) has T steps and
     F = T + 1 frames: frame j precedes step j, frame T follows the last step, and ``rew``, ``end``, ``trunc``

@@ -34,7 +34,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Literal
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -187,8 +187,6 @@ class EngineDataset:
         EngineDatasetError: no such folder, no dataset.json (or an unfinished one), a malformed dataset.json,
             no episodes, or (unless ``skip_corrupt``) an episode file that does not match dataset.json.
     """
-
-    segment_unit: ClassVar[Literal["steps", "frames"]] = "frames"
 
     def __init__(self, folder: str | os.PathLike[str], *, skip_corrupt: bool = False) -> None:
         self.folder = Path(folder)

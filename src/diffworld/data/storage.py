@@ -38,7 +38,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -387,8 +387,6 @@ class EpisodeDataset:
         action_shape: ``()`` for int64 action indices (Atari, Catch), ``(D,)`` for float32 action vectors
             (continuous control); every episode's ``act`` must be of that kind.
     """
-
-    segment_unit: ClassVar[Literal["steps", "frames"]] = "steps"
 
     def __init__(
         self,

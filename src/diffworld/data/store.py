@@ -9,7 +9,7 @@ engine variant ``engine/segment_sampler.EngineSegmentSampler``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -22,19 +22,17 @@ if TYPE_CHECKING:
 class EpisodeStore(Protocol):
     """Episodes numbered 0 .. num_episodes - 1 that segments of n can be gathered from.
 
-    ``segment_unit`` says what n counts: ``"steps"`` (a segment of n steps has n + 1 frames, the frame after
-    the last step included: run datasets) or ``"frames"`` (n frames and the action after each: engine
-    datasets). ``lengths`` counts in the same unit.
+    What n counts is the store's: steps in a run dataset (a segment of n steps has n + 1 frames, the frame
+    after the last step included), frames in an engine dataset (n frames and the action after each).
+    ``lengths`` counts in the same unit.
     """
-
-    segment_unit: ClassVar[Literal["steps", "frames"]]
 
     @property
     def num_episodes(self) -> int: ...
 
     @property
     def lengths(self) -> np.ndarray:
-        """(num_episodes,) int64 length of each episode, in ``segment_unit``."""
+        """(num_episodes,) int64 length of each episode, in the unit of the store's segments."""
         ...
 
     def gather(self, episode_ids: np.ndarray, starts: np.ndarray, n: int, device: torch.device) -> Batch:
@@ -45,7 +43,8 @@ class EpisodeStore(Protocol):
 
 
 class SegmentSource(Protocol):
-    """Batches of segments, one per call (a segment sampler), drawn with ``rng`` only (checkpointed)."""
+    """Batches of segments, one per call (a segment sampler), drawn with ``rng`` only (which the engine's
+    trainer checkpoints through ``fitting.update.SampledBatches``)."""
 
     rng: np.random.Generator
 

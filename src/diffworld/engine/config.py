@@ -9,7 +9,6 @@ model's settings (``csgo``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,7 +18,15 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from diffworld.config.loading import ConfigError, apply_override, parse_overrides
+from diffworld.config.loading import (
+    ConfigChecks,
+    ConfigError,
+    apply_override,
+    checked_object,
+    parse_overrides,
+    preset_config,
+    read_yaml,
+)
 from diffworld.config.schema import (
     GradAccumulation,
     OptimizerConfig,
@@ -29,7 +36,6 @@ from diffworld.config.schema import (
     WorldModelConfig,
     WorldModelTrainingConfig,
 )
-from diffworld.utils.atomic import atomic_write_text
 
 EngineSamplerConfig = SamplerConfig
 """A sampler of the engine: the world model's ``SamplerConfig`` (its ``s_cond`` is the official CS:GO
@@ -50,28 +56,23 @@ class LowResFilter(str, Enum):
 
 @dataclass
 class EngineModelTrainingConfig(WorldModelTrainingConfig):
-    """The batches one engine model trains on: the world model's ``WorldModelTrainingConfig``, and an average
-    of the weights. Its ``batch_size`` is over all processes together (each of N ``torchrun`` processes takes
-    batch_size / N), or per process with ``training.batch_size_per_process`` (the official semantics)."""
+    """The batches one engine model trains on: the world model's ``WorldModelTrainingConfig`` with the
+    official CS:GO trainer's defaults, and an average of the weights."""
 
+    batch_size: int = 16
+    """Segments per batch: over all processes together (each of N ``torchrun`` processes takes
+    batch_size / N), or per process with ``training.batch_size_per_process`` (the official semantics)."""
+    grad_acc_steps: int = 8
+    grad_accumulation: GradAccumulation = GradAccumulation.sum
+    num_autoregressive_steps: int = 5
+    """The official configuration counts the predictions after the first (CS:GO: 4 for the denoiser, 1 for
+    the upsampler, so 5 and 2 here)."""
     ema_decay: float | None = None
     """An exponential moving average of the model's weights, updated after every optimizer update with this
     decay (``torch.optim.swa_utils``: the first update copies the weights, each later one makes the average
     ``decay * average + (1 - decay) * weights``; ~1 / (1 - decay) updates' window); the periodic tests and
     everything that opens the trained engine (play, eval, videos) use it, the training losses are the live
     weights'. None (the default, as the official CS:GO recipe, which has none): no average."""
-
-
-def _csgo_training(batch_size: int, num_autoregressive_steps: int) -> EngineModelTrainingConfig:
-    """The official CS:GO trainer's batches: 8 accumulated, their gradients summed. Its
-    ``num_autoregressive_steps`` counts the predictions after the first (CS:GO: 4 for the denoiser, 1 for the
-    upsampler, so 5 and 2 here)."""
-    return EngineModelTrainingConfig(
-        batch_size=batch_size,
-        grad_acc_steps=8,
-        grad_accumulation=GradAccumulation.sum,
-        num_autoregressive_steps=num_autoregressive_steps,
-    )
 
 
 @dataclass
@@ -94,9 +95,7 @@ class EngineDenoiserConfig(WorldModelConfig):
         default_factory=lambda: SamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
     )
     """One Euler step, as the official CS:GO ``fast`` settings."""
-    training: EngineModelTrainingConfig = field(
-        default_factory=lambda: _csgo_training(batch_size=16, num_autoregressive_steps=5)
-    )
+    training: EngineModelTrainingConfig = field(default_factory=EngineModelTrainingConfig)
     optimizer: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(lr=1e-4, weight_decay=1e-2, eps=1e-8, max_grad_norm=10.0)
     )
@@ -129,7 +128,7 @@ def _csgo_upsampler() -> UpsamplerConfig:
             s_tmax=5.0,
             s_noise=0.9,
         ),
-        training=_csgo_training(batch_size=4, num_autoregressive_steps=2),
+        training=EngineModelTrainingConfig(batch_size=4, num_autoregressive_steps=2),
     )
 
 
@@ -357,15 +356,7 @@ def build_engine_config(args: Iterable[str] = ()) -> EngineConfig:
     Values are parsed as YAML scalars and lists and checked against the dataclasses, never evaluated.
     """
     overrides = parse_overrides(args)
-    preset = overrides.pop("preset", "csgo")
-    if preset not in ENGINE_PRESETS:
-        close = difflib.get_close_matches(preset, list(ENGINE_PRESETS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown engine preset {preset!r}.{hint} Presets: {', '.join(ENGINE_PRESETS)}.")
-    cfg = OmegaConf.structured(EngineConfig)
-    cfg.preset = preset
-    for key, value in ENGINE_PRESETS[preset].items():
-        apply_override(cfg, key, value, parsed_from_text=False, schema=EngineConfig)
+    cfg = preset_config(EngineConfig, ENGINE_PRESETS, overrides.pop("preset", "csgo"), "engine preset")
     for key, value in overrides.items():
         if key.startswith("upsampler.") and cfg.upsampler is None:
             raise ConfigError(f"Cannot set {key!r}: upsampler=null turned the upsampler off.")
@@ -376,19 +367,12 @@ def build_engine_config(args: Iterable[str] = ()) -> EngineConfig:
 def _finalize(cfg: DictConfig) -> EngineConfig:
     if OmegaConf.is_missing(cfg, "data"):
         raise ConfigError("No dataset given: add data=<engine dataset folder>.")
-    config = OmegaConf.to_object(cfg)
-    assert isinstance(config, EngineConfig)
-    validate_engine_config(config)
-    return config
+    return checked_object(cfg, EngineConfig, validate_engine_config)
 
 
 def validate_engine_config(cfg: EngineConfig) -> None:
     """Checks that types alone cannot express; each failure names the key and the fix."""
-    errors: list[str] = []
-
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
+    check = ConfigChecks("Invalid engine configuration")
 
     check(
         cfg.low_res is None or (len(cfg.low_res) == 2 and min(cfg.low_res) >= 1),
@@ -444,29 +428,13 @@ def validate_engine_config(cfg: EngineConfig) -> None:
         cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
     )
-    if errors:
-        if len(errors) == 1:
-            raise ConfigError(f"Invalid engine configuration: {errors[0]}")
-        raise ConfigError("Invalid engine configuration:\n  " + "\n  ".join(errors))
-
-
-def engine_config_to_yaml(cfg: EngineConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def save_engine_config(cfg: EngineConfig, path: Path) -> None:
-    """Write the resolved configuration atomically as YAML."""
-    atomic_write_text(path, engine_config_to_yaml(cfg))
+    check.raise_failures()
 
 
 def load_engine_config(path: Path) -> EngineConfig:
-    """Read a saved engine configuration back, checked against the current schema."""
-    try:
-        loaded = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"No engine configuration file at {path}.") from None
-    except Exception as e:
-        raise ConfigError(f"Cannot parse engine configuration {path}: {e}") from None
+    """Read a saved engine configuration back, checked against the current schema (``config.loading``'s
+    ``save_config`` writes one)."""
+    loaded = read_yaml(path, "engine configuration")
     if isinstance(loaded, DictConfig) and "low_res_filter" not in loaded:
         # Written before the bicubic filter existed: those engines trained on area-downsampled frames.
         loaded.low_res_filter = LowResFilter.area.value

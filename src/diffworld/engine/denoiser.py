@@ -21,7 +21,6 @@ from torch import Tensor
 from diffworld.data.actions import ActionSpec
 from diffworld.data.batch import Batch
 from diffworld.engine.config import EngineDenoiserConfig, EngineSamplerConfig, UpsamplerConfig
-from diffworld.models.diffusion.denoiser import StepCallback
 from diffworld.models.diffusion.edm import ConditionedEDM, EDMSampler
 from diffworld.models.diffusion.layout import WorldModelLayout
 
@@ -130,13 +129,9 @@ class UpsamplingSampler(EDMSampler):
 
     @torch.no_grad()
     def upsample(
-        self,
-        low_res_next: Tensor,
-        prev_full: Tensor,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
+        self, low_res_next: Tensor, prev_full: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
         """The full-resolution frames (B, 3, H, W), clamped and quantized, of ``low_res_next`` (B, 3, h, w),
         given the L previous full-resolution frames ``prev_full`` (B, L, 3, H, W), all in [-1, 1]."""
         low_up = self.denoiser.upsample_bicubic(low_res_next)[:, None]
-        return self.predict_next(prev_full, None, generator, callback, extra_images=low_up)
+        return self.predict_next(prev_full, None, generator, extra_images=low_up)

@@ -20,23 +20,9 @@ class EngineFolder:
         return is_engine_run(path)
 
     def play(self, path: Path, options: PlayOptions) -> None:
-        from diffworld.engine.open_engine import SamplerSettings
         from diffworld.engine.play import run_engine_play
 
-        run_engine_play(
-            path,
-            keymap_path=options.keymap,
-            data=options.data,
-            horizon=options.horizon,
-            denoising_steps=options.denoising_steps,
-            sampler_settings=SamplerSettings(options.sampler_settings or "fast"),
-            fps=options.fps,
-            scale=options.scale or 2,
-            record_dir=options.record_dir,
-            seed=options.seed,
-            device=options.device,
-            max_frames=options.max_frames,
-        )
+        run_engine_play(path, options)
 
     def video(self, path: Path, out: Path, options: VideoOptions) -> VideoSummary:
         if options.show_denoising:
@@ -44,23 +30,9 @@ class EngineFolder:
                 "An engine's video does not show the denoising steps: give --denoising-steps N to set the "
                 "number of steps of its sampler."
             )
-        from diffworld.engine.open_engine import SamplerSettings
         from diffworld.engine.video import run_engine_video
 
-        return run_engine_video(
-            path,
-            out,
-            steps=options.steps,
-            start=options.start,
-            episode=options.episode or 0,
-            scale=options.scale or 2,
-            fps=options.fps,
-            denoising_steps=options.denoising_steps,
-            sampler_settings=SamplerSettings(options.sampler_settings or "fast"),
-            data=options.data,
-            seed=options.seed,
-            device=options.device,
-        )
+        return run_engine_video(path, out, options)
 
     def wm_eval(self, paths: Sequence[Path], out_dir: Path, options: WmEvalOptions) -> list[str]:
         if options.kinds is not None or options.episodes is not None:
@@ -68,22 +40,9 @@ class EngineFolder:
                 "--kinds and --episodes are for Atari runs: an engine is evaluated on the test split of its "
                 "dataset (--data, --trajectories)."
             )
-        from diffworld.engine.open_engine import SamplerSettings
-        from diffworld.engine.quality import HORIZONS
         from diffworld.engine.wm_eval import evaluate_engine_world_models, summary_lines
 
-        report = evaluate_engine_world_models(
-            paths,
-            out_dir,
-            horizons=options.horizons or list(HORIZONS),
-            denoising_steps=options.denoising_steps,
-            sampler_settings=SamplerSettings(options.sampler_settings or "fast"),
-            max_trajectories=options.trajectories or 32,
-            batch_size=options.batch_size or 8,
-            data=options.data,
-            device=options.device,
-            seed=options.seed,
-        )
+        report = evaluate_engine_world_models(paths, out_dir, options)
         return list(summary_lines(report))
 
 

@@ -57,6 +57,11 @@ class SamplerSettings(str, Enum):
     """The official ``higher_quality`` file's changes: 3 Euler steps of the denoiser, 10 Euler steps (with
     the same churn) of the upsampler."""
 
+    @classmethod
+    def named(cls, name: str | None) -> SamplerSettings:
+        """The settings ``--sampler-settings`` names, ``fast`` where it is not given."""
+        return cls(name or "fast")
+
 
 def sampler_configs(
     cfg: EngineConfig, settings: SamplerSettings = SamplerSettings.fast

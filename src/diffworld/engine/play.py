@@ -15,6 +15,7 @@ action the neutral one).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,17 @@ from diffworld.viz.play_core import (
     PlayAppCore,
     PlayCommand,
     PlaySessionCore,
+    TrajectoryRecorder,
     controls_text,
     default_record_dir,
+    play_until_quit,
 )
+from diffworld.world_model_folder import PlayOptions
 
 NO_INPUT = InputState()
 MAX_DENOISING_STEPS = 100
+SCALE = 2
+"""Screen pixels per frame pixel (``--scale``'s default for an engine)."""
 
 
 CONTROL_KEYS: tuple[ControlKey, ...] = (
@@ -65,7 +71,7 @@ CONTROL_KEYS: tuple[ControlKey, ...] = (
 CONTROL_INPUTS = frozenset(key for key, _, _ in CONTROL_KEYS)
 
 
-class EngineRecorder:
+class EngineRecorder(TrajectoryRecorder[np.ndarray]):
     """Imagined trajectories written to ``directory`` as an engine dataset, one episode each.
 
     The dataset's writer opens with the first episode; ``close`` finishes it (no test split), after which
@@ -75,40 +81,23 @@ class EngineRecorder:
     def __init__(
         self, directory: Path, spec: ActionSpec, neutral: np.ndarray, source: dict[str, Any]
     ) -> None:
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.spec = spec
         self.neutral = neutral
         self.source = source
-        self.on = False
-        self.num_saved = 0
         self._writer: EngineDatasetWriter | None = None
-        self.frames: list[np.ndarray] = []
-        self._actions: list[np.ndarray] = []
-
-    def begin(self, frame: np.ndarray) -> None:
-        """A trajectory starts at ``frame`` (kept only while recording)."""
-        self.frames = [frame] if self.on else []
-        self._actions = []
-
-    def add(self, action: np.ndarray, frame: np.ndarray) -> None:
-        """``action`` was taken after the last frame and led to ``frame``."""
-        if self.on and self.frames:
-            self._actions.append(action)
-            self.frames.append(frame)
 
     def finish(self) -> str | None:
         """Write the running trajectory if it has a step; returns its episode's name."""
-        name = None
-        if self._actions:
-            frames = np.stack(self.frames)
-            if self._writer is None:
-                self._writer = EngineDatasetWriter(
-                    self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
-                )
-            name = self._writer.add_episode(frames, np.stack([*self._actions, self.neutral]))
-            self.num_saved += 1
-        self.frames, self._actions = [], []
-        return name
+        return self._written(self._write)
+
+    def _write(self) -> str:
+        frames = np.stack(self.frames)
+        if self._writer is None:
+            self._writer = EngineDatasetWriter(
+                self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
+            )
+        return self._writer.add_episode(frames, np.stack([*self.steps, self.neutral]))
 
     def close(self) -> Path | None:
         """Write the running trajectory and finish the dataset; its folder (None: nothing recorded)."""
@@ -132,6 +121,7 @@ class EnginePlaySession(PlaySessionCore[InputState]):
     horizon_message = "Horizon: {}"
     recording_off_message = "Recording off: {num_saved} trajectories for {directory}"
     cut_message = "Recorded episode {}"
+    recordings_message = "Recordings go to {}"
     recorder: EngineRecorder
 
     def __init__(
@@ -214,7 +204,7 @@ class EnginePlaySession(PlaySessionCore[InputState]):
         self.last_action = action
         self.t += 1
         self.num_steps_taken += 1
-        self.recorder.add(action, self.frame)
+        self.recorder.add_step(action, self.frame)
         if self.t >= self.horizon or (not self.human and self.t >= len(self._replay)):
             self.log(f"Restart after {self.t} steps")
             self._cut_recording()
@@ -273,7 +263,7 @@ class EnginePlayApp(PlayAppCore[InputState]):
 
     session: EnginePlaySession
 
-    def __init__(self, session: EnginePlaySession, *, scale: int = 2, fps: float = 15.0) -> None:
+    def __init__(self, session: EnginePlaySession, *, scale: int = SCALE, fps: float = 15.0) -> None:
         h, w = session.frame.shape[:2]
         window = Window(f"diffworld play: {session.keymap.name}", (h, w), scale, header_lines=2)
         super().__init__(session, window, fps)
@@ -340,25 +330,16 @@ def _action_meanings(dataset: EngineDataset) -> list[str] | None:
 
 
 def build_engine_session(
-    folder: Path,
-    *,
-    keymap_path: Path | None = None,
-    data: str | None = None,
-    horizon: int = 1000,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    record_dir: Path | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    log: Callable[[str], None] = print,
+    folder: Path, options: PlayOptions, log: Callable[[str], None] = print
 ) -> EnginePlaySession:
     """A play session of the engine in ``folder``, starting from the test episodes of its dataset (or of
-    ``data``; all its episodes where it has no test split)."""
-    engine = open_engine(folder, device)
-    dataset = open_start_dataset(engine, folder, data)
-    keymap = keymap_for(engine.spec, keymap_path, _action_meanings(dataset))
+    ``options.data``; all its episodes where it has no test split)."""
+    sampler_settings = SamplerSettings.named(options.sampler_settings)
+    engine = open_engine(folder, options.device)
+    dataset = open_start_dataset(engine, folder, options.data)
+    keymap = keymap_for(engine.spec, options.keymap, _action_meanings(dataset))
     check_inputs(keymap, CONTROL_INPUTS)
-    steps = denoising_steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps
+    steps = options.denoising_steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps
     context = engine_samplers(engine).context_length
     ids = [int(i) for i in dataset.test_ids] or list(range(dataset.num_episodes))
     torch_device = next(engine.denoiser.parameters()).device
@@ -369,45 +350,19 @@ def build_engine_session(
         check_start_episodes(dataset, ids, context),
         keymap,
         recorder=EngineRecorder(
-            record_dir or default_record_dir("engine"), engine.spec, keymap.neutral(), source
+            options.record_dir or default_record_dir("engine"), engine.spec, keymap.neutral(), source
         ),
         denoising_steps=steps,
-        horizon=horizon,
+        horizon=options.horizon,
         device=torch_device,
-        generator=torch.Generator(torch_device).manual_seed(seed),
+        generator=torch.Generator(torch_device).manual_seed(options.seed),
         log=log,
     )
 
 
-def run_engine_play(
-    folder: Path,
-    *,
-    keymap_path: Path | None = None,
-    data: str | None = None,
-    horizon: int = 1000,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    fps: float = 15.0,
-    scale: int = 2,
-    record_dir: Path | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    max_frames: int | None = None,
-) -> EnginePlaySession:
+def run_engine_play(folder: Path, options: PlayOptions) -> EnginePlaySession:
     """``diffworld play <engine folder>``: load the engine, print the keys, play until quit."""
     import_pygame()  # fail before loading anything where the viz extra is missing
-    session = build_engine_session(
-        folder,
-        keymap_path=keymap_path,
-        data=data,
-        horizon=horizon,
-        denoising_steps=denoising_steps,
-        sampler_settings=sampler_settings,
-        record_dir=record_dir,
-        seed=seed,
-        device=device,
-    )
-    print(help_text(session.keymap))
-    print(f"Recordings go to {session.recorder.directory}", flush=True)
-    EnginePlayApp(session, scale=scale, fps=fps).run(max_frames)
-    return session
+    session = build_engine_session(folder, options)
+    app = partial(EnginePlayApp, scale=options.scale or SCALE, fps=options.fps)
+    return play_until_quit(session, app, options.max_frames)

@@ -24,6 +24,7 @@ from diffworld.errors import UserError
 from diffworld.utils.seeding import derive_seed
 from diffworld.viz.side_by_side import compose_frame
 from diffworld.viz.video_out import VideoSummary, check_video_request, write_frames
+from diffworld.world_model_folder import VideoOptions
 
 
 def num_engine_predictions(length: int, context: int, start: int, steps: int) -> int:
@@ -71,26 +72,18 @@ def engine_video_frames(
         yield compose_frame(real_at(index), imagined, f"real  step {index}", f"imagined  +{k}", scale=scale)
 
 
-def run_engine_video(
-    folder: Path,
-    out: Path,
-    *,
-    steps: int = 100,
-    start: int = 0,
-    episode: int = 0,
-    scale: int = 2,
-    fps: float = 15.0,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    data: str | None = None,
-    seed: int = 0,
-    device: str = "auto",
-) -> VideoSummary:
-    """``diffworld video <engine>``: test episode ``episode`` (0: the first of the test split) of the
-    engine's dataset (or of ``data``) from its frame ``start``, and the engine's imagination of it."""
-    check_video_request(out, steps=steps, start=start, scale=scale, fps=fps, episode=episode)
-    engine = open_engine(folder, device)
-    dataset = open_start_dataset(engine, folder, data)
+SCALE = 2
+"""Video pixels per frame pixel (``--scale``'s default for an engine)."""
+
+
+def run_engine_video(folder: Path, out: Path, options: VideoOptions) -> VideoSummary:
+    """``diffworld video <engine>``: test episode ``options.episode`` (default 0: the first of the test
+    split) of the engine's dataset (or of ``options.data``) from its frame ``options.start``, and the
+    engine's imagination of it."""
+    steps, start, episode, scale = options.steps, options.start, options.episode or 0, options.scale or SCALE
+    check_video_request(out, steps=steps, start=start, scale=scale, fps=options.fps, episode=episode)
+    engine = open_engine(folder, options.device)
+    dataset = open_start_dataset(engine, folder, options.data)
     tests = dataset.test_ids
     if len(tests) == 0:
         raise UserError(
@@ -101,7 +94,9 @@ def run_engine_video(
             f"{dataset.folder} has {len(tests)} test episodes: give --episode from 0 to {len(tests) - 1}."
         )
     index = int(tests[episode])
-    samplers = engine_samplers(engine, denoising_steps, sampler_settings)
+    samplers = engine_samplers(
+        engine, options.denoising_steps, SamplerSettings.named(options.sampler_settings)
+    )
     context = samplers.context_length
     length = int(dataset.lengths[index])
     if num_engine_predictions(length, context, start, steps) < 1:
@@ -119,6 +114,6 @@ def run_engine_video(
         steps=steps,
         scale=scale,
         device=device_of,
-        generator=torch.Generator(device_of).manual_seed(derive_seed(seed, "video/engine")),
+        generator=torch.Generator(device_of).manual_seed(derive_seed(options.seed, "video/engine")),
     )
-    return write_frames(Path(out), frames, fps)
+    return write_frames(Path(out), frames, options.fps)

@@ -20,7 +20,9 @@ PNG_FILE = "wm_quality.png"
 """Its figure."""
 
 
-def write_report(report: dict[str, Any], out_dir: Path, plot: Callable[[dict[str, Any], Path], None]) -> None:
+def write_wm_quality(
+    report: dict[str, Any], out_dir: Path, plot: Callable[[dict[str, Any], Path], None]
+) -> None:
     """``report`` as ``out_dir/wm_quality.json`` (strict JSON: no NaN) and its figure, drawn by ``plot``
     (``plot_report`` or ``plot_engine_report``), as ``out_dir/wm_quality.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)

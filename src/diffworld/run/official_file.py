@@ -10,7 +10,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,41 @@ def listed(names: set[str]) -> str:
     shown = sorted(names)[:MAX_LISTED]
     more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
     return ", ".join(shown) + more
+
+
+def mismatch(missing: set[str], unexpected: set[str]) -> str:
+    """``N missing: a, b; M unexpected: c``: the tensor names one side lacks, of those there are."""
+    parts = ((missing, "missing"), (unexpected, "unexpected"))
+    return "; ".join(f"{len(names)} {what}: {listed(names)}" for names, what in parts if names)
+
+
+def checked_tensors(
+    pairs: Iterable[tuple[str, str]],
+    tensors: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    path: Path,
+    expects: Callable[[tuple[int, ...]], str],
+    error: type[OfficialAgentError],
+) -> dict[str, Tensor]:
+    """Our state dict of the official ``tensors``, for each (official name, ours) of ``pairs`` in turn,
+    checked against ``expected`` (our model's state dict).
+
+    Raises:
+        error: the first tensor whose shape differs (``expects(shape)`` says what we expect, after "but"),
+            or that is not floating point where ours is.
+    """
+    state: dict[str, Tensor] = {}
+    for official, ours in pairs:
+        tensor = tensors[official]
+        if tuple(tensor.shape) != tuple(expected[ours].shape):
+            raise error(
+                f"{path}: tensor {official!r} has shape {tuple(tensor.shape)}, but "
+                f"{expects(tuple(expected[ours].shape))}."
+            )
+        if expected[ours].is_floating_point() and not tensor.is_floating_point():
+            raise error(f"{path}: tensor {official!r} is {tensor.dtype}, not floating point.")
+        state[ours] = tensor
+    return state
 
 
 def _refused_global(error: BaseException) -> str:

@@ -1,11 +1,12 @@
 """What ``diffworld play`` is for both products (``agent/play.py``, ``engine/play.py``): the commands, the
-rules of a session (pause, one step, the horizon, recording, help, quit), its two header lines, and the
-pygame loop that feeds a session its inputs and draws its frame.
+rules of a session (pause, one step, the horizon, recording, help, quit), its two header lines, the
+trajectory a recorder keeps while recording, the pygame loop that feeds a session its inputs and draws its
+frame, and the start of play (``play_until_quit``).
 
 Each product's session supplies the rest: what a step does (the policy or you in an imagined or real game;
-you or a dataset's actions in an engine), where a trajectory restarts, its recorder (a run dataset's episodes
-or an engine dataset), its key table and its words. The game logic stays apart from pygame, so that tests
-drive a session headless.
+you or a dataset's actions in an engine), where a trajectory restarts, where its recorder writes (a run
+dataset's episodes or an engine dataset), its key table and its words. The game logic stays apart from
+pygame, so that tests drive a session headless.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -61,20 +62,48 @@ def default_record_dir(name: str) -> Path:
     return Path("recordings") / name / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
-class PlayRecorder(Protocol):
-    """What a session asks of its product's recorder."""
+StepT = TypeVar("StepT")
+"""What a recorder keeps of a step besides the frame it reached: the action and reward (the agent), the
+action vector (the engine)."""
+WrittenT = TypeVar("WrittenT")
 
-    on: bool
-    num_saved: int
-    directory: Path
 
-    def begin(self, frame: np.ndarray, /) -> None:
+class TrajectoryRecorder(ABC, Generic[StepT]):
+    """A session's recorder: the running trajectory's frames and steps while recording is ``on``, which
+    the product's ``finish`` writes to ``directory`` (a run dataset's episodes, or an engine dataset)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.on = False
+        self.num_saved = 0
+        """Trajectories written so far."""
+        self.frames: list[np.ndarray] = []
+        self.steps: list[StepT] = []
+
+    def begin(self, frame: np.ndarray) -> None:
         """A trajectory starts at ``frame`` (kept only while ``on``)."""
-        ...
+        self.frames = [frame.copy()] if self.on else []
+        self.steps = []
 
-    def finish(self) -> Any:
-        """Write the running trajectory if it has a step; what it wrote (None: nothing)."""
-        ...
+    def add_step(self, step: StepT, reached: np.ndarray) -> None:
+        """``step`` of the running trajectory led to the frame ``reached`` (kept only while its start was)."""
+        if self.on and self.frames:
+            self.steps.append(step)
+            self.frames.append(reached.copy())
+
+    @abstractmethod
+    def finish(self) -> object:
+        """Write the running trajectory if it has a step (``_written``); what was written (None: nothing)."""
+
+    def _written(self, write: Callable[[], WrittenT]) -> WrittenT | None:
+        """``write()``'s result where the running trajectory has a step, else None; recording goes on from a
+        new trajectory."""
+        written = None
+        if self.steps:
+            written = write()
+            self.num_saved += 1
+        self.frames, self.steps = [], []
+        return written
 
 
 InputsT = TypeVar("InputsT")
@@ -101,9 +130,16 @@ class PlaySessionCore(ABC, Generic[InputsT]):
     """Logged when recording stops, with ``{num_saved}`` and ``{directory}``."""
     cut_message: ClassVar[str]
     """Logged when a recorded trajectory is cut short and written, ``{}`` what ``finish`` returned."""
+    recordings_message: ClassVar[str]
+    """Printed before play starts, ``{}`` where the recordings go."""
 
     def __init__(
-        self, *, recorder: PlayRecorder, horizon: int, human: bool, log: Callable[[str], None] = print
+        self,
+        *,
+        recorder: TrajectoryRecorder[Any],
+        horizon: int,
+        human: bool,
+        log: Callable[[str], None] = print,
     ) -> None:
         self.recorder = recorder
         self.horizon = horizon
@@ -261,3 +297,17 @@ class PlayAppCore(WindowApp, Generic[InputsT]):
     def close(self) -> None:
         self.session.close()
         super().close()
+
+
+SessionT = TypeVar("SessionT", bound=PlaySessionCore[Any])
+
+
+def play_until_quit(
+    session: SessionT, open_app: Callable[[SessionT], PlayAppCore[Any]], max_frames: int | None
+) -> SessionT:
+    """``diffworld play`` once a product has built its ``session``: print the keys and where recordings
+    go, then play in the window ``open_app`` opens until quit (or for ``max_frames`` frames)."""
+    print(session.help())
+    print(session.recordings_message.format(session.recorder.directory), flush=True)
+    open_app(session).run(max_frames)
+    return session

@@ -6,7 +6,7 @@ what it did look like. Optionally a strip under them shows each denoising step o
 noisy input of every denoiser call and the denoised estimate it returned.
 
 Making the frames needs numpy, OpenCV and torch only: the trainer writes a short clip to TensorBoard at each
-test (``training.test_video``), and ``diffworld video`` writes one to a file (``viz.video``).
+test (``agent.test_video``), and ``diffworld video`` writes one to a file (``viz.video_out``).
 """
 
 from __future__ import annotations

@@ -50,12 +50,18 @@ PolicyLoader = Callable[[Path, str, int], LoadedPolicy]
 (``agent.policy.load_agent_policy``): the engine imports nothing of the agent."""
 
 
+class NoPolicyLoaderError(UserError):
+    """A diffworld agent's game was to be played or rebuilt, but no ``PolicyLoader`` was given (a call from
+    Python: the command line always passes one)."""
+
+
 def load_policy(loader: PolicyLoader | None, source: Path, device: str, seed: int) -> LoadedPolicy:
-    """``loader(source, device, seed)``; a one-line error when no loader was given."""
+    """``loader(source, device, seed)``; a one-line ``NoPolicyLoaderError`` when no loader was given."""
     if loader is None:
-        raise UserError(
+        raise NoPolicyLoaderError(
             f"{source} is a diffworld agent: playing or rebuilding its game needs an agent policy loader "
-            "(the diffworld command passes one; from Python: diffworld.agent.policy.load_agent_policy)"
+            "(the diffworld command passes one; from Python, pass "
+            "policy_loader=diffworld.agent.policy.load_agent_policy)"
         )
     return loader(source, device, seed)
 

@@ -3,7 +3,7 @@ layouts) and the DDPM ablation (docs/method.md §3)."""
 
 from __future__ import annotations
 
-from diffworld.config.schema import DenoiserConfig, DiffusionKind, WorldModelConfig
+from diffworld.config.schema import DenoiserConfig, DiffusionKind
 from diffworld.data.actions import ActionSpec
 from diffworld.models.diffusion.ddpm import DDIMSampler, DDPMDenoiser
 from diffworld.models.diffusion.denoiser import Denoiser, FrameSampler, SamplingStep, StepCallback
@@ -40,7 +40,6 @@ __all__ = [
     "SamplingStep",
     "StepCallback",
     "UNet",
-    "WorldModelConfig",
     "WorldModelLayout",
     "edm_preconditioning",
     "karras_sigmas",

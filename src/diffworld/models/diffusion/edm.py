@@ -343,16 +343,11 @@ class EDMSampler:
                 callback(SamplingStep(x, denoised, f"sigma {float(sigma[0]):.3g}"))
             return quantize_floor(denoised) if official else denoised
 
-        c = self.cfg
         x = sample(
             denoise_fn,
             x,
             sigmas,
-            order=c.order,
-            s_churn=c.s_churn,
-            s_tmin=c.s_tmin,
-            s_tmax=c.s_tmax,
-            s_noise=c.s_noise,
+            self.cfg,
             generator=generator,
             churned_call_at_sigma=denoiser.layout.churn_call_at_sigma,
             before_denoising=None if sigma_cond is None else noise_conditioning_images,

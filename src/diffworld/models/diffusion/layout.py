@@ -10,7 +10,7 @@ reads the fields of ``config.schema.WorldModelConfig``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from diffworld.data.actions import ActionSpec, discrete, is_index_spec
 
@@ -18,7 +18,8 @@ from diffworld.data.actions import ActionSpec, discrete, is_index_spec
 @dataclass(frozen=True)
 class WorldModelLayout:
     """The choices of a world model that its weights assume; ``atari`` (and ``agent``, the Atari choices for
-    any action space), ``engine_denoiser`` and ``engine_upsampler`` are those there are."""
+    any action space), ``engine_denoiser`` and ``engine_upsampler`` are those there are. The defaults are the
+    official DIAMOND Atari agent's, EDM's as published; the official CS:GO models change them."""
 
     actions: ActionSpec | None
     """The action space the network is conditioned on: each of the L past steps has an embedding of
@@ -28,40 +29,31 @@ class WorldModelLayout:
     ``nn.Embedding`` (state_dict key ``act_emb.weight``), and a padding step holds index 0, a real action: the
     official Atari code. False: (B, L, D) float action vectors (``ActionEncoder``), padding steps embedded to
     zero, as the official CS:GO code's all-zero action vector."""
-    noise_level_input: bool
+    noise_level_input: bool = False
     """The network is also told the conditioning frames' noise level, c_noise_cond = log(sigma_cond) / 4, or
     0 when they are clean (Fourier features ``noise_cond_emb``, added to those of c_noise). As cos(0) = 1,
     level 0 is not the same as no such input."""
-    extra_images: int
+    extra_images: int = 0
     """Conditioning images stacked after the L past frames: the upsampler's low-resolution frame, upsampled
     by bicubic interpolation."""
-    pad_to_multiple: bool
+    pad_to_multiple: bool = False
     """Frames of any size: the U-Net's input is zero-padded on the bottom and right to a multiple of
     2^(levels - 1) and its output cropped back, as the official CS:GO U-Net. False: the frame size must be
     such a multiple already (Atari's 64x64)."""
-    churn_call_at_sigma: bool
+    churn_call_at_sigma: bool = False
     """A churned sampling step tells the denoiser the level before churn (``sample``'s
     ``churned_call_at_sigma``), as the official CS:GO sampler; the same as EDM's Algorithm 2 without churn."""
-    estimate_padding_targets: bool
+    estimate_padding_targets: bool = False
     """The autoregressive loss replaces padding targets too by the one-shot estimates that condition the later
     predictions (``autoregressive_loss``'s ``estimate_padding``), as the official CS:GO loss."""
-    loss_key: str
+    loss_key: str = "loss_denoising"
     """The training loss's name among the metrics (the agent's ``metrics.jsonl`` has ``loss_denoising``, the
     engine's ``loss``)."""
 
     @classmethod
     def atari(cls, num_actions: int) -> WorldModelLayout:
         """The Atari world model of the paper, the official DIAMOND agent's (EDM and the DDPM ablation)."""
-        return cls(
-            actions=ActionSpec.of(discrete("action", num_actions)),
-            action_indices=True,
-            noise_level_input=False,
-            extra_images=0,
-            pad_to_multiple=False,
-            churn_call_at_sigma=False,
-            estimate_padding_targets=False,
-            loss_key="loss_denoising",
-        )
+        return cls(actions=ActionSpec.of(discrete("action", num_actions)), action_indices=True)
 
     @classmethod
     def agent(cls, actions: int | ActionSpec) -> WorldModelLayout:
@@ -74,30 +66,13 @@ class WorldModelLayout:
             return cls.atari(actions)
         if is_index_spec(actions):
             return cls.atari(actions.components[0].n)  # type: ignore[union-attr]
-        return cls(
-            actions=actions,
-            action_indices=False,
-            noise_level_input=False,
-            extra_images=0,
-            pad_to_multiple=False,
-            churn_call_at_sigma=False,
-            estimate_padding_targets=False,
-            loss_key="loss_denoising",
-        )
+        return cls(actions=actions, action_indices=False)
 
     @classmethod
     def engine_denoiser(cls, spec: ActionSpec) -> WorldModelLayout:
-        """The engine's next-frame model: the official CS:GO denoiser's, with the dataset's action space."""
-        return cls(
-            actions=spec,
-            action_indices=False,
-            noise_level_input=True,
-            extra_images=0,
-            pad_to_multiple=True,
-            churn_call_at_sigma=True,
-            estimate_padding_targets=True,
-            loss_key="loss",
-        )
+        """The engine's next-frame model: the official CS:GO denoiser's, the upsampler's choices with the
+        dataset's action space and no extra image."""
+        return replace(cls.engine_upsampler(), actions=spec, extra_images=0)
 
     @classmethod
     def engine_upsampler(cls) -> WorldModelLayout:
