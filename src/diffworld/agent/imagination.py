@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from diffworld.agent.rollout import EnvStep, Rollout, rollout
 from diffworld.config.schema import ActorCriticConfig, RewardKind, SamplerConfig
-from diffworld.data.actions import ActionSpec, is_index_spec
+from diffworld.data.actions import ActionSpec, action_spec_of, is_index_spec
 from diffworld.data.batch import Batch
 from diffworld.data.frames import tensor_to_frames
 from diffworld.data.segment_sampler import SegmentSampler
@@ -187,11 +187,10 @@ def _reseed(env: WorldModelEnv, seed: int) -> None:
 
 def action_space_of(actions: int | ActionSpec) -> gym.spaces.Space[Any]:
     """The Gymnasium space of the agent's actions: ``Discrete(n)``, or a ``Box`` in [-1, 1]^D."""
-    if isinstance(actions, int):
-        return gym.spaces.Discrete(actions)
-    if is_index_spec(actions):
-        return gym.spaces.Discrete(actions.components[0].n)  # type: ignore[union-attr]
-    return gym.spaces.Box(-1.0, 1.0, (actions.width,), np.float32)
+    spec = action_spec_of(actions)
+    if is_index_spec(spec):
+        return gym.spaces.Discrete(spec.components[0].n)  # type: ignore[union-attr]
+    return gym.spaces.Box(-1.0, 1.0, (spec.width,), np.float32)
 
 
 def _actions_tensor(

@@ -316,6 +316,12 @@ def index_spec(num_actions: int) -> ActionSpec:
     return ActionSpec.of(Discrete("action", num_actions))
 
 
+def action_spec_of(actions: int | ActionSpec) -> ActionSpec:
+    """What the agent's models take as ``actions``, as a spec: a count of discrete actions (any integer type,
+    numpy's too, as a game's count may be; not a bool) is ``index_spec(actions)``."""
+    return actions if isinstance(actions, ActionSpec) else index_spec(actions)
+
+
 def is_index_spec(spec: ActionSpec) -> bool:
     """Whether ``spec`` is one discrete component (actions as indices: the Atari agent's)."""
     return len(spec.components) == 1 and isinstance(spec.components[0], Discrete)

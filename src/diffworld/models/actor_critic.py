@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffworld.config.schema import ActorCriticConfig
-from diffworld.data.actions import ActionSpec, is_box_spec, is_index_spec
+from diffworld.data.actions import ActionSpec, action_spec_of, is_box_spec, is_index_spec
 from diffworld.models.blocks import channels_last
 from diffworld.models.policy_distributions import (
     CategoricalPolicy,
@@ -73,18 +73,17 @@ def make_policy(actions: int | ActionSpec, cfg: ActorCriticConfig) -> PolicyDist
     """The policy distribution of an action space: categorical over ``actions`` discrete actions (an int, or a
     spec of one discrete component), the tanh-squashed Gaussian over a spec of continuous components (the
     agent's ``[-1, 1]^D``, ``data.actions.box_spec``)."""
-    if isinstance(actions, int):
-        return CategoricalPolicy(actions)
-    if is_index_spec(actions):
-        return CategoricalPolicy(actions.components[0].n)  # type: ignore[union-attr]
-    if is_box_spec(actions) and all(
+    spec = action_spec_of(actions)
+    if is_index_spec(spec):
+        return CategoricalPolicy(spec.components[0].n)  # type: ignore[union-attr]
+    if is_box_spec(spec) and all(
         (c.low, c.high) == (-1.0, 1.0)  # type: ignore[union-attr]
-        for c in actions.components
+        for c in spec.components
     ):
-        return SquashedNormalPolicy(actions.width, cfg.continuous)
+        return SquashedNormalPolicy(spec.width, cfg.continuous)
     raise ValueError(
         f"the actor-critic takes one discrete component or continuous ones within [-1, 1], not "
-        f"{actions.describe()}"
+        f"{spec.describe()}"
     )
 
 

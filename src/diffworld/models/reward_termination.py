@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffworld.config.schema import RewardKind, RewardTerminationConfig
-from diffworld.data.actions import ActionSpec, is_index_spec
+from diffworld.data.actions import ActionSpec, action_spec_of, is_index_spec
 from diffworld.data.batch import Batch
 from diffworld.models.action_encoder import ActionEncoder
 from diffworld.models.actor_critic import LSTMState, init_lstm
@@ -88,12 +88,11 @@ class RewardTerminationModel(nn.Module):
         # Discrete actions: the paper's nn.Embedding over indices; any other action space: the world model's
         # generic encoder of action vectors (for continuous actions a linear map of the vector), in its place.
         self.act_emb: nn.Module
-        if isinstance(actions, int):
-            self.act_emb = nn.Embedding(actions, cfg.cond_channels)
-        elif is_index_spec(actions):
-            self.act_emb = nn.Embedding(actions.components[0].n, cfg.cond_channels)  # type: ignore[union-attr]
+        spec = action_spec_of(actions)
+        if is_index_spec(spec):
+            self.act_emb = nn.Embedding(spec.components[0].n, cfg.cond_channels)  # type: ignore[union-attr]
         else:
-            self.act_emb = ActionEncoder(actions, cfg.cond_channels)
+            self.act_emb = ActionEncoder(spec, cfg.cond_channels)
         self.action_vectors = isinstance(self.act_emb, ActionEncoder)
         self.encoder = RewardTerminationEncoder(
             6, cfg.cond_channels, channels, list(cfg.depths), list(cfg.attn_depths)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from diffworld.data.actions import ActionSpec, discrete, is_index_spec
+from diffworld.data.actions import ActionSpec, action_spec_of, discrete, is_index_spec
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,10 @@ class WorldModelLayout:
         through the generic ``ActionEncoder`` (continuous actions: a linear embedding of the vector). Padding
         steps hold the zero vector, which embeds to zero for components centred on 0 (the agent's
         ``[-1, 1]``)."""
-        if isinstance(actions, int):
-            return cls.atari(actions)
-        if is_index_spec(actions):
-            return cls.atari(actions.components[0].n)  # type: ignore[union-attr]
-        return cls(actions=actions, action_indices=False)
+        spec = action_spec_of(actions)
+        if is_index_spec(spec):
+            return cls.atari(spec.components[0].n)  # type: ignore[union-attr]
+        return cls(actions=spec, action_indices=False)
 
     @classmethod
     def engine_denoiser(cls, spec: ActionSpec) -> WorldModelLayout:
