@@ -64,7 +64,7 @@ def train_bandit(
     """Train a fresh actor-critic for ``updates`` updates; the mean reward of every update's rollout."""
     torch.manual_seed(seed)
     cfg = ActorCriticConfig(channels=[8, 8, 16, 16], lstm_dim=64, gamma=gamma, value_loss_weight=value_weight)
-    actor_critic = ActorCritic(cfg, num_actions=3)
+    actor_critic = ActorCritic(cfg, 3)
     optimizer = torch.optim.AdamW(actor_critic.parameters(), lr=lr, weight_decay=0.0)
     env = ThirdsBandit(16, torch.Generator().manual_seed(seed))
     mean_rewards = []
