@@ -1,4 +1,5 @@
-"""Watching the world model, what both products share of it: the play core (``play_core``), the video loop
+"""Watching the world model, what both products share of it: the play core (``play_core``), the key maps of
+action spaces (``action_keymap``: an engine's dataset actions, a continuous-control agent's), the video loop
 (``video_out``) and its side-by-side frames (``side_by_side``), the dataset browser and learning-curve plots.
 Each product's play and video are in its package (``agent/play.py``, ``agent/video.py``, ``engine/play.py``,
 ``engine/video.py``).
