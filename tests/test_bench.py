@@ -71,3 +71,16 @@ def test_never_terminating_is_temporary() -> None:
     assert (end_in.argmax(-1) == 0).all() and end_in.softmax(-1)[..., 1].max() < 1e-30
     assert "predict" not in vars(model)
     torch.testing.assert_close(model.predict(obs, act, obs)[1], end)
+
+
+def test_bench_continuous_game(tmp_path: Path) -> None:
+    """On a continuous game the imagination part steps the world model with float action vectors of the
+    game's width (an index action used to crash it)."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "preset=smoke", "game=CatchContinuous", "env.size=16", "--repeats", "1", "--warmup", "0"]
+    args += ["--collect", "60", "--device", "cpu", "--parts", "imagination"]
+    assert main([*args, "--json", str(out)]) == 0
+    report = load_strict_json(out)
+    assert report["settings"]["game"] == "CatchContinuous"
+    assert report["results"]["imagination"]["frames_per_second"] > 0
+    assert report["results"]["imagination"]["denoiser_call_seconds"] > 0

@@ -21,6 +21,7 @@ from diffworld.agent.imagination import (
 )
 from diffworld.agent.model import AgentFolderError
 from diffworld.agent.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
+from diffworld.agent.rollout import rollout
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.actions import box_spec
@@ -142,6 +143,28 @@ def test_model_free_switch_trains_the_same_actor_on_the_real_game() -> None:
     assert rollouts.num_steps_total == 12 and loss_fn.steps_left == 12
     state = rollouts.state_dict()
     assert state["obs"].shape == (3, SIZE, SIZE, 3)
+    envs.close()
+
+
+def test_model_free_rollouts_give_the_real_game_tanh_u_and_keep_u_for_the_loss() -> None:
+    cfg = build_config(OVERRIDES)
+    torch.manual_seed(0)
+    agent = Agent.build(cfg, box_spec(1))
+    envs = AtariEnvs("CatchContinuous", 3, 0, life_loss_terminal=True, size=SIZE, asynchronous=False)
+    seen: list[np.ndarray] = []
+    step = envs.step
+
+    def recording_step(actions: np.ndarray):  # type: ignore[no-untyped-def]
+        seen.append(np.array(actions, copy=True))
+        return step(actions)
+
+    envs.step = recording_step  # type: ignore[method-assign]
+    rollouts = RealEnvRollouts(envs, torch.device("cpu"), torch.Generator().manual_seed(0))
+    r = rollout(agent.actor_critic, rollouts, 4)
+    assert r.actions.shape == (3, 4, 1)
+    got = torch.from_numpy(np.stack(seen, axis=1))
+    torch.testing.assert_close(got, torch.tanh(r.actions))
+    assert bool((got.abs() <= 1).all()) and bool((r.actions.abs() > 0).any())
     envs.close()
 
 

@@ -41,21 +41,39 @@ def test_dmc_tasks_in_the_configuration() -> None:
     assert "Did you mean: dmc:cartpole-swingup" in one_line(caught)
 
 
+CONTINUOUS_KEYS = (
+    "env.action_repeat",
+    "actor_critic.continuous.min_std",
+    "actor_critic.continuous.max_std",
+    "actor_critic.continuous.std_offset",
+)
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
         ("env.action_repeat=0", "env.action_repeat"),
         ("actor_critic.continuous.min_std=0", "actor_critic.continuous.min_std"),
         ("actor_critic.continuous.max_std=0.05", "actor_critic.continuous.max_std"),
+        ("actor_critic.continuous.std_offset=inf", "actor_critic.continuous.std_offset"),
     ],
 )
 def test_bad_continuous_settings_name_their_key(override: str, key: str) -> None:
+    """Each bad value is refused by a message that names its key, and no other of these keys."""
     with pytest.raises(ConfigError) as caught:
         build_config(["game=CatchContinuous", override])
-    assert key in one_line(caught)
+    message = one_line(caught)
+    assert [k for k in CONTINUOUS_KEYS if k in message] == [key]
 
 
-def test_continuous_presets_are_valid() -> None:
+def test_continuous_presets_hold_their_settings() -> None:
     cfg = build_config(["game=CatchContinuous", "preset=catch_continuous"])
-    assert cfg.env.size == 32
-    build_config(["game=CatchContinuous", "preset=dmc"])
+    catch = build_config(["game=Catch", "preset=catch"])
+    assert cfg.env.size == catch.env.size == 32  # Catch's learning-test settings
+    assert cfg.reward_model.reward_kind == "sign" and cfg.actor_critic.return_normalization == "none"
+    assert cfg.collection.total_env_steps == catch.collection.total_env_steps
+    dmc = build_config(["game=dmc:cartpole-swingup", "preset=dmc"])
+    assert dmc.reward_model.reward_kind == "value" and dmc.actor_critic.return_normalization == "percentile"
+    assert dmc.env.action_repeat == 2 and dmc.env.size == 64
+    assert dmc.collection.initial_min_steps == dmc.collection.initial_max_steps == 5_000  # 10 episodes
+    assert dmc.collection.total_env_steps == 50_000 and dmc.collection.num_final_episodes == 10

@@ -174,6 +174,7 @@ def test_dmc_task_through_make_env_with_its_action_repeat_and_cap() -> None:
     dones = [env.step(np.zeros(1, np.float32))[3] for _ in range(3)]  # 12 control steps = 3 agent steps
     assert dones == [False, False, True]
     assert env.get_wrapper_attr("action_repeat") == 4
+    assert env.action_meanings == ["slide"]  # the MuJoCo actuator's name, for play's help
     with pytest.raises(InvalidActionError, match="dmc:cartpole-swingup"):
         env.step(np.array([np.nan], np.float32))
     env.close()

@@ -12,7 +12,7 @@ import torch
 from diffworld.agent.collector import Collector
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.data.actions import box_spec
+from diffworld.data.actions import ActionSpecError, box_spec
 from diffworld.envs.vector import AtariEnvs
 from diffworld.models.actor_critic import ActorCritic
 
@@ -120,3 +120,10 @@ def test_collector_resumes_exactly_with_action_vectors() -> None:
     assert whole.actions.dtype == np.float32 and bool((np.abs(whole.actions) <= 1).all())
     a.envs.close()
     b.envs.close()
+
+
+def test_box_spec_takes_an_integer_of_any_type() -> None:
+    assert box_spec(np.int64(2)) == box_spec(2) and [c.name for c in box_spec(2).components] == ["a0", "a1"]
+    for bad, message in ((0, "at least one component"), (True, "integer"), (2.0, "integer")):
+        with pytest.raises(ActionSpecError, match=message):
+            box_spec(bad)  # type: ignore[arg-type]

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from diffworld.agent import Agent, export_agent
+from diffworld.agent import INFO_FILE, Agent, export_agent
 from diffworld.agent.action_fidelity import ContinuousProbeGame, WorldModelSamplers, probe_actions
-from diffworld.agent.folder_kind import AGENT_FOLDER
+from diffworld.agent.folder_kind import AGENT_FOLDER, AGENT_INFO_FILE
 from diffworld.agent.play_keys import box_keys, default_box_keymap
 from diffworld.agent.trained import TrainedAgent, load_trained_agent
 from diffworld.cli import main
@@ -23,9 +23,10 @@ from diffworld.config.schema import Config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.data.actions import box_spec
 from diffworld.data.frames import frames_to_tensor
+from diffworld.errors import UserError
 from diffworld.evaluation.action_fidelity import evaluate_action_fidelity
 from diffworld.viz.action_keymap import InputState, KeyMapError
-from diffworld.world_model_folder import WmEvalOptions
+from diffworld.world_model_folder import PlayOptions, WmEvalOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -207,15 +208,21 @@ def test_report_of_returns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "2 of the 20 DMC-vision tasks" in markdown
     assert (tmp_path / "out" / "per_game_returns.png").read_bytes()[:4] == b"\x89PNG"
 
-    # Games without reference scores, alone or beside a benchmark game: per-game returns, no crash.
+    # An Atari game outside the benchmark, alone: per-game returns, no aggregates over DMC tasks.
     _eval_json(tmp_path / "tennis", "Tennis", 0, -3.0)
+    assert main(["report", str(tmp_path / "tennis"), "--out", str(tmp_path / "o2")]) == 0
+    other = json.loads((tmp_path / "o2" / "report.json").read_text())
+    assert other["scores"] == "returns" and other["aggregates"] == {} and other["games"] == ["Tennis"]
+    capsys.readouterr()
+    # Beside a benchmark game it is refused in one line: the Atari report keeps its human-normalized
+    # aggregates, never silently replaced by returns.
     _eval_json(tmp_path / "pong", "Pong", 0, 5.0)
     assert (
-        main(["report", str(tmp_path / "tennis"), str(tmp_path / "pong"), "--out", str(tmp_path / "o2")]) == 0
+        main(["report", str(tmp_path / "pong"), str(tmp_path / "tennis"), "--out", str(tmp_path / "o4")]) == 2
     )
-    other = json.loads((tmp_path / "o2" / "report.json").read_text())
-    assert other["scores"] == "returns" and other["aggregates"] == {} and other["games"] == ["Pong", "Tennis"]
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "Tennis is not an Atari 100k game" in err and "Pong" in err and "separately" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o4").exists()
     _eval_json(tmp_path / "more" / "s2", "dmc:cup-catch", 2, 500.0)
     with pytest.raises(ReportError, match="same number of runs"):
         build_report([tmp_path / "runs", tmp_path / "more"], tmp_path / "o3", reps=50)
@@ -330,3 +337,17 @@ def test_play_a_continuous_agent_with_keys(
     assert main([*argv, "--env", "test", "--keymap", str(path), "--record-dir", str(tmp_path / "r2")]) == 0
     path.write_text(json.dumps({"components": {"a0": {"keys": {"q": 1}}}}))
     assert main([*argv, "--keymap", str(path)]) == 2
+
+
+def test_keymap_of_a_discrete_agent_is_refused_before_loading(tmp_path: Path) -> None:
+    """``play <discrete agent or run folder> --keymap``: refused in one line from the folder's game alone,
+    before the agent (and torch) is loaded: these folders hold nothing else."""
+    assert AGENT_INFO_FILE == INFO_FILE
+    agent, run = tmp_path / "agent", tmp_path / "run"
+    agent.mkdir()
+    run.mkdir()
+    (agent / INFO_FILE).write_text(json.dumps({"game": "Catch"}))
+    (run / "config.yaml").write_text("game: Breakout\n")
+    for folder, game in ((agent, "Catch"), (run, "Breakout")):
+        with pytest.raises(UserError, match=f"^--keymap is for continuous-control games .* {game} plays"):
+            AGENT_FOLDER.play(folder, PlayOptions(keymap=tmp_path / "keys.json"))

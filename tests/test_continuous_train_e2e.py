@@ -13,10 +13,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+from diffworld.agent.policy import load_agent_policy
+from diffworld.agent.trained import load_trained_agent
 from diffworld.agent.trainer import Trainer
 from diffworld.config import build_config
 from diffworld.data import EpisodeDataset
+from diffworld.data.actions import box_spec
+from diffworld.data.folder_store import EngineDataset
+from diffworld.engine.convert.from_run import convert_run
+from diffworld.run.checkpoint import STATE_FILE, CheckpointError
+from diffworld.run.folder import checkpoint_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -60,6 +68,32 @@ def check_run(run_dir: Path, game: str, dim: int, *extra: str) -> None:
 def test_train_catch_continuous(tmp_path: Path) -> None:
     assert train(tmp_path / "run", "CatchContinuous") is not None
     check_run(tmp_path / "run", "CatchContinuous", 1)
+    # A checkpoint whose action space was edited is refused in one line, as an edited agent folder is.
+    path = checkpoint_dir(tmp_path / "run") / STATE_FILE
+    state = torch.load(path, weights_only=True)
+    state["action_space"] = box_spec(2).to_json()
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"action_space \(.*\) is not 1 continuous components") as info:
+        load_trained_agent(tmp_path / "run", "cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_the_engine_takes_a_continuous_run(tmp_path: Path) -> None:
+    """The bridge to the engine: a continuous run's dataset converts to one continuous component within
+    [-1, 1] per action component, and its agent acts with vectors (an engine recording's policy)."""
+    assert train(tmp_path / "run", "CatchContinuous") is not None
+    data = EngineDataset(convert_run(tmp_path / "run", tmp_path / "engine_data", test_fraction=0))
+    assert data.spec == box_spec(1)
+    stored = EpisodeDataset.load(
+        tmp_path / "run" / "dataset" / "train", frame_shape=(16, 16, 3), action_shape=(1,)
+    )
+    first = stored.get_episode(0).act
+    np.testing.assert_array_equal(data.actions(0)[:-1], first)
+    policy = load_agent_policy(tmp_path / "run", "cpu", seed=0)
+    assert policy.env.action_repeat == 2
+    action = policy.act(np.zeros((16, 16, 3), np.uint8))
+    assert isinstance(action, np.ndarray) and action.shape == (1,) and action.dtype == np.float32
+    assert bool((np.abs(action) <= 1).all())
 
 
 def test_train_catch_continuous_model_free(tmp_path: Path) -> None:
@@ -68,24 +102,30 @@ def test_train_catch_continuous_model_free(tmp_path: Path) -> None:
 
 
 def test_train_catch_continuous_model_free_with_reward_values(tmp_path: Path) -> None:
-    report = train(
-        tmp_path / "run", "CatchContinuous", "training.model_free=true", "reward_model.reward_kind=value"
+    extra = (
+        "training.model_free=true",
+        "reward_model.reward_kind=value",
+        "actor_critic.return_normalization=percentile",
     )
+    report = train(tmp_path / "run", "CatchContinuous", *extra)
     assert report is not None and report["env_steps"] == 40
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
-    assert "actor_critic/train/reward_mean" in metrics
+    assert "actor_critic/train/reward_mean" in metrics and "actor_critic/train/return_scale" in metrics
 
 
 @pytest.mark.skipif(importlib.util.find_spec("dm_control") is None, reason="dm_control is not installed")
 def test_train_dmc_cartpole_swingup(tmp_path: Path) -> None:
-    # The dmc preset's dense rewards: the reward model regresses them (reward_kind=value).
-    value = "reward_model.reward_kind=value"
-    assert train(tmp_path / "run", "dmc:cartpole-swingup", value) is not None
-    check_run(tmp_path / "run", "dmc:cartpole-swingup", 1, value)
+    # The dmc preset's dense rewards: the reward model regresses them (reward_kind=value), and the advantages
+    # are scaled by the returns' running percentiles (kept in the checkpoint that the resume loads).
+    value = ("reward_model.reward_kind=value", "actor_critic.return_normalization=percentile")
+    assert train(tmp_path / "run", "dmc:cartpole-swingup", *value) is not None
+    check_run(tmp_path / "run", "dmc:cartpole-swingup", 1, *value)
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
     for key in (
         "reward_model/train/rew_abs_error",
         "actor_critic/train/reward_mean",
+        "actor_critic/train/return_scale",
+        "actor_critic/diagnostic/reward_mean_recent",  # the diagnostics' returns take the values too
         "reward_model/test/reward_abs_error",
         "reward_model/diagnostic/reward_abs_error_recent",
     ):

@@ -1,7 +1,8 @@
 """The world model and the reward/termination model conditioned on continuous actions: the action encoder
 as a linear map of the vector (against a matrix product), the padding's zero embedding, the shapes of
-training and sampling, outputs that follow the action; and the discrete path unchanged (same parameter names,
-same initial draws, same outputs)."""
+training and sampling, outputs that follow the action; discrete actions given as a count or as a one-component
+index spec build one model, with the official modules and names. (That the discrete path is bit-identical to
+the code before the continuous actions is tools/bit_identity.py's to check, not these tests'.)"""
 
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ def test_the_world_model_follows_the_action() -> None:
 def test_reward_model_takes_action_vectors_and_follows_them() -> None:
     torch.manual_seed(0)
     model = RewardTerminationModel(tiny_reward_cfg(), box_spec(D), img_size=SIZE)
-    assert model.action_vectors and isinstance(model.act_emb, ActionEncoder)
+    assert isinstance(model.act_emb, ActionEncoder)
     perturb(model)
     a = actions(2, 5)
     data = batch(a)
@@ -127,9 +128,10 @@ def test_reward_model_takes_action_vectors_and_follows_them() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_discrete_world_model_and_reward_model_are_built_as_before(kind: DiffusionKind) -> None:
-    """An action count and a one-component index spec build the same modules with the same draws; the
-    action tables keep the official names (``net.act_emb.weight``, ``act_emb.weight``, nn.Embedding)."""
+def test_an_index_spec_builds_what_its_action_count_builds(kind: DiffusionKind) -> None:
+    """An action count and a one-component index spec are one action space: they build the same modules with
+    the same draws and outputs, the action tables under the official names (``net.act_emb.weight``,
+    ``act_emb.weight``, nn.Embedding) and in the Atari layout."""
     cfg = tiny_cfg(kind)
     models = []
     for actions_arg in (4, index_spec(4)):
@@ -144,7 +146,7 @@ def test_discrete_world_model_and_reward_model_are_built_as_before(kind: Diffusi
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert isinstance(den_a.net.act_emb, nn.Embedding)
     assert den_a.state_dict()["net.act_emb.weight"].shape == (4, cfg.cond_channels // cfg.num_cond_frames)
-    assert type(rew_a.act_emb) is nn.Embedding and not rew_a.action_vectors
+    assert type(rew_a.act_emb) is nn.Embedding
     assert WorldModelLayout.agent(4) == WorldModelLayout.atari(4)
     assert WorldModelLayout.agent(index_spec(4)) == WorldModelLayout.atari(4)
     # The same outputs for the same indices.

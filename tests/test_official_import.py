@@ -199,3 +199,15 @@ def test_files_that_are_not_agent_state_dicts(
 def test_ddpm_is_refused(tmp_path: Path) -> None:
     cfg = build_config(["game=Breakout", "denoiser.kind=ddpm", *TINY_OVERRIDES])
     assert "EDM" in _import_error(cfg, AGENT_FILE, tmp_path)
+
+
+def test_settings_beyond_the_paper_are_refused(tmp_path: Path) -> None:
+    """Official agents are Atari agents of the paper's settings: a continuous game, value rewards and return
+    normalisation are refused in one line, before the file is read."""
+    cfg = build_config(["game=CatchContinuous", *TINY_OVERRIDES])
+    message = _import_error(cfg, tmp_path / "absent.pt", tmp_path)
+    assert "CatchContinuous takes continuous ones" in message
+    cfg = build_config(["game=Breakout", "reward_model.reward_kind=value", *TINY_OVERRIDES])
+    assert "reward_kind=value" in _import_error(cfg, tmp_path / "absent.pt", tmp_path)
+    cfg = build_config(["game=Breakout", "actor_critic.return_normalization=percentile", *TINY_OVERRIDES])
+    assert "return_normalization=percentile" in _import_error(cfg, tmp_path / "absent.pt", tmp_path)

@@ -48,7 +48,9 @@ def test_sign_keeps_the_parameters_and_value_changes_only_the_last_layer() -> No
     shapes = {name: tuple(p.shape) for name, p in sign.state_dict().items()}
     assert shapes["head.2.weight"] == (5, 32)  # the official head: 3 reward logits, 2 termination logits
     value_shapes = {name: tuple(p.shape) for name, p in value.state_dict().items()}
-    assert list(value_shapes) == list(shapes)  # the same names, in the same order
+    # The same names in the same order, and the bound of imagined rewards (a buffer of the model itself).
+    assert [n for n in value_shapes if n != "reward_bound"] == list(shapes)
+    assert value_shapes["reward_bound"] == ()
     assert {n for n in shapes if shapes[n] != value_shapes[n]} == {"head.2.weight"}
     assert value_shapes["head.2.weight"] == (3, 32)
 
@@ -112,15 +114,35 @@ def test_value_loss_against_an_independent_computation() -> None:
     assert m.head[2].weight.grad is not None and m.head[2].weight.grad[0].abs().sum() > 0
 
 
-def test_value_prediction_path_draws_nothing() -> None:
+def test_value_prediction_path_draws_nothing_and_is_bounded() -> None:
     m = model(RewardKind.value)
+    m.reward_bound.fill_(2.0)
     out = torch.tensor([[0.0], [0.5], [-1.5], [3.0]])
     expected = torch.tensor([0.0, math.expm1(0.5), -math.expm1(1.5), math.expm1(3.0)])
     g = torch.Generator().manual_seed(3)
     before = g.get_state()
-    torch.testing.assert_close(m.sample_reward(out, g), expected)
+    # Imagination's reward: the output clamped to the symlog rewards seen, 3.0 to 2.0.
+    bounded = torch.tensor([0.0, math.expm1(0.5), -math.expm1(1.5), math.expm1(2.0)])
+    torch.testing.assert_close(m.sample_reward(out, g), bounded)
     assert torch.equal(g.get_state(), before)  # no draw: the termination's is the step's only one
-    torch.testing.assert_close(m.reward_of(out), expected)
+    torch.testing.assert_close(m.reward_of(out), expected)  # the measurements read the model as it is
+
+
+def test_value_reward_bound_is_the_largest_symlog_reward_trained_on() -> None:
+    m = model(RewardKind.value)
+    batch = make_batch()  # rewards of several sizes and signs, padding steps masked
+    rew, _, _, mask = batch.step_targets()
+    m.eval()
+    m(batch)
+    assert float(m.reward_bound) == 0.0  # evaluation leaves it
+    m.train()
+    m(batch)
+    largest = float(np.log1p(np.abs(rew.double().numpy()[mask.numpy()])).max())
+    assert float(m.reward_bound) == pytest.approx(largest, rel=1e-6) and largest > 0
+    small = make_batch()
+    small.rew.mul_(0.01)
+    m(small)
+    assert float(m.reward_bound) == pytest.approx(largest, rel=1e-6)  # a maximum: it never goes down
 
 
 def test_value_model_learns_a_dense_reward() -> None:

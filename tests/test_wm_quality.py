@@ -205,6 +205,7 @@ def test_wm_eval_smoke_writes_json_and_png(untrained_run: Path, tmp_path: Path) 
     assert set(run["reward_detection"]) == {"1", "2"}
     for detection in run["reward_detection"].values():
         assert detection["num_zero_steps"] >= 1  # an episode of Breakout has zero-reward steps
+        assert "abs_error_predicted" not in detection and "abs_error_real" not in detection  # value models'
         for key in (
             "recall_predicted",
             "recall_real",

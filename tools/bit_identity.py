@@ -326,6 +326,7 @@ NEW_CONFIG_KEYS: dict[str, object] = {
     "actor_critic.continuous.max_std": 1.0,
     "actor_critic.continuous.std_offset": 2.0,
     "reward_model.reward_kind": "sign",
+    "actor_critic.return_normalization": "none",
 }
 """Configuration keys that one of the two products' configurations lacked before the redesign (or that the
 continuous-control change added), with the value that keeps the behaviour of a configuration without them; a

@@ -344,7 +344,8 @@ def never_terminating(reward_model: RewardTerminationModel) -> Iterator[None]:
 
 @torch.no_grad()
 def _bench_imagination(trainer: Any, cfg: Config, repeats: int, warmup: int) -> dict[str, Any]:
-    """Rollouts of H steps in the world model with random actions, and one batched denoiser call."""
+    """Rollouts of H steps in the world model with random actions (uniform indices, or vectors uniform in
+    [-1, 1]^D for continuous actions), and one batched denoiser call."""
     from diffworld.models.diffusion import EDMDenoiser
 
     trainer.agent.eval()
@@ -354,16 +355,24 @@ def _bench_imagination(trainer: Any, cfg: Config, repeats: int, warmup: int) -> 
     horizon = cfg.actor_critic.imagination_horizon
     b = env.num_envs
     gen = torch.Generator(dev).manual_seed(cfg.seed)
+    continuous = trainer.agent.continuous
+
+    def random_actions() -> torch.Tensor:
+        if continuous:
+            return torch.rand(b, trainer.num_actions, generator=gen, device=dev) * 2 - 1
+        return torch.randint(trainer.num_actions, (b,), generator=gen, device=dev)
 
     def rollout() -> None:
         env.reset()
         for _ in range(horizon):
-            env.step(torch.randint(trainer.num_actions, (b,), generator=gen, device=dev))
+            env.step(random_actions())
 
     with trainer.autocast():
         rollout_times = timed_calls(rollout, repeats, warmup, dev)
     batch = env.segments.sample()
-    obs, act = batch.obs, torch.zeros(b, env.num_cond, dtype=torch.long, device=dev)
+    # (B, L) indices or (B, L, D) vectors, the last slot the action to come (as WorldModelEnv.reset does).
+    obs = batch.obs
+    act = torch.zeros(b, env.num_cond, *batch.act.shape[2:], dtype=batch.act.dtype, device=dev)
     act[:, :-1] = batch.act
     denoiser = trainer.agent.denoiser
     x = torch.randn(obs[:, -1].shape, generator=gen, device=dev)

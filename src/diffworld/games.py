@@ -57,6 +57,11 @@ CONTINUOUS_OWN_GAMES = frozenset({"CatchContinuous"})
 DMC_PREFIX = "dmc:"
 GYM_PREFIX = "gym:"
 
+DEFAULT_ACTION_REPEAT = 2
+"""Control steps per agent step of a continuous-control game (``env.action_repeat``): 2, the DeepMind Control
+setting of DreamerV3 and DrQ-v2. Named here, below the configuration and the environments, which both
+default to it."""
+
 
 def _normalise(name: str) -> str:
     """Case-, underscore- and dash-insensitive key, without the ``NoFrameskip-v4`` suffix."""

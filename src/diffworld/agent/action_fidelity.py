@@ -28,19 +28,18 @@ import torch
 from torch import Tensor
 
 from diffworld.config.schema import Config, SamplerConfig
-from diffworld.data.actions import box_spec
+from diffworld.data.actions import box_spec, format_action_vector
 from diffworld.envs.make import make_env
 from diffworld.errors import UserError
-from diffworld.evaluation.action_fidelity import evaluate_action_fidelity
+from diffworld.evaluation.action_fidelity import FIDELITY_EVERY, evaluate_action_fidelity
 from diffworld.models.diffusion import Denoiser
 from diffworld.models.diffusion.denoiser import FrameSampler
 
 PROBE_ACTIONS = 5
 """K: the probe actions stepped from every state (chance 1 / K)."""
-FIDELITY_STATES = 16
-"""States probed by default."""
-FIDELITY_EVERY = 10
-"""Steps between probed states of an episode."""
+AGENT_FIDELITY_STATES = 16
+"""States probed by default in an agent's ``wm-eval`` (``WmEvalSettings.fidelity_states``); an engine's
+evaluation has its own default, ``evaluation.action_fidelity.FIDELITY_STATES``."""
 _CANDIDATES = 1024
 
 
@@ -81,7 +80,7 @@ class ContinuousProbeGame:
             raise UserError(f"{cfg.game} has discrete actions: this action fidelity probes continuous ones")
         self.actions = probe_actions(int(space.shape[0]), num_actions, seed)
         self.spec = box_spec(self.actions.shape[1])
-        self.action_names = [" ".join(f"{v:+.2f}" for v in a) for a in self.actions]
+        self.action_names = [format_action_vector(a) for a in self.actions]
         self._get_state = self.env.get_wrapper_attr("get_state")
         self._set_state = self.env.get_wrapper_attr("set_state")
 
@@ -139,7 +138,7 @@ def agent_action_fidelity(
     cfg: Config,
     *,
     seed: int,
-    states: int = FIDELITY_STATES,
+    states: int = AGENT_FIDELITY_STATES,
     every: int = FIDELITY_EVERY,
     num_actions: int = PROBE_ACTIONS,
     device: torch.device | str = "cpu",

@@ -23,6 +23,7 @@ from diffworld.data.episode import Episode
 from diffworld.data.frame_chunks import FrameChunks
 from diffworld.data.frames import frames_to_tensor
 from diffworld.data.storage import EpisodeDataset
+from diffworld.envs.from_config import seeded_envs
 from diffworld.envs.vector import AtariEnvs
 from diffworld.models.actor_critic import ActorCritic
 
@@ -341,18 +342,7 @@ def collect_real_episode(
     """Play up to ``num_steps`` steps of a fresh test episode (no life-loss ends) with the policy, as the
     test episodes are played, in one env seeded with ``seed``; returns the episode (cut where it stops) and
     the game's action names."""
-    envs = AtariEnvs(
-        cfg.game,
-        1,
-        seed,
-        life_loss_terminal=False,
-        max_frames_per_episode=cfg.env.max_frames_per_episode,
-        noop_max=cfg.env.noop_max,
-        frame_skip=cfg.env.frame_skip,
-        size=cfg.env.size,
-        asynchronous=False,
-        action_repeat=cfg.env.action_repeat,
-    )
+    envs = seeded_envs(cfg, 1, seed, life_loss_terminal=False, asynchronous=False)
     with envs:
         collector = Collector(
             envs,

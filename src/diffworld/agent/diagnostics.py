@@ -14,8 +14,9 @@ last collecting epoch) against the ones before them (``old``):
   reward model of ``reward_kind=value``, ``reward_abs_error_recent`` on both instead).
 - Does imagination hold the rewards the real game gives this policy? The imagined reward rate of
   ``NUM_ROLLOUTS`` rollouts of the policy that start from recent steps
-  (``actor_critic/diagnostic/reward_rate_recent``), against the real rate of those steps
-  (``collection/train/recent_reward_rate``, logged by the trainer).
+  (``actor_critic/diagnostic/reward_rate_recent``; with ``reward_kind=value`` also their mean imagined reward,
+  ``reward_mean_recent``), against the real rate of those steps (``collection/train/recent_reward_rate``,
+  logged by the trainer).
 - Does the actor still get a gradient, or does the critic's drown it? On those rollouts, the norm of the
   gradient of the actor's terms (REINFORCE and entropy) and that of the critic's (value regression), apart:
   they share the encoder and the LSTM, and training clips their sum (``actor_critic/train/grad_norm``).
@@ -208,14 +209,19 @@ def _actor_critic(
             ac_cfg,
             policy=agent.actor_critic.policy,
             clip_rewards=agent.reward_model.reward_kind is RewardKind.sign,
+            return_scale=agent.actor_critic.return_scale,
+            update_return_scale=False,  # a measurement: the training's running percentiles stay as they are
         )
     params = [p for p in agent.actor_critic.parameters() if p.requires_grad]
     actor = terms.policy_loss - ac_cfg.entropy_weight * terms.entropy
-    return {
+    metrics = {
         "actor_critic/diagnostic/reward_rate_recent": float(terms.metrics["reward_rate"]),
         "actor_critic/diagnostic/grad_norm_actor": _grad_norm(actor, params, retain_graph=True),
         "actor_critic/diagnostic/grad_norm_critic": _grad_norm(terms.value_loss, params, retain_graph=False),
     }
+    if "reward_mean" in terms.metrics:  # rewards taken as values: their mean says more than the rate
+        metrics["actor_critic/diagnostic/reward_mean_recent"] = float(terms.metrics["reward_mean"])
+    return metrics
 
 
 def _grad_norm(loss: Tensor, params: list[nn.Parameter], retain_graph: bool) -> float:

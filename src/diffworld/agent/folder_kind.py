@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from diffworld.errors import UserError
+from diffworld.games import has_continuous_actions
+from diffworld.run.folder import CONFIG_FILE
 from diffworld.world_model_folder import PlayOptions, VideoOptions, VideoSummary, WmEvalOptions
 
 
@@ -23,6 +25,12 @@ class AgentFolder:
     def play(self, path: Path, options: PlayOptions) -> None:
         if options.data or options.denoising_steps or options.sampler_settings:
             raise UserError("--data, --denoising-steps and --sampler-settings are for engine folders")
+        if options.keymap is not None:
+            game = _game_of(path)
+            if game is not None and not has_continuous_actions(game):
+                from diffworld.agent.play_keys import keymap_refusal  # no torch: refused before loading
+
+                raise keymap_refusal(game)
         from diffworld.agent.play import run_play
 
         run_play(path, options)
@@ -60,5 +68,28 @@ class AgentFolder:
                     lines.append(f"{name}, {format_action_fidelity(run['action_fidelity'][steps])}")
         return lines
 
+
+def _game_of(path: Path) -> str | None:
+    """The game of the agent folder (``agent.json``) or run folder (``config.yaml``) ``path``, read without
+    torch; None where it cannot be read (the loader then says why)."""
+    import json
+
+    import yaml
+
+    try:
+        if (path / AGENT_INFO_FILE).is_file():
+            data = json.loads((path / AGENT_INFO_FILE).read_text())
+        elif (path / CONFIG_FILE).is_file():
+            data = yaml.safe_load((path / CONFIG_FILE).read_text())
+        else:
+            return None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return None
+    game = data.get("game") if isinstance(data, dict) else None
+    return game if isinstance(game, str) else None
+
+
+AGENT_INFO_FILE = "agent.json"
+"""``agent.model.INFO_FILE``, named here so as not to import that module (it needs torch)."""
 
 AGENT_FOLDER = AgentFolder()

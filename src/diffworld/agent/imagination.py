@@ -2,10 +2,10 @@
 
 ``WorldModelEnv`` steps B imagined trajectories at once, in torch: each starts from L real frames and
 L-1 real actions drawn from the dataset (the reward/termination LSTM is burnt in on them), every step
-makes ONE batched denoiser call per denoising step, rewards (their sign, or with
-``reward_model.reward_kind=value`` the predicted value) and terminations are sampled from the predicted
-categoricals, trajectories are truncated at the horizon, and finished ones restart from new
-dataset segments on the spot. ``ImaginationVectorEnv`` exposes it with Gymnasium's vector-environment
+makes ONE batched denoiser call per denoising step, terminations are sampled from the predicted
+categoricals, rewards too (their sign), or with ``reward_model.reward_kind=value`` predicted (the value, no
+draw), trajectories are truncated at the horizon, and finished ones restart from new dataset segments on
+the spot. ``ImaginationVectorEnv`` exposes it with Gymnasium's vector-environment
 API (numpy, uint8 frames like the real Atari environments) so that other agents can train inside a
 world model; ``ImaginationEnv`` is the single-trajectory view that Gymnasium's checker accepts.
 
@@ -343,5 +343,6 @@ class ImaginationActorCriticLoss(nn.Module):
             r.next_values,
             self.cfg,
             policy=self.actor_critic.policy,
+            return_scale=self.actor_critic.return_scale,
             clip_rewards=self.env.reward_model.reward_kind is RewardKind.sign,
         )

@@ -315,19 +315,31 @@ def _read_info(path: Path) -> dict[str, Any]:
     return info
 
 
-def _agent_actions(info: Mapping[str, Any], path: Path) -> int | ActionSpec:
-    """What ``Agent.build`` takes for the agent ``agent.json`` describes: its number of discrete actions, or
-    its continuous action space (``action_space``, written for continuous agents only)."""
-    if "action_space" not in info:
-        return int(info["num_actions"])
+def saved_actions(
+    num_actions: int,
+    space: Any,
+    source: str,
+    error: type[UserError] = AgentFolderError,
+    fix: str = " Export the agent again.",
+) -> int | ActionSpec:
+    """What ``Agent.build`` takes for a saved agent (``agent.json``, a run's checkpoint): its number of
+    discrete actions, or, where ``space`` (the saved ``action_space``, written for continuous agents only) is
+    not None, its continuous action space, checked to be ``num_actions`` components within [-1, 1].
+
+    Raises:
+        error: ``space`` is not an action space, or not the one ``num_actions`` says (a one-line message
+            that names ``source`` and ends with ``fix``).
+    """
+    if space is None:
+        return int(num_actions)
     try:
-        spec = ActionSpec.from_json(info["action_space"], source=f"{path}: action_space")
+        spec = ActionSpec.from_json(space, source=f"{source}: action_space")
     except ActionSpecError as e:
-        raise AgentFolderError(str(e)) from None
-    if spec != box_spec(info["num_actions"]):
-        raise AgentFolderError(
-            f"{path}: action_space ({spec.describe()}) is not {info['num_actions']} continuous components "
-            "within [-1, 1], as num_actions says: the file was edited. Export the agent again."
+        raise error(str(e)) from None
+    if num_actions < 1 or spec != box_spec(num_actions):
+        raise error(
+            f"{source}: action_space ({spec.describe()}) is not {num_actions} continuous components within "
+            f"[-1, 1], as num_actions says: the file was edited.{fix}"
         )
     return spec
 
@@ -364,6 +376,6 @@ def load_agent(
         "num_actions": str(info["num_actions"]),
         "config_sha256": config_digest(info["config"]),
     }
-    agent = Agent.build(cfg, _agent_actions(info, info_path))
+    agent = Agent.build(cfg, saved_actions(info["num_actions"], info.get("action_space"), str(info_path)))
     load_agent_weights(agent, folder / WEIGHTS_FILE, sha256=info["weights_sha256"], provenance=provenance)
     return agent.to(device).eval(), cfg, info["metadata"]

@@ -219,6 +219,7 @@ class ModelFreeActorCriticLoss(nn.Module):
             r.next_values,
             self.cfg,
             policy=self.actor_critic.policy,
+            return_scale=self.actor_critic.return_scale,
             clip_rewards=self.env.clip_rewards,
         )
 

@@ -25,7 +25,8 @@ from typing import Any
 from torch import Tensor
 
 from diffworld.agent import Agent, export_agent
-from diffworld.config.schema import Config, DiffusionKind, RewardKind
+from diffworld.config.schema import Config, DiffusionKind, ReturnNormalization, RewardKind
+from diffworld.games import has_continuous_actions
 from diffworld.models.official_names import official_name
 from diffworld.run.official_file import (
     OfficialAgentError,
@@ -182,11 +183,21 @@ def import_official_agent(
         FileExistsError: ``folder`` exists and is not empty, and ``overwrite`` is False.
     """
     path = Path(path)
+    if has_continuous_actions(cfg.game):
+        raise OfficialAgentError(
+            f"Official DIAMOND agents are Atari agents with discrete actions, and {cfg.game} takes "
+            "continuous ones: give the Atari game the agent was trained on (game=<Game>)."
+        )
     if DiffusionKind(cfg.denoiser.kind) is not DiffusionKind.edm:
         raise OfficialAgentError("Official DIAMOND agents are EDM world models: drop denoiser.kind=ddpm.")
     if RewardKind(cfg.reward_model.reward_kind) is not RewardKind.sign:
         raise OfficialAgentError(
             "Official DIAMOND agents predict the reward's sign: drop reward_model.reward_kind=value."
+        )
+    if ReturnNormalization(cfg.actor_critic.return_normalization) is not ReturnNormalization.none:
+        raise OfficialAgentError(
+            "Official DIAMOND agents keep no return statistics: drop actor_critic.return_normalization="
+            f"{ReturnNormalization(cfg.actor_critic.return_normalization).value}."
         )
     tensors = read_official_state_dict(path)
     file_actions = num_actions_of(tensors, path)

@@ -39,17 +39,16 @@ import torch
 from torch import Tensor
 
 from diffworld.agent.imagination import WorldModelEnv
-from diffworld.agent.play_keys import BoxKeys, box_keys
+from diffworld.agent.play_keys import CONTROL_KEYS, BoxKeys, box_keys, keymap_refusal
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.data.storage import episode_path
 from diffworld.errors import UserError
-from diffworld.models.actor_critic import ActorCritic, LSTMState, sample_actions
+from diffworld.models.actor_critic import ActorCritic, LSTMState
 from diffworld.viz.display import Window, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO
 from diffworld.viz.keymaps import ButtonMap
 from diffworld.viz.play_core import (
-    ControlKey,
     PlayAppCore,
     PlayCommand,
     PlaySessionCore,
@@ -83,24 +82,6 @@ ENV_CHOICES = {"world-model": EnvKind.WORLD_MODEL, "test": EnvKind.TEST, "train"
 """``--env``'s choices."""
 SCALE = 8
 """Screen pixels per frame pixel (``--scale``'s default for an agent)."""
-
-
-CONTROL_KEYS: tuple[ControlKey, ...] = (
-    ("m", PlayCommand.TOGGLE_CONTROLLER, "switch the controller: policy / human"),
-    ("Tab", PlayCommand.NEXT_ENV, "next environment: world model -> real test -> real train"),
-    ("1", PlayCommand.ENV_WORLD_MODEL, "the world model"),
-    ("2", PlayCommand.ENV_TEST, "the real test environment"),
-    ("3", PlayCommand.ENV_TRAIN, "the real training environment (a life loss ends an episode)"),
-    ("[", PlayCommand.HORIZON_DOWN, "halve the imagination horizon"),
-    ("]", PlayCommand.HORIZON_UP, "double the imagination horizon"),
-    ("p", PlayCommand.PAUSE, "pause / resume"),
-    (".", PlayCommand.STEP, "one step (pauses first)"),
-    ("Enter", PlayCommand.RESET, "reset the episode"),
-    ("r", PlayCommand.RECORD, "start / stop recording episodes"),
-    ("h", PlayCommand.HELP, "print the keys again"),
-    ("Esc / q", PlayCommand.QUIT, "quit"),
-)
-"""The control keys, as printed; :func:`pygame_bindings` maps them to pygame key codes."""
 
 
 @dataclass(frozen=True)
@@ -359,11 +340,11 @@ class PlaySession(PlaySessionCore[Collection[str]]):
         action: Action
         if self.human:
             action = self.keymap.action(held)
-        elif self.actor_critic.policy.continuous:
-            drawn = self.actor_critic.policy.act(logits, self.epsilon, self.temperature, self.generator)
-            action = drawn[0].float().cpu().numpy()
         else:
-            action = int(sample_actions(logits, self.epsilon, self.temperature, self.generator)[0])
+            # An index (``sample_actions``) or a vector in [-1, 1]^D, as the policy's kind draws it.
+            drawn = self.actor_critic.policy.act(logits, self.epsilon, self.temperature, self.generator)
+            continuous = self.actor_critic.policy.continuous
+            action = drawn[0].float().cpu().numpy() if continuous else int(drawn[0])
         step = self.env.step(action)
         self.last_action = action
         self.num_steps_taken += 1
@@ -506,8 +487,8 @@ def build_session(
     ``keymap_file``: a key map file for the actions of a continuous-control game (``agent/play_keys.py``).
     """
     from diffworld.agent.collector import collect_real_episode
+    from diffworld.envs.from_config import seeded_envs
     from diffworld.envs.make import make_env as make_game_env
-    from diffworld.envs.vector import AtariEnvs
     from diffworld.run.folder import dataset_dir, is_run_dir_locked
     from diffworld.utils.seeding import derive_seed
     from diffworld.viz.episodes import recent_episodes
@@ -524,10 +505,7 @@ def build_session(
     if agent.actor_critic.policy.continuous:
         keymap = box_keys(cfg.game, meanings, keymap_file)
     elif keymap_file is not None:
-        raise UserError(
-            f"--keymap is for continuous-control games and engines; {cfg.game} plays with the arrow keys "
-            "and space"
-        )
+        raise keymap_refusal(cfg.game)
     else:
         keymap = ButtonMap.for_game(cfg.game, meanings)
     frame_shape = (cfg.env.size, cfg.env.size, 3)
@@ -574,17 +552,12 @@ def build_session(
                 seed,
                 device,
             )
-        envs = AtariEnvs(
-            cfg.game,
+        envs = seeded_envs(
+            cfg,
             1,
             derive_seed(seed, f"play/{kind.name.lower()}"),
             life_loss_terminal=kind is EnvKind.TRAIN,
-            max_frames_per_episode=cfg.env.max_frames_per_episode,
-            noop_max=cfg.env.noop_max,
-            frame_skip=cfg.env.frame_skip,
-            size=cfg.env.size,
             asynchronous=False,
-            action_repeat=cfg.env.action_repeat,
         )
         return RealPlayEnv(envs)
 

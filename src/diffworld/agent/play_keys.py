@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from diffworld.data.actions import box_spec
+from diffworld.errors import UserError
 from diffworld.viz.action_keymap import (
     InputState,
     KeyMap,
@@ -27,6 +28,7 @@ from diffworld.viz.action_keymap import (
     keymap_from_json,
     load_keymap,
 )
+from diffworld.viz.play_core import ControlKey, PlayCommand
 
 AXIS_KEYS: tuple[tuple[str, str], ...] = (
     ("left", "right"),
@@ -45,10 +47,31 @@ AXIS_KEYS: tuple[tuple[str, str], ...] = (
 """Per component of the built-in map, (the key for -1, the key for +1), by pygame name; none is a control
 key of play (``CONTROL_INPUTS``)."""
 
-CONTROL_INPUTS = frozenset(
-    {"m", "tab", "1", "2", "3", "[", "]", "p", ".", "return", "enter", "r", "h", "escape", "q"}
+CONTROL_KEYS: tuple[ControlKey, ...] = (
+    ("m", PlayCommand.TOGGLE_CONTROLLER, "switch the controller: policy / human"),
+    ("Tab", PlayCommand.NEXT_ENV, "next environment: world model -> real test -> real train"),
+    ("1", PlayCommand.ENV_WORLD_MODEL, "the world model"),
+    ("2", PlayCommand.ENV_TEST, "the real test environment"),
+    ("3", PlayCommand.ENV_TRAIN, "the real training environment (a life loss ends an episode)"),
+    ("[", PlayCommand.HORIZON_DOWN, "halve the imagination horizon"),
+    ("]", PlayCommand.HORIZON_UP, "double the imagination horizon"),
+    ("p", PlayCommand.PAUSE, "pause / resume"),
+    (".", PlayCommand.STEP, "one step (pauses first)"),
+    ("Enter", PlayCommand.RESET, "reset the episode"),
+    ("r", PlayCommand.RECORD, "start / stop recording episodes"),
+    ("h", PlayCommand.HELP, "print the keys again"),
+    ("Esc / q", PlayCommand.QUIT, "quit"),
 )
-"""Play's control keys (``agent/play.py``, ``CONTROL_KEYS``) by pygame name: a key map may not read them."""
+"""Agent play's control keys, as printed (``Esc / q``: either key); ``play.pygame_bindings`` maps them to
+pygame key codes, ``CONTROL_INPUTS`` to pygame names."""
+
+PYGAME_NAMES = {"Tab": "tab", "Enter": "return", "Esc": "escape"}
+"""The labels of ``CONTROL_KEYS`` that are not their keys' pygame names (the others are, lowercase)."""
+
+CONTROL_INPUTS = frozenset(
+    PYGAME_NAMES.get(key, key.lower()) for label, _, _ in CONTROL_KEYS for key in label.split(" / ")
+) | {"enter"}  # the keypad's Enter, which resets too (``play.pygame_bindings``)
+"""Play's control keys by pygame name: a key map may not read them."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,13 @@ class BoxKeys:
             name, _, how = label.strip().partition(": ")
             lines.append(f"  {name} ({meaning}): {how}" if meaning != name else f"  {name}: {how}")
         return "\n".join(lines + list(self.keymap.labels[len(self.meanings) :]))
+
+
+def keymap_refusal(game: str) -> UserError:
+    """The one-line refusal of ``--keymap`` for ``game``, a game of discrete actions."""
+    return UserError(
+        f"--keymap is for continuous-control games and engines; {game} plays with the arrow keys and space"
+    )
 
 
 def default_box_keymap(dim: int) -> KeyMap:

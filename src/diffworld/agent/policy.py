@@ -33,10 +33,14 @@ class AgentPolicy:
         self.state = None
 
     def act(self, obs: Any) -> Any:
+        """The action for ``obs``: an index (int), or for a continuous-control game a float32 vector in
+        ``[-1, 1]^D`` (the game's env, made by ``make_env``, rescales it)."""
         x = frames_to_tensor(np.asarray(obs)[None], self.device)
         action, self.state = self.actor_critic.act(
             x, self.state, self.epsilon, self.temperature, self.generator
         )
+        if self.actor_critic.policy.continuous:
+            return action[0].cpu().numpy().astype(np.float32)
         return int(action.item())
 
 

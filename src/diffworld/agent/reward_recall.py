@@ -20,11 +20,15 @@ sees it. A large gap between the two recalls means imagination misses the reward
 
 A reward model of ``reward_model.reward_kind=value`` predicts the reward itself: recall and false-positive
 rate are then left undefined (NaN: a regressed value is never exactly 0), and ``abs_error``, the mean
-absolute error of the predicted reward ``symexp(output)`` over all the steps chosen, takes their place.
+absolute error of the predicted reward ``symexp(output)``, takes their place. Its steps are drawn uniformly
+among the steps measured (``2 * max_events`` of them, or all), not half rewarded and half not: the error is
+that of the data's own mix of steps (on a sparse task mostly zero-reward steps, on a dense one nearly all
+rewarded), the mix imagination starts from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -68,6 +72,24 @@ class RewardDetection:
     false_positive_rate_real: float
     abs_error_predicted: float = math.nan
     abs_error_real: float = math.nan
+    reward_kind: RewardKind = RewardKind.sign
+
+    def to_json(self) -> dict[str, int | float | None]:
+        """The figures that the reward model's kind measures (a ``sign`` model's counts, recalls and
+        false-positive rates; a ``value`` model's counts and absolute errors), NaN as None."""
+        left_out = _VALUE_ONLY if self.reward_kind is RewardKind.sign else _SIGN_ONLY
+        return {
+            f.name: None if isinstance(v, float) and not math.isfinite(v) else v
+            for f in dataclasses.fields(self)
+            if f.name not in left_out and f.name != "reward_kind"
+            for v in (getattr(self, f.name),)
+        }
+
+
+_SIGN_ONLY = frozenset(
+    {"recall_predicted", "recall_real", "false_positive_rate_predicted", "false_positive_rate_real"}
+)
+_VALUE_ONLY = frozenset({"abs_error_predicted", "abs_error_real"})
 
 
 def choose_steps(
@@ -153,7 +175,14 @@ def reward_detection_among(
     """``reward_detection`` with the steps chosen among ``steps`` only (the steps a policy collected
     lately, say)."""
     rng = np.random.default_rng(seed)
-    events, zeros = choose_steps(steps.rewards(dataset), max_events, rng)
+    values = reward_model.reward_kind is RewardKind.value
+    rewards = steps.rewards(dataset)
+    if values:
+        # The data's own mix of steps (see the module's docstring), not half rewarded and half not.
+        drawn = np.sort(rng.choice(len(rewards), min(len(rewards), 2 * max_events), replace=False))
+        events, zeros = drawn[rewards[drawn] != 0], drawn[rewards[drawn] == 0]
+    else:
+        events, zeros = choose_steps(rewards, max_events, rng)
     device = next(denoiser.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
     was_training = denoiser.training, reward_model.training
@@ -174,7 +203,7 @@ def reward_detection_among(
     def share(x: Tensor) -> float:
         return float(x.double().mean()) if x.numel() else float("nan")
 
-    if reward_model.reward_kind is RewardKind.value:
+    if values:
         nan = math.nan
         return RewardDetection(
             num_reward_steps=len(events),
@@ -185,6 +214,7 @@ def reward_detection_among(
             false_positive_rate_real=nan,
             abs_error_predicted=share((predicted - true).abs()),
             abs_error_real=share((real - true).abs()),
+            reward_kind=RewardKind.value,
         )
     return RewardDetection(
         num_reward_steps=len(events),

@@ -1,8 +1,9 @@
 """One rollout loop for the actor-critic, whatever it acts in: the world model or the real game.
 
 ``rollout`` steps a recurrent policy for H steps in a batched ``PolicyEnv`` and records what docs/method.md
-§5's loss needs (logits and values with gradients, actions, sign rewards, terminations, truncations and the
-critic's value of each state reached). Two environments implement ``PolicyEnv``: imagination
+§5's loss needs (logits and values with gradients, actions, rewards (their sign, or with
+``reward_model.reward_kind=value`` the predicted or real value), terminations, truncations and the critic's
+value of each state reached). Two environments implement ``PolicyEnv``: imagination
 (``agent/imagination.py``: every rollout starts from dataset segments, the recurrent state is burnt in on
 their frames and on those of every restarted trajectory) and the real Atari games (``agent/model_free.py``:
 rollouts continue each other, the recurrent state starts from zero at every new episode). Both treat an
@@ -28,7 +29,9 @@ class EnvStep:
     obs: Tensor
     """(B, 3, H, W) in [-1, 1]: the observation to act on next (a new episode's first where one ended)."""
     rew: Tensor
-    """(B,) float32 in {-1, 0, 1}: sign of the reward."""
+    """(B,) the step's reward: its sign in {-1, 0, 1}, or with ``reward_model.reward_kind=value`` the
+    imagined (predicted) or real value. float32 in imagination; float64 on the model-free path (the real
+    envs' rewards as numpy gives them; the returns are computed in the values' dtype either way)."""
     end: Tensor
     """(B,) bool: the episode terminated (no bootstrap)."""
     trunc: Tensor
@@ -74,7 +77,7 @@ class Rollout:
     logits: Tensor  # (B, H, A), with gradients (continuous actions: the policy's parameters, (B, H, 2D))
     values: Tensor  # (B, H), with gradients
     actions: Tensor  # (B, H) indices; continuous actions: (B, H, D) pre-squash values u, the env got tanh(u)
-    rew: Tensor  # (B, H) in {-1, 0, 1}
+    rew: Tensor  # (B, H): signs in {-1, 0, 1}, or values (reward_model.reward_kind=value)
     end: Tensor  # (B, H) bool
     trunc: Tensor  # (B, H) bool
     next_values: Tensor  # (B, H) critic's value of the state each step reached (no gradients)

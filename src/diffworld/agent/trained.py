@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 
 from diffworld.agent import INFO_FILE, Agent, load_agent
+from diffworld.agent.model import saved_actions
 from diffworld.config.loading import load_config_file
 from diffworld.config.schema import Config
-from diffworld.data.actions import ActionSpec
 from diffworld.envs.make import game_num_actions
 from diffworld.errors import UserError
-from diffworld.run.checkpoint import load_checkpoint
+from diffworld.run.checkpoint import CheckpointError, load_checkpoint
 from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
 from diffworld.utils.device import resolve_device
 
@@ -77,8 +77,8 @@ def load_trained_agent(source: Path, device: str = "auto") -> TrainedAgent:
         )
     check_game_actions(source, cfg.game, num_actions)
     # Continuous agents record their action space (its num_actions components within [-1, 1]).
-    space = state.get("action_space")
-    agent = Agent.build(cfg, num_actions if space is None else ActionSpec.from_json(space, str(used)))
+    actions = saved_actions(num_actions, state.get("action_space"), str(used), CheckpointError, "")
+    agent = Agent.build(cfg, actions)
     agent.load_state_dict(state["agent"])
     agent.to(dev).eval()
     return TrainedAgent(

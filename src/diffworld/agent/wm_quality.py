@@ -47,11 +47,16 @@ from typing import Any
 import torch
 
 from diffworld.agent import INFO_FILE, AgentFolderError, config_from_dict
-from diffworld.agent.action_fidelity import FIDELITY_STATES, agent_action_fidelity, format_action_fidelity
+from diffworld.agent.action_fidelity import (
+    AGENT_FIDELITY_STATES,
+    agent_action_fidelity,
+    format_action_fidelity,
+)
 from diffworld.agent.collector import Collector
 from diffworld.agent.reward_recall import reward_detection
 from diffworld.agent.trained import TrainedAgent, load_trained_agent
 from diffworld.config.loading import ConfigError, load_config_file
+from diffworld.config.schema import RewardKind
 from diffworld.data import EpisodeDataset
 from diffworld.envs.from_config import make_envs
 from diffworld.errors import UserError
@@ -115,7 +120,7 @@ class WmEvalSettings:
     device: str = "auto"
     seed: int = 0
     batch_size: int = 64
-    fidelity_states: int = FIDELITY_STATES
+    fidelity_states: int = AGENT_FIDELITY_STATES
     """The real states the action fidelity of a continuous-control game probes (not an option of
     ``diffworld wm-eval``)."""
 
@@ -180,7 +185,7 @@ def evaluate_run(
         detection = reward_detection(
             denoiser, trained.agent.reward_model, test_dataset, sampler_cfg, seed=seed * 1000 + num_steps
         )
-        if math.isnan(detection.abs_error_predicted):
+        if detection.reward_kind is RewardKind.sign:
             log(
                 f"{run_dir}: reward steps {detection.num_reward_steps}, recall on predicted / real next "
                 f"frames {detection.recall_predicted:.3f} / {detection.recall_real:.3f}"
@@ -191,10 +196,7 @@ def evaluate_run(
                 f"error on predicted / real next frames {detection.abs_error_predicted:.3f} / "
                 f"{detection.abs_error_real:.3f}"
             )
-        rewards[str(num_steps)] = {
-            k: v if not isinstance(v, float) or math.isfinite(v) else None
-            for k, v in dataclasses.asdict(detection).items()
-        }
+        rewards[str(num_steps)] = detection.to_json()
         per_step[f"steps_{num_steps}"] = {mode: c.means() for mode, c in curves.items()}
         if continuous:
             fidelity[str(num_steps)] = agent_action_fidelity(

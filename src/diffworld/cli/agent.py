@@ -342,7 +342,7 @@ def add_report(sub: argparse._SubParsersAction[Parser]) -> None:
         "report",
         _cmd_report,
         help="score report (rliable): Atari 100k human-normalized aggregates with CIs, tables, plots; other "
-        "games (DeepMind Control tasks) by their returns",
+        "games (DeepMind Control tasks), reported apart from them, by their returns",
     )
     p.add_argument(
         "sources", nargs="+", metavar="SOURCE", help="sweep or run folders, eval.json or score JSON files"

@@ -321,10 +321,15 @@ def validate(cfg: Config) -> None:
     check(ac.temperature > 0, "actor_critic.temperature must be > 0.")
     check(all(t > 0 for t in ac.temperature_per_game.values()), "actor_critic.temperature_per_game: > 0.")
     cp = ac.continuous
+    check(cp.min_std > 0, f"actor_critic.continuous.min_std must be > 0 (got {cp.min_std}).")
     check(
-        0 < cp.min_std < cp.max_std and math.isfinite(cp.max_std) and math.isfinite(cp.std_offset),
-        "Need 0 < actor_critic.continuous.min_std < actor_critic.continuous.max_std (finite) and a finite "
-        "actor_critic.continuous.std_offset.",
+        cp.max_std > cp.min_std and math.isfinite(cp.max_std),
+        f"actor_critic.continuous.max_std must be finite and above the least std (got {cp.max_std}, the "
+        f"least {cp.min_std}).",
+    )
+    check(
+        math.isfinite(cp.std_offset),
+        f"actor_critic.continuous.std_offset must be finite (got {cp.std_offset}).",
     )
 
     c = cfg.collection

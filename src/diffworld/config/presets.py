@@ -153,12 +153,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         # that two seeds run side by side on 2 cores: an ESTIMATE from the quick preset's timings, not yet
         # run. The field's protocol: 64x64 frames, action repeat 2, 500-step episodes (1,000 control steps),
         # 10 final episodes. 50,000 agent steps (100,000 control steps: DreamerV3's curves are read at
-        # 100k-1M) in 200 epochs of 250, after 10 random-policy episodes; quick's networks and update counts
-        # per epoch (about 40 s an epoch on Krull), its one-step denoiser trained at that step's noise levels.
-        # The reward model regresses the reward (reward_kind=value: symlog MSE, the returns unclipped;
-        # docs/method.md §4 and "Continuous actions"): DMC rewards are dense, and sign(reward) would turn
-        # them into a constant +1 on cartpole-swingup, walker or cheetah.
+        # 100k-1M) in 200 epochs of 250, after 5,000 steps (10 episodes) of the untrained policy; quick's
+        # networks and update counts per epoch (about 40 s an epoch on Krull), its one-step denoiser trained
+        # at that step's noise levels. The reward model regresses the reward (reward_kind=value: symlog MSE,
+        # the returns unclipped; docs/method.md §4 and §9): DMC rewards are dense, and sign(reward) would turn
+        # them into a constant +1 on cartpole-swingup, walker or cheetah. The advantages are scaled by the
+        # returns' running P95 - P5 (DreamerV3's return normalisation, docs/method.md §9), so that the
+        # entropy bonus weighs the same whatever the task's reward scale.
         "reward_model.reward_kind": "value",
+        "actor_critic.return_normalization": "percentile",
         "env.num_test_envs": 2,
         "env.action_repeat": 2,
         "collection.total_env_steps": 50_000,

@@ -12,6 +12,8 @@ from enum import Enum
 
 from omegaconf import MISSING
 
+from diffworld.games import DEFAULT_ACTION_REPEAT
+
 
 class Precision(str, Enum):
     """Number format of the models' forward passes in training (the actor-critic's imagination included)."""
@@ -57,6 +59,21 @@ class RewardKind(str, Enum):
     value = "value"
 
 
+class ReturnNormalization(str, Enum):
+    """How the actor's REINFORCE weights (the advantages ``G - V``) are scaled (docs/method.md §5 and §9).
+
+    ``none``: the paper's: as they are. ``percentile``: DreamerV3's: divided by ``max(1, P95 - P5)`` of the
+    lambda-returns, the two percentiles each an exponential moving average (decay 0.99, from 0) of those of
+    every actor-critic update's returns, kept in the actor-critic's state (so in checkpoints and agent
+    folders); the critic still regresses the raw returns and the entropy bonus is unchanged. Beyond the
+    paper: for rewards taken as values (``reward_model.reward_kind=value``), whose scale varies with the task
+    (the ``dmc`` preset).
+    """
+
+    none = "none"
+    percentile = "percentile"
+
+
 @dataclass
 class EnvConfig:
     """Atari 100k environment protocol (docs/method.md §1)."""
@@ -71,7 +88,7 @@ class EnvConfig:
     """Standard episode cap in ALE frames (27,000 agent steps at frame skip 4): the episode is truncated.
     For a continuous-control game (``dmc:``, ``gym:``), a cap in control steps (``action_repeat`` per agent
     step) on top of the task's own time limit (1,000 for DeepMind Control)."""
-    action_repeat: int = 2
+    action_repeat: int = DEFAULT_ACTION_REPEAT
     """Continuous-control games (``dmc:<domain>-<task>``, ``gym:<id>``): control steps per agent step, the
     action held and the rewards summed (2: the DeepMind Control setting of DreamerV3 and DrQ-v2). Atari
     uses ``frame_skip``; Catch and CatchContinuous have neither."""
@@ -279,7 +296,7 @@ class RewardTerminationConfig:
 
 @dataclass
 class ContinuousPolicyConfig:
-    """The policy over continuous actions: a tanh-squashed diagonal Gaussian (docs/method.md §5).
+    """The policy over continuous actions: a tanh-squashed diagonal Gaussian (docs/method.md §9).
 
     ``u ~ N(mean, std^2)``, the action ``tanh(u)`` in ``[-1, 1]^D``; the actor head gives ``mean`` and
     ``x``, and ``std = min_std + (max_std - min_std) * sigmoid(x + std_offset)`` (DreamerV3's bounded std),
@@ -302,6 +319,9 @@ class ActorCriticConfig:
     lambda_: float = 0.95
     value_loss_weight: float = 1.0
     entropy_weight: float = 0.001
+    return_normalization: ReturnNormalization = ReturnNormalization.none
+    """``none`` (the paper's) or ``percentile`` (DreamerV3's: the advantages divided by ``max(1, P95 - P5)``
+    of the returns, for value rewards). See ``ReturnNormalization``."""
     temperature: float = 1.0
     """Temperature of the policy's action sampling in the real environment: of the softmax over discrete
     actions; for continuous ones, the factor of the pre-squash std (towards 0: the deterministic

@@ -304,10 +304,20 @@ class ActionSpec:
 
 def box_spec(dim: int) -> ActionSpec:
     """The agent's continuous action space: ``dim`` components ``a0`` .. ``a{dim-1}`` within [-1, 1], the
-    units every continuous game's actions are rescaled from (``envs.continuous.NormalizedActions``)."""
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+    units every continuous game's actions are rescaled from (``envs.continuous.NormalizedActions``). ``dim``:
+    an integer of any type (numpy's too, as for ``index_spec``), not a bool."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise ActionSpecError(
+            f"a continuous action space's number of components must be an integer, got {dim!r}"
+        )
+    if dim < 1:
         raise ActionSpecError(f"a continuous action space needs at least one component, got {dim!r}")
-    return ActionSpec(tuple(Continuous(f"a{i}", -1.0, 1.0) for i in range(dim)))
+    return ActionSpec(tuple(Continuous(f"a{i}", -1.0, 1.0) for i in range(int(dim))))
+
+
+def format_action_vector(action: Iterable[float]) -> str:
+    """A continuous action for display: each component signed with 2 decimals (``+0.50 -1.00``)."""
+    return " ".join(f"{float(v):+.2f}" for v in action)
 
 
 def index_spec(num_actions: int) -> ActionSpec:

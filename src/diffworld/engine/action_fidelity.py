@@ -231,6 +231,7 @@ def _agent_game_env(agent: Path, game: str, policy_loader: PolicyLoader | None) 
         noop_max=env.noop_max,
         frame_skip=env.frame_skip,
         size=env.size,
+        action_repeat=env.action_repeat,
     )
 
 

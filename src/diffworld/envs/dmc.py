@@ -40,6 +40,7 @@ import numpy as np
 from diffworld.envs.continuous import InvalidActionError, check_box_action
 from diffworld.errors import UserError
 from diffworld.games import (
+    DEFAULT_ACTION_REPEAT,
     DMC_PREFIX,
     DMC_VISION_TASKS,
     DMCNotInstalledError,
@@ -68,8 +69,6 @@ __all__ = [
 
 _QUADRUPED_CAMERA = 2
 """The quadruped's tracking camera; every other domain is seen from camera 0 (DreamerV3, DrQ-v2)."""
-
-DEFAULT_ACTION_REPEAT = 2
 
 
 class DMCRenderError(UserError, RuntimeError):
@@ -142,6 +141,13 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
     def physics(self) -> Any:
         """dm_control's ``Physics`` of the task (read it; changing it bypasses ``get_state``)."""
         return self._env.physics
+
+    @property
+    def action_meanings(self) -> list[str]:
+        """The names of the action's components: the task's MuJoCo actuators (``right_hip``, ... for the
+        walker), ``a<i>`` for one without a name."""
+        model = self.physics.model
+        return [model.id2name(i, "actuator") or f"a{i}" for i in range(model.nu)]
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -16,15 +16,12 @@ from diffworld.envs.catch import (
     make_catch_env,
 )
 from diffworld.envs.continuous import GymPixelEnv, NormalizedActions
-from diffworld.games import GYM_PREFIX, is_dmc, is_gym, resolve_game
+from diffworld.games import DEFAULT_ACTION_REPEAT, GYM_PREFIX, is_dmc, is_gym, resolve_game
 
 GameEnv: TypeAlias = Atari100kPreprocessing | CatchEnv | NormalizedActions
 """What ``make_env`` returns: the same interface (``get_state`` / ``set_state``, ``info["life_loss"]``)
 whatever the game; the discrete games have ``action_meanings``, the continuous ones (``NormalizedActions``
 around the game's env) a ``Box`` of actions in ``[-1, 1]^D``."""
-
-DEFAULT_ACTION_REPEAT = 2
-"""Control steps per agent step of a continuous-control task (``env.action_repeat``): DMC's usual 2."""
 
 
 def make_env(

@@ -11,8 +11,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from diffworld.envs.make import DEFAULT_ACTION_REPEAT, make_env
-from diffworld.games import resolve_game
+from diffworld.envs.make import make_env
+from diffworld.games import DEFAULT_ACTION_REPEAT, resolve_game
 
 
 @dataclass(frozen=True)

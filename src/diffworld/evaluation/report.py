@@ -20,8 +20,10 @@ is the mean return of its final evaluation), and score JSON files in the paper-s
 plots of :mod:`diffworld.evaluation.report_plots`.
 
 Games without reference scores (DeepMind Control tasks, continuous-control games, Atari games outside the
-benchmark) are reported by their returns instead (:mod:`diffworld.evaluation.report_returns`): whenever one
-of the games is not an Atari 100k game.
+benchmark) are reported by their returns instead (:mod:`diffworld.evaluation.report_returns`), when none of
+the report's games is an Atari 100k game. A report that mixes the two kinds is refused in one line (report
+them separately), so that a stray run in a sweep folder never turns an Atari report into one without its
+human-normalized aggregates.
 """
 
 from __future__ import annotations
@@ -217,15 +219,24 @@ def compute_report(
     """The report's content (what ``report.json`` holds), for scores per game and run.
 
     The paper's DIAMOND scores on the same games are computed alongside, unless the scores are the
-    paper's own. Where a game is not an Atari 100k game, the report of returns instead
-    (``report_returns.compute_returns_report``; its ``scores`` is ``"returns"``).
+    paper's own. Where no game is an Atari 100k game, the report of returns instead
+    (``report_returns.compute_returns_report``; its ``scores`` is ``"returns"``); a mix of both kinds is
+    refused.
     """
     if reps < 1:
         raise ReportError(f"--reps must be at least 1 (got {reps}).")
     _check_dependencies()
-    if not per_game or not all(per_game.values()):
-        raise ReportError("Nothing to report: every game needs the final score of at least one run.")
-    if any(game not in reference_scores() for game in per_game):
+    others = [game for game in per_game if game not in reference_scores()]
+    if others:
+        atari = [game for game in per_game if game in reference_scores()]
+        if atari:
+            raise ReportError(
+                f"{others[0]} is not an Atari 100k game, so it has no human-normalized score, unlike "
+                f"{atari[0]}: report the 26 benchmark games ('diffworld games --atari100k') and the other "
+                "games (by their returns) separately."
+            )
+        if not all(per_game.values()):
+            raise ReportError("Nothing to report: every game needs the final score of at least one run.")
         return compute_returns_report(per_game, label=label, reps=reps, seed=seed)
     games, matrix = hns_matrix(per_game)
     paper = {game: paper_scores()[game] for game in games}

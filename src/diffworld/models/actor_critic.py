@@ -1,6 +1,8 @@
 """The actor-critic: a small conv encoder, an LSTM cell, zero-initialized policy and value heads
 (docs/method.md §5). Its policy is categorical over discrete actions, a tanh-squashed Gaussian over
-continuous ones (``models/policy_distributions.py``)."""
+continuous ones (``models/policy_distributions.py``); with ``actor_critic.return_normalization=percentile``
+it also holds the running percentiles of the returns that scale the advantages (``PercentileReturnScale``,
+docs/method.md §9)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffworld.config.schema import ActorCriticConfig
+from diffworld.config.schema import ActorCriticConfig, ReturnNormalization
 from diffworld.data.actions import ActionSpec, action_spec_of, is_box_spec, is_index_spec
 from diffworld.models.blocks import channels_last
 from diffworld.models.policy_distributions import (
@@ -25,6 +27,7 @@ __all__ = [
     "ActorCritic",
     "ActorCriticLossTerms",
     "LSTMState",
+    "PercentileReturnScale",
     "actor_critic_loss",
     "actor_critic_loss_terms",
     "init_lstm",
@@ -36,6 +39,10 @@ LSTMState = tuple[Tensor, Tensor]
 """``(h, c)`` of an LSTM: each (B, lstm_dim) for an ``nn.LSTMCell``, (1, B, lstm_dim) for an ``nn.LSTM``."""
 
 _GROUP_SIZE = 32
+RETURN_PERCENTILES = (0.05, 0.95)
+"""The percentiles of the lambda-returns whose spread scales the advantages (``return_normalization``)."""
+RETURN_SCALE_DECAY = 0.99
+"""The decay of their moving averages (DreamerV3's)."""
 
 
 def init_lstm(lstm: nn.LSTM | nn.LSTMCell) -> None:
@@ -69,6 +76,39 @@ class SmallResBlock(nn.Module):
         return self.skip(x) + self.conv(F.silu(self.norm(x)))
 
 
+class PercentileReturnScale(nn.Module):
+    """DreamerV3's return normalisation (``actor_critic.return_normalization=percentile``): the advantages
+    are divided by ``scale() = max(1, high - low)``, where ``low`` and ``high`` are exponential moving
+    averages (decay ``RETURN_SCALE_DECAY``, starting from 0 with no bias correction, as DreamerV3's) of the
+    5th and 95th percentiles (linear interpolation) of each update's lambda-returns. Both are buffers: they
+    are saved and restored with the actor-critic's state. They draw no random number."""
+
+    low: Tensor
+    high: Tensor
+
+    def __init__(self, decay: float = RETURN_SCALE_DECAY) -> None:
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, returns: Tensor, mask: Tensor | None = None) -> None:
+        """Move ``low`` and ``high`` towards the percentiles of ``returns`` (over the steps where ``mask``
+        is True, if given; none: no change)."""
+        x = returns.detach().float()
+        x = x[mask] if mask is not None else x.flatten()
+        if x.numel() == 0:
+            return
+        q = torch.quantile(x, torch.tensor(RETURN_PERCENTILES, device=x.device))
+        self.low.copy_(self.decay * self.low + (1 - self.decay) * q[0])
+        self.high.copy_(self.decay * self.high + (1 - self.decay) * q[1])
+
+    def scale(self) -> Tensor:
+        """``max(1, high - low)``: what the advantages are divided by."""
+        return (self.high - self.low).clamp(min=1.0)
+
+
 def make_policy(actions: int | ActionSpec, cfg: ActorCriticConfig) -> PolicyDistribution:
     """The policy distribution of an action space: categorical over ``actions`` discrete actions (an int, or a
     spec of one discrete component), the tanh-squashed Gaussian over a spec of continuous components (the
@@ -98,7 +138,9 @@ class ActorCritic(nn.Module):
 
     ``actions``: the number of discrete actions, or the action space (``make_policy``). ``num_actions`` is
     the number of discrete actions, or of continuous components; ``policy`` turns the actor head's output
-    (``logits``, for continuous actions the Gaussian's parameters) into actions.
+    (``logits``, for continuous actions the Gaussian's parameters) into actions. ``return_scale``: the
+    running percentiles of the returns with ``return_normalization=percentile`` (buffers, after every
+    parameter), else None (no state added).
     """
 
     def __init__(self, cfg: ActorCriticConfig, actions: int | ActionSpec, img_size: int = 64) -> None:
@@ -121,6 +163,8 @@ class ActorCritic(nn.Module):
         for head in (self.actor, self.critic):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        percentile = ReturnNormalization(cfg.return_normalization) is ReturnNormalization.percentile
+        self.return_scale = PercentileReturnScale() if percentile else None
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> LSTMState:
         """Zero ``(hx, cx)`` for ``batch_size`` trajectories."""
@@ -206,6 +250,8 @@ def actor_critic_loss_terms(
     mask: Tensor | None = None,
     policy: PolicyDistribution | None = None,
     clip_rewards: bool = True,
+    return_scale: PercentileReturnScale | None = None,
+    update_return_scale: bool = True,
 ) -> ActorCriticLossTerms:
     """``actor_critic_loss`` with its terms kept apart: their gradients can be measured one by one (the
     actor's and the critic's share the encoder and the LSTM)."""
@@ -213,8 +259,15 @@ def actor_critic_loss_terms(
     if policy is None:
         policy = CategoricalPolicy(logits.size(-1))
     log_probs, entropy = policy.log_prob_and_entropy(logits, actions)
-    # The REINFORCE weights as they are: no normalisation of their scale.
     advantages = (returns - values).detach()
+    # The REINFORCE weights: the advantages as they are (the paper's), or divided by the returns' running
+    # percentile spread (return_normalization=percentile, updated with these returns first, as DreamerV3).
+    scale: Tensor | None = None
+    if return_scale is not None:
+        if update_return_scale:
+            return_scale.update(returns, mask)
+        scale = return_scale.scale()
+    weights = advantages if scale is None else advantages / scale
 
     def mean(x: Tensor) -> Tensor:
         if mask is None:
@@ -225,7 +278,7 @@ def actor_critic_loss_terms(
         # Over the same steps as ``mean``, with the population's normalisation (1 / n).
         return mean((x - mean(x)) ** 2).sqrt()
 
-    policy_loss = mean(-log_probs * advantages)
+    policy_loss = mean(-log_probs * weights)
     value_loss = cfg.value_loss_weight * mean((values - returns) ** 2)
     entropy_mean = mean(entropy)
     loss = policy_loss + value_loss - cfg.entropy_weight * entropy_mean
@@ -248,6 +301,8 @@ def actor_critic_loss_terms(
         # Rewards taken as they are (reward_model.reward_kind=value): nearly all nonzero on dense tasks, so
         # their mean says more than the rate.
         metrics["reward_mean"] = mean(rew.to(values.dtype))
+    if scale is not None:
+        metrics["return_scale"] = scale
     metrics |= policy.metrics(logits)
     return ActorCriticLossTerms(policy_loss, value_loss, entropy_mean, loss, metrics)
 
@@ -264,6 +319,8 @@ def actor_critic_loss(
     mask: Tensor | None = None,
     policy: PolicyDistribution | None = None,
     clip_rewards: bool = True,
+    return_scale: PercentileReturnScale | None = None,
+    update_return_scale: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """REINFORCE with a value baseline, value regression and an entropy bonus on imagined steps
     (docs/method.md §5).
@@ -280,7 +337,11 @@ def actor_critic_loss(
         loss = mean(-log pi(a) * (G - V).detach()) + value_loss_weight * mean((V - G)^2)
                - entropy_weight * mean(entropy)
 
-    The advantages ``G - V`` weigh the REINFORCE term as they are (no normalisation of their scale).
+    The advantages ``G - V`` weigh the REINFORCE term as they are (the paper's), or, given ``return_scale``
+    (the actor-critic's, ``actor_critic.return_normalization=percentile``), divided by its ``scale()``
+    after it is updated with these returns (unless ``update_return_scale`` is False: the diagnostics read it
+    without moving it); the value loss takes the raw returns either way, and the metrics add
+    ``return_scale``.
 
     Means run over the (B, H) steps, or over those where ``mask`` (B, H) is True. Metrics are detached: the
     three terms and the loss, the policy's mean ``entropy``, the means of the lambda-returns ``return``, of
@@ -291,6 +352,18 @@ def actor_critic_loss(
     of its mean.
     """
     terms = actor_critic_loss_terms(
-        logits, values, actions, rew, end, trunc, next_values, cfg, mask, policy, clip_rewards
+        logits,
+        values,
+        actions,
+        rew,
+        end,
+        trunc,
+        next_values,
+        cfg,
+        mask,
+        policy,
+        clip_rewards,
+        return_scale,
+        update_return_scale,
     )
     return terms.loss, terms.metrics

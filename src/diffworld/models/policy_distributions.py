@@ -1,5 +1,5 @@
 """The actor's distribution over actions: categorical for discrete actions (the paper's), a tanh-squashed
-Gaussian for continuous ones (docs/method.md §5, "Continuous actions").
+Gaussian for continuous ones (docs/method.md §9, "Continuous actions").
 
 The actor head's output (``params``) is turned into actions, log-probabilities and entropies here, so that
 the actor-critic, its rollouts and its loss are written once for both kinds. What a rollout records of an
@@ -37,6 +37,11 @@ from torch.distributions import Categorical
 
 from diffworld.config.schema import ContinuousPolicyConfig
 from diffworld.models.squashed_normal import SquashedNormal
+
+
+class PolicyDivergedError(RuntimeError):
+    """The actor produced parameters that are not finite: training diverged (a fault of the run, not of the
+    user's input; the actions it would give are refused before they reach the environment)."""
 
 
 class PolicyDistribution(Protocol):
@@ -128,6 +133,11 @@ class SquashedNormalPolicy:
     ) -> Tensor:
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if not bool(params.isfinite().all()):
+            raise PolicyDivergedError(
+                "the policy produced NaN or infinite parameters: its training diverged (look at the "
+                "actor-critic's losses in the run's metrics); no action was taken from them"
+            )
         dist = self.distribution(params.float().detach(), temperature)
         actions = dist.sample((), generator)
         b = params.size(0)

@@ -76,8 +76,11 @@ class RewardTerminationModel(nn.Module):
     into the reward's and 2 termination logits. ``reward_model.reward_kind`` decides the reward's
     (``config.schema.RewardKind``): ``sign``, 3 logits over sign(r) (the official code's head, 5 outputs;
     5.90 M parameters at the paper's settings); ``value``, one output, the prediction of symlog(r) (3 outputs;
-    the parameters keep their names, only the last layer has 2 rows fewer).
+    the parameters keep their names, only the last layer has 2 rows fewer), and a buffer ``reward_bound``,
+    the largest ``|symlog(r)|`` trained on, that bounds imagination's rewards (``sample_reward``).
     """
+
+    reward_bound: Tensor
 
     def __init__(self, cfg: RewardTerminationConfig, actions: int | ActionSpec, img_size: int = 64) -> None:
         super().__init__()
@@ -93,7 +96,6 @@ class RewardTerminationModel(nn.Module):
             self.act_emb = nn.Embedding(spec.components[0].n, cfg.cond_channels)  # type: ignore[union-attr]
         else:
             self.act_emb = ActionEncoder(spec, cfg.cond_channels)
-        self.action_vectors = isinstance(self.act_emb, ActionEncoder)
         self.encoder = RewardTerminationEncoder(
             6, cfg.cond_channels, channels, list(cfg.depths), list(cfg.attn_depths)
         )
@@ -106,6 +108,9 @@ class RewardTerminationModel(nn.Module):
             nn.Linear(cfg.lstm_dim, self.num_reward_outputs + NUM_END_CLASSES, bias=False),
         )
         init_lstm(self.lstm)
+        if self.reward_kind is RewardKind.value:
+            # A buffer, saved with the parameters. The sign head is bounded by its classes: no buffer.
+            self.register_buffer("reward_bound", torch.zeros(()))
 
     def predict(
         self,
@@ -149,13 +154,15 @@ class RewardTerminationModel(nn.Module):
     def sample_reward(self, logits_rew: Tensor, generator: torch.Generator | None) -> Tensor:
         """Imagination's reward from the reward head's outputs (..., 3) or (..., 1): ``sign``, a class drawn
         from the categorical, minus 1 (one ``torch.multinomial`` draw from ``generator``); ``value``, the
-        predicted reward ``symexp(output)`` (no draw). Float, of the shape of ``logits_rew`` less its last
-        dim."""
+        predicted reward ``symexp(output)`` with the output clamped to ``[-reward_bound, reward_bound]``, the
+        symlog rewards trained on (no draw): an imagined frame unlike the data cannot give a reward
+        exponentially beyond any seen. Float, of the shape of ``logits_rew`` less its last dim."""
         if self.reward_kind is RewardKind.sign:
             flat = logits_rew.reshape(-1, NUM_REWARD_CLASSES)
             drawn = torch.multinomial(flat.softmax(dim=-1), 1, generator=generator).squeeze(-1)
             return (drawn - 1).float().reshape(logits_rew.shape[:-1])
-        return symexp(logits_rew[..., 0])
+        bound = self.reward_bound
+        return symexp(torch.minimum(torch.maximum(logits_rew[..., 0], -bound), bound))
 
     def reward_of(self, logits_rew: Tensor) -> Tensor:
         """The most likely reward: ``sign``, the likeliest class minus 1 (int64 in {-1, 0, 1}); ``value``,
@@ -228,7 +235,8 @@ class RewardTerminationModel(nn.Module):
         episode ended at step t). Padding steps neither contribute to the loss nor touch the LSTM state.
         Returns ``loss_rew + loss_end`` and detached metrics: the two losses, the termination's accuracy
         ``acc_end``, and the reward's accuracy ``acc_rew`` (``sign``) or, for ``value``, its mean absolute
-        error in reward units ``rew_abs_error`` (of ``symexp(output)``).
+        error in reward units ``rew_abs_error`` (of ``symexp(output)``). In training mode a ``value`` model
+        raises ``reward_bound`` to the largest ``|symlog(reward)|`` of the batch's real steps.
         """
         rew, end, _, mask = batch.step_targets()
         logits_rew, logits_end, _ = self.predict(batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=mask)
@@ -245,7 +253,12 @@ class RewardTerminationModel(nn.Module):
             reward_metrics["acc_rew"] = masked_mean((logits_rew.argmax(-1) == target_rew).float())
         else:
             rew = rew.float()
-            loss_rew = masked_mean((logits_rew[..., 0] - symlog(rew)).pow(2))
+            target = symlog(rew)
+            if self.training:
+                with torch.no_grad():
+                    seen = torch.where(mask, target.abs(), 0).max()
+                    self.reward_bound.copy_(torch.maximum(self.reward_bound, seen))
+            loss_rew = masked_mean((logits_rew[..., 0] - target).pow(2))
             reward_metrics["rew_abs_error"] = masked_mean((self.reward_of(logits_rew.detach()) - rew).abs())
         loss_end = masked_mean(F.cross_entropy(logits_end.transpose(1, 2), target_end, reduction="none"))
         loss = loss_rew + loss_end

@@ -66,6 +66,12 @@ class SquashedNormal:
         low: ``(D,)`` or broadcastable lower bounds of the actions (e.g. ``action_space.low``).
         high: upper bounds, each above its ``low``.
         validate_args: check that ``std > 0`` and ``high > low`` (a device synchronization on a GPU).
+
+    Every method that draws takes an optional ``generator``, so that any draw can come from a stream of its
+    own (the agent's come from the imagination's or the collector's). The agent's policy uses
+    ``rsample_pre_tanh``, ``log_prob_pre_tanh`` and ``entropy_at``; ``rsample_with_log_prob`` and
+    ``entropy`` (SAC's estimate and the many-sample one, which the tests compare with it) complete the
+    distribution's interface and take ``generator`` too, for the same reason.
     """
 
     def __init__(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from diffworld.data.actions import format_action_vector
 from diffworld.viz.display import Window, WindowApp, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO, EpisodeFiles, find_episode_folder
 
@@ -107,7 +108,7 @@ class DatasetBrowser:
             f"step {self.t}/{length} | return {ret:g}"
         )
         if self.t < length and episode.act.ndim == 2:  # a continuous action vector
-            values = " ".join(f"{v:+.2f}" for v in episode.act[self.t])
+            values = format_action_vector(episode.act[self.t])
             second = f"action {values} | reward {float(episode.rew[self.t]):g}"
         elif self.t < length:
             a = int(episode.act[self.t])

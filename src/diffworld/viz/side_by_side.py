@@ -20,6 +20,7 @@ import torch
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
+from diffworld.data.actions import format_action_vector
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.models.diffusion import Denoiser, SamplingStep
 from diffworld.models.diffusion.open_loop import predict_open_loop
@@ -183,7 +184,7 @@ def compose_frames(
         imagined = real if context else imagination.frames[t - num_cond]
         action = ""
         if index < len(episode) and episode.act.ndim == 2:  # a continuous action vector
-            action = " action " + " ".join(f"{v:+.2f}" for v in episode.act[index])
+            action = " action " + format_action_vector(episode.act[index])
         elif index < len(episode):
             a = int(episode.act[index])
             named = action_meanings is not None and a < len(action_meanings)

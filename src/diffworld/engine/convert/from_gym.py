@@ -235,6 +235,7 @@ def _make_agent_env(
         noop_max=env.noop_max,
         frame_skip=env.frame_skip,
         size=env.size,
+        action_repeat=env.action_repeat,
     )
     return made
 
