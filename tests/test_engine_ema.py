@@ -1,12 +1,11 @@
 """The engine's exponential moving average of weights (``training.ema_decay``, docs/engine.md, "Training"):
-the average against an independent computation, training and checkpoints without it as before, a killed run
-with it resumed as an unbroken one, the average of the unwrapped models under torchrun, and trained engines
-opened with it (or without it, for checkpoints that have none)."""
+the average against an independent computation, training and checkpoints without it as before, the average of
+the unwrapped models under torchrun, and trained engines opened with it (or without it, for checkpoints that
+have none). A killed run with it resumes as an unbroken one: tests/test_engine_training.py."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from diffworld.engine.trainer import ENGINE_STATE_KEYS, EngineTrainer, quality_s
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.metrics_file import read_metrics
 from test_engine_ddp import free_port
-from test_engine_training import _diffworld, _records, write_dataset
+from test_engine_training import _records, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -183,24 +182,6 @@ def test_an_engine_without_an_average_opens_with_its_live_weights(
     assert engine.weights == "live" and engine.upsampler is not None
     _assert_equal(engine.denoiser.state_dict(), state["models"]["denoiser"], "denoiser")
     _assert_equal(engine.upsampler.state_dict(), state["models"]["upsampler"], "upsampler")
-
-
-def test_sigkill_then_resume_ends_as_an_unbroken_run_with_the_average(dataset: Path, tmp_path: Path) -> None:
-    args = ["engine", "train", f"data={dataset}", "preset=smoke", "training.num_updates=8", *EMA]
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    assert _diffworld([*args, f"run_dir={unbroken}"]) == 0
-    # As tests/test_engine_training.py's: killed about to save the checkpoint of update 4, then, resumed from
-    # update 2, about to save the one of update 8.
-    assert _diffworld([*args, f"run_dir={broken}"], kill_at_save=3) == -signal.SIGKILL
-    assert _diffworld(["engine", "train", "--resume", str(broken)], kill_at_save=3) == -signal.SIGKILL
-    assert _diffworld(["engine", "train", "--resume", str(broken)]) == 0
-
-    assert _records(broken) == _records(unbroken)
-    ours, theirs = _checkpoint(broken), _checkpoint(unbroken)
-    for name in MODELS:
-        _assert_equal(ours["models"][name], theirs["models"][name], name)
-        _assert_equal(ours["ema"][name], theirs["ema"][name], f"{name} average")
-        assert int(ours["ema"][name]["n_averaged"]) == 8
 
 
 def test_presets_and_bad_decays(dataset: Path) -> None:
