@@ -5,7 +5,7 @@
 Each observation is a 64x64 frame with one bright vertical third (left, middle or right, drawn at random);
 the action that names that third earns +1, the others -1; every step draws a new frame. The policy is the
 paper's actor-critic at a small size (``channels`` 8, 8, 16, 16, LSTM 64), trained with
-``diffworld.rollout.rollout`` and ``actor_critic_loss`` (lambda-returns, REINFORCE with the value baseline,
+``agent.rollout.rollout`` and ``actor_critic_loss`` (lambda-returns, REINFORCE with the value baseline,
 value loss, entropy) on batches of 16 trajectories of 10 steps. It prints the mean reward (random play: -1/3,
 perfect play: 1) and the policy's entropy every 25 updates: a measure of how many updates the actor-critic
 needs when the signal is as clear as it can be. A world model cannot make the actor learn faster than this.
@@ -17,9 +17,9 @@ import argparse
 
 import torch
 
+from diffworld.agent.rollout import EnvStep, rollout
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.models.actor_critic import ActorCritic, LSTMState, actor_critic_loss
-from diffworld.rollout import EnvStep, rollout
 
 
 class ThirdsBandit:
@@ -64,7 +64,7 @@ def train_bandit(
     """Train a fresh actor-critic for ``updates`` updates; the mean reward of every update's rollout."""
     torch.manual_seed(seed)
     cfg = ActorCriticConfig(channels=[8, 8, 16, 16], lstm_dim=64, gamma=gamma, value_loss_weight=value_weight)
-    actor_critic = ActorCritic(cfg, num_actions=3)
+    actor_critic = ActorCritic(cfg, 3)
     optimizer = torch.optim.AdamW(actor_critic.parameters(), lr=lr, weight_decay=0.0)
     env = ThirdsBandit(16, torch.Generator().manual_seed(seed))
     mean_rewards = []

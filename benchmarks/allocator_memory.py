@@ -76,17 +76,18 @@ def child(model_name: str, steps: int, preset: str) -> None:
     else:
         d = cfg.denoiser
         model = make_denoiser(d, num_actions)
-        num_steps, batch_size = d.num_cond_frames + d.num_autoregressive_steps - 1, d.training.batch_size
+        num_steps = d.num_cond_frames + d.training.num_autoregressive_steps - 1
+        batch_size = d.training.batch_size
         optim_cfg = d.optimizer
     optimizer = make_optimizer(model, optim_cfg)
     b, t = batch_size, num_steps
-    batch = Batch(
+    batch = Batch.of_steps(
         obs=torch.rand(b, t + 1, 3, cfg.env.size, cfg.env.size) * 2 - 1,
         act=torch.randint(0, num_actions, (b, t)),
         rew=torch.randint(-1, 2, (b, t)).float(),
         end=torch.zeros(b, t, dtype=torch.bool),
         trunc=torch.zeros(b, t, dtype=torch.bool),
-        mask_padding=torch.ones(b, t, dtype=torch.bool),
+        step_mask=torch.ones(b, t, dtype=torch.bool),
     )
     times = []
     for _ in range(steps):

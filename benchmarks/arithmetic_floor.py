@@ -56,7 +56,9 @@ def random_batch(steps: int) -> Batch:
     obs = torch.randint(0, 256, (BATCH, steps + 1, 3, SIZE, SIZE), generator=gen) / 127.5 - 1
     act = torch.randint(NUM_ACTIONS, (BATCH, steps), generator=gen)
     zeros = torch.zeros(BATCH, steps)
-    return Batch(obs, act, zeros, zeros.bool(), zeros.bool(), torch.ones(BATCH, steps, dtype=torch.bool))
+    return Batch.of_steps(
+        obs, act, zeros, zeros.bool(), zeros.bool(), torch.ones(BATCH, steps, dtype=torch.bool)
+    )
 
 
 def main() -> None:
@@ -79,7 +81,7 @@ def main() -> None:
 
     denoiser = EDMDenoiser(cfg.denoiser, NUM_ACTIONS)
     num_cond = cfg.denoiser.num_cond_frames
-    segment = random_batch(num_cond + cfg.denoiser.num_autoregressive_steps - 1)
+    segment = random_batch(num_cond + cfg.denoiser.training.num_autoregressive_steps - 1)
     prev_obs, prev_act = segment.obs[:, :num_cond], segment.act[:, :num_cond]
     noisy = torch.randn(BATCH, 3, SIZE, SIZE)
     sigma = torch.full((BATCH,), 1.0)

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from diffworld.agent import Agent
+from diffworld.agent.evaluate import evaluate_policy
 from diffworld.config import build_config
 from diffworld.envs.make import game_num_actions
-from diffworld.evaluation.evaluate import evaluate_policy
 from diffworld.evaluation.scores import human_normalized_score
 
 Z_99 = 2.3263

@@ -8,7 +8,7 @@ suits a small budget when, after the preset's first epoch, predicted frames alre
 events. For each game this runs the real pipeline, ``diffworld train``, with the preset's initial
 collection (uniform random policy) and the preset's first-epoch updates of the denoiser and the reward
 model, no actor-critic update, then one test (``--test-episodes`` episodes of the untrained, uniform
-policy) and stops. The figures come from that test (``diffworld.evaluation.reward_recall``):
+policy) and stops. The figures come from that test (``diffworld.agent.reward_recall``):
 
 - ``denoiser/test/reward_recall``: share of the test episodes' rewards whose sign the reward model gets right
   when it reads the denoiser's one-step prediction (what imagination gives the actor-critic);

@@ -18,8 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from diffworld.agent.branch import BRANCH_FILE
 from diffworld.run.metrics_file import read_metrics
-from diffworld.training.branch import BRANCH_FILE
 
 COLUMNS = {
     "imagined reward rate": "actor_critic/train/reward_rate",

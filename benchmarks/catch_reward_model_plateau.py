@@ -44,9 +44,9 @@ EVERY = 100
 def recall_per_sign(model: RewardTerminationModel, segments: Batch) -> list[float]:
     """Recall of sign -1, 0, +1 over the real steps of ``segments``."""
     logits, _, _ = model.predict(
-        segments.obs[:, :-1], segments.act, segments.obs[:, 1:], mask=segments.mask_padding
+        segments.obs[:, :-1], segments.act, segments.obs[:, 1:], mask=segments.step_mask
     )
-    target, predicted, real = segments.rew.sign().long() + 1, logits.argmax(-1), segments.mask_padding
+    target, predicted, real = segments.rew.sign().long() + 1, logits.argmax(-1), segments.step_mask
     return [float((predicted[real & (target == c)] == c).float().mean()) for c in range(3)]
 
 

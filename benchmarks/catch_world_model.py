@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffworld.agent.imagination import WorldModelEnv
+from diffworld.agent.trained import load_trained_agent
 from diffworld.config.loading import reward_model_seq_length
 from diffworld.data import EpisodeDataset, SegmentSampler
 from diffworld.envs.catch import GRID
-from diffworld.imagination import WorldModelEnv
 from diffworld.run.folder import dataset_dir
-from diffworld.run.trained_agent import load_trained_agent
 
 MOVES = np.array([0, 1, -1])
 """Column change of NOOP, RIGHT, LEFT."""
@@ -88,9 +88,9 @@ def reward_model_on_real(run: Any, dataset: EpisodeDataset, seed: int) -> dict[s
     )
     batch = sampler.sample()
     logits_rew, logits_end, _ = run.agent.reward_model.predict(
-        batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=batch.mask_padding
+        batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=batch.step_mask
     )
-    mask, target, predicted = batch.mask_padding, batch.rew.sign().long() + 1, logits_rew.argmax(-1)
+    mask, target, predicted = batch.step_mask, batch.rew.sign().long() + 1, logits_rew.argmax(-1)
     result = {}
     for name, cls in (("recall_negative", 0), ("recall_positive", 2)):
         chosen = mask & (target == cls)

@@ -24,8 +24,10 @@ import torch
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
-from diffworld.engine.play import Command, EnginePlayApp, build_engine_session
+from diffworld.engine.play import EnginePlayApp, build_engine_session
 from diffworld.utils.atomic import atomic_write_text
+from diffworld.viz.play_core import PlayCommand
+from diffworld.world_model_folder import PlayOptions
 
 
 def _per_call(fn: Callable[[], object], repeats: int) -> float:
@@ -52,15 +54,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     unused = Path(tempfile.gettempdir()) / "engine_play_fps_unused"  # nothing is recorded
-    session = build_engine_session(
-        args.engine,
-        denoising_steps=args.denoising_steps,
-        horizon=1 << 20,
-        record_dir=unused,
-        device=args.device,
-        log=lambda _: None,
+    options = PlayOptions(
+        horizon=1 << 20, record_dir=unused, device=args.device, denoising_steps=args.denoising_steps
     )
-    session.handle(Command.TOGGLE_CONTROLLER)  # the dataset's actions, replayed
+    session = build_engine_session(args.engine, options, log=lambda _: None)
+    session.handle(PlayCommand.TOGGLE_CONTROLLER)  # the dataset's actions, replayed
     app = EnginePlayApp(session, scale=args.scale, fps=0)
     app.open()
     for _ in range(args.warmup):

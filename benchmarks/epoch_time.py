@@ -1,7 +1,7 @@
 """Seconds per training step of each model, and the projected seconds per epoch, for a preset.
 
-Builds the three models and their losses exactly as a run does (``Trainer._build_components``), fills a
-dataset with real Atari frames from a uniform policy, times each component's optimizer steps (median over
+Builds the three models and their losses exactly as a run does (``Trainer._build_slots``), fills a
+dataset with real Atari frames from a uniform policy, times each model's optimizer steps (median over
 ``--steps`` after ``--warmup``), times collection of ``steps_per_epoch`` real steps, and projects:
 
     epoch = collection + sum over models of steps_per_epoch x seconds per step
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from diffworld.agent.trainer import MODEL_NAMES, Trainer
 from diffworld.config import build_config
-from diffworld.training.trainer import COMPONENTS, Trainer
 
 
 def main() -> None:
@@ -44,18 +44,18 @@ def main() -> None:
         collect_seconds_per_step = (time.perf_counter() - t0) / args.collect
 
         seconds: dict[str, float] = {}
-        for name in COMPONENTS:
+        for name in MODEL_NAMES:
             times = []
             for i in range(args.warmup + args.steps):
                 t = time.perf_counter()
-                trainer.train_component(name, 1)
+                trainer.train_model(name, 1)
                 if i >= args.warmup:
                     times.append(time.perf_counter() - t)
             seconds[name] = statistics.median(times)
         trainer.train_envs.close()
         trainer.test_envs.close()
 
-    per_epoch = {name: getattr(cfg, name).training.steps_per_epoch * seconds[name] for name in COMPONENTS}
+    per_epoch = {name: getattr(cfg, name).training.steps_per_epoch * seconds[name] for name in MODEL_NAMES}
     collection = cfg.collection.steps_per_epoch * collect_seconds_per_step
     epoch_seconds = collection + sum(per_epoch.values())
     result = {
@@ -68,7 +68,7 @@ def main() -> None:
         "epoch_seconds": epoch_seconds,
         "epoch_breakdown_seconds": {**per_epoch, "collection": collection},
     }
-    for name in COMPONENTS:
+    for name in MODEL_NAMES:
         print(
             f"{name:>14}: {seconds[name]:8.3f} s/step  x {getattr(cfg, name).training.steps_per_epoch} steps"
         )

@@ -11,9 +11,9 @@ of time is recorded (status, error, its output's tail) and the next one runs:
 2. ``bench_fp32``, ``bench_bf16``: ``diffworld bench`` at the paper's settings (Breakout, as the CPU figures
    in ``benchmarks/results``), in float32 and with ``training.precision=bf16``;
 3. ``projection``: the hours of a whole Atari 100k run from each bench and the paper's schedule, computed
-   from the configuration (``diffworld.projection``);
+   from the configuration (``diffworld.agent.projection``);
 4. ``train``: ``diffworld train preset=gpu game=Boxing``, its ``collection.total_env_steps`` fitted from the
-   float32 bench to the stage's time (``diffworld.projection.fit_total_env_steps``), then its test returns
+   float32 bench to the stage's time (``agent.projection.fit_total_env_steps``), then its test returns
    and final evaluation, or ``diffworld eval`` of its last checkpoint when time ran out; the projected and
    the measured seconds of the run side by side (a check of the projection).
 
@@ -85,7 +85,7 @@ GPU = Settings(
     device_tests=["tests/test_device.py"],
     suite=["tests", "--ignore=tests/test_device.py", "--maxfail=25"],
     bench_overrides=["preset=atari100k", "game=Breakout"],
-    bench_args=["--steps", "5", "--warmup", "2", "--collect", "1000"],
+    bench_args=["--repeats", "5", "--warmup", "2", "--collect", "1000"],
     train_overrides=["preset=gpu", "game=Boxing", "seed=0"],
     eval_episodes=4,
     # The train stage takes what the others leave of the budget, up to 330 s: 280 s when they all run to
@@ -100,7 +100,7 @@ DRY_RUN = Settings(
     device_tests=["tests/test_device.py"],
     suite=["tests/test_projection.py", "tests/test_config.py"],
     bench_overrides=["preset=smoke", "game=Boxing"],
-    bench_args=["--steps", "1", "--warmup", "0", "--collect", "100"],
+    bench_args=["--repeats", "1", "--warmup", "0", "--collect", "100"],
     # 200-step episodes, a test every 2 epochs: the dry run logs test returns too.
     train_overrides=[
         "preset=smoke",
@@ -360,8 +360,8 @@ class Check:
         return stage.get("report") if stage.get("status") == "ok" else None
 
     def projection(self, limit: float) -> dict[str, Any]:
+        from diffworld.agent.projection import StepTimes, project_run_range
         from diffworld.config import build_config
-        from diffworld.projection import StepTimes, project_run_range
 
         record: dict[str, Any] = {
             "overrides": self.s.bench_overrides,
@@ -370,7 +370,7 @@ class Check:
             "per model (steps_first_epoch + (E - 1) x steps_per_epoch) x seconds per step; "
             "E = E_c + num_final_epochs, E_c = ceil((total_env_steps - N0) / steps_per_epoch); "
             "floor(E / test_every_epochs) x num_test_episodes test episodes and num_final_episodes final "
-            "ones of test_episode_steps steps at the collection rate (diffworld/projection.py)",
+            "ones of test_episode_steps steps at the collection rate (diffworld/agent/projection.py)",
         }
         for precision in ("fp32", "bf16"):
             report = self.bench_report(precision)
@@ -386,13 +386,13 @@ class Check:
         return record
 
     def train(self, limit: float) -> dict[str, Any]:
-        from diffworld.config import build_config
-        from diffworld.projection import (
+        from diffworld.agent.projection import (
             StepTimes,
             fit_total_env_steps,
             initial_steps_bounds,
             project_run,
         )
+        from diffworld.config import build_config
 
         deadline = time.monotonic() + limit
         run_dir = self.work_dir / "train_run"

@@ -29,10 +29,10 @@ import torch
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from diffworld.agent import Agent
+from diffworld.agent.play import PlayApp, build_session
+from diffworld.agent.trained import TrainedAgent
 from diffworld.config import build_config
 from diffworld.envs import make_atari_env
-from diffworld.run.trained_agent import TrainedAgent
-from diffworld.viz.play import PlayApp, build_session
 
 
 def _per_call(fn: object, repeats: int) -> float:
@@ -100,7 +100,7 @@ def main() -> None:
     with torch.no_grad():
         world_model_s = _per_call(lambda: wm.step(0), 10)
         policy_s = _per_call(lambda: agent.actor_critic.step(obs), 10)
-    draw_s = _per_call(lambda: app.window.draw(session.obs, session.header(1.0)), 20)
+    draw_s = _per_call(lambda: app.window.draw(session.frame, session.header(1.0)), 20)
     app.close()
 
     result = {

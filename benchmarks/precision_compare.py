@@ -56,7 +56,7 @@ def main() -> None:
     num_actions = envs.num_actions
     envs.close()
     cpu = torch.device("cpu")
-    seq_length = d.num_cond_frames + d.num_autoregressive_steps - 1
+    seq_length = d.num_cond_frames + d.training.num_autoregressive_steps - 1
     rng = np.random.default_rng(args.seed + 1)
     test = SegmentSampler(dataset, args.segments, d.num_cond_frames, None, False, rng=rng).sample()
 

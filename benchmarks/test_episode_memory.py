@@ -48,9 +48,9 @@ def main() -> None:
     configure_malloc()
     import torch
 
-    import diffworld.training.trainer as trainer_module
+    import diffworld.agent.trainer as trainer_module
+    from diffworld.agent.trainer import Trainer
     from diffworld.config.loading import build_config
-    from diffworld.training.trainer import Trainer
 
     cfg = build_config(
         [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stable_baselines3 import PPO
 
-from diffworld.imagination_from_run import imagination_env
+from diffworld.agent.imagination_from_run import imagination_env
 
 
 def main() -> None:

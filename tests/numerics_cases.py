@@ -88,7 +88,7 @@ def denoiser_batch(size: int = 16) -> Batch:
     mask = torch.ones(b, t - 1, dtype=torch.bool)
     mask[0, :2] = False  # left padding
     zeros = torch.zeros(b, t - 1)
-    return Batch(obs, act, zeros, zeros.bool(), zeros.bool(), mask)
+    return Batch.of_steps(obs, act, zeros, zeros.bool(), zeros.bool(), mask)
 
 
 def reward_model_case() -> tuple[torch.nn.Module, Callable[[], torch.Tensor]]:
@@ -97,7 +97,7 @@ def reward_model_case() -> tuple[torch.nn.Module, Callable[[], torch.Tensor]]:
     obs, act, mask, _ = random_inputs(b=4, t=19, seed=6)
     gen = torch.Generator().manual_seed(7)
     rew = torch.randint(-1, 2, mask.shape, generator=gen).float() * mask
-    batch = Batch(obs, act, rew, torch.zeros_like(mask), torch.zeros_like(mask), mask)
+    batch = Batch.of_steps(obs, act, rew, torch.zeros_like(mask), torch.zeros_like(mask), mask)
     return model, lambda: model(batch)[0]
 
 

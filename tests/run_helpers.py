@@ -23,7 +23,7 @@ time.sleep(120)
 def new_run(path: Path, *overrides: str) -> Path:
     """A run folder as a Trainer leaves it once set up: config.yaml, an empty dataset, the first
     checkpoint (of an untrained agent). About a second on the smoke preset; the lock is given back."""
-    from diffworld.training.trainer import Trainer
+    from diffworld.agent.trainer import Trainer
 
     cfg = build_config(["game=Catch", "preset=smoke", f"run_dir={path}", *overrides])
     trainer = Trainer(cfg, path)

@@ -20,9 +20,9 @@ from diffworld.agent import (
     load_agent,
     load_agent_weights,
 )
+from diffworld.agent.run_folder import save_agent_copy
 from diffworld.config import Config, build_config
 from diffworld.config.schema import DiffusionKind
-from diffworld.run.checkpoint import save_agent_copy
 
 NUM_ACTIONS = 4
 

@@ -24,10 +24,10 @@ from diffworld.agent import (
     load_agent,
     read_weights_metadata,
 )
+from diffworld.agent.official_import import official_names
+from diffworld.agent.trained import GameMismatchError, load_trained_agent
 from diffworld.cli import main
 from diffworld.config import build_config
-from diffworld.official_import import official_names
-from diffworld.run.trained_agent import GameMismatchError, load_trained_agent
 from run_helpers import new_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -123,7 +123,7 @@ def test_run_folder_edited_to_another_game_is_refused(tmp_path: Path) -> None:
 
 
 def test_imported_agents_record_their_game(tmp_path: Path) -> None:
-    from diffworld.official_import import import_official_agent
+    from diffworld.agent.official_import import import_official_agent
 
     cfg = build_config(["game=Breakout", "preset=smoke"])
     agent = Agent.build(cfg, 4)

@@ -98,15 +98,52 @@ def test_negative_seeds_are_refused_everywhere(capsys: pytest.CaptureFixture[str
         ["eval", "run", "--num-envs", "0"],
         ["wm-eval", "run", "--episodes", "0"],
         ["wm-eval", "run", "--horizons", "5", "0"],
+        ["wm-eval", "run", "--denoising-steps", "0"],
         ["video", "run", "--out", "v.gif", "--steps", "0"],
         ["play", "run", "--scale", "0"],
         ["report", "run", "--reps", "0"],
-        ["bench", "--steps", "0"],
+        ["bench", "--repeats", "0"],
     ],
     ids=lambda argv: "_".join(argv[:1] + argv[2:]),
 )
 def test_other_counts_must_be_positive(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be at least 1, got 0" in _fails_in_one_line(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fix"),
+    [
+        (
+            ["video", "run", "--out", "v.gif", "--denoising-steps"],
+            "to show each denoising step use --show-denoising",
+        ),
+        (["video", "--out", "v.gif", "run", "--denoising-steps", "--fps", "5"], "use --show-denoising"),
+        (["wm-eval", "run", "--steps", "2"], "--steps is now --denoising-steps"),
+        (["wm-eval", "run", "--steps"], "--steps is now --denoising-steps"),
+        (["bench", "preset=smoke", "--steps", "2"], "--steps is now --repeats"),
+    ],
+    ids=["video_show", "video_show_then_option", "wm_eval_steps", "wm_eval_steps_alone", "bench_steps"],
+)
+def test_former_spellings_of_renamed_options_are_refused(
+    argv: list[str], fix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An option renamed in this version has one name: its former spelling (main's ``video --denoising-steps``
+    alone, ``wm-eval --steps N``, ``bench --steps N``), which means something else elsewhere, is refused in
+    one line that names the option to use, before anything is loaded or run."""
+    err = _fails_in_one_line(argv, capsys)
+    assert err.startswith(f"diffworld {argv[0]}: ") and fix in err
+
+
+def test_renamed_options_parse() -> None:
+    """Their current spellings parse to what the commands read."""
+    from diffworld.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["wm-eval", "run", "--denoising-steps", "1", "3"])
+    assert args.denoising_steps == [1, 3] and args.former_steps is None
+    assert parser.parse_args(["bench", "--repeats", "3"]).repeats == 3
+    args = parser.parse_args(["video", "run", "--out", "v.gif", "--denoising-steps", "2", "--show-denoising"])
+    assert args.denoising_steps == 2 and args.show_denoising
 
 
 # ------------------------------------------------------------------------------------------ 6. wording

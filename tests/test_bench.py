@@ -16,7 +16,7 @@ from strict_json import load_strict_json
 
 def test_bench_smoke_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    args = ["bench", "preset=smoke", "--steps", "1", "--warmup", "0", "--collect", "100", "--device", "cpu"]
+    args = ["bench", "preset=smoke", "--repeats", "1", "--warmup", "0", "--collect", "100", "--device", "cpu"]
     assert main([*args, "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "denoiser step" in table and "frames/s" in table and "steps/s" in table
@@ -51,7 +51,7 @@ def test_bench_bf16_runs_training_in_bfloat16(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(torch.nn.Conv2d, "forward", recording_forward)
     out = tmp_path / "bench.json"
-    args = ["bench", "preset=smoke", "training.precision=bf16", "--steps", "1", "--warmup", "0"]
+    args = ["bench", "preset=smoke", "training.precision=bf16", "--repeats", "1", "--warmup", "0"]
     args += ["--collect", "100", "--device", "cpu", "--parts", "denoiser", "actor_critic", "imagination"]
     assert main([*args, "--json", str(out)]) == 0
     report = load_strict_json(out)
@@ -71,3 +71,16 @@ def test_never_terminating_is_temporary() -> None:
     assert (end_in.argmax(-1) == 0).all() and end_in.softmax(-1)[..., 1].max() < 1e-30
     assert "predict" not in vars(model)
     torch.testing.assert_close(model.predict(obs, act, obs)[1], end)
+
+
+def test_bench_continuous_game(tmp_path: Path) -> None:
+    """On a continuous game the imagination part steps the world model with float action vectors of the
+    game's width (an index action used to crash it)."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "preset=smoke", "game=CatchContinuous", "env.size=16", "--repeats", "1", "--warmup", "0"]
+    args += ["--collect", "60", "--device", "cpu", "--parts", "imagination"]
+    assert main([*args, "--json", str(out)]) == 0
+    report = load_strict_json(out)
+    assert report["settings"]["game"] == "CatchContinuous"
+    assert report["results"]["imagination"]["frames_per_second"] > 0
+    assert report["results"]["imagination"]["denoiser_call_seconds"] > 0

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
+from diffworld.agent.branch import BRANCH_FILE
 from diffworld.cli import main
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.metrics_file import read_metrics
-from diffworld.training.branch import BRANCH_FILE
 from run_helpers import snapshot, start_holder
 
 # Catch at the smoke preset: 100 initial steps, then 50 per epoch, no final epochs: SHORT ends after 2

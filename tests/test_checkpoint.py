@@ -17,6 +17,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from diffworld.agent.run_folder import save_agent_copy
 from diffworld.run import checkpoint
 from diffworld.run.checkpoint import (
     BACKUP_FILE,
@@ -28,7 +29,6 @@ from diffworld.run.checkpoint import (
     isolated_global_rng,
     load_checkpoint,
     rng_state,
-    save_agent_copy,
     save_checkpoint,
     set_generator_state,
     set_rng_state,

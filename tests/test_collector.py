@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from diffworld.collector import Collector, EpisodeStats
+from diffworld.agent.collector import Collector, EpisodeStats
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data.episode import Episode
 from diffworld.data.storage import EpisodeDataset

@@ -39,7 +39,7 @@ def test_defaults_are_the_papers_settings() -> None:
     d = cfg.denoiser
     assert d.kind is DiffusionKind.edm
     assert (d.num_cond_frames, d.cond_channels, d.channels, d.depths) == (4, 256, [64] * 4, [2] * 4)
-    assert (d.sigma_data, d.sigma_offset_noise, d.num_autoregressive_steps) == (0.5, 0.3, 2)
+    assert (d.sigma_data, d.sigma_offset_noise, d.training.num_autoregressive_steps) == (0.5, 0.3, 2)
     sd = d.sigma_distribution
     assert (sd.loc, sd.scale, sd.sigma_min, sd.sigma_max) == (-0.4, 1.2, 0.002, 20.0)
     s = d.sampler

@@ -35,13 +35,13 @@ def make_batch(batch_size: int = 4, num_steps: int = 5, seed: int = 0) -> Batch:
     gen = torch.Generator().manual_seed(seed)
     obs = quantize_like_env(torch.rand(batch_size, num_steps + 1, 3, SIZE, SIZE, generator=gen) * 2 - 1)
     shape = (batch_size, num_steps)
-    return Batch(
+    return Batch.of_steps(
         obs=obs,
         act=torch.randint(NUM_ACTIONS, shape, generator=gen),
         rew=torch.zeros(shape),
         end=torch.zeros(shape, dtype=torch.bool),
         trunc=torch.zeros(shape, dtype=torch.bool),
-        mask_padding=torch.ones(shape, dtype=torch.bool),
+        step_mask=torch.ones(shape, dtype=torch.bool),
     )
 
 
@@ -128,11 +128,11 @@ def test_padded_targets_do_not_count(kind: DiffusionKind) -> None:
     perturb_parameters(model)
     batch = make_batch()
     # Samples 1 and 3 end one step early: their last frame (the second prediction's target) is padding.
-    mask_padding = batch.mask_padding.clone()
-    mask_padding[[1, 3], -1] = False
+    step_mask = batch.step_mask.clone()
+    step_mask[[1, 3], -1] = False
     obs = batch.obs.clone()
     obs[[1, 3], -1] = 0.0
-    padded = Batch(obs, batch.act, batch.rew, batch.end, batch.trunc, mask_padding)
+    padded = Batch.of_steps(obs, batch.act, batch.rew, batch.end, batch.trunc, step_mask)
     assert padded.frame_mask[:, -1].tolist() == [True, False, True, False]
 
     def loss_of(b: Batch) -> torch.Tensor:
@@ -142,23 +142,23 @@ def test_padded_targets_do_not_count(kind: DiffusionKind) -> None:
     reference = loss_of(padded)
     changed = obs.clone()
     changed[[1, 3], -1] = torch.rand(2, 3, SIZE, SIZE) * 100
-    torch.testing.assert_close(loss_of(Batch(changed, *_rest(padded))), reference, rtol=0, atol=0)
+    torch.testing.assert_close(loss_of(Batch.of_steps(changed, *_rest(padded))), reference, rtol=0, atol=0)
     # The real target of the same prediction does count.
     changed[0, -1] = -changed[0, -1]
-    assert loss_of(Batch(changed, *_rest(padded))) != reference
+    assert loss_of(Batch.of_steps(changed, *_rest(padded))) != reference
 
 
 def _rest(b: Batch) -> tuple[torch.Tensor, ...]:
-    return b.act, b.rew, b.end, b.trunc, b.mask_padding
+    return b.act, b.rew, b.end, b.trunc, b.step_mask
 
 
 def test_autoregressive_conditioning_uses_the_estimate() -> None:
     batch = make_batch(batch_size=2)
-    mask_padding = batch.mask_padding.clone()
-    mask_padding[1, :2] = False  # sample 1 starts with two padding steps: frames 0 and 1 are padding
+    step_mask = batch.step_mask.clone()
+    step_mask[1, :2] = False  # sample 1 starts with two padding steps: frames 0 and 1 are padding
     obs = batch.obs.clone()
     obs[1, :2] = 0.0
-    batch = Batch(obs, batch.act, batch.rew, batch.end, batch.trunc, mask_padding)
+    batch = Batch.of_steps(obs, batch.act, batch.rew, batch.end, batch.trunc, step_mask)
     seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def predict(

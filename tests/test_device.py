@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffworld.agent.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.config.schema import (
     ActorCriticConfig,
     DenoiserConfig,
@@ -32,7 +33,6 @@ from diffworld.config.schema import (
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
 from diffworld.data.batch import Batch
 from diffworld.fitting.precision import autocast
-from diffworld.imagination import ImaginationActorCriticLoss, WorldModelEnv
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import DDPMDenoiser, EDMDenoiser, make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
@@ -80,7 +80,7 @@ def segments(b: int, t: int, seed: int, size: int = SIZE) -> Batch:
     end[1, -2] = True
     mask[1, -1] = False
     rew[~mask] = 0
-    return Batch(obs, act, rew, end, torch.zeros_like(end), mask)
+    return Batch.of_steps(obs, act, rew, end, torch.zeros_like(end), mask)
 
 
 def assert_same_outputs(out: torch.Tensor, ref: torch.Tensor) -> None:
@@ -141,8 +141,8 @@ def test_reward_model_matches_the_cpu(target_device: torch.device) -> None:
 
     def outputs(m: nn.Module, device: torch.device) -> torch.Tensor:
         b = batch.to(device)
-        rew, end, (h, c) = m.predict(b.obs[:, :-1], b.act, b.obs[:, 1:], None, mask=b.mask_padding)
-        mask = b.mask_padding[..., None]
+        rew, end, (h, c) = m.predict(b.obs[:, :-1], b.act, b.obs[:, 1:], None, mask=b.step_mask)
+        mask = b.step_mask[..., None]
         return torch.cat([(rew * mask).flatten(), (end * mask).flatten(), h.flatten(), c.flatten()])
 
     on_both(model, target_device, outputs)
@@ -268,10 +268,10 @@ def test_smoke_run_on_device(target_device: torch.device, device_explicit: bool,
     then ``diffworld eval`` of the run folder on the device."""
     if not device_explicit:
         pytest.skip("set DIFFWORLD_TEST_DEVICE to run it (tests/test_train_e2e.py runs it on the CPU)")
+    from diffworld.agent.trainer import Trainer
     from diffworld.cli import main
     from diffworld.config import build_config
     from diffworld.run.metrics_file import read_metrics
-    from diffworld.training.trainer import Trainer
 
     run_dir = tmp_path / "run"
     cfg = build_config(

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from diffworld.agent import Agent
+from diffworld.agent import Agent, diagnostics
+from diffworld.agent.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.data.frames import frames_to_tensor
-from diffworld.data.sampler import EndingAtSampler, episode_steps
+from diffworld.data.segment_sampler import EndingAtSegmentSampler, episode_steps
 from diffworld.run.checkpoint import rng_state
-from diffworld.training import diagnostics
-from diffworld.training.diagnostics import epoch_diagnostics, recent_and_old, reward_rate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,7 +76,7 @@ def test_episode_steps_and_recent_ones_in_any_layout() -> None:
 def test_segments_end_at_the_steps_drawn() -> None:
     dataset, before, _ = interleaved_dataset()
     recent, _ = recent_and_old(dataset, before)
-    sampler = EndingAtSampler(
+    sampler = EndingAtSegmentSampler(
         dataset, 64, 4, recent.episode_ids, recent.timesteps, rng=np.random.default_rng(0)
     )
     ids, starts = sampler.sample_segments()
@@ -91,9 +90,9 @@ def test_segments_end_at_the_steps_drawn() -> None:
         frame = dataset.frames[dataset.frame_starts[e] + t + 1]
         assert torch.equal(batch.obs[i, -1], frames_to_tensor(torch.from_numpy(frame.copy())))
         # Steps before the episode's first are padding (segments start at most 3 steps before it).
-        assert batch.mask_padding[i].tolist() == [t - 3 + k >= 0 for k in range(4)]
+        assert batch.step_mask[i].tolist() == [t - 3 + k >= 0 for k in range(4)]
     with pytest.raises(ValueError, match="step of its episode"):
-        EndingAtSampler(dataset, 4, 4, np.array([1]), np.array([6]), rng=np.random.default_rng(0))
+        EndingAtSegmentSampler(dataset, 4, 4, np.array([1]), np.array([6]), rng=np.random.default_rng(0))
 
 
 def test_split_gradient_norms_add_up_to_the_loss_gradient() -> None:
@@ -118,7 +117,7 @@ def test_split_gradient_norms_add_up_to_the_loss_gradient() -> None:
 def _agent_and_dataset() -> tuple[Agent, EpisodeDataset, np.ndarray]:
     cfg = build_config(["game=Breakout", "preset=smoke"])
     torch.manual_seed(1)
-    agent = Agent.build(cfg, num_actions=4).eval()  # as the trainer keeps it between updates
+    agent = Agent.build(cfg, 4).eval()  # as the trainer keeps it between updates
     rng = np.random.default_rng(0)
     dataset = EpisodeDataset(frame_shape=(64, 64, 3))
     for episode_id, length in enumerate((30, 25, 12)):

@@ -38,7 +38,7 @@ def tiny_denoiser(convention: DiffusionConvention) -> EDMDenoiser:
     cfg = DenoiserConfig(
         convention=convention, cond_channels=16, channels=[8, 8], depths=[1, 1], attn_depths=[False, False]
     )
-    return EDMDenoiser(cfg, num_actions=3)
+    return EDMDenoiser(cfg, 3)
 
 
 def fake_d(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -65,11 +65,11 @@ def test_sampler_initial_noise_and_quantization(convention: DiffusionConvention)
     denoiser = tiny_denoiser(convention)
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def denoise(x: torch.Tensor, sigma: torch.Tensor, prev_obs: torch.Tensor, prev_act: torch.Tensor):
+    def predict_clean(x: torch.Tensor, sigma: torch.Tensor, **conditioning: torch.Tensor | None):
         calls.append((x.clone(), sigma.clone()))
         return torch.from_numpy(fake_d(x.numpy(), sigma[0].item()))
 
-    denoiser.denoise = denoise  # type: ignore[method-assign]
+    denoiser.predict_clean = predict_clean  # type: ignore[method-assign]
     sampler = denoiser.sampler(SamplerConfig())
     sigmas = sampler.sigmas
     torch.testing.assert_close(sigmas, karras_sigmas(3, 0.002, 5.0, 7.0), rtol=0, atol=0)

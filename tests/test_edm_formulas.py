@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffworld.config.schema import SigmaDistributionConfig
+from diffworld.config.schema import SamplerConfig, SigmaDistributionConfig
 from diffworld.models.diffusion.edm import add_noise, edm_preconditioning, sample_sigma_training
 from diffworld.models.diffusion.sampling import karras_sigmas, quantize, sample
 
@@ -77,7 +77,7 @@ def test_perfect_denoiser_recovers_the_data(order: int, s_churn: float) -> None:
         return x0
 
     x = sigmas[0] * torch.randn(x0.shape, generator=gen)
-    out = sample(denoise_fn, x, sigmas, order=order, s_churn=s_churn, generator=gen)
+    out = sample(denoise_fn, x, sigmas, SamplerConfig(order=order, s_churn=s_churn), generator=gen)
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
     # One call per step, plus a Heun correction on every step but the last (to sigma 0).
     assert len(calls) == (5 if order == 1 else 2 * 5 - 1)
@@ -95,7 +95,7 @@ def test_churn_respects_s_tmin_s_tmax() -> None:
         calls.append(sigma[0].item())
         return torch.zeros_like(x)
 
-    sample(denoise_fn, torch.randn(1, 1, 2, 2), sigmas, s_churn=1.0, s_tmin=0.1, s_tmax=1.0)
+    sample(denoise_fn, torch.randn(1, 1, 2, 2), sigmas, SamplerConfig(s_churn=1.0, s_tmin=0.1, s_tmax=1.0))
     gamma = min(1.0 / 4, math.sqrt(2) - 1)
     expected = [s * (1 + gamma) if 0.1 <= s <= 1.0 else s for s in sigmas[:-1].tolist()]
     assert calls == pytest.approx(expected)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.cli import main
+from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.folder_store import EngineDataset
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.action_fidelity import (
     SEED_OFFSET,
@@ -21,10 +23,8 @@ from diffworld.engine.action_fidelity import (
     fidelity_seed,
     open_game,
 )
-from diffworld.engine.actions import ActionSpec, discrete
 from diffworld.engine.config import LowResFilter
 from diffworld.engine.convert.from_gym import record_gym
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.errors import UserError
 
@@ -196,12 +196,17 @@ def test_sticky_ale_outcomes_are_reproducible() -> None:
 
 def test_a_recording_by_an_agent_is_played_in_its_env(tmp_path: Path) -> None:
     from diffworld.agent import Agent, export_agent
+    from diffworld.agent.policy import load_agent_policy
     from diffworld.config import build_config
 
     cfg = build_config(["game=Catch", "preset=smoke"])
     agent = export_agent(Agent.build(cfg, 3), cfg, 3, tmp_path / "agent")
-    data = EngineDataset(record_gym(tmp_path / "rec", 10, policy=str(agent), test_fraction=0))
-    game = open_game(data, SPEC)
+    loader = load_agent_policy
+    recording = record_gym(tmp_path / "rec", 10, policy=str(agent), test_fraction=0, policy_loader=loader)
+    data = EngineDataset(recording)
+    with pytest.raises(UserError, match="needs an agent policy loader"):
+        open_game(data, SPEC)
+    game = open_game(data, SPEC, load_agent_policy)
     assert game.frame_size == data.frame_size == (64, 64)
     game.reset(1)
     assert len({o.tobytes() for o in game.outcomes()}) >= 2
@@ -209,7 +214,7 @@ def test_a_recording_by_an_agent_is_played_in_its_env(tmp_path: Path) -> None:
 
 
 def test_bad_input_is_refused_in_one_line(catch_data: EngineDataset, tmp_path: Path) -> None:
-    from diffworld.engine.dataset import EngineDatasetWriter
+    from diffworld.data.folder_store import EngineDatasetWriter
 
     oracle = Oracle(open_game(catch_data, SPEC))
     writer = EngineDatasetWriter(tmp_path / "csgo", SPEC, (SIZE, SIZE), source={"converter": "csgo_hdf5"})
@@ -280,3 +285,20 @@ def test_cli_eval_without_a_game(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "record it again" in one_line_error(
         capsys, ["engine", "eval", str(engine), "--fidelity-states", "4"]
     )
+
+
+def test_evaluate_engine_needs_the_agent_policy_loader_from_python(tmp_path: Path) -> None:
+    """From Python, a dataset recorded by a diffworld agent without ``policy_loader``: a one-line error that
+    names the loader to pass, never an action fidelity quietly skipped (the command line passes it)."""
+    from diffworld.engine.convert.from_gym import NoPolicyLoaderError
+    from diffworld.engine.quality import evaluate_engine
+    from test_engine_quality import bar_dataset, engine_folder
+
+    data = bar_dataset(tmp_path / "bars")
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["source"] = {"converter": "gym", "env": "diffworld/Catch-v0", "policy": str(tmp_path), "seed": 2}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    engine = engine_folder(tmp_path / "engine", data)
+    with pytest.raises(NoPolicyLoaderError, match="policy_loader=diffworld.agent.policy.load_agent_policy"):
+        evaluate_engine(engine, device="cpu")
+    assert not (engine / "quality.json").exists()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from diffworld.engine.actions import (
+from diffworld.data.actions import (
     ActionMismatchError,
     ActionSpec,
     ActionSpecError,

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffworld.engine.actions import ActionMismatchError, ActionSpec, discrete, keys
-from diffworld.engine.dataset import (
+from diffworld.data.actions import ActionMismatchError, ActionSpec, discrete, keys
+from diffworld.data.folder_store import (
     DATASET_FILE,
     EPISODES_DIR,
     CorruptEpisodeFileError,

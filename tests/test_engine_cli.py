@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, discrete
-from diffworld.engine.dataset import EPISODES_DIR, EngineDataset, EngineDatasetWriter
+from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.folder_store import EPISODES_DIR, EngineDataset, EngineDatasetWriter
 
 
 def fails_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.engine.actions import Bins, Continuous, Discrete, Keys
+from diffworld.data.actions import Bins, Continuous, Discrete, Keys
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.convert.from_csgo_hdf5 import (
     CSGO_ACTION_SPEC,
     CSGO_MOUSE_X,
@@ -22,7 +23,6 @@ from diffworld.engine.convert.from_csgo_hdf5 import (
 )
 from diffworld.engine.convert.from_gym import action_spec_for, as_rgb, record_gym
 from diffworld.engine.convert.from_run import convert_run
-from diffworld.engine.dataset import EngineDataset
 from diffworld.errors import UserError
 from diffworld.viz.episodes import RECORDING_INFO
 
@@ -76,8 +76,8 @@ def test_atari_full_resolution(tmp_path: Path) -> None:
 
 
 def test_resume_records_up_to_the_total(tmp_path: Path) -> None:
-    from diffworld.engine.actions import ActionSpec, discrete
-    from diffworld.engine.dataset import EngineDatasetWriter
+    from diffworld.data.actions import ActionSpec, discrete
+    from diffworld.data.folder_store import EngineDatasetWriter
 
     out = tmp_path / "catch"
     interrupted = EngineDatasetWriter(out, ActionSpec.of(discrete("action", 3)), (64, 64))
@@ -92,15 +92,23 @@ def test_resume_records_up_to_the_total(tmp_path: Path) -> None:
 
 def test_agent_policy_records_its_game(tmp_path: Path) -> None:
     from diffworld.agent import Agent, export_agent
+    from diffworld.agent.policy import load_agent_policy
     from diffworld.config import build_config
 
     cfg = build_config(["game=Catch", "preset=smoke"])
     agent_folder = export_agent(Agent.build(cfg, 3), cfg, 3, tmp_path / "agent")
-    data = EngineDataset(record_gym(tmp_path / "rec", 10, policy=str(agent_folder), test_fraction=0))
+    with pytest.raises(UserError, match="needs an agent policy loader"):
+        record_gym(tmp_path / "rec0", 10, policy=str(agent_folder))
+    loader = load_agent_policy
+    data = EngineDataset(
+        record_gym(tmp_path / "rec", 10, policy=str(agent_folder), test_fraction=0, policy_loader=loader)
+    )
     assert data.frame_size == (64, 64) and data.spec.width == 1 and data.num_steps >= 10
     assert data.source["env"] == "Catch" and data.source["policy"] == str(agent_folder.resolve())
     with pytest.raises(UserError, match="not ALE/Pong-v5"):
-        record_gym(tmp_path / "rec2", 10, policy=str(agent_folder), env_id="ALE/Pong-v5")
+        record_gym(
+            tmp_path / "rec2", 10, policy=str(agent_folder), env_id="ALE/Pong-v5", policy_loader=loader
+        )
 
 
 def test_action_spaces() -> None:

@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from diffworld.engine.actions import ActionSpec, bins, keys
+from diffworld.data.actions import ActionSpec, bins, keys
+from diffworld.data.batch import Batch
 from diffworld.engine.config import EngineDenoiserConfig
 from diffworld.engine.denoiser import EngineDenoiser
-from diffworld.engine.sampler import EngineBatch
 from diffworld.fitting import distributed
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.update import train_updates
@@ -40,7 +40,7 @@ def model_cfg() -> EngineDenoiserConfig:
     return cfg
 
 
-def global_batches() -> list[EngineBatch]:
+def global_batches() -> list[Batch]:
     """One global batch of 4 segments per update."""
     g = torch.Generator().manual_seed(0)
     out = []
@@ -48,25 +48,25 @@ def global_batches() -> list[EngineBatch]:
         pressed = torch.randint(0, 2, (4, 4, 2), generator=g)
         act = torch.cat([pressed, torch.randint(0, 3, (4, 4, 1), generator=g)], 2).float()
         obs = torch.rand(4, 4, 3, 8, 12, generator=g) * 2 - 1
-        out.append(EngineBatch(obs=obs, obs_full=None, act=act, mask=torch.ones(4, 4, dtype=torch.bool)))
+        out.append(Batch(obs=obs, act=act, frame_mask=torch.ones(4, 4, dtype=torch.bool)))
     return out
 
 
-def share(batch: EngineBatch, part: int) -> EngineBatch:
+def share(batch: Batch, part: int) -> Batch:
     """Process ``part``'s half of a global batch."""
     rows = slice(2 * part, 2 * part + 2)
-    return EngineBatch(obs=batch.obs[rows], obs_full=None, act=batch.act[rows], mask=batch.mask[rows])
+    return Batch(obs=batch.obs[rows], act=batch.act[rows], frame_mask=batch.frame_mask[rows])
 
 
 class Shares:
     """The shares of the global batches, in order; each batch's noise drawn from a seed of its own (its update
     and share), so that one process and two draw the same noise for the same samples."""
 
-    def __init__(self, shares: list[tuple[int, int, EngineBatch]]) -> None:
+    def __init__(self, shares: list[tuple[int, int, Batch]]) -> None:
         self.shares = shares
         self.next = 0
 
-    def sample(self) -> EngineBatch:
+    def sample(self) -> Batch:
         update, part, batch = self.shares[self.next]
         self.next += 1
         torch.manual_seed(1000 * update + part)

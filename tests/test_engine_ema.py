@@ -1,12 +1,11 @@
 """The engine's exponential moving average of weights (``training.ema_decay``, docs/engine.md, "Training"):
-the average against an independent computation, training and checkpoints without it as before, a killed run
-with it resumed as an unbroken one, the average of the unwrapped models under torchrun, and trained engines
-opened with it (or without it, for checkpoints that have none)."""
+the average against an independent computation, training and checkpoints without it as before, the average of
+the unwrapped models under torchrun, and trained engines opened with it (or without it, for checkpoints that
+have none). A killed run with it resumes as an unbroken one: tests/test_engine_training.py."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +17,13 @@ import torch
 from diffworld.config.loading import ConfigError
 from diffworld.engine.config import build_engine_config, load_engine_config
 from diffworld.engine.open_engine import open_engine
-from diffworld.engine.quality import evaluate_engine, quality_metrics
+from diffworld.engine.quality import QualitySettings, evaluate_engine, quality_metrics
 from diffworld.engine.trained import load_trained_engine
-from diffworld.engine.trainer import CHECKPOINT_KEYS, EngineTrainer, quality_seed
+from diffworld.engine.trainer import ENGINE_STATE_KEYS, EngineTrainer, quality_seed
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.metrics_file import read_metrics
 from test_engine_ddp import free_port
-from test_engine_training import _diffworld, _records, write_dataset
+from test_engine_training import _records, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -83,7 +82,7 @@ def test_the_average_is_decay_times_the_average_plus_the_rest_of_the_new_weights
             out.append(
                 {
                     n: {k: v.clone() for k, v in getattr(c, module).state_dict().items()}
-                    for n, c in self.components.items()
+                    for n, c in self.slots.items()
                 }
             )
         save(self)
@@ -122,8 +121,8 @@ def test_the_average_is_decay_times_the_average_plus_the_rest_of_the_new_weights
 def test_without_an_average_training_and_checkpoints_are_as_before(runs: dict[str, Path]) -> None:
     off, on = _checkpoint(runs["off"]), _checkpoint(runs["on"])
     # Without: no new key (so the same checkpoint as before the option), with: the averages under "ema".
-    assert set(off) == {*CHECKPOINT_KEYS, "world_size"}
-    assert set(on) == {*CHECKPOINT_KEYS, "world_size", "ema"} and set(on["ema"]) == set(MODELS)
+    assert set(off) == {*ENGINE_STATE_KEYS, "world_size"}
+    assert set(on) == {*ENGINE_STATE_KEYS, "world_size", "ema"} and set(on["ema"]) == set(MODELS)
     # The average draws nothing and changes no training state: the same live weights, optimizers, training
     # metrics and random streams; the tests measure the average, so their losses differ.
     for name in MODELS:
@@ -158,7 +157,9 @@ def test_a_trained_engine_plays_with_the_average(runs: dict[str, Path], tmp_path
             assert any(not torch.equal(ours[k], v) for k, v in state["models"][name].items())
     # The quality logged at the last test is 'engine eval' of the final checkpoint, which says its weights.
     report, _ = evaluate_engine(
-        runs["on"], tmp_path / "q.json", horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)
+        runs["on"],
+        tmp_path / "q.json",
+        QualitySettings(horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)),
     )
     assert report["weights"] == "ema"
     logged = {k: v for k, v in read_metrics(runs["on"])[-1].items() if k.startswith("engine/")}
@@ -181,24 +182,6 @@ def test_an_engine_without_an_average_opens_with_its_live_weights(
     assert engine.weights == "live" and engine.upsampler is not None
     _assert_equal(engine.denoiser.state_dict(), state["models"]["denoiser"], "denoiser")
     _assert_equal(engine.upsampler.state_dict(), state["models"]["upsampler"], "upsampler")
-
-
-def test_sigkill_then_resume_ends_as_an_unbroken_run_with_the_average(dataset: Path, tmp_path: Path) -> None:
-    args = ["engine", "train", f"data={dataset}", "preset=smoke", "training.num_updates=8", *EMA]
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    assert _diffworld([*args, f"run_dir={unbroken}"]) == 0
-    # As tests/test_engine_training.py's: killed about to save the checkpoint of update 4, then, resumed from
-    # update 2, about to save the one of update 8.
-    assert _diffworld([*args, f"run_dir={broken}"], kill_at_save=3) == -signal.SIGKILL
-    assert _diffworld(["engine", "train", "--resume", str(broken)], kill_at_save=3) == -signal.SIGKILL
-    assert _diffworld(["engine", "train", "--resume", str(broken)]) == 0
-
-    assert _records(broken) == _records(unbroken)
-    ours, theirs = _checkpoint(broken), _checkpoint(unbroken)
-    for name in MODELS:
-        _assert_equal(ours["models"][name], theirs["models"][name], name)
-        _assert_equal(ours["ema"][name], theirs["ema"][name], f"{name} average")
-        assert int(ours["ema"][name]["n_averaged"]) == 8
 
 
 def test_presets_and_bad_decays(dataset: Path) -> None:

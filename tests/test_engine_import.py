@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffworld.agent.official_import import OfficialAgentError
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, discrete
+from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC, CSGO_MOUSE_X, CSGO_MOUSE_Y
-from diffworld.engine.dataset import EngineDatasetWriter
 from diffworld.engine.official_import import import_official_engine
 from diffworld.engine.open_engine import open_engine
-from diffworld.official_import import OfficialAgentError
 
 ATARI_AGENT = Path(__file__).parent / "data" / "official" / "official_tiny_agent.pt"
 COND, CHANNELS, NUM_COND = 16, [8, 8], 4

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from diffworld.config.schema import SigmaDistributionConfig
-from diffworld.engine.action_encoder import ActionEncoder
-from diffworld.engine.actions import ActionSpec, bins, continuous, discrete, keys
+from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
+from diffworld.data.batch import Batch
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
@@ -23,9 +23,10 @@ from diffworld.engine.config import (
     with_low_res,
 )
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
-from diffworld.engine.networks import EngineNetwork
-from diffworld.engine.sampler import EngineBatch
+from diffworld.models.action_encoder import ActionEncoder
+from diffworld.models.diffusion.layout import WorldModelLayout
 from diffworld.models.diffusion.sampling import quantize, quantize_floor
+from diffworld.models.diffusion.unet import ConditionedUNet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -117,7 +118,7 @@ def test_action_encoder_refuses_another_width() -> None:
 @pytest.mark.parametrize(("h", "w"), [(30, 56), (42, 32), (7, 9)])
 def test_network_keeps_any_frame_size(h: int, w: int) -> None:
     cfg = small_cfg()
-    net = EngineNetwork(cfg, SPEC, cfg.num_cond_frames)
+    net = ConditionedUNet(cfg, WorldModelLayout.engine_denoiser(SPEC))
     nonzero_init(net)
     g = torch.Generator().manual_seed(1)
     out = net(
@@ -134,7 +135,7 @@ def test_network_keeps_any_frame_size(h: int, w: int) -> None:
 def test_network_pads_like_a_padded_input() -> None:
     # The output on a 30x56 frame is the top-left of the U-Net's output on its zero-padded 32x56 features.
     cfg = small_cfg()
-    net = EngineNetwork(cfg, SPEC, cfg.num_cond_frames)
+    net = ConditionedUNet(cfg, WorldModelLayout.engine_denoiser(SPEC))
     nonzero_init(net)
     g = torch.Generator().manual_seed(2)
     args = (torch.randn(1, 3, 30, 56), torch.randn(1), torch.randn(1), torch.randn(1, 2, 3, 30, 56))
@@ -155,9 +156,7 @@ def test_network_pads_like_a_padded_input() -> None:
 # --- denoiser: noise augmentation -----------------------------------------------------------------
 
 
-def make_batch(
-    b: int, t: int, size: tuple[int, int], spec: ActionSpec, factor: int | None = None
-) -> EngineBatch:
+def make_batch(b: int, t: int, size: tuple[int, int], spec: ActionSpec, factor: int | None = None) -> Batch:
     g = torch.Generator().manual_seed(3)
     full = None
     if factor is not None:
@@ -165,8 +164,11 @@ def make_batch(
         obs = F.interpolate(full.flatten(0, 1), size=size, mode="area").unflatten(0, (b, t))
     else:
         obs = torch.rand(b, t, 3, *size, generator=g) * 2 - 1
-    return EngineBatch(
-        obs=obs, obs_full=full, act=random_actions(spec, (b, t), g), mask=torch.ones(b, t, dtype=torch.bool)
+    return Batch(
+        obs=obs,
+        act=random_actions(spec, (b, t), g),
+        frame_mask=torch.ones(b, t, dtype=torch.bool),
+        obs_full=full,
     )
 
 

@@ -16,20 +16,20 @@ import torch
 from torch import nn
 
 from diffworld.cli import SETTINGS
-from diffworld.engine.action_encoder import ActionEncoder
+from diffworld.config.loading import to_yaml
+from diffworld.data.batch import Batch
 from diffworld.engine.config import (
     EngineSamplerConfig,
     LowResFilter,
     build_engine_config,
-    engine_config_to_yaml,
     load_engine_config,
 )
 from diffworld.engine.denoiser import EngineDenoiser
 from diffworld.engine.open_engine import SamplerSettings, sampler_configs
-from diffworld.engine.sampler import EngineBatch
 from diffworld.errors import UserError
 from diffworld.fitting.distributed import Processes, per_process_batch_size
 from diffworld.fitting.update import train_updates
+from diffworld.models.action_encoder import ActionEncoder
 from test_engine_models import SPEC, make_batch, nonzero_init, random_actions, small_cfg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -63,12 +63,12 @@ def test_the_loss_does_not_see_the_actions_of_padding_steps() -> None:
     nonzero_init(model)
     batch = make_batch(3, 3, (6, 10), SPEC)
     mask = torch.tensor([[False, True, True], [True, True, True], [True, True, True]])
-    padded = EngineBatch(batch.obs * mask[:, :, None, None, None], None, batch.act, mask)
+    padded = Batch(obs=batch.obs * mask[:, :, None, None, None], act=batch.act, frame_mask=mask)
     other_act = batch.act.clone()
     other_act[0, 0] = random_actions(SPEC, (1,), torch.Generator().manual_seed(9))[0]
     assert not torch.equal(other_act, batch.act)
 
-    def loss(b: EngineBatch) -> torch.Tensor:
+    def loss(b: Batch) -> torch.Tensor:
         torch.manual_seed(1)
         return model(b)[0]
 
@@ -187,7 +187,7 @@ def test_the_command_line_names_every_sampler_setting() -> None:
 
 def test_a_configuration_written_before_the_bicubic_filter_reads_as_area(tmp_path: Path) -> None:
     cfg = build_engine_config(["data=x", "preset=smoke"])
-    text = engine_config_to_yaml(cfg)
+    text = to_yaml(cfg)
     assert "low_res_filter: bicubic" in text
     (tmp_path / "new.yaml").write_text(text)
     assert load_engine_config(tmp_path / "new.yaml").low_res_filter is LowResFilter.bicubic

@@ -1,5 +1,5 @@
-"""engine/keymap.py and engine/play.py, headless: inputs -> action vectors, the play session's rules with a
-fake engine whose frames show the action taken, recording, and key map files' one-line errors."""
+"""viz/action_keymap.py and engine/play.py, headless: inputs -> action vectors, the play session's rules
+with a fake engine whose frames show the action taken, recording, and key map files' one-line errors."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pytest
 from torch import Tensor
 
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, bins, continuous, discrete, keys
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
+from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.engine.imagine import EngineSamplers
-from diffworld.engine.keymap import (
+from diffworld.engine.play import CONTROL_INPUTS, EnginePlaySession, EngineRecorder
+from diffworld.viz.action_keymap import (
     InputState,
     KeyMapError,
     check_inputs,
@@ -23,7 +24,7 @@ from diffworld.engine.keymap import (
     keymap_to_json,
     load_keymap,
 )
-from diffworld.engine.play import CONTROL_INPUTS, Command, EnginePlaySession, EngineRecorder
+from diffworld.viz.play_core import PlayCommand
 from test_engine_quality import bar_dataset, engine_folder
 
 MOUSE_X = [
@@ -286,13 +287,13 @@ def test_session_plays_the_held_keys(tmp_path: Path) -> None:
     assert (session.frame == 60).all()  # the last context frame of episode 0 (12 frames at 5 * 12)
     assert session.update(held("2"))
     assert (session.frame == 40 + 60 + 10).all() and session.t == 1
-    session.handle(Command.STEPS_UP)
+    session.handle(PlayCommand.STEPS_UP)
     assert built == [1, 2] and session.denoising_steps == 2
     session.update(held())
     assert (session.frame == 40 + 20).all()
-    session.handle(Command.PAUSE)
+    session.handle(PlayCommand.PAUSE)
     assert not session.update(held("1"))
-    session.handle(Command.STEP)
+    session.handle(PlayCommand.STEP)
     assert session.update(held("1")) and not session.update(held("1"))
     assert (session.frame == 40 + 30 + 20).all()
     assert "2 denoising step(s)" in session.header(12.5)[1] and "12.5 fps" in session.header(12.5)[0]
@@ -303,17 +304,17 @@ def test_session_restarts_at_the_horizon_and_on_reset(tmp_path: Path) -> None:
     session.update(held())
     session.update(held())
     assert session.t == 0 and session.episode == 0 and "Restart after 2 steps" in logs
-    session.handle(Command.RESET)
+    session.handle(PlayCommand.RESET)
     assert session.episode == 1 and (session.frame == 45).all()
-    session.handle(Command.HORIZON_UP)
+    session.handle(PlayCommand.HORIZON_UP)
     assert session.horizon == 4
-    session.handle(Command.RESET)
+    session.handle(PlayCommand.RESET)
     assert session.episode == 0
 
 
 def test_replay_uses_the_dataset_actions(tmp_path: Path) -> None:
     session, _, _ = make_session(tmp_path, human=False)
-    session.handle(Command.RESET)  # episode 1, whose actions are all 2
+    session.handle(PlayCommand.RESET)  # episode 1, whose actions are all 2
     session.update(held("1"))
     assert (session.frame == 40 + 60 + 10).all()
     steps = 1
@@ -325,12 +326,12 @@ def test_replay_uses_the_dataset_actions(tmp_path: Path) -> None:
 
 def test_recording_writes_an_engine_dataset(tmp_path: Path) -> None:
     session, _, _ = make_session(tmp_path)
-    session.handle(Command.RECORD)
+    session.handle(PlayCommand.RECORD)
     session.update(held("1"))
     session.update(held("2"))
-    session.handle(Command.RESET)  # cuts the recorded trajectory
+    session.handle(PlayCommand.RESET)  # cuts the recorded trajectory
     session.update(held("1"))
-    session.handle(Command.QUIT)
+    session.handle(PlayCommand.QUIT)
     assert not session.running
     recorded = EngineDataset(tmp_path / "rec")
     assert recorded.num_episodes == 2 and recorded.spec == SPEC

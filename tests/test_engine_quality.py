@@ -15,12 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from diffworld.cli import main
-from diffworld.engine.actions import ActionSpec, discrete
-from diffworld.engine.config import LowResFilter, build_engine_config, save_engine_config
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
+from diffworld.config.loading import save_config
+from diffworld.data.actions import ActionSpec, discrete
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
+from diffworld.engine.config import LowResFilter, build_engine_config
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
-from diffworld.engine.imagine import EngineSamplers, Imagination
+from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
 from diffworld.engine.quality import (
     BASELINE,
     BLUR,
@@ -252,7 +253,8 @@ def test_imagination_steps_with_the_actions_given() -> None:
     context = torch.full((1, 3, 3, *LOW), float(level(50)))
     past = torch.zeros(1, 2, 1)
     full_ctx = torch.zeros(1, 2, 3, *FULL)
-    imagination = Imagination(EngineSamplers(ActionCoded(), 3, LOW, NearestUp(), 2), context, past, full_ctx)
+    samplers = EngineSamplers(ActionCoded(), 3, LOW, NearestUp(), 2)
+    imagination = OpenLoopRollout(samplers, context, past, full_ctx)
     low, full = imagination.step(torch.tensor([[2.0]]))
     assert torch.allclose(low, torch.full_like(low, float(level(100))))
     assert full is not None and full.shape == (1, 3, *FULL)
@@ -275,7 +277,7 @@ def engine_folder(folder: Path, data: Path, overrides: tuple[str, ...] = ()) -> 
     folder.mkdir(parents=True)
     save_checkpoint({"updates": 0, "models": models}, checkpoint_dir(folder))
     save_action_space(folder, BAR_SPEC)
-    save_engine_config(cfg, folder / CONFIG_FILE)
+    save_config(cfg, folder / CONFIG_FILE)
     return folder
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffworld.engine.actions import ActionSpec, bins, keys
+from diffworld.data.actions import ActionSpec, bins, keys
+from diffworld.data.folder_store import EngineDataset, EngineDatasetError, EngineDatasetWriter
 from diffworld.engine.config import LowResFilter
-from diffworld.engine.dataset import EngineDataset, EngineDatasetError, EngineDatasetWriter
-from diffworld.engine.sampler import EngineSegmentSampler
+from diffworld.engine.segment_sampler import EngineSegmentSampler
 
 SPEC = ActionSpec.of(keys(["w", "fire"]), bins("mouse", [-1, 0, 1]))
 SIZE = (10, 15)
@@ -43,7 +43,7 @@ def test_batch_shapes_and_dtypes(dataset: EngineDataset) -> None:
     assert batch.obs.shape == (16, 5, 3, 5, 5) and batch.obs.dtype == torch.float32
     assert batch.obs_full is not None and batch.obs_full.shape == (16, 5, 3, *SIZE)
     assert batch.act.shape == (16, 5, 3) and batch.act.dtype == torch.float32
-    assert batch.mask.shape == (16, 5) and batch.mask.dtype == torch.bool
+    assert batch.frame_mask.shape == (16, 5) and batch.frame_mask.dtype == torch.bool
     assert batch.obs.min() >= -1 and batch.obs.max() <= 1
     assert sampler(dataset).sample(batch_size=3).obs.shape[0] == 3
 
@@ -52,7 +52,7 @@ def test_segments_hold_the_episode_frames_in_order_with_left_padding(dataset: En
     s = sampler(dataset, low_res=None)
     batch = s.make_batch(np.array([0, 1]), np.array([-2, 25]))
     assert batch.obs_full is None and batch.obs.shape == (2, 5, 3, *SIZE)
-    assert batch.mask.tolist() == [[False, False, True, True, True], [True] * 5]
+    assert batch.frame_mask.tolist() == [[False, False, True, True, True], [True] * 5]
     levels = ((batch.obs[:, :, 0, 0, 0] + 1) * 127.5).round()
     assert levels[0, 2:].tolist() == [0, 1, 2]
     assert levels[1].tolist() == [35, 36, 37, 38, 39]  # episode 1: level 10 + t
@@ -105,7 +105,11 @@ def test_same_rng_same_batches(dataset: EngineDataset) -> None:
     a, b = sampler(dataset, seed=3), sampler(dataset, seed=3)
     for _ in range(3):
         x, y = a.sample(), b.sample()
-        assert torch.equal(x.obs, y.obs) and torch.equal(x.act, y.act) and torch.equal(x.mask, y.mask)
+        assert (
+            torch.equal(x.obs, y.obs)
+            and torch.equal(x.act, y.act)
+            and torch.equal(x.frame_mask, y.frame_mask)
+        )
     moved = x.to("cpu")
     assert torch.equal(moved.obs, x.obs)
 
@@ -118,7 +122,7 @@ def test_traverse_covers_every_frame_once_in_order(dataset: EngineDataset) -> No
     # Episode 0 (6 frames): one left-padded segment; episode 1 (30 frames): ends at 8, 16, 24 and 30.
     assert sum(b.obs.shape[0] for b in batches) == 5 and [b.obs.shape[0] for b in batches] == [4, 1]
     levels = torch.cat([((b.obs[:, :, 0, 0, 0] + 1) * 127.5).round() for b in batches])
-    mask = torch.cat([b.mask for b in batches])
+    mask = torch.cat([b.frame_mask for b in batches])
     assert levels[0][mask[0]].tolist() == [0, 1, 2, 3, 4, 5]
     covered = torch.cat([levels[i][mask[i]] for i in range(1, 5)]).unique().tolist()
     assert covered == [10 + t for t in range(30)]

@@ -8,16 +8,17 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from diffworld.engine.actions import ActionSpec, discrete, keys
+from diffworld.data.actions import ActionSpec, discrete, keys
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.engine.config import build_engine_config, load_engine_config
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
 from diffworld.engine.folder import is_engine_run
-from diffworld.engine.quality import evaluate_engine, quality_metrics
+from diffworld.engine.quality import QualitySettings, evaluate_engine, quality_metrics
 from diffworld.engine.trained import load_trained_engine
 from diffworld.engine.trainer import EngineTrainer, quality_seed
 from diffworld.errors import UserError
@@ -123,7 +124,7 @@ def test_quality_is_what_eval_measures_and_leaves_training_unchanged(dataset: Pa
     # Measuring the quality draws from no generator of the training: the same losses and weights.
     assert [{k: v for k, v in r.items() if not k.startswith("engine/")} for r in on] == off
     assert not any(k.startswith("engine/") for r in off for k in r)
-    ours, theirs = _final_weights(tmp_path / "on"), _final_weights(tmp_path / "off")
+    ours, theirs = _checkpoint(tmp_path / "on")["models"], _checkpoint(tmp_path / "off")["models"]
     for name in ("denoiser", "upsampler"):
         assert ours[name].keys() == theirs[name].keys()
         for key, value in theirs[name].items():
@@ -132,7 +133,9 @@ def test_quality_is_what_eval_measures_and_leaves_training_unchanged(dataset: Pa
     # The last test's quality is 'diffworld engine eval' of the final checkpoint with the run's seed.
     logged = {k: v for k, v in on[-1].items() if k.startswith("engine/")}
     report, _ = evaluate_engine(
-        tmp_path / "on", tmp_path / "q.json", horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)
+        tmp_path / "on",
+        tmp_path / "q.json",
+        QualitySettings(horizons=[1, 10], max_trajectories=2, seed=quality_seed(0)),
     )
     assert logged and logged == quality_metrics(report, "engine/test")
     # The baseline, by hand: the trajectories start at frames 0 and 10 of the test episode after 2 real
@@ -181,17 +184,24 @@ def _diffworld(args: list[str], kill_at_save: int | None = None) -> int:
     return proc.returncode
 
 
-def _final_weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+def _checkpoint(run_dir: Path) -> dict[str, Any]:
     state, _ = load_checkpoint(run_dir / "checkpoints")
-    return state["models"]
+    return state
 
 
 def _records(run_dir: Path) -> list[dict[str, object]]:
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in read_metrics(run_dir)]
 
 
-def test_sigkill_then_resume_ends_as_an_unbroken_run(dataset: Path, tmp_path: Path) -> None:
-    args = ["engine", "train", f"data={dataset}", "preset=smoke", "training.num_updates=8"]
+@pytest.mark.parametrize(
+    "averaged",
+    [False, True],
+    ids=["live weights", "with the weights' average"],
+)
+def test_sigkill_then_resume_ends_as_an_unbroken_run(dataset: Path, tmp_path: Path, averaged: bool) -> None:
+    # With training.ema_decay the checkpoint also holds each model's average, which must resume exactly too.
+    ema = ["denoiser.training.ema_decay=0.5", "upsampler.training.ema_decay=0.5"] if averaged else []
+    args = ["engine", "train", f"data={dataset}", "preset=smoke", "training.num_updates=8", *ema]
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
     assert _diffworld([*args, f"run_dir={unbroken}"]) == 0
     # Checkpoints at updates 0, 2, 4, ...: killed about to save the one of update 4 (after logging its
@@ -201,10 +211,16 @@ def test_sigkill_then_resume_ends_as_an_unbroken_run(dataset: Path, tmp_path: Pa
     assert _diffworld(["engine", "train", "--resume", str(broken)]) == 0
 
     assert _records(broken) == _records(unbroken)
-    ours, theirs = _final_weights(broken), _final_weights(unbroken)
+    ours, theirs = _checkpoint(broken), _checkpoint(unbroken)
+    assert ("ema" in ours) == averaged and ("ema" in theirs) == averaged
     for name in ("denoiser", "upsampler"):
-        for key, value in theirs[name].items():
-            assert torch.equal(ours[name][key], value), f"{name}.{key}"
+        parts = [("models", name)] + ([("ema", f"{name} average")] if averaged else [])
+        for key, what in parts:
+            assert ours[key][name].keys() == theirs[key][name].keys(), what
+            for tensor_name, value in theirs[key][name].items():
+                assert torch.equal(ours[key][name][tensor_name], value), f"{what}.{tensor_name}"
+        if averaged:
+            assert int(ours["ema"][name]["n_averaged"]) == 8
 
 
 def test_resume_refuses_overrides(dataset: Path, tmp_path: Path) -> None:

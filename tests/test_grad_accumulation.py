@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffworld.agent.trainer import Trainer
 from diffworld.config import build_config
 from diffworld.config.loading import reward_model_seq_length
 from diffworld.data.batch import Batch
-from diffworld.training.trainer import Trainer
 
 BATCH = 4
 
@@ -24,24 +24,32 @@ def segments(seq_length: int, seed: int = 0) -> Batch:
     """BATCH real segments of ``seq_length`` steps (no padding), with rewards of every sign."""
     g = torch.Generator().manual_seed(seed)
     b, t = BATCH, seq_length
-    return Batch(
+    return Batch.of_steps(
         obs=torch.rand(b, t + 1, 3, 64, 64, generator=g) * 2 - 1,
         act=torch.randint(0, 4, (b, t), generator=g),
         rew=torch.randint(-1, 2, (b, t), generator=g).float(),
         end=torch.zeros(b, t, dtype=torch.bool),
         trunc=torch.zeros(b, t, dtype=torch.bool),
-        mask_padding=torch.ones(b, t, dtype=torch.bool),
+        step_mask=torch.ones(b, t, dtype=torch.bool),
     )
 
 
 def split(batch: Batch, parts: int) -> list[Batch]:
     size = BATCH // parts
     names = [f.name for f in dataclasses.fields(batch)]
-    return [Batch(**{n: getattr(batch, n)[i * size : (i + 1) * size] for n in names}) for i in range(parts)]
+    return [
+        Batch(
+            **{
+                n: None if getattr(batch, n) is None else getattr(batch, n)[i * size : (i + 1) * size]
+                for n in names
+            }
+        )
+        for i in range(parts)
+    ]
 
 
 def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) -> dict[str, torch.Tensor]:
-    """The reward model's gradients handed to the optimizer by ``Trainer.train_component`` for one update."""
+    """The reward model's gradients handed to the optimizer by ``Trainer.train_model`` for one update."""
     cfg = build_config(
         [
             "preset=smoke",
@@ -53,18 +61,18 @@ def gradient_of_one_update(tmp_path: Path, batch: Batch, grad_acc_steps: int) ->
         ]
     )
     trainer = Trainer(cfg, tmp_path / f"acc{grad_acc_steps}")
-    component = trainer.components["reward_model"]
+    slot = trainer.slots["reward_model"]
     micro_batches = iter(split(batch, grad_acc_steps))
-    component.sampler.sample = lambda batch_size=None: next(micro_batches)  # type: ignore[method-assign]
+    slot.segments.sample = lambda batch_size=None: next(micro_batches)  # type: ignore[method-assign]
     captured: dict[str, torch.Tensor] = {}
 
     def capture_then_skip() -> None:
-        for name, p in component.model.named_parameters():
+        for name, p in slot.model.named_parameters():
             if p.grad is not None:
                 captured[name] = p.grad.clone()
 
-    component.optimizer.step = capture_then_skip  # type: ignore[method-assign,assignment]
-    trainer.train_component("reward_model", 1)
+    slot.optimizer.step = capture_then_skip  # type: ignore[method-assign,assignment]
+    trainer.train_model("reward_model", 1)
     trainer.train_envs.close()
     trainer.test_envs.close()
     return captured

@@ -7,6 +7,12 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
+from diffworld.agent.imagination import (
+    ImaginationActorCriticLoss,
+    ImaginationEnv,
+    ImaginationVectorEnv,
+    WorldModelEnv,
+)
 from diffworld.config.schema import (
     ActorCriticConfig,
     DenoiserConfig,
@@ -14,12 +20,6 @@ from diffworld.config.schema import (
     SamplerConfig,
 )
 from diffworld.data import Episode, EpisodeDataset, SegmentSampler
-from diffworld.imagination import (
-    ImaginationActorCriticLoss,
-    ImaginationEnv,
-    ImaginationVectorEnv,
-    WorldModelEnv,
-)
 from diffworld.models.actor_critic import ActorCritic
 from diffworld.models.diffusion import make_denoiser
 from diffworld.models.reward_termination import RewardTerminationModel
@@ -126,7 +126,7 @@ def test_termination_restarts_from_dataset_frames() -> None:
     env.reset()
     s = env.step(torch.zeros(4, dtype=torch.long))
     assert s.end.all() and not s.trunc.any()
-    frames = torch.from_numpy(np.array(env.sampler.dataset.frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    frames = torch.from_numpy(np.array(env.segments.dataset.frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
     for row in range(4):
         # Every restart frame is a stored frame (or padding).
         assert (frames - s.obs[row]).abs().flatten(1).amax(1).min() < 1e-5 or not s.obs[row].any()
@@ -167,7 +167,7 @@ def test_actor_critic_loss_in_imagination_reaches_only_the_actor_critic() -> Non
     _, _, actor_critic = _models()
     loss_fn = ImaginationActorCriticLoss(actor_critic, env, ActorCriticConfig(imagination_horizon=5))
     assert {id(p) for p in loss_fn.parameters()} == {id(p) for p in actor_critic.parameters()}
-    batch = env.sampler.sample()
+    batch = env.segments.sample()
     loss, metrics = loss_fn(batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(not v.requires_grad for v in metrics.values())
@@ -180,11 +180,11 @@ def test_actor_critic_loss_in_imagination_reaches_only_the_actor_critic() -> Non
 
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_rollout_shapes(horizon: int) -> None:
-    from diffworld.imagination import imagine
+    from diffworld.agent.imagination import imagine
 
     env = _env(batch_size=2, horizon=2)
     _, _, actor_critic = _models()
-    r = imagine(actor_critic, env, env.sampler.sample(), horizon)
+    r = imagine(actor_critic, env, env.segments.sample(), horizon)
     assert r.logits.shape == (2, horizon, NUM_ACTIONS)
     for x in (r.values, r.actions, r.rew, r.end, r.trunc, r.next_values):
         assert x.shape == (2, horizon)

@@ -10,11 +10,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from diffworld.agent import export_agent
+from diffworld.agent.imagination_from_run import imagination_env, imagination_vector_env
+from diffworld.agent.trainer import Trainer
 from diffworld.config import build_config
 from diffworld.errors import UserError
-from diffworld.imagination_from_run import imagination_env, imagination_vector_env
 from diffworld.run.folder import dataset_dir, unlock_run_dir
-from diffworld.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -129,7 +129,7 @@ def test_a_checkpoint_read_while_the_trainer_saves_is_always_complete(tmp_path: 
 
 
 def test_the_agent_of_a_live_run_is_its_last_checkpoint(live: Path) -> None:
-    from diffworld.run.trained_agent import load_trained_agent
+    from diffworld.agent.trained import load_trained_agent
 
     state, _ = load_checkpoint(checkpoint_dir(live), ("agent",))
     trained = load_trained_agent(live, "cpu")

@@ -12,17 +12,17 @@ import pytest
 import torch
 from torch import Tensor
 
-from diffworld.collector import EpisodeStats
+from diffworld.agent.collector import EpisodeStats
+from diffworld.agent.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
+from diffworld.agent.rollout import Rollout, rollout
+from diffworld.agent.trained import load_trained_agent
+from diffworld.agent.trainer import Trainer
 from diffworld.config import build_config
 from diffworld.config.schema import ActorCriticConfig
 from diffworld.data import EpisodeDataset
-from diffworld.model_free import ModelFreeActorCriticLoss, RealEnvRollouts
 from diffworld.models.actor_critic import ActorCritic
-from diffworld.rollout import Rollout, rollout
 from diffworld.run.checkpoint import from_safe, load_checkpoint, to_safe
 from diffworld.run.metrics_file import read_metrics
-from diffworld.run.trained_agent import load_trained_agent
-from diffworld.training.trainer import Trainer
 from recording_envs import RecordingEnvs
 
 CPU = torch.device("cpu")

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from diffworld.agent import INFO_FILE, load_agent
+from diffworld.agent.official_import import OfficialAgentError, import_official_agent
 from diffworld.cli import main
 from diffworld.config import Config, build_config
-from diffworld.official_import import OfficialAgentError, import_official_agent
 from test_official_equivalence import TINY_OVERRIDES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,7 +82,18 @@ def test_cli_import_then_eval_video_wm_eval_and_report(
     )
     with Image.open(video) as gif:
         assert gif.n_frames == cfg.denoiser.num_cond_frames + 2
-    wm_argv = ["wm-eval", str(folder), "--kinds", "edm", "--horizons", "1", "--steps", "1", "--episodes", "1"]
+    wm_argv = [
+        "wm-eval",
+        str(folder),
+        "--kinds",
+        "edm",
+        "--horizons",
+        "1",
+        "--denoising-steps",
+        "1",
+        "--episodes",
+        "1",
+    ]
     assert main([*wm_argv, "--device", "cpu", "--out-dir", str(tmp_path / "wm")]) == 0
     assert (tmp_path / "wm" / "wm_quality.json").is_file()
     assert main(["report", str(folder), "--reps", "50", "--out", str(tmp_path / "report")]) == 0
@@ -188,3 +199,15 @@ def test_files_that_are_not_agent_state_dicts(
 def test_ddpm_is_refused(tmp_path: Path) -> None:
     cfg = build_config(["game=Breakout", "denoiser.kind=ddpm", *TINY_OVERRIDES])
     assert "EDM" in _import_error(cfg, AGENT_FILE, tmp_path)
+
+
+def test_settings_beyond_the_paper_are_refused(tmp_path: Path) -> None:
+    """Official agents are Atari agents of the paper's settings: a continuous game, value rewards and return
+    normalisation are refused in one line, before the file is read."""
+    cfg = build_config(["game=CatchContinuous", *TINY_OVERRIDES])
+    message = _import_error(cfg, tmp_path / "absent.pt", tmp_path)
+    assert "CatchContinuous takes continuous ones" in message
+    cfg = build_config(["game=Breakout", "reward_model.reward_kind=value", *TINY_OVERRIDES])
+    assert "reward_kind=value" in _import_error(cfg, tmp_path / "absent.pt", tmp_path)
+    cfg = build_config(["game=Breakout", "actor_critic.return_normalization=percentile", *TINY_OVERRIDES])
+    assert "return_normalization=percentile" in _import_error(cfg, tmp_path / "absent.pt", tmp_path)

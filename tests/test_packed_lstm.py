@@ -80,7 +80,7 @@ def test_packed_loss_and_gradients_equal_stepwise() -> None:
     gen = torch.Generator().manual_seed(5)
     rew = torch.randint(-1, 2, mask.shape, generator=gen).float() * mask
     end = (torch.rand(mask.shape, generator=gen) < 0.2) & mask
-    batch = Batch(obs, act, rew, end, torch.zeros_like(mask), mask)
+    batch = Batch.of_steps(obs, act, rew, end, torch.zeros_like(mask), mask)
 
     def loss_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model.zero_grad(set_to_none=True)

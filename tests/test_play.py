@@ -12,17 +12,17 @@ import pytest
 import torch
 
 from diffworld.agent import Agent, export_agent
+from diffworld.agent.trained import TrainedAgent, load_trained_agent
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.run.trained_agent import TrainedAgent, load_trained_agent
-from diffworld.viz.keymaps import KeyMap, buttons_of
+from diffworld.viz.keymaps import ButtonMap, buttons_of
 
 pygame = pytest.importorskip("pygame")
 
+from diffworld.agent.play import EnvKind, PlayApp, PlaySession, Recorder, build_session  # noqa: E402
 from diffworld.viz.dataset_browser import BrowserApp, DatasetBrowser  # noqa: E402
 from diffworld.viz.episodes import EpisodeFiles  # noqa: E402
-from diffworld.viz.play import EnvKind, PlayApp, PlaySession, Recorder, build_session  # noqa: E402
 
 BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
 
@@ -106,7 +106,7 @@ def test_keymaps_from_action_names() -> None:
     assert buttons_of("DOWNLEFTFIRE") == {"down", "left", "fire"}
     with pytest.raises(ValueError):
         buttons_of("JUMP")
-    boxing = KeyMap.for_game(
+    boxing = ButtonMap.for_game(
         "Boxing",
         ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "UPFIRE", "UPRIGHTFIRE"],
     )
@@ -114,9 +114,9 @@ def test_keymaps_from_action_names() -> None:
     assert boxing.action({"up", "right"}) == 6
     assert boxing.action({"up", "right", "fire"}) == 9
     assert boxing.action({"down", "fire"}) == 1  # no DOWNFIRE here: the largest combination held
-    breakout = KeyMap.for_game("Breakout", BREAKOUT)
+    breakout = ButtonMap.for_game("Breakout", BREAKOUT)
     assert breakout.action({"up", "right"}) == 2  # a stray UP is ignored
-    pong = KeyMap.for_game("Pong", ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"])
+    pong = ButtonMap.for_game("Pong", ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"])
     assert pong.action({"up"}) == 2 and pong.action({"down", "fire"}) == 5  # Pong's RIGHT moves up
     assert "Space" in breakout.describe() and "Right" in breakout.describe()
 
@@ -214,7 +214,7 @@ def test_every_control(app: PlayApp, tmp_path: Path) -> None:
         _key(key)
         app.frame()
         assert session.env_kind is kind and session.t == 1, kind
-        assert session.obs.shape == (64, 64, 3) and session.obs.dtype == np.uint8
+        assert session.frame.shape == (64, 64, 3) and session.frame.dtype == np.uint8
         assert kind.value in session.header()[0]
 
     # h prints the keys again.
@@ -274,7 +274,7 @@ def test_recording_writes_a_loadable_dataset(app: PlayApp, tmp_path: Path) -> No
     recorder = Recorder(record_dir, (64, 64, 3), info)
     recorder.on = True
     recorder.begin(episodes[0].obs[0])
-    recorder.add(1, 0.0, episodes[0].obs[1])
+    recorder.add_step((1, 0.0), episodes[0].obs[1])
     assert recorder.finish(terminated=True) == record_dir / "episode_000005.npz"
     assert EpisodeDataset.load(record_dir).lengths.tolist() == [1, 2, 2, 3, 2, 1]
 

@@ -1,12 +1,10 @@
-"""The projected hours of a whole run (``diffworld.projection``) against hand computations."""
+"""The projected hours of a whole run (``diffworld.agent.projection``) against hand computations."""
 
 from __future__ import annotations
 
 import pytest
 
-from diffworld.config import build_config
-from diffworld.config.schema import Config
-from diffworld.projection import (
+from diffworld.agent.projection import (
     StepTimes,
     fit_total_env_steps,
     initial_steps_bounds,
@@ -14,6 +12,8 @@ from diffworld.projection import (
     project_run_range,
     schedule,
 )
+from diffworld.config import build_config
+from diffworld.config.schema import Config
 
 PAPER = build_config(["game=Breakout"])
 TIMES = StepTimes(denoiser=0.1, reward_model=0.05, actor_critic=0.5, collection_steps_per_second=500.0)

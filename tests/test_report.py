@@ -126,8 +126,12 @@ def test_report_of_run_folders_beside_the_paper(tmp_path: Path) -> None:
 def test_bad_inputs_are_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ReportError, match="same number of runs"):
         hns_matrix({"Pong": [1.0, 2.0], "Breakout": [3.0]})
-    with pytest.raises(ReportError, match="not an Atari 100k game"):
-        collect_scores([_fake_run(tmp_path / "tennis", "Tennis", 0, 1.0)])
+    # A game outside the benchmark has no human-normalized score: alone it is reported by its returns
+    # (tests/test_continuous_tools.py); beside a benchmark game, refused (the report would lose its
+    # human-normalized aggregates).
+    assert collect_scores([_fake_run(tmp_path / "tennis", "Tennis", 0, 1.0)]).per_game == {"Tennis": [1.0]}
+    with pytest.raises(ReportError, match=r"^Tennis is not an Atari 100k game, .* unlike Pong: report"):
+        compute_report({"Pong": [1.0], "Tennis": [2.0]}, label="x", reps=10)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="no finished run"):
         collect_scores([tmp_path / "empty"])

@@ -89,7 +89,7 @@ def test_sigkill_at_several_points_then_resume(
 _KILLED_AT_SAVE = """
 import os, signal, sys
 from diffworld.cli import main
-from diffworld.training.trainer import Trainer
+from diffworld.agent.trainer import Trainer
 save, calls = Trainer._save_checkpoint, []
 def killed_at_save(self):
     calls.append(None)

@@ -35,7 +35,7 @@ def make_batch(b: int = 4, t: int = 6, seed: int = 0) -> Batch:
     rew = torch.randint(-1, 2, (b, t), generator=gen).float() * torch.rand(b, t, generator=gen) * 5
     act = torch.randint(NUM_ACTIONS, (b, t), generator=gen)
     obs = torch.rand(b, t + 1, 3, SIZE, SIZE, generator=gen) * 2 - 1
-    batch = Batch(obs, act, rew, end, torch.zeros(b, t, dtype=torch.bool), mask)
+    batch = Batch.of_steps(obs, act, rew, end, torch.zeros(b, t, dtype=torch.bool), mask)
     obs[~batch.frame_mask] = 0.0
     act[~mask] = 0
     rew[~mask] = 0.0
@@ -77,7 +77,7 @@ def test_state_carried_across_calls(masked: bool) -> None:
     model = small_model()
     batch = make_batch()
     obs, act, next_obs = batch.obs[:, :-1], batch.act, batch.obs[:, 1:]
-    mask = batch.mask_padding if masked else None
+    mask = batch.step_mask if masked else None
     with torch.no_grad():
         rew_all, end_all, state_all = model.predict(obs, act, next_obs, mask=mask)
         rew_a, end_a, state = model.predict(
@@ -111,20 +111,22 @@ def test_padding_contributes_nothing() -> None:
     batch = make_batch()
     loss, metrics = model(batch)
     gen = torch.Generator().manual_seed(3)
-    pad_frames, pad_steps = ~batch.frame_mask, ~batch.mask_padding
+    pad_frames, pad_steps = ~batch.frame_mask, ~batch.step_mask
     obs, act, rew, end = batch.obs.clone(), batch.act.clone(), batch.rew.clone(), batch.end.clone()
     obs[pad_frames] = torch.rand(int(pad_frames.sum()), 3, SIZE, SIZE, generator=gen) * 2 - 1
     act[pad_steps] = torch.randint(NUM_ACTIONS, (int(pad_steps.sum()),), generator=gen)
     rew[pad_steps] = 1.0
     end[pad_steps] = True
-    changed = Batch(obs, act, rew, end, batch.trunc, batch.mask_padding)
+    changed = Batch.of_steps(obs, act, rew, end, batch.trunc, batch.step_mask)
     loss2, metrics2 = model(changed)
     torch.testing.assert_close(loss2, loss)
     for key, value in metrics.items():
         torch.testing.assert_close(metrics2[key], value)
     # a real step does count
     rew[0, 0] = -rew[0, 0] if rew[0, 0] != 0 else 1.0
-    assert not torch.allclose(model(Batch(obs, act, rew, end, batch.trunc, batch.mask_padding))[0], loss)
+    assert not torch.allclose(
+        model(Batch.of_steps(obs, act, rew, end, batch.trunc, batch.step_mask))[0], loss
+    )
 
 
 def test_loss_is_mean_cross_entropy_over_real_steps() -> None:
@@ -132,9 +134,9 @@ def test_loss_is_mean_cross_entropy_over_real_steps() -> None:
     batch = make_batch()
     loss, metrics = model(batch)
     logits_rew, logits_end, _ = model.predict(
-        batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=batch.mask_padding
+        batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=batch.step_mask
     )
-    m = batch.mask_padding
+    m = batch.step_mask
     ce = torch.nn.functional.cross_entropy
     loss_rew = ce(logits_rew[m], batch.rew[m].sign().long() + 1)
     loss_end = ce(logits_end[m], batch.end[m].long())
@@ -160,7 +162,7 @@ def test_gradients_reach_every_parameter() -> None:
 def test_overfits_one_batch() -> None:
     model = small_model()
     batch = make_batch(b=4, t=6, seed=5)
-    real = batch.mask_padding
+    real = batch.step_mask
     batch.rew[real] = torch.tensor([-1.0, 0.0, 2.0]).repeat(10)[: int(real.sum())]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = model(batch)[0].item()

@@ -1,4 +1,4 @@
-"""The reward model read on predicted next frames (``evaluation.reward_recall``), against direct counts.
+"""The reward model read on predicted next frames (``agent.reward_recall``), against direct counts.
 
 Frames are uniform at one of three levels (-1, 0, +1 after scaling) and the reward of step t is the level of
 x_{t+1}. A stub reward model reads the sign of the reward as the level of the next frame it is given, so on
@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from diffworld.config.schema import DenoiserConfig, SamplerConfig
+from diffworld.agent.reward_recall import choose_steps, reward_detection
+from diffworld.config.schema import DenoiserConfig, RewardKind, SamplerConfig
 from diffworld.data import Episode, EpisodeDataset
-from diffworld.evaluation.reward_recall import choose_steps, reward_detection
+from diffworld.models.reward_termination import RewardTerminationModel, symlog
 
 LEVELS = np.array([0, 128, 255], dtype=np.uint8)  # -1, ~0, +1 in [-1, 1]
 
@@ -41,12 +42,27 @@ class CopyLastFrame(nn.Module):
 class SignOfNextFrame(nn.Module):
     """Logits of the reward sign: the rounded mean of the next frame, whatever the rest."""
 
+    reward_kind = RewardKind.sign
+    reward_of = RewardTerminationModel.reward_of
+
     def predict(
         self, obs: Tensor, act: Tensor, next_obs: Tensor, state: object = None, mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor, None]:
         sign = next_obs.mean(dim=(2, 3, 4)).round().long().clamp(-1, 1)
         logits_rew = 10.0 * nn.functional.one_hot(sign + 1, 3).float()
         return logits_rew, torch.zeros(*sign.shape, 2), None
+
+
+class ValueOfNextFrame(SignOfNextFrame):
+    """A ``value`` reward model: its output is symlog of the next frame's level, so it reads the level."""
+
+    reward_kind = RewardKind.value
+
+    def predict(
+        self, obs: Tensor, act: Tensor, next_obs: Tensor, state: object = None, mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, None]:
+        level = next_obs.mean(dim=(2, 3, 4)).round().clamp(-1, 1)
+        return symlog(level)[..., None], torch.zeros(*level.shape, 2), None
 
 
 def level_dataset(lengths: list[int], seed: int) -> tuple[EpisodeDataset, list[np.ndarray]]:
@@ -118,3 +134,44 @@ def test_reward_detection_without_rewards_reports_no_recall() -> None:
     )
     assert detection.num_reward_steps == 0 and np.isnan(detection.recall_predicted)
     assert detection.false_positive_rate_predicted == detection.false_positive_rate_real == 1.0
+
+
+def test_value_reward_error_is_measured_on_the_data_s_own_mix() -> None:
+    """A ``value`` model: the absolute error over steps drawn uniformly (here all of them), not half
+    rewarded and half not; only the figures of its kind go to the JSON."""
+    dataset, levels = level_dataset([9, 5, 12], 0)
+    detection = reward_detection(
+        CopyLastFrame(),  # type: ignore[arg-type]
+        ValueOfNextFrame(),  # type: ignore[arg-type]
+        dataset,
+        SamplerConfig(num_steps=1),
+        seed=0,
+    )
+    prev = np.concatenate([lv[:-1] for lv in levels])
+    nxt = np.concatenate([lv[1:] for lv in levels])
+    assert detection.num_reward_steps == (nxt != 0).sum() and detection.num_zero_steps == (nxt == 0).sum()
+    assert detection.num_zero_steps != detection.num_reward_steps  # no 50/50 mix: every step counts
+    assert detection.abs_error_real == pytest.approx(0.0, abs=1e-6)
+    assert detection.abs_error_predicted == pytest.approx(np.abs(prev - nxt).mean(), rel=1e-6)
+    assert np.isnan(detection.recall_predicted)
+    assert set(detection.to_json()) == {
+        "num_reward_steps",
+        "num_zero_steps",
+        "abs_error_predicted",
+        "abs_error_real",
+    }
+    sign = reward_detection(
+        CopyLastFrame(),  # type: ignore[arg-type]
+        SignOfNextFrame(),  # type: ignore[arg-type]
+        dataset,
+        SamplerConfig(num_steps=1),
+        seed=0,
+    )
+    assert list(sign.to_json()) == [  # as before the value models: no null absolute errors
+        "num_reward_steps",
+        "num_zero_steps",
+        "recall_predicted",
+        "recall_real",
+        "false_positive_rate_predicted",
+        "false_positive_rate_real",
+    ]

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from diffworld.agent.trainer import Trainer
 from diffworld.config import build_config
 from diffworld.data import EpisodeDataset
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.folder import checkpoint_dir
 from diffworld.run.metrics_file import read_metrics
-from diffworld.training.trainer import Trainer
 
 # Test episodes that last: the test collector and the world model's test losses have steps to draw for.
 ARGS = ["game=Catch", "preset=smoke", "seed=3", "collection.num_test_episodes=2"]

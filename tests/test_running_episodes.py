@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffworld.agent.trainer import MODEL_NAMES, Trainer
 from diffworld.config import build_config
 from diffworld.data import SegmentSampler
-from diffworld.training.trainer import COMPONENTS, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,7 +35,7 @@ def draws_of(sampler: SegmentSampler, episode_id: int, size: int = 4000) -> tupl
 
 
 def test_running_episode_is_sampled_right_after_each_collection(trainer: Trainer) -> None:
-    dataset, samplers = trainer.dataset, {name: trainer.components[name].sampler for name in COMPONENTS}
+    dataset, samplers = trainer.dataset, {name: trainer.slots[name].segments for name in MODEL_NAMES}
     # Enough episodes for the sample weights to apply (4 groups): the running one is the newest.
     while dataset.num_episodes < 5:
         trainer.collector.collect_steps(3)
@@ -65,7 +65,7 @@ def test_running_episode_is_sampled_right_after_each_collection(trainer: Trainer
         batch = sampler.make_batch(np.full(len(starts), episode_id), starts)
         assert not batch.end.any() and not batch.trunc.any(), name
         step = starts[:, None] + np.arange(sampler.seq_length)
-        np.testing.assert_array_equal(batch.mask_padding.numpy(), (step >= 0) & (step < length))
+        np.testing.assert_array_equal(batch.step_mask.numpy(), (step >= 0) & (step < length))
 
     # The next collection extends it in place (same id, longer) until it ends, then it is stored whole.
     extensions = 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffworld.data import Batch, Episode, EpisodeDataset, SegmentSampler, frame_mask
+from diffworld.data import Batch, Episode, EpisodeDataset, SegmentSampler, step_to_frame_mask
 
 FRAME_SHAPE = (6, 5, 3)
 SEQ_LENGTH = 6
@@ -54,12 +54,12 @@ def reference_batch(
                 end[b, j], trunc[b, j] = episode.terminated[t], episode.truncated[t]
                 mask[b, j] = True
     arrays = (obs, act, rew, end, trunc, mask)
-    return Batch(*(torch.from_numpy(array) for array in arrays))
+    return Batch.of_steps(*(torch.from_numpy(array) for array in arrays))
 
 
 def assert_batches_equal(actual: Batch, expected: Batch) -> None:
     torch.testing.assert_close(actual.obs, expected.obs, rtol=0, atol=1e-6)
-    for name in ("act", "rew", "end", "trunc", "mask_padding"):
+    for name in ("act", "rew", "end", "trunc", "step_mask", "frame_mask"):
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
 
 
@@ -89,7 +89,7 @@ def test_shapes_and_dtypes() -> None:
     assert batch.obs.min() >= -1 and batch.obs.max() <= 1
     for name, dtype in [("act", torch.int64), ("rew", torch.float32), ("end", torch.bool)]:
         assert getattr(batch, name).shape == (5, SEQ_LENGTH) and getattr(batch, name).dtype == dtype
-    assert batch.trunc.dtype == torch.bool and batch.mask_padding.dtype == torch.bool
+    assert batch.trunc.dtype == torch.bool and batch.step_mask.dtype == torch.bool
     assert batch.frame_mask.shape == (5, SEQ_LENGTH + 1)
 
 
@@ -102,7 +102,7 @@ def test_sampled_batches_match_naive_reference(beyond_end: bool) -> None:
         batch = sampler.make_batch(episode_ids, starts)
         assert_batches_equal(batch, reference_batch(dataset, episode_ids, starts, SEQ_LENGTH))
         # Padding is exactly zero everywhere, and real steps/frames are exactly where the mask says.
-        assert torch.equal(batch.act != 0, batch.mask_padding)
+        assert torch.equal(batch.act != 0, batch.step_mask)
         assert (batch.obs[~batch.frame_mask] == 0).all()
 
 
@@ -148,7 +148,7 @@ def test_final_frame_is_real() -> None:
     batch = sampler.make_batch(episode_ids, starts)
     at_end = starts + SEQ_LENGTH == dataset.lengths[episode_ids]
     assert at_end.sum() > 50  # segments are pulled towards episode ends when they cannot pass them
-    assert batch.frame_mask[at_end, -1].all() and batch.mask_padding[at_end, -1].all()
+    assert batch.frame_mask[at_end, -1].all() and batch.step_mask[at_end, -1].all()
     final_frames = np.stack([dataset.get_episode(int(i)).obs[-1] for i in episode_ids[at_end]])
     expected = torch.from_numpy(final_frames).permute(0, 3, 1, 2).float() / 127.5 - 1
     torch.testing.assert_close(batch.obs[at_end, -1], expected, rtol=0, atol=1e-6)
@@ -220,7 +220,7 @@ def test_frame_mask_and_to() -> None:
         [True, True, True, False, False],
         [False, True, True, False, False],
     ]
-    assert frame_mask(mask).tolist() == expected
+    assert step_to_frame_mask(mask).tolist() == expected
     batch = make_sampler(make_dataset(LENGTHS), batch_size=2).sample()
     moved = batch.to("cpu")
     assert_batches_equal(moved, batch)

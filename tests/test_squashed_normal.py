@@ -195,3 +195,48 @@ def test_bad_parameters_are_refused() -> None:
         SquashedNormal(torch.tensor(0.0), torch.tensor(1.0))
     with pytest.raises(ValueError, match="num_samples"):
         SquashedNormal(torch.zeros(2), torch.ones(2)).entropy(num_samples=0)
+
+
+def test_a_generator_makes_the_draws_and_leaves_the_global_one_alone() -> None:
+    dist = SquashedNormal(torch.zeros(3, 2), torch.ones(3, 2))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    draws = [
+        dist.rsample_pre_tanh((5,), torch.Generator().manual_seed(7)),
+        dist.rsample((5,), torch.Generator().manual_seed(7)),
+        dist.sample((5,), torch.Generator().manual_seed(7)),
+        dist.rsample_with_log_prob((5,), torch.Generator().manual_seed(7))[0],
+    ]
+    assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from torch's global generator
+    # The same generator state, the same draws: u, then the squashed actions from the same u.
+    expected_u = torch.randn(5, 3, 2, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(draws[0], expected_u, rtol=0, atol=0)
+    for actions in draws[1:]:
+        torch.testing.assert_close(actions, torch.tanh(expected_u), rtol=0, atol=0)
+    e1 = dist.entropy(4, torch.Generator().manual_seed(3))
+    e2 = dist.entropy(4, torch.Generator().manual_seed(3))
+    assert torch.equal(e1, e2) and torch.equal(torch.get_rng_state(), before)
+
+
+def test_entropy_at_a_draw_is_the_one_sample_estimate_with_its_reparameterized_gradient() -> None:
+    low, high = torch.tensor([-1.0, 0.0], dtype=F64), torch.tensor([1.0, 4.0], dtype=F64)
+    mean = torch.tensor([[0.3, -1.0], [2.0, 0.5]], dtype=F64, requires_grad=True)
+    std = torch.tensor([[0.5, 1.5], [0.2, 1.0]], dtype=F64, requires_grad=True)
+    dist = SquashedNormal(mean, std, low, high)
+    gen = torch.Generator().manual_seed(0)
+    u = dist.rsample_pre_tanh((), gen)  # reparameterized draw, graph to mean and std
+    at_draw = dist.entropy_at(u.detach())  # the same draw, given as a plain value
+    direct = dist.gaussian_entropy() + dist.log_abs_det_jacobian(u)
+    torch.testing.assert_close(at_draw, direct)
+    g_at = torch.autograd.grad(at_draw.sum(), (mean, std), retain_graph=True)
+    g_direct = torch.autograd.grad(direct.sum(), (mean, std))
+    for a, b in zip(g_at, g_direct, strict=True):
+        torch.testing.assert_close(a, b)
+    # Its mean over many draws of the distribution is the entropy (quadrature, 1-D).
+    truth = true_entropy_1d(1.2, 2.0, -2.0, 3.0)
+    many = SquashedNormal(
+        torch.full((50_000, 1), 1.2, dtype=F64), torch.full((50_000, 1), 2.0, dtype=F64), -2.0, 3.0
+    )
+    estimates = many.entropy_at(many.rsample_pre_tanh((), torch.Generator().manual_seed(1)).detach())
+    stderr = float(estimates.std()) / math.sqrt(len(estimates))
+    assert abs(float(estimates.mean()) - truth) < 4 * stderr + 1e-4

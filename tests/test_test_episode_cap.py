@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffworld.agent.evaluate import evaluate_policy
+from diffworld.agent.trainer import Trainer
 from diffworld.config import ConfigError, build_config
-from diffworld.evaluation.evaluate import evaluate_policy
 from diffworld.run.folder import unlock_run_dir
-from diffworld.training.trainer import Trainer
 
 
 def test_the_cap_applies_to_the_periodic_test_only(tmp_path: Path) -> None:

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from diffworld.agent.trainer import Trainer
 from diffworld.cli import main
 from diffworld.config import build_config, load_config_file
 from diffworld.data import EpisodeDataset
 from diffworld.run.folder import unlock_run_dir
 from diffworld.run.metrics_file import read_metrics
-from diffworld.training.trainer import Trainer
 
 SMOKE = ["game=Breakout", "preset=smoke", "seed=1"]
 

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from diffworld.agent import Agent, export_agent
+from diffworld.agent.test_video import VIDEO_TAG, log_test_video
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.data import Episode, EpisodeDataset
 from diffworld.fitting.logger import MetricsLogger
 from diffworld.models.diffusion import Denoiser
-from diffworld.training.test_video import VIDEO_TAG, log_test_video
-from diffworld.utils.video_encoding import VideoWriter, write_video
+from diffworld.utils.video_encoding import VideoWriter
 from diffworld.viz.side_by_side import compose_frames, imagine_along, real_vs_imagined
 from test_engine_cli import fails_in_one_line
 from test_engine_quality import LOW, ActionCoded, NearestUp, action_coded_dataset, bar_dataset, engine_folder
@@ -140,6 +140,13 @@ def test_denoising_steps_strip(kind: str) -> None:
         assert np.abs(last.estimate.astype(int) - imagination.frames[-1].astype(int)).max() <= 1
 
 
+def _write(path: Path, frames: np.ndarray) -> None:
+    """The frames written one at a time, as ``diffworld video`` writes them (``viz.video_out``)."""
+    with VideoWriter(path, fps=15) as video:
+        for frame in frames:
+            video.append(frame)
+
+
 def test_write_mp4_and_gif(tmp_path: Path) -> None:
     pytest.importorskip("imageio_ffmpeg")
     import imageio.v3 as iio
@@ -147,10 +154,10 @@ def test_write_mp4_and_gif(tmp_path: Path) -> None:
     denoiser, sampler = _denoiser()
     frames = _video(denoiser, sampler, _episode(12), 5, scale=2)
     t, h, w, _ = frames.shape
-    write_video(tmp_path / "v.gif", frames, fps=15)
+    _write(tmp_path / "v.gif", frames)
     with Image.open(tmp_path / "v.gif") as gif:
         assert gif.n_frames == t and gif.size == (w, h)
-    write_video(tmp_path / "sub" / "v.mp4", frames, fps=15)
+    _write(tmp_path / "sub" / "v.mp4", frames)
     mp4 = iio.imread(tmp_path / "sub" / "v.mp4", index=None)
     # H.264 wants sizes in multiples of 16: the frames are padded with black, never scaled.
     assert mp4.shape == (t, -(-h // 16) * 16, -(-w // 16) * 16, 3)
@@ -188,7 +195,7 @@ def test_cli_video(tmp_path: Path) -> None:
     export_agent(Agent.build(cfg, NUM_ACTIONS), cfg, NUM_ACTIONS, folder)
     out = tmp_path / "real_vs_imagined.gif"
     argv = ["video", str(folder), "--out", str(out), "--steps", "3", "--device", "cpu", "--scale", "2"]
-    assert main([*argv, "--denoising-steps"]) == 0
+    assert main([*argv, "--show-denoising"]) == 0
     with Image.open(out) as gif:
         assert gif.n_frames == L + 3 and gif.size[0] == 256
     assert main([*argv, "--denoising-steps", "3"]) == 2  # a number of steps is an engine's option
@@ -245,7 +252,7 @@ def test_cli_engine_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     episode of the dataset (GIF colours are quantized, so approximately)."""
     import imageio.v3 as iio
 
-    from diffworld.engine.dataset import EngineDataset
+    from diffworld.data.folder_store import EngineDataset
 
     data = bar_dataset(tmp_path / "bars")
     engine = engine_folder(tmp_path / "engine", data)
@@ -275,7 +282,7 @@ def test_engine_video_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     video = ["video", str(engine), "--out", str(tmp_path / "v.gif")]
     assert "give --start from 0 to 13" in fails_in_one_line([*video, "--start", "14"], capsys)
     assert "give --episode from 0 to 1" in fails_in_one_line([*video, "--episode", "2"], capsys)
-    assert "--denoising-steps N" in fails_in_one_line([*video, "--denoising-steps"], capsys)
+    assert "--denoising-steps N" in fails_in_one_line([*video, "--show-denoising"], capsys)
     assert ".mp4 or a .gif" in fails_in_one_line([*video[:3], str(tmp_path / "v.avi")], capsys)
     assert "no dataset.json" in fails_in_one_line([*video, "--data", str(engine)], capsys)
     shutil.move(data, tmp_path / "moved")

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from diffworld.agent.trainer import Trainer
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.fitting.wandb_logger import WANDB_ID_FILE
 from diffworld.run.metrics_file import read_metrics
-from diffworld.training.trainer import Trainer
 from run_helpers import new_run
 
 wandb = pytest.importorskip("wandb")

@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import Tensor
 
+from diffworld.agent.trainer import Trainer
 from diffworld.cli import main
 from diffworld.config import build_config
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
 from diffworld.evaluation.image_metrics import PSNR_MAX, gaussian_window, psnr, ssim
 from diffworld.evaluation.wm_trajectories import copy_last_frame_curves, evaluate_trajectories
-from diffworld.training.trainer import Trainer
 from strict_json import load_strict_json
 from test_engine_cli import fails_in_one_line
 from test_engine_quality import bar_dataset, engine_folder
@@ -175,7 +175,18 @@ def untrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wm_eval_smoke_writes_json_and_png(untrained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "wm"
-    args = ["wm-eval", str(untrained_run), "--horizons", "1", "5", "15", "100000", "--steps", "1", "2"]
+    args = [
+        "wm-eval",
+        str(untrained_run),
+        "--horizons",
+        "1",
+        "5",
+        "15",
+        "100000",
+        "--denoising-steps",
+        "1",
+        "2",
+    ]
     assert main([*args, "--episodes", "1", "--device", "cpu", "--out-dir", str(out)]) == 0
     report = load_strict_json(out / "wm_quality.json")
     assert (out / "wm_quality.png").stat().st_size > 0
@@ -194,6 +205,7 @@ def test_wm_eval_smoke_writes_json_and_png(untrained_run: Path, tmp_path: Path) 
     assert set(run["reward_detection"]) == {"1", "2"}
     for detection in run["reward_detection"].values():
         assert detection["num_zero_steps"] >= 1  # an episode of Breakout has zero-reward steps
+        assert "abs_error_predicted" not in detection and "abs_error_real" not in detection  # value models'
         for key in (
             "recall_predicted",
             "recall_real",
@@ -231,7 +243,7 @@ def test_wm_eval_engine_matches_engine_eval(tmp_path: Path, capsys: pytest.Captu
     common = ["--horizons", "1", "5", "12", "--device", "cpu", "--seed", "3"]
     assert main(["engine", "eval", str(engine), *common, "--out", str(tmp_path / "q.json")]) == 0
     expected = load_strict_json(tmp_path / "q.json")
-    assert main(["wm-eval", str(engine), *common, "--steps", "2", "1"]) == 0
+    assert main(["wm-eval", str(engine), *common, "--denoising-steps", "2", "1"]) == 0
     assert "upsampled PSNR: h1" in capsys.readouterr().out
     out = engine / "wm_eval"
     assert (out / "wm_quality.png").stat().st_size > 0

@@ -29,7 +29,10 @@ looking at metrics first, then tensors and arrays, then the rest):
 - ``.safetensors``: every tensor, as above (not the metadata, which holds a config digest);
 - ``.npy``, ``.npz`` (datasets): arrays of the same dtype, shape and bytes (not the files: their zip
   timestamps vary);
-- ``.yaml``, ``.txt``: the same lines;
+- ``config.yaml`` and ``agent.json``'s ``config``: the same configuration tree (keys in any order) once
+  ``normalise_config`` has read both sides in today's schema: renamed keys at their new address, and keys
+  added since (issue 28) left out where they hold the value that keeps the old behaviour;
+- other ``.yaml``, ``.txt``: the same lines;
 - anything else: the same bytes.
 
 Left out: wall-clock values (keys starting ``time/``, ``train_seconds``, ``*_wall_clock_seconds``) in any of
@@ -64,6 +67,7 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_AGENT = ROOT / "tests/data/official/official_tiny_agent.pt"
@@ -149,8 +153,8 @@ def write_datasets(folder: Path) -> None:
     """The engine runs' datasets (4 episodes of 25 frames of 12x20, a quarter for test), written with the
     working tree's ``diffworld`` as ``write_dataset`` of tests/test_engine_training.py writes its own."""
     sys.path.insert(0, str(ROOT / "src"))  # the working tree's diffworld, whatever the venv installed
-    from diffworld.engine.actions import ActionSpec, bins, continuous, discrete, keys
-    from diffworld.engine.dataset import EngineDatasetWriter
+    from diffworld.data.actions import ActionSpec, bins, continuous, discrete, keys
+    from diffworld.data.folder_store import EngineDatasetWriter
 
     datasets: dict[str, tuple[ActionSpec, Callable[[np.random.Generator, int], np.ndarray], int]] = {
         "bars": (ActionSpec.of(discrete("action", 3), keys(["fire", "jump"])), _keys_actions, 0),
@@ -305,10 +309,86 @@ def _npz(path: Path, run: Path) -> dict[str, np.ndarray]:
         return {name: arrays[name] for name in arrays.files}
 
 
+RENAMED_CONFIG_KEYS = {"denoiser.num_autoregressive_steps": "denoiser.training.num_autoregressive_steps"}
+"""Configuration keys renamed by the redesign (``config.loading.LEGACY_KEYS``): old -> new."""
+
+NEW_CONFIG_KEYS: dict[str, object] = {
+    "denoiser.convention": "official",
+    "upsampler.convention": "official",
+    "denoiser.noise_previous_obs": False,
+    "denoiser.sampler.s_cond": 0.0,
+    "denoiser.training.grad_accumulation": "mean",
+    "reward_model.training.grad_accumulation": "mean",
+    "actor_critic.training.grad_accumulation": "mean",
+    # Continuous control (issue 29): unused by discrete games.
+    "env.action_repeat": 2,
+    "actor_critic.continuous.min_std": 0.1,
+    "actor_critic.continuous.max_std": 1.0,
+    "actor_critic.continuous.std_offset": 2.0,
+    "reward_model.reward_kind": "sign",
+    "actor_critic.return_normalization": "none",
+}
+"""Configuration keys that one of the two products' configurations lacked before the redesign (or that the
+continuous-control change added), with the value that keeps the behaviour of a configuration without them; a
+section that only such keys fill goes with them. The rules apply to both sides and to both products alike, so
+a key that the other product already had is dropped from it too where it holds that value (the agent's
+``denoiser.convention: official``): harmless, since both sides are normalised the same way, but an "OK" does
+not say that such a key was compared."""
+
+
+def normalise_config(tree: Any) -> Any:
+    """A configuration tree (``config.yaml``, ``agent.json``'s ``config``) in today's schema: renamed keys at
+    their new address, and the keys of ``NEW_CONFIG_KEYS`` left out where they hold that value."""
+    if not isinstance(tree, dict):
+        return tree
+    tree = json.loads(json.dumps(tree))
+
+    def parent_of(key: str, create: bool) -> tuple[dict[str, Any] | None, str]:
+        *parents, leaf = key.split(".")
+        node: Any = tree
+        for name in parents:
+            if create and isinstance(node, dict):
+                node = node.setdefault(name, {})
+            else:
+                node = node.get(name) if isinstance(node, dict) else None
+        return (node if isinstance(node, dict) else None), leaf
+
+    for old, new in RENAMED_CONFIG_KEYS.items():
+        parent, leaf = parent_of(old, create=False)
+        if parent is not None and leaf in parent:
+            value = parent.pop(leaf)
+            new_parent, new_leaf = parent_of(new, create=True)
+            assert new_parent is not None
+            new_parent.setdefault(new_leaf, value)
+    for key, value in NEW_CONFIG_KEYS.items():
+        parent, leaf = parent_of(key, create=False)
+        if parent is not None and leaf in parent and parent[leaf] == value:
+            del parent[leaf]
+            section = key.rsplit(".", 1)[0]
+            if not parent and "." in section:  # a new section left empty: it goes too
+                grandparent, name = parent_of(section, create=False)
+                if grandparent is not None:
+                    grandparent.pop(name, None)
+    return tree
+
+
+def _yaml(path: Path, run: Path) -> Any:
+    if path.name == "config.yaml":
+        return normalise_config(yaml.safe_load(_text(path, run)))
+    return _text(path, run).splitlines()
+
+
+def _json(path: Path, run: Path) -> Any:
+    data = json.loads(_text(path, run))
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data["config"] = normalise_config(data["config"])
+    return data
+
+
 LOADERS: dict[str, Callable[[Path, Path], Any]] = {
     ".jsonl": lambda path, run: [json.loads(line) for line in _text(path, run).splitlines()],
-    ".json": lambda path, run: json.loads(_text(path, run)),
-    ".yaml": lambda path, run: _text(path, run).splitlines(),
+    ".json": _json,
+    ".yaml": _yaml,
     ".txt": lambda path, run: _text(path, run).splitlines(),
     ".pt": lambda path, run: torch.load(path, map_location="cpu", weights_only=True),
     ".safetensors": lambda path, run: safetensors.torch.load_file(path),

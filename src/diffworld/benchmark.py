@@ -1,12 +1,12 @@
 """``diffworld bench``: the speed and memory of every part of a run, at a preset's settings.
 
-The components are built by the trainer itself (``Trainer``, in a temporary run folder): the three models,
+Everything is built by the trainer itself (``Trainer``, in a temporary run folder): the three models,
 their losses, segment samplers, optimizers and the world-model environment the actor-critic learns in. A
 dataset is first filled with real frames by the untrained policy (uniform: its heads are zero-initialized).
-Then each part is timed, ``warmup`` untimed repetitions first, and the median of ``steps`` timed ones kept:
+Then each part is timed, ``warmup`` untimed repetitions first, and the median of ``repeats`` timed ones kept:
 
 - ``denoiser``, ``reward_model``, ``actor_critic``: seconds per optimizer step of
-  ``Trainer.train_component`` (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2
+  ``Trainer.train_model`` (sample a batch, loss, backward, clip, step): the denoiser on segments of L + 2
   frames (docs/method.md §3), the reward/termination model on segments of L + H steps, the actor-critic with
   its imagined rollout of H steps from L-frame segments;
 - ``imagination``: rollouts of H steps of ``WorldModelEnv`` (reset with the reward model's burn-in, then H
@@ -55,6 +55,8 @@ from diffworld.utils.malloc import KEEP_MALLOC_ENV, configure_malloc
 
 PARTS = ("denoiser", "reward_model", "actor_critic", "imagination", "collection")
 """What ``run_bench`` can time, in the order it times them."""
+REPEATS = 5
+"""Timed repetitions of each part by default (``diffworld bench --repeats``)."""
 DEFAULT_OVERRIDES = ("preset=atari100k", "game=Breakout")
 """Breakout: a life loss ends a training episode, so the dataset holds complete episodes early on."""
 
@@ -64,13 +66,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_calls(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> list[float]:
-    """Run ``fn`` ``warmup`` times untimed, then ``steps`` times; the seconds of each timed call."""
+def timed_calls(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times; the seconds of each timed call."""
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
-    for _ in range(steps):
+    for _ in range(repeats):
         start = time.perf_counter()
         fn()
         _sync(device)
@@ -190,7 +192,7 @@ def settings_info(cfg: Config, overrides: Sequence[str]) -> dict[str, Any]:
             "actor_critic": a.training.batch_size,
         },
         "segment_frames": {
-            "denoiser": d.num_cond_frames + d.num_autoregressive_steps,
+            "denoiser": d.num_cond_frames + d.training.num_autoregressive_steps,
             "reward_model": reward_model_seq_length(cfg) + 1,
             "actor_critic": d.num_cond_frames,
         },
@@ -207,7 +209,7 @@ def run_bench(
     overrides: Sequence[str] = DEFAULT_OVERRIDES,
     *,
     device: str = "auto",
-    steps: int = 5,
+    repeats: int = REPEATS,
     warmup: int = 2,
     collect: int = 1000,
     collect_chunk: int = 200,
@@ -223,13 +225,13 @@ def run_bench(
     in a run after its first epoch, ends them rarely. So, while the actor-critic and the imagination are
     timed, imagined trajectories are never ended by it (only by the horizon) unless ``keep_terminations``.
     """
-    from diffworld.training.trainer import Trainer
+    from diffworld.agent.trainer import Trainer
 
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown parts {sorted(unknown)}; choose among {', '.join(PARTS)}")
-    if steps < 1 or warmup < 0 or collect < 1 or collect_chunk < 1:
-        raise ValueError("steps, collect and collect_chunk must be >= 1, warmup >= 0")
+    if repeats < 1 or warmup < 0 or collect < 1 or collect_chunk < 1:
+        raise ValueError("repeats, collect and collect_chunk must be >= 1, warmup >= 0")
     allocator = configure_malloc()
     given = {o.split("=", 1)[0] for o in overrides}
     args = [o for o in DEFAULT_OVERRIDES if o.split("=", 1)[0] not in given]
@@ -252,7 +254,8 @@ def run_bench(
                 KEEP_MALLOC_ENV: os.environ.get(KEEP_MALLOC_ENV),
                 "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
             },
-            "timing": {"steps": steps, "warmup": warmup, "statistic": "median"},
+            # "steps": the repeats, under the key the reports have always had.
+            "timing": {"steps": repeats, "warmup": warmup, "statistic": "median"},
             "imagined_terminations": "untrained model" if keep_terminations else "none (horizon only)",
             "parameters": trainer.agent.parameter_counts(),
             "memory_kind": memory.kind,
@@ -283,7 +286,7 @@ def run_bench(
                         contextlib.redirect_stderr(io.StringIO()),  # the trainer's progress bars
                         imagined_ends() if name == "actor_critic" else contextlib.nullcontext(),
                     ):
-                        times = timed_calls(partial(trainer.train_component, name, 1), steps, warmup, dev)
+                        times = timed_calls(partial(trainer.train_model, name, 1), repeats, warmup, dev)
                     results[name] = {
                         "seconds_per_step": statistics.median(times),
                         "times": times,
@@ -293,12 +296,12 @@ def run_bench(
                 log("timing imagination ...")
                 memory.reset()
                 with imagined_ends():
-                    results["imagination"] = _bench_imagination(trainer, cfg, steps, warmup)
+                    results["imagination"] = _bench_imagination(trainer, cfg, repeats, warmup)
                 results["imagination"]["peak_memory_bytes"] = memory.read()
             if "collection" in parts:
                 log("timing collection ...")
                 memory.reset()
-                times = timed_calls(lambda: trainer.collector.collect_steps(chunk), steps, warmup, dev)
+                times = timed_calls(lambda: trainer.collector.collect_steps(chunk), repeats, warmup, dev)
                 results["collection"] = {
                     "steps_per_second": chunk / statistics.median(times),
                     "chunk_steps": chunk,
@@ -340,27 +343,36 @@ def never_terminating(reward_model: RewardTerminationModel) -> Iterator[None]:
 
 
 @torch.no_grad()
-def _bench_imagination(trainer: Any, cfg: Config, steps: int, warmup: int) -> dict[str, Any]:
-    """Rollouts of H steps in the world model with random actions, and one batched denoiser call."""
+def _bench_imagination(trainer: Any, cfg: Config, repeats: int, warmup: int) -> dict[str, Any]:
+    """Rollouts of H steps in the world model with random actions (uniform indices, or vectors uniform in
+    [-1, 1]^D for continuous actions), and one batched denoiser call."""
     from diffworld.models.diffusion import EDMDenoiser
 
     trainer.agent.eval()
-    ac_loss = trainer.components["actor_critic"].model
+    ac_loss = trainer.slots["actor_critic"].model
     env = ac_loss.env  # the trainer's WorldModelEnv
     dev = trainer.device
     horizon = cfg.actor_critic.imagination_horizon
     b = env.num_envs
     gen = torch.Generator(dev).manual_seed(cfg.seed)
+    continuous = trainer.agent.continuous
+
+    def random_actions() -> torch.Tensor:
+        if continuous:
+            return torch.rand(b, trainer.num_actions, generator=gen, device=dev) * 2 - 1
+        return torch.randint(trainer.num_actions, (b,), generator=gen, device=dev)
 
     def rollout() -> None:
         env.reset()
         for _ in range(horizon):
-            env.step(torch.randint(trainer.num_actions, (b,), generator=gen, device=dev))
+            env.step(random_actions())
 
     with trainer.autocast():
-        rollout_times = timed_calls(rollout, steps, warmup, dev)
-    batch = env.sampler.sample()
-    obs, act = batch.obs, torch.zeros(b, env.num_cond, dtype=torch.long, device=dev)
+        rollout_times = timed_calls(rollout, repeats, warmup, dev)
+    batch = env.segments.sample()
+    # (B, L) indices or (B, L, D) vectors, the last slot the action to come (as WorldModelEnv.reset does).
+    obs = batch.obs
+    act = torch.zeros(b, env.num_cond, *batch.act.shape[2:], dtype=batch.act.dtype, device=dev)
     act[:, :-1] = batch.act
     denoiser = trainer.agent.denoiser
     x = torch.randn(obs[:, -1].shape, generator=gen, device=dev)
@@ -376,7 +388,7 @@ def _bench_imagination(trainer: Any, cfg: Config, steps: int, warmup: int) -> di
             return denoiser.predict_epsilon(x, t, obs, act)
 
     with trainer.autocast():
-        call_times = timed_calls(call, max(steps, 3), max(warmup, 1), dev)
+        call_times = timed_calls(call, max(repeats, 3), max(warmup, 1), dev)
     rollout_s = statistics.median(rollout_times)
     return {
         "frames_per_second": b * horizon / rollout_s,
@@ -438,7 +450,8 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def write_bench_json(report: dict[str, Any], path: Path) -> None:
+    """The bench's report as the JSON file ``path`` (``diffworld bench --json``; strict JSON)."""
     from diffworld.utils.atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -230,9 +230,11 @@ def _summarize(plan: SweepPlan, statuses: list[RunStatus], options: SweepOptions
         print(f"No score report: {e}", file=stream)
         return
     figures = ", ".join(
-        f"{METRIC_TITLES[m]} {a['value']:.3f}" for m, a in report["aggregates"][report["label"]].items()
+        f"{METRIC_TITLES[m]} {a['value']:.3f}"
+        for m, a in report["aggregates"].get(report["label"], {}).items()
     )
-    print(f"Human-normalized score: {figures}. Report: {out / 'report.md'}", file=stream, flush=True)
+    kind = "Returns" if report.get("scores") == "returns" else "Human-normalized score"
+    print(f"{kind}: {figures or 'per game only'}. Report: {out / 'report.md'}", file=stream, flush=True)
 
 
 def sweep_finished(statuses: list[RunStatus]) -> bool:

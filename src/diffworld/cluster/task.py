@@ -55,7 +55,7 @@ def train_run(run: RunSpec, logs_dir: Path, token: str) -> dict[str, Any]:
         )
         state = run_state(run)
         if state is not RunState.FINISHED:
-            from diffworld.training.trainer import Trainer
+            from diffworld.agent.trainer import Trainer
 
             try:
                 Trainer(config_of(run), run.run_dir, resume=state is RunState.UNFINISHED).run()

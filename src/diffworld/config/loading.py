@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -74,6 +75,63 @@ def _suggest(key: str, schema: type = Config) -> str:
     return f"{hint} Run 'diffworld config --keys' to list every key."
 
 
+LEGACY_KEYS: dict[str, str] = {
+    "denoiser.num_autoregressive_steps": "denoiser.training.num_autoregressive_steps",
+}
+"""Configuration keys renamed since configurations were first saved, old -> new: saved configurations
+(``config.yaml``, ``agent.json``'s ``config``) and overrides (the command line, sweeps, branches) with an old
+key are read as if they had the new one, with one warning line per file (``report_renamed_keys``)."""
+
+OVERRIDES = "key=value overrides"
+"""How ``report_renamed_keys`` names overrides, which come from no file."""
+
+logger = logging.getLogger(__name__)
+
+
+def report_renamed_keys(source: str, renamed: Sequence[str]) -> None:
+    """One warning line (``logging``: on stderr unless configured otherwise) saying that ``source``, the file
+    a configuration was read from or ``OVERRIDES``, names the keys ``renamed`` (of ``LEGACY_KEYS``) by their
+    former names, and their new names; nothing when ``renamed`` is empty."""
+    if renamed:
+        moves = ", ".join(f"{old} is now {LEGACY_KEYS[old]}" for old in renamed)
+        logger.warning("%s: %s (renamed in this version; read at the new address)", source, moves)
+
+
+def upgrade_legacy_override_keys(overrides: Mapping[str, str]) -> dict[str, str]:
+    """``overrides`` (dotted key -> value) with the keys of ``LEGACY_KEYS`` renamed, in their order."""
+    upgraded = {LEGACY_KEYS.get(key, key): value for key, value in overrides.items()}
+    report_renamed_keys(OVERRIDES, [key for key in overrides if key in LEGACY_KEYS])
+    return upgraded
+
+
+def upgrade_legacy_keys(tree: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A copy of the nested configuration ``tree`` (plain dicts) with the keys of ``LEGACY_KEYS`` moved to
+    their new place; one given under both names keeps the new name's value. ``source`` names where the tree
+    was read (``report_renamed_keys``)."""
+    upgraded: dict[str, Any] = _copy_tree(tree)
+    renamed: list[str] = []
+    for old, new in LEGACY_KEYS.items():
+        *old_parents, old_leaf = old.split(".")
+        parent: Any = upgraded
+        for name in old_parents:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or old_leaf not in parent:
+            continue
+        renamed.append(old)
+        value = parent.pop(old_leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = upgraded
+        for name in new_parents:
+            target = target.setdefault(name, {})
+        target.setdefault(new_leaf, value)
+    report_renamed_keys(source, renamed)
+    return upgraded
+
+
+def _copy_tree(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _copy_tree(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+
+
 def parse_overrides(args: Iterable[str]) -> dict[str, str]:
     """Split ``key=value`` arguments; the last one wins for a repeated key."""
     overrides: dict[str, str] = {}
@@ -105,19 +163,26 @@ def apply_override(
         raise ConfigError(f"Cannot set {key!r} to {value!r}: {str(e).splitlines()[0]}") from None
 
 
+def preset_config(
+    schema: type, presets: Mapping[str, Mapping[str, Any]], preset: str, what: str
+) -> DictConfig:
+    """The structured configuration of ``schema`` (either product's) with the values of ``presets[preset]``;
+    an unknown ``preset`` is refused, ``what`` naming the kind (``preset``, ``engine preset``)."""
+    if preset not in presets:
+        close = difflib.get_close_matches(preset, list(presets), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Unknown {what} {preset!r}.{hint} Presets: {', '.join(presets)}.")
+    cfg = OmegaConf.structured(schema)
+    cfg.preset = preset
+    for key, value in presets[preset].items():
+        apply_override(cfg, key, value, parsed_from_text=False, schema=schema)
+    return cfg
+
+
 def build_config(args: Iterable[str] = ()) -> Config:
     """The run configuration for command-line arguments like ``game=Pong preset=quick seed=3``."""
-    overrides = parse_overrides(args)
-    preset = overrides.pop("preset", "atari100k")
-    if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown preset {preset!r}.{hint} Presets: {', '.join(PRESETS)}.")
-
-    cfg = OmegaConf.structured(Config)
-    cfg.preset = preset
-    for key, value in PRESETS[preset].items():
-        apply_override(cfg, key, value, parsed_from_text=False)
+    overrides = upgrade_legacy_override_keys(parse_overrides(args))
+    cfg = preset_config(Config, PRESETS, overrides.pop("preset", "atari100k"), "preset")
     for key, value in overrides.items():
         apply_override(cfg, key, value, parsed_from_text=True)
     return _finalize(cfg)
@@ -126,7 +191,7 @@ def build_config(args: Iterable[str] = ()) -> Config:
 def with_overrides(cfg: Config, args: Iterable[str]) -> Config:
     """A copy of ``cfg`` with the ``key=value`` arguments applied, validated as ``build_config``'s result."""
     merged = OmegaConf.structured(cfg)
-    for key, value in parse_overrides(args).items():
+    for key, value in upgrade_legacy_override_keys(parse_overrides(args)).items():
         apply_override(merged, key, value, parsed_from_text=True)
     return _finalize(merged)
 
@@ -140,19 +205,44 @@ def _finalize(cfg: DictConfig) -> Config:
         cfg.game = resolve_game(game)
     except UnknownGameError as e:
         raise ConfigError(str(e)) from None
+    return checked_object(cfg, Config, validate)
+
+
+SchemaT = TypeVar("SchemaT")
+
+
+def checked_object(cfg: DictConfig, schema: type[SchemaT], validate: Callable[[SchemaT], None]) -> SchemaT:
+    """``cfg`` as the dataclass ``schema`` of either product's configuration, which ``validate`` checks."""
     config = OmegaConf.to_object(cfg)
-    assert isinstance(config, Config)
+    assert isinstance(config, schema)
     validate(config)
     return config
 
 
+class ConfigChecks:
+    """The checks of a configuration that types alone cannot express, gathered so that one error names
+    every failure (``check(ok, message)``, then ``raise_failures()``)."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        """What the error says first: ``Invalid configuration``."""
+        self.failures: list[str] = []
+
+    def __call__(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.failures.append(message)
+
+    def raise_failures(self) -> None:
+        """Raise a ``ConfigError`` that names every failed check, if one failed."""
+        if len(self.failures) == 1:  # one line, as every other error of the command
+            raise ConfigError(f"{self.title}: {self.failures[0]}")
+        if self.failures:
+            raise ConfigError(f"{self.title}:\n  " + "\n  ".join(self.failures))
+
+
 def validate(cfg: Config) -> None:
     """Checks that types alone cannot express; each failure names the key and the fix."""
-    errors: list[str] = []
-
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
+    check = ConfigChecks("Invalid configuration")
 
     for name in ("denoiser", "reward_model"):
         model = getattr(cfg, name)
@@ -178,13 +268,26 @@ def validate(cfg: Config) -> None:
         "(each past action gets cond_channels / num_cond_frames dims).",
     )
     check(cfg.denoiser.num_cond_frames >= 1, "denoiser.num_cond_frames must be >= 1.")
-    check(cfg.denoiser.num_autoregressive_steps >= 1, "denoiser.num_autoregressive_steps must be >= 1.")
+    check(
+        cfg.denoiser.training.num_autoregressive_steps >= 1,
+        "denoiser.training.num_autoregressive_steps must be >= 1.",
+    )
+    check(
+        not cfg.denoiser.noise_previous_obs,
+        "denoiser.noise_previous_obs=true: the Atari world model's network is not told the conditioning "
+        "frames' noise level (an engine's is).",
+    )
     s = cfg.denoiser.sampler
     check(s.num_steps >= 1, "denoiser.sampler.num_steps must be >= 1.")
     check(s.order in (1, 2), "denoiser.sampler.order must be 1 (Euler) or 2 (Heun).")
     check(0 < s.sigma_min < s.sigma_max, "Need 0 < denoiser.sampler.sigma_min < denoiser.sampler.sigma_max.")
     check(s.rho > 0, "denoiser.sampler.rho must be > 0.")
     check(s.s_churn >= 0, "denoiser.sampler.s_churn must be >= 0.")
+    check(
+        s.s_cond == 0,
+        "denoiser.sampler.s_cond must be 0: the Atari world model's network is not told the conditioning "
+        "frames' noise level (an engine's is).",
+    )
     sd = cfg.denoiser.sigma_distribution
     check(0 < sd.sigma_min < sd.sigma_max, "Need 0 < sigma_distribution.sigma_min < sigma_max.")
     check(sd.scale > 0, "denoiser.sigma_distribution.scale must be > 0.")
@@ -217,6 +320,17 @@ def validate(cfg: Config) -> None:
     check(ac.imagination_horizon >= 1, "actor_critic.imagination_horizon must be >= 1.")
     check(ac.temperature > 0, "actor_critic.temperature must be > 0.")
     check(all(t > 0 for t in ac.temperature_per_game.values()), "actor_critic.temperature_per_game: > 0.")
+    cp = ac.continuous
+    check(cp.min_std > 0, f"actor_critic.continuous.min_std must be > 0 (got {cp.min_std}).")
+    check(
+        cp.max_std > cp.min_std and math.isfinite(cp.max_std),
+        f"actor_critic.continuous.max_std must be finite and above the least std (got {cp.max_std}, the "
+        f"least {cp.min_std}).",
+    )
+    check(
+        math.isfinite(cp.std_offset),
+        f"actor_critic.continuous.std_offset must be finite (got {cp.std_offset}).",
+    )
 
     c = cfg.collection
     check(c.steps_per_epoch >= 1, "collection.steps_per_epoch must be >= 1.")
@@ -241,6 +355,7 @@ def validate(cfg: Config) -> None:
 
     e = cfg.env
     check(e.frame_skip >= 1, "env.frame_skip must be >= 1.")
+    check(e.action_repeat >= 1, "env.action_repeat must be >= 1.")
     check(e.noop_max >= 0, "env.noop_max must be >= 0.")
     check(e.size >= 8, "env.size must be >= 8.")
     check(e.max_frames_per_episode >= e.frame_skip, "env.max_frames_per_episode must be >= env.frame_skip.")
@@ -263,10 +378,7 @@ def validate(cfg: Config) -> None:
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith(("cuda", "mps")),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
     )
-    if errors:
-        if len(errors) == 1:  # one line, as every other error of the command
-            raise ConfigError(f"Invalid configuration: {errors[0]}")
-        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(errors))
+    check.raise_failures()
 
 
 def reward_model_seq_length(cfg: Config) -> int:
@@ -276,7 +388,8 @@ def reward_model_seq_length(cfg: Config) -> int:
     return cfg.denoiser.num_cond_frames - 1 + cfg.actor_critic.imagination_horizon
 
 
-def to_yaml(cfg: Config) -> str:
+def to_yaml(cfg: object) -> str:
+    """Either product's configuration (its schema's dataclass) as its ``config.yaml`` holds it."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
@@ -287,19 +400,28 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return {str(key): value for key, value in container.items()}
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    """Write the resolved configuration atomically as YAML."""
+def save_config(cfg: object, path: Path) -> None:
+    """Write either product's resolved configuration atomically as YAML."""
     atomic_write_text(path, to_yaml(cfg))
+
+
+def read_yaml(path: Path, what: str) -> DictConfig | ListConfig:
+    """The YAML file ``path``, not yet checked against a schema; its errors call it ``what``."""
+    try:
+        return OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"No {what} file at {path}.") from None
+    except Exception as e:
+        raise ConfigError(f"Cannot parse {what} {path}: {e}") from None
 
 
 def load_config_file(path: Path) -> Config:
     """Read a saved configuration back, checked against the current schema."""
-    try:
-        loaded = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"No configuration file at {path}.") from None
-    except Exception as e:
-        raise ConfigError(f"Cannot parse configuration {path}: {e}") from None
+    loaded = read_yaml(path, "configuration")
+    if isinstance(loaded, DictConfig):
+        container = OmegaConf.to_container(loaded)
+        assert isinstance(container, dict)
+        loaded = OmegaConf.create(upgrade_legacy_keys({str(k): v for k, v in container.items()}, str(path)))
     cfg = OmegaConf.structured(Config)
     try:
         cfg = OmegaConf.merge(cfg, loaded)

@@ -1,7 +1,10 @@
-"""Episodes, their storage (RAM + disk) and the segment sampler that feeds training.
+"""Episodes, their storage and the segment sampler that feeds training: the one episode-store interface
+(``store.py``) and its two backends, the run dataset (``storage.py``: RAM + disk, the agent's runs and
+recordings) and the folder store (``folder_store.py``: the engine's memory-mapped datasets and recordings),
+one segment-drawing rule (``segments.py``), one sampler (``segment_sampler.py``) and one ``Batch``.
 
-``Batch``, ``frame_mask`` and ``SegmentSampler`` need torch, whose import takes over a second: they are
-imported on first access, so processes that only store episodes (environment workers, dataset tools, the
+``Batch``, ``step_to_frame_mask`` and ``SegmentSampler`` need torch, whose import takes over a second: they
+are imported on first access, so processes that only store episodes (environment workers, dataset tools, the
 crash test's child processes) stay numpy-only.
 """
 
@@ -23,13 +26,13 @@ from diffworld.data.storage import (
 )
 
 if TYPE_CHECKING:
-    from diffworld.data.batch import Batch, frame_mask
-    from diffworld.data.sampler import SegmentSampler
+    from diffworld.data.batch import Batch, step_to_frame_mask
+    from diffworld.data.segment_sampler import SegmentSampler
 
 _TORCH_EXPORTS = {
     "Batch": "diffworld.data.batch",
-    "frame_mask": "diffworld.data.batch",
-    "SegmentSampler": "diffworld.data.sampler",
+    "step_to_frame_mask": "diffworld.data.batch",
+    "SegmentSampler": "diffworld.data.segment_sampler",
 }
 
 __all__ = [
@@ -39,11 +42,11 @@ __all__ = [
     "EpisodeDataset",
     "SegmentSampler",
     "episode_path",
-    "frame_mask",
     "has_enough_minority_rewards",
     "part_path",
     "read_stored_episode",
     "set_aside_later_files",
+    "step_to_frame_mask",
     "stored_episode_ids",
 ]
 

@@ -25,7 +25,8 @@ class Episode:
         obs: (T+1, H, W, C) uint8. Frame t is what the agent saw before action t; frame T is the true final
             frame (where the life was lost, where the game ended, or simply the next frame when collection
             stopped).
-        act: (T,) int64 actions.
+        act: (T,) int64 action indices (a discrete action space: Atari, Catch), or (T, D) float32 action
+            vectors (a continuous one: DeepMind Control, in the agent's [-1, 1] units; ``envs.continuous``).
         rew: (T,) float32 raw (unclipped) rewards.
         terminated: (T,) bool; only the last step may be True.
         truncated: (T,) bool; only the last step may be True. Both False at the last step means the episode
@@ -45,7 +46,12 @@ class Episode:
                 f"Episode.obs must have shape (T+1, H, W, C) with T >= 1 steps, got {self.obs.shape}"
             )
         steps = (len(self),)
-        _check_array("act", self.act, np.int64, steps)
+        if isinstance(self.act, np.ndarray) and self.act.ndim == 2:
+            _check_array("act", self.act, np.float32, (len(self), self.act.shape[1]))
+            if not np.isfinite(self.act).all():
+                raise ValueError("Episode.act must be finite")
+        else:
+            _check_array("act", self.act, np.int64, steps)
         _check_array("rew", self.rew, np.float32, steps)
         _check_array("terminated", self.terminated, np.bool_, steps)
         _check_array("truncated", self.truncated, np.bool_, steps)
@@ -62,7 +68,7 @@ class Episode:
     def from_steps(
         cls,
         frames: Sequence[np.ndarray] | np.ndarray,
-        actions: Sequence[int],
+        actions: Sequence[int] | Sequence[np.ndarray] | np.ndarray,
         rewards: Sequence[float],
         *,
         terminated: bool,
@@ -71,7 +77,8 @@ class Episode:
         """Build an episode from per-step lists: ``len(frames) == len(actions) + 1`` (final frame included).
 
         Frames must already be uint8; ``terminated`` / ``truncated`` describe how the last step ended. An
-        array of frames (T+1, H, W, C) becomes ``obs`` as it is, without a copy.
+        array of frames (T+1, H, W, C) becomes ``obs`` as it is, without a copy. ``actions``: integers, or
+        action vectors (each of D floats, or one (T, D) array), which become float32.
         """
         num_steps = len(actions)
         ends = np.zeros((2, num_steps), dtype=np.bool_)
@@ -79,8 +86,16 @@ class Episode:
             ends[:, -1] = (terminated, truncated)
         return cls(
             obs=frames if isinstance(frames, np.ndarray) else np.stack(frames),
-            act=np.asarray(actions, dtype=np.int64),
+            act=_actions_array(actions),
             rew=np.asarray(rewards, dtype=np.float32),
             terminated=ends[0],
             truncated=ends[1],
         )
+
+
+def _actions_array(actions: Sequence[int] | Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """(T,) int64 indices, or (T, D) float32 vectors where each action is a vector."""
+    array = np.asarray(actions)
+    if array.ndim == 2:
+        return array.astype(np.float32, copy=False)
+    return np.asarray(actions, dtype=np.int64)

@@ -38,12 +38,18 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffworld.data.episode import Episode
 from diffworld.errors import UserError
 from diffworld.utils.atomic import atomic_write, remove_temp_files
+
+if TYPE_CHECKING:
+    import torch
+
+    from diffworld.data.batch import Batch
 
 DEFAULT_FRAME_SHAPE = (64, 64, 3)
 
@@ -364,7 +370,8 @@ def _check_goes_on(episode: Episode, source: str) -> None:
 
 
 class EpisodeDataset:
-    """Episodes appended as they are collected, held in RAM for sampling and, optionally, saved to a folder.
+    """Episodes appended as they are collected, held in RAM for sampling and, optionally, saved to a folder:
+    the run dataset, a ``data.store.EpisodeStore`` whose segments count steps.
 
     ``add`` stores a new episode under the next id; with ``partial=True`` the episode is still running and
     stays open, and ``extend`` appends the steps that followed until the episode ends (``partial=False``).
@@ -377,6 +384,8 @@ class EpisodeDataset:
         frame_shape: (H, W, C) of every frame.
         capacity_steps: expected total number of steps, preallocated to avoid growth copies (which briefly
             hold the old and new arrays together). Exceeding it is fine: arrays then double.
+        action_shape: ``()`` for int64 action indices (Atari, Catch), ``(D,)`` for float32 action vectors
+            (continuous control); every episode's ``act`` must be of that kind.
     """
 
     def __init__(
@@ -385,7 +394,10 @@ class EpisodeDataset:
         *,
         frame_shape: tuple[int, int, int] = DEFAULT_FRAME_SHAPE,
         capacity_steps: int = 0,
+        action_shape: tuple[int, ...] = (),
     ) -> None:
+        if len(action_shape) > 1 or any(d < 1 for d in action_shape):
+            raise ValueError(f"action_shape must be () or (D,) with D >= 1, got {action_shape}")
         self._directory = None if directory is None else Path(directory)
         if self._directory is not None:
             self._directory.mkdir(parents=True, exist_ok=True)
@@ -395,7 +407,8 @@ class EpisodeDataset:
                 )
         self._frame_shape = tuple(frame_shape)
         self._frames = _GrowableArray(self._frame_shape, np.uint8)
-        self._act = _GrowableArray((), np.int64)
+        self._action_shape = tuple(action_shape)
+        self._act = _GrowableArray(self._action_shape, np.float32 if self._action_shape else np.int64)
         self._rew = _GrowableArray((), np.float32)
         self._terminated = _GrowableArray((), np.bool_)
         self._truncated = _GrowableArray((), np.bool_)
@@ -420,6 +433,7 @@ class EpisodeDataset:
         *,
         frame_shape: tuple[int, int, int] = DEFAULT_FRAME_SHAPE,
         capacity_steps: int = 0,
+        action_shape: tuple[int, ...] = (),
     ) -> EpisodeDataset:
         """Rebuild a dataset from ``directory``, episodes in id order; later ``add`` calls append there.
 
@@ -431,14 +445,14 @@ class EpisodeDataset:
         """
         directory = Path(directory)
         selected = _select_episodes(directory, max_episodes)
-        dataset = cls(None, frame_shape=frame_shape, capacity_steps=capacity_steps)
+        dataset = cls(None, frame_shape=frame_shape, capacity_steps=capacity_steps, action_shape=action_shape)
         # Sizing the arrays from the lengths first means loading never copies frames to grow.
         num_steps = sum(_stored_length(files, i) for i, files in enumerate(selected))
         dataset._reserve(num_steps, num_steps + len(selected))
         for episode_id, files in enumerate(selected):
             pieces = _read_pieces(files, episode_id)
             for piece in pieces:
-                dataset._check_frame_shape(piece, source=f"episode {episode_id} in {directory}")
+                dataset._check_shapes(piece, source=f"episode {episode_id} in {directory}")
             dataset._append_to_ram(pieces[0])
             for piece in pieces[1:]:
                 dataset._extend_ram(episode_id, piece)
@@ -454,6 +468,11 @@ class EpisodeDataset:
     @property
     def frame_shape(self) -> tuple[int, ...]:
         return self._frame_shape
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        """``()``: int64 action indices; ``(D,)``: float32 action vectors."""
+        return self._action_shape
 
     @property
     def num_episodes(self) -> int:
@@ -516,6 +535,51 @@ class EpisodeDataset:
         """(3,) int64 number of stored steps with sign(reward) = -1, 0, +1."""
         return self._sign_counts.copy()
 
+    def gather(self, episode_ids: np.ndarray, starts: np.ndarray, n: int, device: torch.device) -> Batch:
+        """The segments of steps ``[start, start + n)`` (and n + 1 frames) of the given episodes, as a
+        ``Batch`` on ``device`` (``data.store.EpisodeStore``). Every segment must contain a real step.
+
+        Steps outside ``[0, len)`` and frames outside ``[0, len]`` (frame len, the true final frame, is real)
+        are padding.
+        """
+        import torch  # here, so that storing episodes stays numpy-only (see data/__init__.py)
+
+        from diffworld.data.batch import Batch
+        from diffworld.data.frames import frames_to_tensor
+
+        lengths = self.lengths[episode_ids][:, None]
+        step_pos = starts[:, None] + np.arange(n)
+        frame_pos = starts[:, None] + np.arange(n + 1)
+        is_real = (step_pos >= 0) & (step_pos < lengths)
+        if not is_real.any(axis=1).all():
+            raise ValueError("every segment must overlap its episode")
+
+        # Clipping keeps padding indices inside their own episode; their values are masked out below.
+        step_idx = self.step_starts[episode_ids][:, None] + np.clip(step_pos, 0, lengths - 1)
+        frame_idx = self.frame_starts[episode_ids][:, None] + np.clip(frame_pos, 0, lengths)
+        frames = self.frames[frame_idx]  # (B, T+1, H, W, C) uint8, the only large copy
+
+        # Frames outside [0, len] are padding (frame len, the true final frame, is real). Their flat indices
+        # are found on the host so that zeroing them on the device touches only them and never syncs.
+        padding_frames = np.flatnonzero((frame_pos < 0) | (frame_pos > lengths))
+        # uint8 crosses to the device (4x less traffic than float32); conversion and zeroing happen there.
+        obs = torch.from_numpy(frames).to(device, non_blocking=True)
+        obs = frames_to_tensor(obs)
+        obs.flatten(0, 1).index_fill_(0, torch.from_numpy(padding_frames).to(device), 0.0)
+
+        def steps_to_device(values: np.ndarray) -> torch.Tensor:
+            real = is_real.reshape(is_real.shape + (1,) * (values.ndim - is_real.ndim))  # action vectors
+            return torch.from_numpy(np.where(real, values, np.zeros((), dtype=values.dtype))).to(device)
+
+        return Batch.of_steps(
+            obs=obs,
+            act=steps_to_device(self.actions[step_idx]),
+            rew=steps_to_device(self.rewards[step_idx]),
+            end=steps_to_device(self.terminated[step_idx]),
+            trunc=steps_to_device(self.truncated[step_idx]),
+            step_mask=torch.from_numpy(is_real).to(device),
+        )
+
     def add(self, episode: Episode, *, partial: bool = False) -> int:
         """Store ``episode`` (on disk first, if any); return its id: 0, 1, 2, ... in order of addition.
 
@@ -523,7 +587,7 @@ class EpisodeDataset:
         end it) and is stored on disk as its first part.
         """
         episode_id = self.num_episodes
-        self._check_frame_shape(episode, source="the added episode")
+        self._check_shapes(episode, source="the added episode")
         if partial:
             _check_goes_on(episode, "the added episode")
         if self._directory is not None:
@@ -550,7 +614,7 @@ class EpisodeDataset:
         parts = self._open.get(episode_id)
         if parts is None:
             raise ValueError(f"episode {episode_id} is not open: only open episodes can be extended")
-        self._check_frame_shape(steps, source="the added steps")
+        self._check_shapes(steps, source="the added steps")
         if partial:
             _check_goes_on(steps, "the added steps")
         length = parts[-1]
@@ -626,11 +690,16 @@ class EpisodeDataset:
         for array in (self._act, self._rew, self._terminated, self._truncated):
             array.reserve(num_steps)
 
-    def _check_frame_shape(self, episode: Episode, source: str | Path) -> None:
+    def _check_shapes(self, episode: Episode, source: str | Path) -> None:
         if episode.obs.shape[1:] != self._frame_shape:
             raise ValueError(
                 f"{source} has frames of shape {episode.obs.shape[1:]}; the dataset stores "
                 f"{self._frame_shape}"
+            )
+        if episode.act.shape[1:] != self._action_shape:
+            raise ValueError(
+                f"{source} has actions of shape {episode.act.shape[1:]} per step; the dataset stores "
+                f"{self._action_shape} ({'action vectors' if self._action_shape else 'action indices'})"
             )
 
     def _append_to_ram(self, episode: Episode) -> None:

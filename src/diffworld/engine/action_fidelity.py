@@ -19,60 +19,48 @@ fails): at full resolution through the upsampler, and at low resolution against 
 low-resolution. ``fidelity`` is successes over trials (the upsampled one where there is an upsampler);
 ``chance``, the mean over trials of one over the state's number of distinct outcomes, is what a guess among
 the outcomes scores. Play stops after ``states`` kept states (or ``50 * states * every + 1000`` steps).
+
+The measurement itself (``evaluate_action_fidelity``) is ``evaluation/action_fidelity.py``'s, which the
+agent's continuous-control action fidelity shares; what stays here is the engine's real game.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from diffworld.data.frames import frames_to_tensor
-from diffworld.engine.actions import ActionSpec
-from diffworld.engine.convert.from_gym import as_rgb
-from diffworld.engine.dataset import EngineDataset
+from diffworld.data.actions import ActionSpec
+from diffworld.data.folder_store import EngineDataset
+from diffworld.engine.convert.from_gym import PolicyLoader, as_rgb, load_policy
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.errors import UserError
+from diffworld.evaluation.action_fidelity import (
+    FIDELITY_EVERY,
+    FIDELITY_STATES,
+    SEED_OFFSET,
+    ProbeGame,
+    evaluate_action_fidelity,
+)
 
-FIDELITY_STATES = 64
-"""States probed by default (``engine eval`` on a dataset recorded from a Gymnasium env)."""
-FIDELITY_EVERY = 10
-"""Steps between probed states of an episode by default."""
-SEED_OFFSET = 1_000_000
-"""The default seed of the held-out play: the recording's seed plus this."""
+__all__ = [
+    "FIDELITY_EVERY",
+    "FIDELITY_STATES",
+    "SEED_OFFSET",
+    "GymGame",
+    "ProbeGame",
+    "engine_action_fidelity",
+    "evaluate_action_fidelity",
+    "fidelity_seed",
+    "format_fidelity",
+    "has_game",
+    "open_game",
+]
+
 _MAX_SEED = 2**32 - 1
-
-
-class ProbeGame(Protocol):
-    """A real game that can be played and probed: what ``evaluate_action_fidelity`` needs."""
-
-    name: str
-    spec: ActionSpec
-    action_names: list[str]
-
-    @property
-    def num_actions(self) -> int: ...
-
-    def action_vector(self, action: int) -> np.ndarray:
-        """The engine's action vector (``spec``) of action ``action`` (0 .. num_actions - 1)."""
-        ...
-
-    def reset(self, seed: int | None) -> np.ndarray:
-        """A new episode's first frame, (H, W, 3) uint8."""
-        ...
-
-    def step(self, action: int) -> tuple[np.ndarray, bool]:
-        """The next frame after ``action``, and whether the episode ended with it."""
-        ...
-
-    def outcomes(self) -> list[np.ndarray]:
-        """The next frame after each action from the current state, which is left as it was."""
-        ...
 
 
 class GymGame:
@@ -185,9 +173,11 @@ def has_game(dataset: EngineDataset) -> bool:
     return _recorded_from(dataset) is not None
 
 
-def open_game(dataset: EngineDataset, spec: ActionSpec) -> GymGame:
+def open_game(dataset: EngineDataset, spec: ActionSpec, policy_loader: PolicyLoader | None = None) -> GymGame:
     """The real game of ``dataset``, rebuilt from its ``source``; one-line errors where there is none, it
-    cannot be made, or its actions or frames are not the dataset's (``spec``: the engine's actions)."""
+    cannot be made, or its actions or frames are not the dataset's (``spec``: the engine's actions). A
+    dataset recorded by a diffworld agent needs ``policy_loader`` (``from_gym.PolicyLoader``), which reads
+    the agent's game settings."""
     source = _recorded_from(dataset)
     if source is None:
         raise UserError(
@@ -204,7 +194,8 @@ def open_game(dataset: EngineDataset, spec: ActionSpec) -> GymGame:
 
         game = GymGame(_make_gym_env(env_id, kwargs), env_id)
     else:
-        game = GymGame(_agent_game_env(Path(str(policy)), env_id), env_id, use_render=True)
+        agent_env = _agent_game_env(Path(str(policy)), env_id, policy_loader)
+        game = GymGame(agent_env, env_id, use_render=True)
     try:
         if game.spec != spec:
             raise UserError(
@@ -223,24 +214,24 @@ def open_game(dataset: EngineDataset, spec: ActionSpec) -> GymGame:
     return game
 
 
-def _agent_game_env(agent: Path, game: str) -> Any:
+def _agent_game_env(agent: Path, game: str, policy_loader: PolicyLoader | None) -> Any:
     """The env a diffworld agent recorded its game in (``from_gym._make_agent_env``): the settings of the
     agent's configuration."""
     from diffworld.envs.make import make_env
-    from diffworld.run.trained_agent import load_trained_agent
 
     if not agent.exists():
         raise UserError(
             f"the dataset was recorded by the agent {agent}, which is gone: action fidelity needs its game's "
             "settings; evaluate with --fidelity-states 0"
         )
-    env = load_trained_agent(agent, "cpu").cfg.env
+    env = load_policy(policy_loader, agent, "cpu", 0).env
     return make_env(
         game,
         max_frames_per_episode=env.max_frames_per_episode,
         noop_max=env.noop_max,
         frame_skip=env.frame_skip,
         size=env.size,
+        action_repeat=env.action_repeat,
     )
 
 
@@ -258,137 +249,6 @@ def fidelity_seed(dataset: EngineDataset, seed: int | None) -> int:
             "another"
         )
     return seed
-
-
-def _closest(pred: Tensor, real: Tensor, classes: Tensor) -> Tensor:
-    """(A,) bool: whether each prediction (A, C, H, W) is strictly closer (MSE) to the real outcome of its
-    class ``classes[a]`` among ``real`` (M, C, H, W) than to every other one."""
-    d = (pred[:, None].double() - real[None].double()).pow(2).flatten(2).mean(2)
-    rows = torch.arange(d.size(0), device=d.device)
-    own = d[rows, classes]
-    others = d.clone()
-    others[rows, classes] = torch.inf
-    return own < others.min(dim=1).values
-
-
-@torch.no_grad()
-def evaluate_action_fidelity(
-    engine: EngineSamplers,
-    game: ProbeGame,
-    *,
-    states: int = FIDELITY_STATES,
-    every: int = FIDELITY_EVERY,
-    seed: int = SEED_OFFSET,
-    device: torch.device | str = "cpu",
-    generator: torch.Generator | None = None,
-    max_steps: int | None = None,
-) -> dict[str, Any]:
-    """The action fidelity of ``engine`` on ``game`` (see the module docstring), as a JSON-ready dict.
-
-    The play is seeded by ``seed`` (the first reset and the random actions, drawn from a ``torch.Generator``);
-    ``generator`` draws the engine's samples. Keys: ``fidelity`` (None without trials), ``resolution`` (of
-    ``fidelity``), ``chance``, ``low_res`` and (with an upsampler) ``full_res``, each ``{"fidelity",
-    "successes"}``; ``states`` (kept), ``skipped_states`` (a single outcome), ``trials``,
-    ``distinct_outcomes`` (states by their number of outcomes), ``per_action`` (``{name: {"trials",
-    "low_res", "full_res"}}``, successes), ``episodes`` and ``steps`` played, ``nondeterministic_steps``
-    (played steps whose frame differed from the probed outcome of the same action: should be 0).
-    """
-    if states < 1 or every < 1:
-        raise UserError(f"fidelity states and every must be >= 1, got {states} and {every}")
-    device = torch.device(device)
-    context = engine.context_length
-    max_steps = max_steps if max_steps is not None else 50 * states * every + 1000
-    n = game.num_actions
-    vectors = torch.tensor(
-        np.stack([game.action_vector(a) for a in range(n)]), dtype=torch.float32, device=device
-    )
-    policy = torch.Generator().manual_seed(seed)
-    upsample = engine.upsampler is not None
-    resolutions = ("low_res", "full_res") if upsample else ("low_res",)
-    successes = {res: np.zeros(n, dtype=np.int64) for res in resolutions}
-    action_trials = np.zeros(n, dtype=np.int64)
-    outcome_counts: Counter[int] = Counter()
-    kept = skipped = steps = nondeterministic = 0
-    chance_sum = 0.0
-
-    frames = [game.reset(seed)]  # the episode's last ``context`` frames
-    actions: list[int] = []  # the actions taken after all but the last of them
-    t, episodes = 0, 1  # t: the current frame's index in its episode
-    while kept < states and steps < max_steps:
-        probed: list[np.ndarray] | None = None
-        if t >= context - 1 and (t - (context - 1)) % every == 0:
-            probed = game.outcomes()
-            index: dict[bytes, int] = {}
-            classes = [index.setdefault(o.tobytes(), len(index)) for o in probed]
-            m = len(index)
-            if m < 2:
-                skipped += 1
-            else:
-                cls = torch.tensor(classes, device=device)
-                real_full = frames_to_tensor(np.stack([probed[classes.index(j)] for j in range(m)]), device)
-                ctx_full = frames_to_tensor(np.stack(frames[-context:]), device)
-                low_ctx = engine.low_res_of(ctx_full)[context - engine.num_cond :]
-                past = (
-                    vectors[actions[len(actions) - (engine.num_cond - 1) :]]
-                    if engine.num_cond > 1
-                    else vectors[:0]
-                )
-                act = torch.cat([past[None].expand(n, -1, -1), vectors[:, None]], dim=1)
-                low = engine.predictor.predict_next(
-                    low_ctx[None].expand(n, *low_ctx.shape).contiguous(), act, generator=generator
-                )
-                successes["low_res"] += _closest(low, engine.low_res_of(real_full), cls).cpu().numpy()
-                if engine.upsampler is not None:
-                    prev = ctx_full[context - engine.num_cond_full :]
-                    full = engine.upsampler.upsample(
-                        low, prev[None].expand(n, *prev.shape).contiguous(), generator=generator
-                    )
-                    successes["full_res"] += _closest(full, real_full, cls).cpu().numpy()
-                action_trials += 1
-                chance_sum += n / m
-                outcome_counts[m] += 1
-                kept += 1
-                if kept >= states:
-                    break
-        action = int(torch.randint(n, (1,), generator=policy))
-        frame, ended = game.step(action)
-        steps += 1
-        if probed is not None and not np.array_equal(frame, probed[action]):
-            nondeterministic += 1
-        if ended:
-            frames, actions, t = [game.reset(None)], [], 0
-            episodes += 1
-        else:
-            frames = [*frames[-(context - 1) :], frame] if context > 1 else [frame]
-            actions = [*actions, action][-(context - 1) :] if context > 1 else []
-            t += 1
-
-    trials = int(action_trials.sum())
-    by_res = {
-        res: {"fidelity": (int(s.sum()) / trials if trials else None), "successes": int(s.sum())}
-        for res, s in successes.items()
-    }
-    main = "full_res" if upsample else "low_res"
-    return {
-        "fidelity": by_res[main]["fidelity"],
-        "resolution": main,
-        "chance": chance_sum / trials if trials else None,
-        **by_res,
-        "states": kept,
-        "skipped_states": skipped,
-        "trials": trials,
-        "distinct_outcomes": {str(m): c for m, c in sorted(outcome_counts.items())},
-        "per_action": {
-            name: {"trials": int(action_trials[a]), **{res: int(successes[res][a]) for res in resolutions}}
-            for a, name in enumerate(game.action_names)
-        },
-        "episodes": episodes,
-        "steps": steps,
-        "nondeterministic_steps": nondeterministic,
-        "seed": seed,
-        "every": every,
-        "max_states": states,
-    }
 
 
 def format_fidelity(report: Mapping[str, Any]) -> str:

@@ -9,7 +9,6 @@ model's settings (``csgo``).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,29 +18,28 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from diffworld.config.loading import ConfigError, apply_override, parse_overrides
-from diffworld.config.schema import OptimizerConfig, Precision, SamplerConfig, SigmaDistributionConfig
-from diffworld.utils.atomic import atomic_write_text
+from diffworld.config.loading import (
+    ConfigChecks,
+    ConfigError,
+    apply_override,
+    checked_object,
+    parse_overrides,
+    preset_config,
+    read_yaml,
+)
+from diffworld.config.schema import (
+    GradAccumulation,
+    OptimizerConfig,
+    Precision,
+    SamplerConfig,
+    SigmaDistributionConfig,
+    WorldModelConfig,
+    WorldModelTrainingConfig,
+)
 
-
-@dataclass
-class EngineSamplerConfig(SamplerConfig):
-    """A sampler of the engine: EDM's (``SamplerConfig``) plus the conditioning frames' noise level."""
-
-    s_cond: float = 0.0
-    """With ``noise_previous_obs``: the conditioning frames get Gaussian noise of this std before the
-    denoiser sees them, and the network is told this level (the official CS:GO sampler's 0.005). 0: clean
-    conditioning frames, the network told level 0 (c_noise_cond = 0)."""
-
-
-class GradAccumulation(str, Enum):
-    """How the losses of the ``grad_acc_steps`` batches of one update combine into its gradient."""
-
-    sum = "sum"
-    """The official CS:GO trainer: each batch's loss is backpropagated as it is, so the update's gradient is
-    the sum of the batches' (and ``max_grad_norm`` clips that sum)."""
-    mean = "mean"
-    """The mean of the batches' gradients, as the Atari trainer (where ``grad_acc_steps`` is 1)."""
+EngineSamplerConfig = SamplerConfig
+"""A sampler of the engine: the world model's ``SamplerConfig`` (its ``s_cond`` is the official CS:GO
+sampler's noise of the conditioning frames)."""
 
 
 class LowResFilter(str, Enum):
@@ -57,21 +55,18 @@ class LowResFilter(str, Enum):
 
 
 @dataclass
-class EngineModelTrainingConfig:
-    """The batches one model trains on."""
+class EngineModelTrainingConfig(WorldModelTrainingConfig):
+    """The batches one engine model trains on: the world model's ``WorldModelTrainingConfig`` with the
+    official CS:GO trainer's defaults, and an average of the weights."""
 
     batch_size: int = 16
     """Segments per batch: over all processes together (each of N ``torchrun`` processes takes
     batch_size / N), or per process with ``training.batch_size_per_process`` (the official semantics)."""
     grad_acc_steps: int = 8
-    """Batches accumulated per optimizer update."""
     grad_accumulation: GradAccumulation = GradAccumulation.sum
-    """``sum`` (the official CS:GO trainer) or ``mean`` of the accumulated batches' gradients."""
     num_autoregressive_steps: int = 5
-    """Consecutive predictions per training segment (num_cond_frames + this many frames), the later ones
-    conditioned on the model's own one-shot estimates (docs/method.md §3). The official configuration counts
-    the predictions after the first: its ``num_autoregressive_steps`` is this minus one (CS:GO: 4 for the
-    denoiser, 1 for the upsampler, so 5 and 2 here)."""
+    """The official configuration counts the predictions after the first (CS:GO: 4 for the denoiser, 1 for
+    the upsampler, so 5 and 2 here)."""
     ema_decay: float | None = None
     """An exponential moving average of the model's weights, updated after every optimizer update with this
     decay (``torch.optim.swa_utils``: the first update copies the weights, each later one makes the average
@@ -81,32 +76,23 @@ class EngineModelTrainingConfig:
 
 
 @dataclass
-class EngineDenoiserConfig:
-    """The low-resolution next-frame denoiser: EDM around a U-Net conditioned on the L past frames and
-    actions.
+class EngineDenoiserConfig(WorldModelConfig):
+    """The engine's low-resolution next-frame denoiser: the world model (``WorldModelConfig``) conditioned on
+    the L past frames and actions, in the official CS:GO layout.
 
     Defaults: the official CS:GO model (``csgo``).
     """
 
-    num_cond_frames: int = 4
-    """L: past frames (and actions) each prediction is conditioned on."""
     cond_channels: int = 2048
-    """Width of the conditioning vector; each of the L action embeddings has cond_channels / L dims."""
     channels: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
-    depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     attn_depths: list[bool] = field(default_factory=lambda: [False, False, True, True])
-    sigma_data: float = 0.5
     sigma_offset_noise: float = 0.1
     noise_previous_obs: bool = True
-    """Noise augmentation of the conditioning frames in training: per sample, a level sigma_cond drawn like
-    the training sigmas, the L past frames noised at it (offset noise included), and c_noise_cond =
-    log(sigma_cond) / 4 fed to the network beside c_noise. Makes long autoregressive rollouts robust to the
-    model's own errors (the official CS:GO recipe)."""
     sigma_distribution: SigmaDistributionConfig = field(
         default_factory=lambda: SigmaDistributionConfig(loc=-1.2, scale=1.2, sigma_min=2e-3, sigma_max=20.0)
     )
-    sampler: EngineSamplerConfig = field(
-        default_factory=lambda: EngineSamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
+    sampler: SamplerConfig = field(
+        default_factory=lambda: SamplerConfig(num_steps=1, sigma_min=2e-3, sigma_max=5.0, s_cond=0.005)
     )
     """One Euler step, as the official CS:GO ``fast`` settings."""
     training: EngineModelTrainingConfig = field(default_factory=EngineModelTrainingConfig)
@@ -132,7 +118,7 @@ def _csgo_upsampler() -> UpsamplerConfig:
         attn_depths=[False, False, False, True],
         noise_previous_obs=False,
         # Heun with churn, as the official CS:GO ``fast`` settings: one step from sigma 5 raised by churn.
-        sampler=EngineSamplerConfig(
+        sampler=SamplerConfig(
             num_steps=1,
             sigma_min=1.0,
             sigma_max=5.0,
@@ -142,7 +128,7 @@ def _csgo_upsampler() -> UpsamplerConfig:
             s_tmax=5.0,
             s_noise=0.9,
         ),
-        training=EngineModelTrainingConfig(batch_size=4, grad_acc_steps=8, num_autoregressive_steps=2),
+        training=EngineModelTrainingConfig(batch_size=4, num_autoregressive_steps=2),
     )
 
 
@@ -237,7 +223,7 @@ def with_low_res(cfg: EngineConfig, frame_size: tuple[int, int]) -> EngineConfig
     the frames. Frames of another size would have to be resized or cropped, which changes the game (a
     1-pixel line blurred or cut): the error names the factors that fit, or ``upsampler=null``, with which the
     denoiser alone works at any ``low_res`` up to the frames' size (area downsampling,
-    ``engine/sampler.py``).
+    ``engine/segment_sampler.py``).
     """
     h, w = frame_size
     if cfg.upsampler is None:
@@ -370,15 +356,7 @@ def build_engine_config(args: Iterable[str] = ()) -> EngineConfig:
     Values are parsed as YAML scalars and lists and checked against the dataclasses, never evaluated.
     """
     overrides = parse_overrides(args)
-    preset = overrides.pop("preset", "csgo")
-    if preset not in ENGINE_PRESETS:
-        close = difflib.get_close_matches(preset, list(ENGINE_PRESETS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"Unknown engine preset {preset!r}.{hint} Presets: {', '.join(ENGINE_PRESETS)}.")
-    cfg = OmegaConf.structured(EngineConfig)
-    cfg.preset = preset
-    for key, value in ENGINE_PRESETS[preset].items():
-        apply_override(cfg, key, value, parsed_from_text=False, schema=EngineConfig)
+    cfg = preset_config(EngineConfig, ENGINE_PRESETS, overrides.pop("preset", "csgo"), "engine preset")
     for key, value in overrides.items():
         if key.startswith("upsampler.") and cfg.upsampler is None:
             raise ConfigError(f"Cannot set {key!r}: upsampler=null turned the upsampler off.")
@@ -389,19 +367,12 @@ def build_engine_config(args: Iterable[str] = ()) -> EngineConfig:
 def _finalize(cfg: DictConfig) -> EngineConfig:
     if OmegaConf.is_missing(cfg, "data"):
         raise ConfigError("No dataset given: add data=<engine dataset folder>.")
-    config = OmegaConf.to_object(cfg)
-    assert isinstance(config, EngineConfig)
-    validate_engine_config(config)
-    return config
+    return checked_object(cfg, EngineConfig, validate_engine_config)
 
 
 def validate_engine_config(cfg: EngineConfig) -> None:
     """Checks that types alone cannot express; each failure names the key and the fix."""
-    errors: list[str] = []
-
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
+    check = ConfigChecks("Invalid engine configuration")
 
     check(
         cfg.low_res is None or (len(cfg.low_res) == 2 and min(cfg.low_res) >= 1),
@@ -457,29 +428,13 @@ def validate_engine_config(cfg: EngineConfig) -> None:
         cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"),
         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N.",
     )
-    if errors:
-        if len(errors) == 1:
-            raise ConfigError(f"Invalid engine configuration: {errors[0]}")
-        raise ConfigError("Invalid engine configuration:\n  " + "\n  ".join(errors))
-
-
-def engine_config_to_yaml(cfg: EngineConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def save_engine_config(cfg: EngineConfig, path: Path) -> None:
-    """Write the resolved configuration atomically as YAML."""
-    atomic_write_text(path, engine_config_to_yaml(cfg))
+    check.raise_failures()
 
 
 def load_engine_config(path: Path) -> EngineConfig:
-    """Read a saved engine configuration back, checked against the current schema."""
-    try:
-        loaded = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"No engine configuration file at {path}.") from None
-    except Exception as e:
-        raise ConfigError(f"Cannot parse engine configuration {path}: {e}") from None
+    """Read a saved engine configuration back, checked against the current schema (``config.loading``'s
+    ``save_config`` writes one)."""
+    loaded = read_yaml(path, "engine configuration")
     if isinstance(loaded, DictConfig) and "low_res_filter" not in loaded:
         # Written before the bicubic filter existed: those engines trained on area-downsampled frames.
         loaded.low_res_filter = LowResFilter.area.value

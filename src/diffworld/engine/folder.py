@@ -19,7 +19,7 @@ import datetime
 import json
 from pathlib import Path
 
-from diffworld.engine.actions import ActionSpec
+from diffworld.data.actions import ActionSpec
 from diffworld.engine.config import EngineConfig
 from diffworld.run.folder import CONFIG_FILE, RunDirError
 from diffworld.utils.atomic import atomic_write_text

@@ -3,7 +3,7 @@ frame from the last L frames and actions, then (with an upsampler) its full-reso
 previous full-resolution frames (docs/engine.md, "Models").
 
 ``EngineSamplers`` holds the samplers as small protocols, so that tests drive the rest with fake engines;
-``Imagination`` steps one batch of imagined trajectories open-loop, one action vector at a time.
+``OpenLoopRollout`` steps one batch of imagined trajectories open-loop, one action vector at a time.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from torch import Tensor
 
 from diffworld.data.frames import frames_to_tensor
 from diffworld.engine.config import LowResFilter
-from diffworld.engine.sampler import downsample
-from diffworld.models.diffusion.open_loop import NextFrameSampler
+from diffworld.engine.segment_sampler import downsample
+from diffworld.models.diffusion.denoiser import FrameSampler
 
 
 class FrameUpsampler(Protocol):
@@ -34,7 +34,7 @@ class FrameUpsampler(Protocol):
 class EngineSamplers:
     """What imagining with an engine needs."""
 
-    predictor: NextFrameSampler
+    predictor: FrameSampler
     """The low-resolution next-frame sampler: ``predict_next(prev_obs (B, L, 3, h, w), prev_act (B, L,
     D))``."""
     num_cond: int
@@ -57,7 +57,7 @@ class EngineSamplers:
         return max(self.num_cond, self.num_cond_full if self.upsampler is not None else 0)
 
 
-class Imagination:
+class OpenLoopRollout:
     """B imagined trajectories stepped together: each ``step`` takes the action vectors taken after the
     current frames and returns the next ones (low resolution, and full resolution with an upsampler)."""
 
@@ -97,7 +97,7 @@ class Imagination:
         start: int,
         device: torch.device,
         generator: torch.Generator | None = None,
-    ) -> Imagination:
+    ) -> OpenLoopRollout:
         """One trajectory from the real frames ``start .. start + context_length - 1`` of an episode (its
         full-resolution ``frames`` (T, H, W, 3) uint8 and ``actions`` (T, D)): the low-resolution context is
         made as in training (``EngineSamplers.low_res_of``). Its first ``step`` takes the action

@@ -3,10 +3,10 @@ folder that ``diffworld engine eval``, ``diffworld play`` and ``diffworld video`
 
 The official code saves its agent as one ``torch.save``'d state dict whose keys are prefixed by the model:
 ``denoiser.`` (the next-frame model) and ``upsampler.``. Each model's network is ``inner_model``, whose layers
-are those of the engine's ``EngineNetwork`` with the Atari denoiser's names (``official_name``), except the
-action embedding: the official one is one table of 51 rows, one per column of the official multi-hot action
-vector (11 keys, 2 clicks, 23 mouse-x bins, 15 mouse-y bins), where ``ActionEncoder`` has one table per
-component of the action space, whose rows stacked in order are that table.
+are those of the world model's ``ConditionedUNet`` with the Atari denoiser's names (``official_name``),
+except the action embedding: the official one is one table of 51 rows, one per column of the official
+multi-hot action vector (11 keys, 2 clicks, 23 mouse-x bins, 15 mouse-y bins), where ``ActionEncoder`` has
+one table per component of the action space, whose rows stacked in order are that table.
 
 The file records no configuration, but its tensors' names and shapes give the architecture
 (``infer_official_sizes``): the number of U-Net levels and blocks per level from the names, channels and
@@ -35,36 +35,37 @@ from typing import Any
 from omegaconf import ListConfig, OmegaConf
 from torch import Tensor, nn
 
-from diffworld.config.loading import parse_overrides
-from diffworld.engine.action_encoder import ActionEncoder
-from diffworld.engine.actions import ActionSpec
+from diffworld.config.loading import parse_overrides, save_config
+from diffworld.data.actions import ActionSpec
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
     build_engine_config,
-    save_engine_config,
     validate_engine_config,
 )
 from diffworld.engine.convert.from_csgo_hdf5 import CSGO_ACTION_SPEC
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
-from diffworld.official_import import (
+from diffworld.models.action_encoder import ActionEncoder
+from diffworld.models.official_names import official_name
+from diffworld.run.checkpoint import save_checkpoint
+from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
+from diffworld.run.official_file import (
     OfficialAgentError,
+    checked_tensors,
     count_indexed,
-    official_name,
+    listed,
+    mismatch,
     read_official_state_dict,
     unet_levels,
 )
-from diffworld.run.checkpoint import save_checkpoint
-from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
 from diffworld.utils.atomic import atomic_write_text
 
 OFFICIAL_ENGINE_PREFIXES = ("denoiser.", "upsampler.")
 ACTION_TABLE = "act_emb.0.weight"
 """The official action embedding, under ``<model>.inner_model.``."""
 _ACTION_TABLES = "net.act_emb.tables."
-_MAX_LISTED = 3
 
 
 class OfficialEngineError(OfficialAgentError):
@@ -179,12 +180,6 @@ def split_action_table(table: Tensor, encoder: ActionEncoder, path: Path) -> dic
     return {f"{_ACTION_TABLES}{i}.weight": part for i, part in enumerate(table.split(sizes))}
 
 
-def _listed(names: set[str]) -> str:
-    shown = sorted(names)[:_MAX_LISTED]
-    more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
-    return ", ".join(shown) + more
-
-
 def _sizes_of(model: nn.Module) -> str:
     cfg = model.cfg
     assert isinstance(cfg, EngineDenoiserConfig)
@@ -202,32 +197,25 @@ def _load_model(model: nn.Module, prefix: str, tensors: Mapping[str, Tensor], pa
         theirs.discard(f"{prefix}.inner_model.{ACTION_TABLE}")
     missing, unexpected = set(names) - theirs, theirs - set(names)
     if missing or unexpected:
-        problems = [
-            f"{len(s)} {what}: {_listed(s)}"
-            for s, what in ((missing, "missing"), (unexpected, "unexpected"))
-            if s
-        ]
         raise OfficialEngineError(
-            f"{path} does not match the official {prefix} of {_sizes_of(model)} ({'; '.join(problems)})."
+            f"{path} does not match the official {prefix} of {_sizes_of(model)} "
+            f"({mismatch(missing, unexpected)})."
         )
-    state: dict[str, Tensor] = {}
-    for official, ours in names.items():
-        tensor = tensors[official]
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            raise OfficialEngineError(
-                f"{path}: tensor {official!r} has shape {tuple(tensor.shape)}, but the official {prefix} of "
-                f"{_sizes_of(model)} has {tuple(expected[ours].shape)}."
-            )
-        if expected[ours].is_floating_point() and not tensor.is_floating_point():
-            raise OfficialEngineError(f"{path}: tensor {official!r} is {tensor.dtype}, not floating point.")
-        state[ours] = tensor
+    state = checked_tensors(
+        names.items(),
+        tensors,
+        expected,
+        path,
+        lambda shape: f"the official {prefix} of {_sizes_of(model)} has {shape}",
+        OfficialEngineError,
+    )
     if isinstance(model, EngineDenoiser):
         table = tensors.get(f"{prefix}.inner_model.{ACTION_TABLE}")
         if table is None:
             raise OfficialEngineError(
                 f"{path} lacks the action embedding {prefix}.inner_model.{ACTION_TABLE}."
             )
-        assert model.net.act_emb is not None
+        assert isinstance(model.net.act_emb, ActionEncoder)
         state.update(split_action_table(table, model.net.act_emb, path))
     model.load_state_dict(state)
 
@@ -245,7 +233,7 @@ def convert_official_engine(
     _load_model(upsampler, "upsampler", tensors, path)
     extra = {k for k in tensors if not k.startswith(OFFICIAL_ENGINE_PREFIXES)}
     if extra - {k for k in extra if k.startswith(("rew_end_model.", "actor_critic."))}:
-        raise OfficialEngineError(f"{path} holds tensors of no model: {_listed(extra)}.")
+        raise OfficialEngineError(f"{path} holds tensors of no model: {listed(extra)}.")
     return denoiser.eval(), upsampler.eval()
 
 
@@ -365,5 +353,5 @@ def import_official_engine(
         f"\ndenoiser: {_sizes_of(denoiser)}\nupsampler: {_sizes_of(upsampler)}\n",
     )
     # Written last: the folder is an engine folder once its configuration exists.
-    save_engine_config(cfg, folder / CONFIG_FILE)
+    save_config(cfg, folder / CONFIG_FILE)
     return folder

@@ -8,8 +8,8 @@ import dataclasses
 from enum import Enum
 from pathlib import Path
 
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import EngineConfig, EngineSamplerConfig, with_low_res
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.folder import is_engine_run
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.trained import TrainedEngine, load_trained_engine
@@ -56,6 +56,11 @@ class SamplerSettings(str, Enum):
     higher_quality = "higher_quality"
     """The official ``higher_quality`` file's changes: 3 Euler steps of the denoiser, 10 Euler steps (with
     the same churn) of the upsampler."""
+
+    @classmethod
+    def named(cls, name: str | None) -> SamplerSettings:
+        """The settings ``--sampler-settings`` names, ``fast`` where it is not given."""
+        return cls(name or "fast")
 
 
 def sampler_configs(

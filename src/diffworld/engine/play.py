@@ -1,31 +1,31 @@
 """Interactive play of an engine: you hold keys and move the mouse, the engine imagines the next frame.
 
-As ``viz/play.py``, the game logic (:class:`EnginePlaySession`, fed with :class:`Command` values and an
-:class:`~diffworld.engine.keymap.InputState` per step) is separate from pygame (:class:`EnginePlayApp`), so
-that tests drive it headless. A trajectory starts from the first frames of a test episode of the engine's
-dataset (``Enter`` moves to the next one) and restarts there when it reaches the horizon. Control is yours
-or the dataset's: the episode's own actions replayed (``F2``), to watch what the engine makes of them. The
-frame shown is the upsampler's (full resolution), or the denoiser's without one. Denoising steps change the
-samplers at once (``-`` / ``=``). Recording (``F5``) writes each imagined trajectory as an episode of an
-engine dataset (the frames shown and the actions taken, the last step's action the neutral one).
+As ``agent/play.py``, the game logic (:class:`EnginePlaySession`, fed with ``PlayCommand`` values and an
+:class:`~diffworld.viz.action_keymap.InputState` per step) is separate from pygame (:class:`EnginePlayApp`),
+so that tests drive it headless; the rules both products' sessions share (pause, step, horizon, recording,
+help, quit) and the pygame loop are ``viz/play_core.py``'s. A trajectory starts from the first frames of a
+test episode of the engine's dataset (``Enter`` moves to the next one) and restarts there when it reaches
+the horizon. Control is yours or the dataset's: the episode's own actions replayed (``F2``), to watch what
+the engine makes of them. The frame shown is the upsampler's (full resolution), or the denoiser's without
+one. Denoising steps change the samplers at once (``-`` / ``=``). Recording (``F5``) writes each imagined
+trajectory as an episode of an engine dataset (the frames shown and the actions taken, the last step's
+action the neutral one).
 """
 
 from __future__ import annotations
 
-import enum
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from diffworld.data.actions import ActionSpec
+from diffworld.data.folder_store import EngineDataset, EngineDatasetWriter
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
-from diffworld.engine.actions import ActionSpec
-from diffworld.engine.dataset import EngineDataset, EngineDatasetWriter
-from diffworld.engine.imagine import EngineSamplers, Imagination
-from diffworld.engine.keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
+from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
 from diffworld.engine.open_engine import (
     SamplerSettings,
     engine_samplers,
@@ -34,45 +34,44 @@ from diffworld.engine.open_engine import (
     sampler_configs,
 )
 from diffworld.errors import UserError
-from diffworld.viz.display import FrameRate, Window, WindowApp, import_pygame
+from diffworld.viz.action_keymap import MOUSE_BUTTONS, InputState, KeyMap, check_inputs, keymap_for
+from diffworld.viz.display import Window, import_pygame
+from diffworld.viz.play_core import (
+    ControlKey,
+    PlayAppCore,
+    PlayCommand,
+    PlaySessionCore,
+    TrajectoryRecorder,
+    controls_text,
+    default_record_dir,
+    play_until_quit,
+)
+from diffworld.world_model_folder import PlayOptions
 
-MAX_HORIZON = 1 << 20
 NO_INPUT = InputState()
 MAX_DENOISING_STEPS = 100
+SCALE = 2
+"""Screen pixels per frame pixel (``--scale``'s default for an engine)."""
 
 
-class Command(enum.Enum):
-    TOGGLE_CONTROLLER = "switch control: you / the dataset's actions"
-    HORIZON_DOWN = "halve the horizon (steps before restarting from the dataset)"
-    HORIZON_UP = "double the horizon"
-    STEPS_DOWN = "one denoising step less"
-    STEPS_UP = "one denoising step more"
-    PAUSE = "pause / resume"
-    STEP = "one step (pauses first)"
-    RESET = "restart from the next test episode's start"
-    RECORD = "start / stop recording"
-    HELP = "print the keys again"
-    QUIT = "quit"
-
-
-CONTROL_KEYS: tuple[tuple[str, Command], ...] = (
-    ("f2", Command.TOGGLE_CONTROLLER),
-    ("[", Command.HORIZON_DOWN),
-    ("]", Command.HORIZON_UP),
-    ("-", Command.STEPS_DOWN),
-    ("=", Command.STEPS_UP),
-    ("f3", Command.PAUSE),
-    ("f4", Command.STEP),
-    ("return", Command.RESET),
-    ("f5", Command.RECORD),
-    ("f1", Command.HELP),
-    ("escape", Command.QUIT),
+CONTROL_KEYS: tuple[ControlKey, ...] = (
+    ("f2", PlayCommand.TOGGLE_CONTROLLER, "switch control: you / the dataset's actions"),
+    ("[", PlayCommand.HORIZON_DOWN, "halve the horizon (steps before restarting from the dataset)"),
+    ("]", PlayCommand.HORIZON_UP, "double the horizon"),
+    ("-", PlayCommand.STEPS_DOWN, "one denoising step less"),
+    ("=", PlayCommand.STEPS_UP, "one denoising step more"),
+    ("f3", PlayCommand.PAUSE, "pause / resume"),
+    ("f4", PlayCommand.STEP, "one step (pauses first)"),
+    ("return", PlayCommand.RESET, "restart from the next test episode's start"),
+    ("f5", PlayCommand.RECORD, "start / stop recording"),
+    ("f1", PlayCommand.HELP, "print the keys again"),
+    ("escape", PlayCommand.QUIT, "quit"),
 )
 """The control keys, by pygame name: a key map may not use them."""
-CONTROL_INPUTS = frozenset(key for key, _ in CONTROL_KEYS)
+CONTROL_INPUTS = frozenset(key for key, _, _ in CONTROL_KEYS)
 
 
-class EngineRecorder:
+class EngineRecorder(TrajectoryRecorder[np.ndarray]):
     """Imagined trajectories written to ``directory`` as an engine dataset, one episode each.
 
     The dataset's writer opens with the first episode; ``close`` finishes it (no test split), after which
@@ -82,40 +81,23 @@ class EngineRecorder:
     def __init__(
         self, directory: Path, spec: ActionSpec, neutral: np.ndarray, source: dict[str, Any]
     ) -> None:
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.spec = spec
         self.neutral = neutral
         self.source = source
-        self.on = False
-        self.num_saved = 0
         self._writer: EngineDatasetWriter | None = None
-        self._frames: list[np.ndarray] = []
-        self._actions: list[np.ndarray] = []
-
-    def begin(self, frame: np.ndarray) -> None:
-        """A trajectory starts at ``frame`` (kept only while recording)."""
-        self._frames = [frame] if self.on else []
-        self._actions = []
-
-    def add(self, action: np.ndarray, frame: np.ndarray) -> None:
-        """``action`` was taken after the last frame and led to ``frame``."""
-        if self.on and self._frames:
-            self._actions.append(action)
-            self._frames.append(frame)
 
     def finish(self) -> str | None:
         """Write the running trajectory if it has a step; returns its episode's name."""
-        name = None
-        if self._actions:
-            frames = np.stack(self._frames)
-            if self._writer is None:
-                self._writer = EngineDatasetWriter(
-                    self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
-                )
-            name = self._writer.add_episode(frames, np.stack([*self._actions, self.neutral]))
-            self.num_saved += 1
-        self._frames, self._actions = [], []
-        return name
+        return self._written(self._write)
+
+    def _write(self) -> str:
+        frames = np.stack(self.frames)
+        if self._writer is None:
+            self._writer = EngineDatasetWriter(
+                self.directory, self.spec, (frames.shape[1], frames.shape[2]), self.source
+            )
+        return self._writer.add_episode(frames, np.stack([*self.steps, self.neutral]))
 
     def close(self) -> Path | None:
         """Write the running trajectory and finish the dataset; its folder (None: nothing recorded)."""
@@ -127,12 +109,20 @@ class EngineRecorder:
         return folder
 
 
-class EnginePlaySession:
+class EnginePlaySession(PlaySessionCore[InputState]):
     """The state of play and its rules, without any display (see the module docstring).
 
     ``make_samplers(steps)`` gives the engine's samplers with ``steps`` denoising steps (of the next-frame
     model; the upsampler keeps its own); ``starts`` are the dataset episodes trajectories start from.
     """
+
+    controller_names = ("dataset actions", "you")
+    controller_message = "Control: {}"
+    horizon_message = "Horizon: {}"
+    recording_off_message = "Recording off: {num_saved} trajectories for {directory}"
+    cut_message = "Recorded episode {}"
+    recordings_message = "Recordings go to {}"
+    recorder: EngineRecorder
 
     def __init__(
         self,
@@ -151,59 +141,38 @@ class EnginePlaySession:
     ) -> None:
         if not starts:
             raise UserError(f"{dataset.folder} has no episode to start from")
+        super().__init__(recorder=recorder, horizon=horizon, human=human, log=log)
         self._make_samplers = make_samplers
         self.denoising_steps = denoising_steps
         self.engine = make_samplers(denoising_steps)
         self.dataset = dataset
         self.starts = starts
         self.keymap = keymap
-        self.recorder = recorder
-        self.horizon = horizon
-        self.human = human
         self.device = torch.device(device)
         self.generator = generator
-        self.log = log
-        self.paused = False
-        self.running = True
-        self.num_steps_taken = 0
         self.last_action = keymap.neutral()
-        self._step_once = False
         self._start_index = -1
         self.episode = starts[0]
         self.t = 0
-        self.frame = np.zeros((1, 1, 3), np.uint8)
         self._replay: np.ndarray = np.zeros((0, keymap.spec.width), np.float32)
-        self._imagination: Imagination | None = None
+        self._imagination: OpenLoopRollout | None = None
         self._restart()
 
-    @property
-    def controller(self) -> str:
-        return "you" if self.human else "dataset actions"
+    def help(self) -> str:
+        return help_text(self.keymap)
 
-    def header(self, fps: float | None = None) -> list[str]:
-        """Two lines: episode, step, controller, frames per second; horizon, denoising steps and flags."""
-        first = f"from {self.dataset.episode_names[self.episode]} | step {self.t} | {self.controller}"
-        if fps is not None:
-            first += f" | {fps:.1f} fps"
-        flags = [f"horizon {self.horizon}", f"{self.denoising_steps} denoising step(s)"]
-        if self.paused:
-            flags.append("PAUSED")
-        if self.recorder.on:
-            flags.append(f"REC ({self.recorder.num_saved} saved)")
-        return [first, " | ".join(flags)]
+    def _status(self) -> str:
+        """Episode, step, controller."""
+        return f"from {self.dataset.episode_names[self.episode]} | step {self.t} | {self.controller}"
+
+    def _flags(self) -> list[str]:
+        return [f"horizon {self.horizon}", f"{self.denoising_steps} denoising step(s)"]
 
     # ---------------------------------------------------------------------------------------- commands
 
-    def handle(self, command: Command) -> None:
-        if command is Command.TOGGLE_CONTROLLER:
-            self.human = not self.human
-            self.log(f"Control: {self.controller}")
-        elif command in (Command.HORIZON_DOWN, Command.HORIZON_UP):
-            factor = 2 if command is Command.HORIZON_UP else 0.5
-            self.horizon = int(min(MAX_HORIZON, max(1, self.horizon * factor)))
-            self.log(f"Horizon: {self.horizon}")
-        elif command in (Command.STEPS_DOWN, Command.STEPS_UP):
-            change = 1 if command is Command.STEPS_UP else -1
+    def _handle(self, command: PlayCommand) -> None:
+        if command in (PlayCommand.STEPS_DOWN, PlayCommand.STEPS_UP):
+            change = 1 if command is PlayCommand.STEPS_UP else -1
             steps = min(MAX_DENOISING_STEPS, max(1, self.denoising_steps + change))
             if steps != self.denoising_steps:
                 self.denoising_steps = steps
@@ -211,47 +180,19 @@ class EnginePlaySession:
                 if self._imagination is not None:
                     self._imagination.engine = self.engine
             self.log(f"Denoising steps: {self.denoising_steps}")
-        elif command is Command.PAUSE:
-            self.paused = not self.paused
-        elif command is Command.STEP:
-            self.paused = True
-            self._step_once = True
-        elif command is Command.RESET:
-            self._cut_recording()
-            self._restart()
-        elif command is Command.RECORD:
-            if self.recorder.on:
-                self._cut_recording()
-                self.recorder.on = False
-                self.log(
-                    f"Recording off: {self.recorder.num_saved} trajectories for {self.recorder.directory}"
-                )
-            else:
-                self.recorder.on = True
-                self.recorder.begin(self.frame)  # from the current frame, mid-trajectory
-                self.log(f"Recording to {self.recorder.directory}")
-        elif command is Command.HELP:
-            self.log(help_text(self.keymap))
-        elif command is Command.QUIT:
-            self.close()
 
-    def update(self, state: InputState = NO_INPUT) -> bool:
-        """Advance one step unless paused (a STEP command steps once while paused); returns if it did."""
-        if not self.running or (self.paused and not self._step_once):
-            return False
-        self._step_once = False
-        self._advance(state)
-        return True
+    def _reset(self) -> None:
+        self._restart()
 
-    def close(self) -> None:
-        """Finish the recording, stop."""
-        if not self.running:
-            return
-        self._cut_recording()
+    def _release(self) -> None:
+        """Finish the recorded dataset."""
         folder = self.recorder.close()
         if folder is not None:
             self.log(f"Recorded {self.recorder.num_saved} trajectories: the engine dataset {folder}")
-        self.running = False
+
+    def update(self, state: InputState = NO_INPUT) -> bool:
+        """Advance one step unless paused (a STEP command steps once while paused); returns if it did."""
+        return super().update(state)
 
     # ----------------------------------------------------------------------------------------- internals
 
@@ -263,7 +204,7 @@ class EnginePlaySession:
         self.last_action = action
         self.t += 1
         self.num_steps_taken += 1
-        self.recorder.add(action, self.frame)
+        self.recorder.add_step(action, self.frame)
         if self.t >= self.horizon or (not self.human and self.t >= len(self._replay)):
             self.log(f"Restart after {self.t} steps")
             self._cut_recording()
@@ -281,7 +222,7 @@ class EnginePlaySession:
         full = frames_to_tensor(frames[:context], self.device)[None]
         low = engine.low_res_of(full)
         past = torch.tensor(actions[context - engine.num_cond : context - 1], device=self.device)[None]
-        self._imagination = Imagination(
+        self._imagination = OpenLoopRollout(
             engine,
             low[:, context - engine.num_cond :],
             past,
@@ -296,16 +237,9 @@ class EnginePlaySession:
         )
         self.recorder.begin(self.frame)
 
-    def _cut_recording(self) -> None:
-        if self.recorder.on:
-            name = self.recorder.finish()
-            if name is not None:
-                self.log(f"Recorded episode {name}")
-
 
 def help_text(keymap: KeyMap) -> str:
-    controls = "\n".join(f"  {key:<8} {command.value}" for key, command in CONTROL_KEYS)
-    return f"Controls:\n{controls}\nGame ({keymap.name} key map):\n{keymap.describe()}"
+    return f"{controls_text(CONTROL_KEYS)}\nGame ({keymap.name} key map):\n{keymap.describe()}"
 
 
 def check_start_episodes(dataset: EngineDataset, ids: list[int], context: int) -> list[int]:
@@ -318,7 +252,7 @@ def check_start_episodes(dataset: EngineDataset, ids: list[int], context: int) -
     return usable
 
 
-class EnginePlayApp(WindowApp):
+class EnginePlayApp(PlayAppCore[InputState]):
     """The pygame front end of an :class:`EnginePlaySession`: key and mouse events in, frames out.
 
     Keys are read by their pygame names; a key pressed and released within one frame still counts for that
@@ -327,15 +261,16 @@ class EnginePlayApp(WindowApp):
     hides it (Esc quits).
     """
 
-    def __init__(self, session: EnginePlaySession, *, scale: int = 2, fps: float = 15.0) -> None:
+    session: EnginePlaySession
+
+    def __init__(self, session: EnginePlaySession, *, scale: int = SCALE, fps: float = 15.0) -> None:
         h, w = session.frame.shape[:2]
-        super().__init__(Window(f"diffworld play: {session.keymap.name}", (h, w), scale, header_lines=2), fps)
-        self.session = session
+        window = Window(f"diffworld play: {session.keymap.name}", (h, w), scale, header_lines=2)
+        super().__init__(session, window, fps)
         check_inputs(session.keymap, CONTROL_INPUTS)
         self.held: dict[str, None] = {}
         """The held inputs, in the order they were pressed (a dict keeps its insertion order)."""
-        self.rate = FrameRate()
-        self._controls = {key: command for key, command in CONTROL_KEYS}
+        self._controls = {key: command for key, command, _ in CONTROL_KEYS}
 
     def open(self) -> None:
         super().open()
@@ -355,14 +290,14 @@ class EnginePlayApp(WindowApp):
             self.window.close()
             check_inputs(self.session.keymap, CONTROL_INPUTS, self.session.keymap.inputs - set(unknown))
 
-    def update(self) -> bool:
+    def read_events(self) -> InputState:
         pg = self.pg
         pressed: dict[str, None] = {}  # pressed during this frame, in order, released or not
         dx = dy = 0.0
         buttons = {1: MOUSE_BUTTONS[0], 3: MOUSE_BUTTONS[1], 2: MOUSE_BUTTONS[2]}
         for event in pg.event.get():
             if event.type == pg.QUIT:
-                self.session.handle(Command.QUIT)
+                self.session.handle(PlayCommand.QUIT)
             elif event.type == pg.KEYDOWN:
                 name = pg.key.name(event.key)
                 if name in self._controls:
@@ -380,27 +315,9 @@ class EnginePlayApp(WindowApp):
             elif event.type == pg.MOUSEMOTION:
                 dx += event.rel[0]
                 dy += event.rel[1]
-        if not self.session.running:
-            return False
         # Held since earlier frames first, then this frame's presses (held or already released), in order.
         order = (*(name for name in self.held if name not in pressed), *pressed)
-        if self.session.update(InputState(frozenset(order), (dx, dy), order)):
-            self.rate.step()
-        else:
-            self.rate.pause()
-        self.window.draw(self.session.frame, self.session.header(self.rate.per_second))
-        return True
-
-    def running(self) -> bool:
-        return self.session.running
-
-    def close(self) -> None:
-        self.session.close()
-        super().close()
-
-
-def default_record_dir() -> Path:
-    return Path("recordings") / "engine" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        return InputState(frozenset(order), (dx, dy), order)
 
 
 def _action_meanings(dataset: EngineDataset) -> list[str] | None:
@@ -413,25 +330,16 @@ def _action_meanings(dataset: EngineDataset) -> list[str] | None:
 
 
 def build_engine_session(
-    folder: Path,
-    *,
-    keymap_path: Path | None = None,
-    data: str | None = None,
-    horizon: int = 1000,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    record_dir: Path | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    log: Callable[[str], None] = print,
+    folder: Path, options: PlayOptions, log: Callable[[str], None] = print
 ) -> EnginePlaySession:
     """A play session of the engine in ``folder``, starting from the test episodes of its dataset (or of
-    ``data``; all its episodes where it has no test split)."""
-    engine = open_engine(folder, device)
-    dataset = open_start_dataset(engine, folder, data)
-    keymap = keymap_for(engine.spec, keymap_path, _action_meanings(dataset))
+    ``options.data``; all its episodes where it has no test split)."""
+    sampler_settings = SamplerSettings.named(options.sampler_settings)
+    engine = open_engine(folder, options.device)
+    dataset = open_start_dataset(engine, folder, options.data)
+    keymap = keymap_for(engine.spec, options.keymap, _action_meanings(dataset))
     check_inputs(keymap, CONTROL_INPUTS)
-    steps = denoising_steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps
+    steps = options.denoising_steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps
     context = engine_samplers(engine).context_length
     ids = [int(i) for i in dataset.test_ids] or list(range(dataset.num_episodes))
     torch_device = next(engine.denoiser.parameters()).device
@@ -441,44 +349,20 @@ def build_engine_session(
         dataset,
         check_start_episodes(dataset, ids, context),
         keymap,
-        recorder=EngineRecorder(record_dir or default_record_dir(), engine.spec, keymap.neutral(), source),
+        recorder=EngineRecorder(
+            options.record_dir or default_record_dir("engine"), engine.spec, keymap.neutral(), source
+        ),
         denoising_steps=steps,
-        horizon=horizon,
+        horizon=options.horizon,
         device=torch_device,
-        generator=torch.Generator(torch_device).manual_seed(seed),
+        generator=torch.Generator(torch_device).manual_seed(options.seed),
         log=log,
     )
 
 
-def run_engine_play(
-    folder: Path,
-    *,
-    keymap_path: Path | None = None,
-    data: str | None = None,
-    horizon: int = 1000,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    fps: float = 15.0,
-    scale: int = 2,
-    record_dir: Path | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    max_frames: int | None = None,
-) -> EnginePlaySession:
+def run_engine_play(folder: Path, options: PlayOptions) -> EnginePlaySession:
     """``diffworld play <engine folder>``: load the engine, print the keys, play until quit."""
     import_pygame()  # fail before loading anything where the viz extra is missing
-    session = build_engine_session(
-        folder,
-        keymap_path=keymap_path,
-        data=data,
-        horizon=horizon,
-        denoising_steps=denoising_steps,
-        sampler_settings=sampler_settings,
-        record_dir=record_dir,
-        seed=seed,
-        device=device,
-    )
-    print(help_text(session.keymap))
-    print(f"Recordings go to {session.recorder.directory}", flush=True)
-    EnginePlayApp(session, scale=scale, fps=fps).run(max_frames)
-    return session
+    session = build_engine_session(folder, options)
+    app = partial(EnginePlayApp, scale=options.scale or SCALE, fps=options.fps)
+    return play_until_quit(session, app, options.max_frames)

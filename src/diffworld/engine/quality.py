@@ -31,15 +31,15 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffworld.data.folder_store import EngineDataset
 from diffworld.data.frames import frames_to_tensor
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.imagine import EngineSamplers
 from diffworld.engine.open_engine import (
     SamplerSettings,
@@ -54,6 +54,9 @@ from diffworld.evaluation.image_metrics import SSIM_RADIUS, psnr, ssim
 from diffworld.evaluation.wm_trajectories import CurveSums, Metric
 from diffworld.models.diffusion.open_loop import predict_open_loop
 from diffworld.utils.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from diffworld.engine.convert.from_gym import PolicyLoader
 
 HORIZONS = (1, 10, 100)
 QUALITY_FILE = "quality.json"
@@ -404,24 +407,34 @@ def _legend(report: dict[str, Any]) -> str:
     return "\n".join(f"{'Baselines: ' if k == 0 else ' ' * 11}{part}" for k, part in enumerate(parts))
 
 
+@dataclass(frozen=True)
+class QualitySettings:
+    """What an engine's quality report measures (``diffworld engine eval``, ``wm-eval``); its sampling is
+    seeded by ``seed`` alone."""
+
+    horizons: Sequence[int] = HORIZONS
+    max_trajectories: int = 32
+    denoising_steps: int | None = None
+    """Of the next-frame sampler; None: the engine's own under ``sampler_settings``."""
+    sampler_settings: SamplerSettings = SamplerSettings.fast
+    batch_size: int = 8
+    seed: int = 0
+
+
 def engine_quality(
     folder: Path,
     engine: TrainedEngine,
     dataset: EngineDataset,
+    settings: QualitySettings,
     *,
-    horizons: Sequence[int] = HORIZONS,
-    max_trajectories: int = 32,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    batch_size: int = 8,
-    seed: int = 0,
     per_step: bool = False,
     blur_sigma: float = BLUR_SIGMA,
     mean_frames: int = MEAN_FRAMES,
 ) -> dict[str, Any]:
     """The quality report of the engine of ``folder``, opened, on the test split of ``dataset``, with what
     it was made of (engine, updates, weights: ``ema`` or ``live``, dataset, sampler settings, denoising
-    steps, seed); the sampling is seeded by ``seed`` alone."""
+    steps, seed)."""
+    denoising_steps, sampler_settings = settings.denoising_steps, settings.sampler_settings
     if len(dataset.test_ids) == 0:
         raise UserError(f"{dataset.folder} has no test episodes to evaluate on")
     samplers = engine_samplers(engine, denoising_steps, sampler_settings)
@@ -429,11 +442,11 @@ def engine_quality(
     report = evaluate_quality(
         dataset,
         samplers,
-        horizons=horizons,
-        max_trajectories=max_trajectories,
-        batch_size=batch_size,
+        horizons=settings.horizons,
+        max_trajectories=settings.max_trajectories,
+        batch_size=settings.batch_size,
         device=device_of,
-        generator=torch.Generator(device_of).manual_seed(seed),
+        generator=torch.Generator(device_of).manual_seed(settings.seed),
         per_step=per_step,
         blur_sigma=blur_sigma,
         mean_frames=mean_frames,
@@ -445,7 +458,7 @@ def engine_quality(
         "dataset": str(dataset.folder),
         "sampler_settings": sampler_settings.value,
         "denoising_steps": denoising_steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps,
-        "seed": seed,
+        "seed": settings.seed,
         **report,
     }
 
@@ -453,18 +466,14 @@ def engine_quality(
 def evaluate_engine(
     folder: Path,
     out: Path | None = None,
+    settings: QualitySettings = QualitySettings(),
     *,
     data: str | None = None,
-    horizons: Sequence[int] = HORIZONS,
-    max_trajectories: int = 32,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    batch_size: int = 8,
     device: str = "auto",
-    seed: int = 0,
     fidelity_states: int | None = None,
     fidelity_every: int | None = None,
     fidelity_seed: int | None = None,
+    policy_loader: PolicyLoader | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """``diffworld engine eval``: the quality report of the engine in ``folder`` on the test split of its
     dataset (or of ``data``), with its action fidelity (``engine.action_fidelity``) under
@@ -474,8 +483,12 @@ def evaluate_engine(
     ``FIDELITY_STATES`` where the dataset was recorded from a Gymnasium env (``diffworld engine record``) and
     none otherwise; there, a game that cannot be rebuilt leaves ``{"skipped": why}`` rather than failing.
     ``fidelity_every`` (default ``FIDELITY_EVERY``) and ``fidelity_seed`` (default: the recording's plus
-    ``SEED_OFFSET``): see ``engine.action_fidelity``."""
+    ``SEED_OFFSET``): see ``engine.action_fidelity``. ``policy_loader`` reads the game settings of a dataset
+    recorded by a diffworld agent (``from_gym.PolicyLoader``: ``diffworld.agent.policy.load_agent_policy``,
+    which the command line passes); such a dataset without it is a one-line ``NoPolicyLoaderError``, never a
+    skipped action fidelity (give ``fidelity_states=0`` to evaluate without)."""
     from diffworld.engine import action_fidelity as af
+    from diffworld.engine.convert.from_gym import NoPolicyLoaderError
 
     engine = open_engine(folder, device)
     dataset = open_start_dataset(engine, folder, data)
@@ -489,26 +502,16 @@ def evaluate_engine(
     if states > 0:
         play_seed = af.fidelity_seed(dataset, fidelity_seed)  # a bad seed fails before the long part
         try:
-            game = af.open_game(dataset, engine.spec)
+            game = af.open_game(dataset, engine.spec, policy_loader)
         except UserError as e:
-            if explicit:
+            if explicit or isinstance(e, NoPolicyLoaderError):  # the caller's to fix, not the dataset's
                 raise
             fidelity = {"skipped": str(e)}
     try:
-        report = engine_quality(
-            folder,
-            engine,
-            dataset,
-            horizons=horizons,
-            max_trajectories=max_trajectories,
-            denoising_steps=denoising_steps,
-            sampler_settings=sampler_settings,
-            batch_size=batch_size,
-            seed=seed,
-        )
+        report = engine_quality(folder, engine, dataset, settings)
         if game is not None:
             fidelity = af.engine_action_fidelity(
-                engine_samplers(engine, denoising_steps, sampler_settings),
+                engine_samplers(engine, settings.denoising_steps, settings.sampler_settings),
                 dataset,
                 game,
                 states=states,

@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from diffworld.engine.actions import ActionSpec
+from diffworld.data.actions import ActionSpec
 from diffworld.engine.config import EngineConfig, EngineSamplerConfig, load_engine_config
-from diffworld.engine.denoiser import EngineDenoiser, EngineFrameSampler, Upsampler, UpsamplingSampler
+from diffworld.engine.denoiser import EngineDenoiser, Upsampler, UpsamplingSampler
 from diffworld.engine.folder import load_action_space
 from diffworld.fitting.ema import load_averaged_weights
+from diffworld.models.diffusion.edm import EDMSampler
 from diffworld.run.checkpoint import load_checkpoint
 from diffworld.run.folder import CONFIG_FILE, checkpoint_dir
 
@@ -49,7 +50,7 @@ class TrainedEngine:
         """L: past frames and actions of each prediction."""
         return self.cfg.denoiser.num_cond_frames
 
-    def frame_sampler(self, cfg: EngineSamplerConfig | None = None) -> EngineFrameSampler:
+    def frame_sampler(self, cfg: EngineSamplerConfig | None = None) -> EDMSampler:
         """``predict_next(prev_obs (B, L, 3, h, w), prev_act (B, L, D), generator)`` -> (B, 3, h, w)."""
         return self.denoiser.sampler(cfg or self.cfg.denoiser.sampler)
 

@@ -1,7 +1,7 @@
 """Training of an engine: its denoiser and upsampler on an engine dataset (docs/engine.md, "Training").
 
-Both models take their updates in turn, through ``fitting.update.train_updates`` (the loop every model of
-the project trains with), in chunks that end at the next log, test or checkpoint. A checkpoint
+Both models take their updates in turn, each through its ``fitting.update.TrainingSlot`` (the loop every
+model of the project trains with), in chunks that end at the next log, test or checkpoint. A checkpoint
 (``run/checkpoint.py``: atomic, weights-only) holds the models, optimizers, schedulers, every process's random
 generators and the counters, so a run killed at any moment (SIGKILL included) resumes from its last
 checkpoint and goes on as if it had not stopped: what was logged after the checkpoint is dropped and redone.
@@ -21,37 +21,31 @@ import logging
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.optim import AdamW
-from torch.optim.lr_scheduler import LambdaLR
-from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from diffworld.config.loading import save_config
+from diffworld.data.folder_store import EngineDataset
 from diffworld.engine.config import (
     EngineConfig,
     EngineDenoiserConfig,
-    GradAccumulation,
-    save_engine_config,
     with_low_res,
 )
-from diffworld.engine.dataset import EngineDataset
 from diffworld.engine.denoiser import EngineDenoiser, Upsampler
 from diffworld.engine.folder import save_action_space
 from diffworld.engine.open_engine import engine_samplers
 from diffworld.engine.quality import evaluate_quality, quality_metrics
-from diffworld.engine.sampler import EngineBatch, EngineSegmentSampler
+from diffworld.engine.segment_sampler import EngineSegmentSampler
 from diffworld.engine.trained import TrainedEngine, weights_name
 from diffworld.fitting import distributed
 from diffworld.fitting.ema import exponential_average
 from diffworld.fitting.optim import make_optimizer, make_warmup_scheduler
 from diffworld.fitting.precision import autocast
 from diffworld.fitting.trainer import CheckpointedTrainer, RunClock
-from diffworld.fitting.update import train_updates
+from diffworld.fitting.update import SampledBatches, TrainingSlot
 from diffworld.run.checkpoint import (
     generator_state,
     rng_state,
@@ -64,7 +58,7 @@ from diffworld.utils.seeding import derive_seed, make_rng, seed_everything
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_KEYS = (
+ENGINE_STATE_KEYS = (
     "updates",
     "train_seconds",
     "num_records",
@@ -76,34 +70,15 @@ CHECKPOINT_KEYS = (
 )
 
 
-class EngineBatches:
-    """Training batches of one model, without end (a ``fitting.update.BatchSource``)."""
-
-    def __init__(self, sampler: EngineSegmentSampler) -> None:
-        self.sampler = sampler
-
-    def sample(self) -> EngineBatch:
-        return self.sampler.sample()
-
-    def batches_left(self) -> None:
-        return None
-
-
-@dataclass
-class Component:
-    """One of the engine's models with what trains it."""
+@dataclass(kw_only=True)
+class EngineTrainingSlot(TrainingSlot):
+    """One of the engine's models with what trains it (``fitting.update.TrainingSlot``)."""
 
     model: EngineDenoiser | Upsampler
-    replica: nn.Module
-    """``model``, in DistributedDataParallel under ``torchrun``: what the updates call."""
     cfg: EngineDenoiserConfig
-    optimizer: AdamW
-    scheduler: LambdaLR
-    batches: EngineBatches
+    batches: SampledBatches
     full_res: bool
     """Whether its batches carry the full-resolution frames (the upsampler's)."""
-    ema: AveragedModel | None = None
-    """The exponential moving average of ``model``'s weights (``training.ema_decay``), None without."""
 
     def tested(self) -> EngineDenoiser | Upsampler:
         """The weights the tests measure and the trained engine plays with: the average's, else the live
@@ -119,7 +94,7 @@ class EngineTrainer(CheckpointedTrainer):
     """Trains an engine in ``run_dir`` (created, or resumed with ``resume``); under ``torchrun``, process 0
     writes it."""
 
-    checkpoint_keys = CHECKPOINT_KEYS
+    checkpoint_keys = ENGINE_STATE_KEYS
     resume_command = "diffworld engine train --resume"
 
     def __init__(self, cfg: EngineConfig, run_dir: Path, resume: bool = False) -> None:
@@ -141,11 +116,9 @@ class EngineTrainer(CheckpointedTrainer):
         self.cfg = with_low_res(self.cfg, self.dataset.frame_size)
         cfg, p = self.cfg, self.processes
         seed_everything(cfg.seed)  # every process builds the same models
-        self.components = {
-            "denoiser": self._component("denoiser", EngineDenoiser(cfg.denoiser, self.dataset.spec))
-        }
+        self.slots = {"denoiser": self._slot("denoiser", EngineDenoiser(cfg.denoiser, self.dataset.spec))}
         if cfg.upsampler is not None:
-            self.components["upsampler"] = self._component("upsampler", Upsampler(cfg.upsampler))
+            self.slots["upsampler"] = self._slot("upsampler", Upsampler(cfg.upsampler))
         # Each process draws its own noise from here on.
         torch.manual_seed(derive_seed(cfg.seed, f"training/process{p.rank}"))
 
@@ -157,7 +130,7 @@ class EngineTrainer(CheckpointedTrainer):
         if state is not None:
             num_records = self._load_state(state)
         elif p.is_main:
-            save_engine_config(cfg, self.run_dir / CONFIG_FILE)
+            save_config(cfg, self.run_dir / CONFIG_FILE)
             save_action_space(self.run_dir, self.dataset.spec)
         if p.is_main:
             self.open_logger(
@@ -172,7 +145,7 @@ class EngineTrainer(CheckpointedTrainer):
         if state is None:
             self._save_checkpoint()
 
-    def _component(self, name: str, model: EngineDenoiser | Upsampler) -> Component:
+    def _slot(self, name: str, model: EngineDenoiser | Upsampler) -> EngineTrainingSlot:
         cfg, p, mcfg = self.cfg, self.processes, model.cfg
         model = model.to(self.device)
         optimizer = make_optimizer(model, mcfg.optimizer)
@@ -183,7 +156,7 @@ class EngineTrainer(CheckpointedTrainer):
             per_process=cfg.training.batch_size_per_process,
         )
         full_res = name == "upsampler"
-        sampler = EngineSegmentSampler(
+        segments = EngineSegmentSampler(
             self.dataset,
             self.dataset.train_ids,
             batch_size,
@@ -195,13 +168,15 @@ class EngineTrainer(CheckpointedTrainer):
             low_res_filter=cfg.low_res_filter,
         )
         decay = mcfg.training.ema_decay
-        return Component(
+        return EngineTrainingSlot(
             model=model,
             replica=distributed.wrap(model, p, self.device),
             cfg=mcfg,
             optimizer=optimizer,
             scheduler=make_warmup_scheduler(optimizer, mcfg.optimizer.warmup_steps),
-            batches=EngineBatches(sampler),
+            training=mcfg.training,
+            optim_cfg=mcfg.optimizer,
+            batches=SampledBatches(segments),
             full_res=full_res,
             # Of the unwrapped module, whose parameters the DDP replica shares.
             ema=None if decay is None else exponential_average(model, decay),
@@ -257,20 +232,8 @@ class EngineTrainer(CheckpointedTrainer):
 
     def _train(self, steps: int) -> None:
         metrics: dict[str, float] = {}
-        for name, c in self.components.items():
-            result = train_updates(
-                c.replica,
-                c.batches,
-                c.optimizer,
-                c.scheduler,
-                steps=steps,
-                grad_acc_steps=c.cfg.training.grad_acc_steps,
-                sum_accumulated=c.cfg.training.grad_accumulation is GradAccumulation.sum,
-                max_grad_norm=c.cfg.optimizer.max_grad_norm,
-                autocast=self.autocast,
-                desc=name,
-                after_step=None if c.ema is None else partial(c.ema.update_parameters, c.model),
-            )
+        for name, c in self.slots.items():
+            result = c.train(steps, self.autocast, name)
             metrics.update({f"{name}/train/{key}": value for key, value in result.metrics.items()})
         self.updates += steps
         self._pending.append((steps, distributed.mean_over_processes(metrics, self.processes)))
@@ -298,8 +261,8 @@ class EngineTrainer(CheckpointedTrainer):
         metrics: dict[str, float] = {}
         with _forked_torch_rng(self.device):
             torch.manual_seed(derive_seed(cfg.seed, "test"))
-            for name, c in self.components.items():
-                sampler = EngineSegmentSampler(
+            for name, c in self.slots.items():
+                segments = EngineSegmentSampler(
                     self.dataset,
                     self.dataset.test_ids,
                     c.cfg.training.batch_size,
@@ -314,7 +277,7 @@ class EngineTrainer(CheckpointedTrainer):
                 losses = []
                 for _ in range(cfg.training.num_test_batches):
                     with self.autocast():
-                        loss, _ = model(sampler.sample())
+                        loss, _ = model(segments.sample())
                     losses.append(float(loss))
                 metrics[f"{name}/test/loss"] = sum(losses) / len(losses)
             if cfg.training.quality_trajectories > 0:
@@ -328,11 +291,11 @@ class EngineTrainer(CheckpointedTrainer):
         a generator of their own, seeded anew at every test, so that a run measures the same trajectories
         every time and, resumed, logs again what it had logged (docs/engine.md, "Training")."""
         cfg = self.cfg
-        denoiser = self.components["denoiser"].tested()
-        upsampler = self.components["upsampler"].tested() if "upsampler" in self.components else None
+        denoiser = self.slots["denoiser"].tested()
+        upsampler = self.slots["upsampler"].tested() if "upsampler" in self.slots else None
         assert isinstance(denoiser, EngineDenoiser)
         assert upsampler is None or isinstance(upsampler, Upsampler)
-        weights = weights_name({name: c.ema is not None for name, c in self.components.items()})
+        weights = weights_name({name: c.ema is not None for name, c in self.slots.items()})
         engine = TrainedEngine(cfg, self.dataset.spec, denoiser.eval(), upsampler, self.updates, weights)
         if upsampler is not None:
             upsampler.eval()  # train_updates sets training mode back
@@ -353,9 +316,7 @@ class EngineTrainer(CheckpointedTrainer):
         per_process = distributed.gather(
             {
                 "rng": rng_state(),
-                "samplers": {
-                    name: generator_state(c.batches.sampler.rng) for name, c in self.components.items()
-                },
+                "samplers": {name: generator_state(c.batches.segments.rng) for name, c in self.slots.items()},
             },
             self.processes,
         )
@@ -368,12 +329,12 @@ class EngineTrainer(CheckpointedTrainer):
                 # Training metrics of the updates since the last record, which the next one averages.
                 "pending_metrics": [[n, metrics] for n, metrics in self._pending],
                 "world_size": self.processes.world_size,
-                "models": {name: c.model.state_dict() for name, c in self.components.items()},
-                "optimizers": {name: c.optimizer.state_dict() for name, c in self.components.items()},
-                "schedulers": {name: c.scheduler.state_dict() for name, c in self.components.items()},
+                "models": {name: c.model.state_dict() for name, c in self.slots.items()},
+                "optimizers": {name: c.optimizer.state_dict() for name, c in self.slots.items()},
+                "schedulers": {name: c.scheduler.state_dict() for name, c in self.slots.items()},
                 "processes": per_process,
             }
-            averages = {name: c.ema.state_dict() for name, c in self.components.items() if c.ema is not None}
+            averages = {name: c.ema.state_dict() for name, c in self.slots.items() if c.ema is not None}
             if averages:  # a run without averages writes what it always did
                 state["ema"] = averages
             save_checkpoint(state, checkpoint_dir(self.run_dir))
@@ -381,7 +342,7 @@ class EngineTrainer(CheckpointedTrainer):
 
     def _load_state(self, state: dict[str, Any]) -> int:
         """Restore the training state; returns the metrics records the checkpoint had seen."""
-        for name, c in self.components.items():
+        for name, c in self.slots.items():
             c.model.load_state_dict(state["models"][name])
             c.optimizer.load_state_dict(state["optimizers"][name])
             c.scheduler.load_state_dict(state["schedulers"][name])
@@ -400,8 +361,8 @@ class EngineTrainer(CheckpointedTrainer):
         saved = state["processes"]
         if len(saved) == self.processes.world_size:
             mine = saved[self.processes.rank]
-            for name, c in self.components.items():
-                set_generator_state(c.batches.sampler.rng, mine["samplers"][name])
+            for name, c in self.slots.items():
+                set_generator_state(c.batches.segments.rng, mine["samplers"][name])
             set_rng_state(mine["rng"])
         elif self.processes.is_main:
             logger.warning(

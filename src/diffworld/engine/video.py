@@ -5,26 +5,26 @@ The engine starts from the episode's real frames ``start .. start + C - 1`` (C: 
 need), then gets the episode's actions one at a time, each prediction conditioned on its earlier ones (as in
 ``diffworld engine eval``). With an upsampler the imagined panel is the upsampled full-resolution frame and
 the real one the dataset's frame; without, both are at the engine's low resolution (the real frame
-downsampled as the engine saw it in training). Frames are made and written one at a time
-(``utils.video_encoding.VideoWriter``), so the length of the video costs no memory.
+downsampled as the engine saw it in training). Frames are made and written one at a time (``viz.video_out``,
+as an agent's video), so the length of the video costs no memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
-from diffworld.engine.imagine import EngineSamplers, Imagination
+from diffworld.engine.imagine import EngineSamplers, OpenLoopRollout
 from diffworld.engine.open_engine import SamplerSettings, engine_samplers, open_engine, open_start_dataset
 from diffworld.errors import UserError
 from diffworld.utils.seeding import derive_seed
-from diffworld.utils.video_encoding import VideoWriter, check_video_path
 from diffworld.viz.side_by_side import compose_frame
+from diffworld.viz.video_out import VideoSummary, check_video_request, write_frames
+from diffworld.world_model_folder import VideoOptions
 
 
 def num_engine_predictions(length: int, context: int, start: int, steps: int) -> int:
@@ -63,7 +63,7 @@ def engine_video_frames(
     for t in range(context):
         real = real_at(start + t)
         yield compose_frame(real, real, f"real  step {start + t}", "context (real)", scale=scale)
-    imagination = Imagination.along_episode(engine, frames, actions, start, device, generator)
+    imagination = OpenLoopRollout.along_episode(engine, frames, actions, start, device, generator)
     for k in range(1, n + 1):
         index = start + context - 1 + k
         action = torch.tensor(np.asarray(actions[index - 1], dtype=np.float32), device=device)[None]
@@ -72,36 +72,18 @@ def engine_video_frames(
         yield compose_frame(real_at(index), imagined, f"real  step {index}", f"imagined  +{k}", scale=scale)
 
 
-@dataclass(frozen=True)
-class VideoSummary:
-    path: Path
-    num_frames: int
-    height: int
-    width: int
+SCALE = 2
+"""Video pixels per frame pixel (``--scale``'s default for an engine)."""
 
 
-def run_engine_video(
-    folder: Path,
-    out: Path,
-    *,
-    steps: int = 100,
-    start: int = 0,
-    episode: int = 0,
-    scale: int = 2,
-    fps: float = 15.0,
-    denoising_steps: int | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    data: str | None = None,
-    seed: int = 0,
-    device: str = "auto",
-) -> VideoSummary:
-    """``diffworld video <engine>``: test episode ``episode`` (0: the first of the test split) of the
-    engine's dataset (or of ``data``) from its frame ``start``, and the engine's imagination of it."""
-    check_video_path(out)
-    if steps < 1 or start < 0 or episode < 0 or scale < 1 or fps <= 0:
-        raise UserError("Need --steps >= 1, --start >= 0, --episode >= 0, --scale >= 1 and --fps > 0.")
-    engine = open_engine(folder, device)
-    dataset = open_start_dataset(engine, folder, data)
+def run_engine_video(folder: Path, out: Path, options: VideoOptions) -> VideoSummary:
+    """``diffworld video <engine>``: test episode ``options.episode`` (default 0: the first of the test
+    split) of the engine's dataset (or of ``options.data``) from its frame ``options.start``, and the
+    engine's imagination of it."""
+    steps, start, episode, scale = options.steps, options.start, options.episode or 0, options.scale or SCALE
+    check_video_request(out, steps=steps, start=start, scale=scale, fps=options.fps, episode=episode)
+    engine = open_engine(folder, options.device)
+    dataset = open_start_dataset(engine, folder, options.data)
     tests = dataset.test_ids
     if len(tests) == 0:
         raise UserError(
@@ -112,7 +94,9 @@ def run_engine_video(
             f"{dataset.folder} has {len(tests)} test episodes: give --episode from 0 to {len(tests) - 1}."
         )
     index = int(tests[episode])
-    samplers = engine_samplers(engine, denoising_steps, sampler_settings)
+    samplers = engine_samplers(
+        engine, options.denoising_steps, SamplerSettings.named(options.sampler_settings)
+    )
     context = samplers.context_length
     length = int(dataset.lengths[index])
     if num_engine_predictions(length, context, start, steps) < 1:
@@ -130,10 +114,6 @@ def run_engine_video(
         steps=steps,
         scale=scale,
         device=device_of,
-        generator=torch.Generator(device_of).manual_seed(derive_seed(seed, "video/engine")),
+        generator=torch.Generator(device_of).manual_seed(derive_seed(options.seed, "video/engine")),
     )
-    with VideoWriter(Path(out), fps) as video:
-        for frame in frames:
-            video.append(frame)
-    assert video.size is not None
-    return VideoSummary(Path(out), video.num_frames, *video.size)
+    return write_frames(Path(out), frames, options.fps)

@@ -10,66 +10,50 @@ its own sampler's). The report goes to ``wm_quality.json`` and its figure to ``w
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from diffworld.engine.open_engine import SamplerSettings, open_engine, open_start_dataset, sampler_configs
-from diffworld.engine.quality import ENGINE, engine_quality
+from diffworld.engine.quality import ENGINE, HORIZONS, QualitySettings, engine_quality
 from diffworld.errors import UserError
 from diffworld.evaluation.image_metrics import PSNR_MAX
-from diffworld.evaluation.wm_quality import JSON_FILE, PNG_FILE
-from diffworld.evaluation.wm_quality_plot import plot_engine_report
-from diffworld.utils.atomic import atomic_write_text
+from diffworld.evaluation.wm_quality_plot import plot_engine_report, write_wm_quality
+from diffworld.world_model_folder import WmEvalOptions
 
 
 def evaluate_engine_world_models(
-    folders: Sequence[Path],
-    out_dir: Path,
-    *,
-    horizons: Sequence[int],
-    denoising_steps: Sequence[int] | None = None,
-    sampler_settings: SamplerSettings = SamplerSettings.fast,
-    max_trajectories: int = 32,
-    batch_size: int = 8,
-    data: str | None = None,
-    device: str = "auto",
-    seed: int = 0,
-    log: Callable[[str], None] = print,
+    folders: Sequence[Path], out_dir: Path, options: WmEvalOptions, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Evaluate each engine of ``folders`` at each of ``denoising_steps`` (None: its own); write
+    """Evaluate each engine of ``folders`` at each of ``options.denoising_steps`` (None: its own); write
     ``wm_quality.json`` and ``wm_quality.png`` to ``out_dir``; return the report."""
+    horizons, denoising_steps = options.horizons or list(HORIZONS), options.denoising_steps
+    settings = QualitySettings(
+        horizons=horizons,
+        max_trajectories=options.trajectories or QualitySettings.max_trajectories,
+        sampler_settings=SamplerSettings.named(options.sampler_settings),
+        batch_size=options.batch_size or QualitySettings.batch_size,
+        seed=options.seed,
+    )
     if not folders:
         raise UserError("no engine folder given")
     if any(h < 1 for h in horizons) or any(s < 1 for s in denoising_steps or ()):
         raise UserError("horizons and denoising steps must be >= 1")
     entries = []
     for folder in folders:
-        engine = open_engine(folder, device)
-        dataset = open_start_dataset(engine, folder, data)
+        engine = open_engine(folder, options.device)
+        dataset = open_start_dataset(engine, folder, options.data)
         choices: list[int | None] = list(denoising_steps) if denoising_steps else [None]  # None: its own
         for steps in choices:
-            shown = steps or sampler_configs(engine.cfg, sampler_settings)[0].num_steps
+            shown = steps or sampler_configs(engine.cfg, settings.sampler_settings)[0].num_steps
             log(f"{folder}: {shown} denoising step(s), horizons up to {max(horizons)} ...")
-            entries.append(
-                engine_quality(
-                    folder,
-                    engine,
-                    dataset,
-                    horizons=horizons,
-                    max_trajectories=max_trajectories,
-                    denoising_steps=steps,
-                    sampler_settings=sampler_settings,
-                    batch_size=batch_size,
-                    seed=seed,
-                    per_step=True,
-                )
-            )
+            at_steps = replace(settings, denoising_steps=steps)
+            entries.append(engine_quality(folder, engine, dataset, at_steps, per_step=True))
     report: dict[str, Any] = {
         "kind": "engine",
         "horizons": sorted(set(horizons)),
-        "seed": seed,
+        "seed": options.seed,
         "held_out_data": "the test split of each engine's dataset, imagined open-loop with its real actions",
         "metrics": {
             "psnr": f"dB on 8-bit levels, identical frames {PSNR_MAX}",
@@ -78,9 +62,7 @@ def evaluate_engine_world_models(
         },
         "engines": entries,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / JSON_FILE, json.dumps(report, indent=2, allow_nan=False) + "\n")
-    plot_engine_report(report, out_dir / PNG_FILE)
+    write_wm_quality(report, out_dir, plot_engine_report)
     return report
 
 

@@ -38,8 +38,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from diffworld.envs.continuous import check_box_action
+
 GAME_NAME = "Catch"
 GYM_ID = "diffworld/Catch-v0"
+GAME_NAME_CONTINUOUS = "CatchContinuous"
+GYM_ID_CONTINUOUS = "diffworld/CatchContinuous-v0"
 GRID = 8
 """Cells per side of the square screen."""
 ACTION_MEANINGS = ("NOOP", "RIGHT", "LEFT")
@@ -98,7 +102,7 @@ class CatchEnv(gym.Env[np.ndarray, int]):
         self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), np.uint8)
         self.action_space = gym.spaces.Discrete(len(ACTION_MEANINGS))  # type: ignore[assignment]
         self._pending_seed = seed
-        self._paddle = 0
+        self._paddle: Any = 0  # a column; a float position in CatchContinuousEnv
         self._ball_row = 0
         self._ball_col = 0
         self._landed = 0
@@ -131,16 +135,14 @@ class CatchEnv(gym.Env[np.ndarray, int]):
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._over:
             raise RuntimeError("step() called after the episode ended: call reset()")
-        if not 0 <= int(action) < len(ACTION_MEANINGS):
-            raise ValueError(f"action must be in [0, {len(ACTION_MEANINGS)}), got {action}")
-        self._paddle = min(GRID - 1, max(0, self._paddle + _MOVES[int(action)]))
+        self._move(action)
         self._ball_row += 1
         self._steps += 1
         reward = 0.0
         self._outcome = 0
         terminated = False
         if self._ball_row == _PADDLE_ROW:
-            reward = 1.0 if self._ball_col == self._paddle else -1.0
+            reward = 1.0 if self._caught() else -1.0
             self._outcome = int(reward)
             self._landed_col = self._ball_col
             self._landed += 1
@@ -150,6 +152,18 @@ class CatchEnv(gym.Env[np.ndarray, int]):
         truncated = not terminated and self._steps >= self._max_steps
         self._over = terminated or truncated
         return self._observe(), reward, terminated, truncated, self._info()
+
+    def _move(self, action: Any) -> None:
+        if not 0 <= int(action) < len(ACTION_MEANINGS):
+            raise ValueError(f"action must be in [0, {len(ACTION_MEANINGS)}), got {action}")
+        self._paddle = min(GRID - 1, max(0, self._paddle + _MOVES[int(action)]))
+
+    def _caught(self) -> bool:
+        return self._ball_col == self._paddle
+
+    def _paddle_px(self) -> int:
+        """The paddle's left edge in pixels."""
+        return self._paddle * self._cell
 
     def render(self) -> np.ndarray:
         """The current observation (Gymnasium's ``rgb_array`` mode)."""
@@ -197,8 +211,9 @@ class CatchEnv(gym.Env[np.ndarray, int]):
         c, half = self._cell, self._cell // 2
         ball = np.zeros((self._size, self._size, 2), dtype=np.uint8)  # red, green
         blue = np.zeros((self._size, self._size), dtype=np.uint8)
-        blue[: _PADDLE_ROW * c, self._paddle * c : (self._paddle + 1) * c] = LANE
-        blue[_PADDLE_ROW * c + half :, self._paddle * c : (self._paddle + 1) * c] = PADDLE
+        x = self._paddle_px()
+        blue[: _PADDLE_ROW * c, x : x + c] = LANE
+        blue[_PADDLE_ROW * c + half :, x : x + c] = PADDLE
         if self._outcome:
             # The landing frame: the landed ball's column shows the outcome above it, the ball sits in the
             # top half of its bottom cell (on the paddle when caught).
@@ -217,6 +232,44 @@ class CatchEnv(gym.Env[np.ndarray, int]):
             "episode_frame_number": self._steps * self.frame_skip,
             "balls_landed": self._landed,
         }
+
+
+class CatchContinuousEnv(CatchEnv):
+    """Catch with a continuous paddle velocity: the action is one float in ``[-1, 1]``, the paddle moves by
+    that many columns per step (clipped at the walls) and sits anywhere in between, drawn at its position in
+    whole pixels; a landing ball is caught when the paddle's centre is less than half a column from the
+    ball's. Everything else is ``CatchEnv``'s (the same draws at reset, so the same seed starts the same
+    episode), and every ball can still be caught (7 steps of up to one column reach any column).
+
+    The continuous-control analogue of the learning test's game: a world model that ignores the action
+    cannot predict the paddle, and a policy must learn how far to move, not only which way.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)  # type: ignore[assignment]
+
+    @property
+    def action_meanings(self) -> list[str]:
+        return ["PADDLE_VELOCITY"]
+
+    def _move(self, action: Any) -> None:
+        space = self.action_space
+        assert isinstance(space, gym.spaces.Box)
+        values = check_box_action(action, space.low, space.high, GAME_NAME_CONTINUOUS)
+        self._paddle = min(float(GRID - 1), max(0.0, float(self._paddle) + float(values[0])))
+
+    def _caught(self) -> bool:
+        return abs(self._ball_col - self._paddle) < 0.5
+
+    def _paddle_px(self) -> int:
+        return round(self._paddle * self._cell)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self._paddle = float(state["paddle"])
+
+    state = property(CatchEnv.get_state, set_state)
 
 
 def make_catch_env(
@@ -239,5 +292,27 @@ def make_catch_env(
     )
 
 
+def make_catch_continuous_env(
+    seed: int | None = None,
+    *,
+    max_frames_per_episode: int = 108_000,
+    noop_max: int = 30,
+    frame_skip: int = 4,
+    size: int = 64,
+    num_balls: int = 1,
+) -> CatchContinuousEnv:
+    """One CatchContinuous environment, with the signature of ``make_catch_env``."""
+    return CatchContinuousEnv(
+        num_balls=num_balls,
+        size=size,
+        max_frames_per_episode=max_frames_per_episode,
+        frame_skip=frame_skip,
+        noop_max=noop_max,
+        seed=seed,
+    )
+
+
 if GYM_ID not in gym.registry:
     gym.register(GYM_ID, entry_point="diffworld.envs.catch:CatchEnv")
+if GYM_ID_CONTINUOUS not in gym.registry:
+    gym.register(GYM_ID_CONTINUOUS, entry_point="diffworld.envs.catch:CatchContinuousEnv")

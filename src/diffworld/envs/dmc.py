@@ -6,7 +6,9 @@ the domain and the task because both can hold underscores (``ball_in_cup``, ``ba
 ``ball_in_cup`` domain (as in DreamerV3); spelling is checked like the Atari games' (case, dashes and
 underscores ignored), so ``dmc:Cartpole_Swingup`` and ``dmc:ball_in_cup-catch`` resolve too. Every task of
 ``dm_control.suite.ALL_TASKS`` can be made (``available_dmc_tasks()`` lists them); ``DMC_VISION_TASKS`` are
-the 20 of the DMC-vision benchmark of DreamerV3 (Hafner et al., 2023) and the papers it compares with.
+the 20 of the DMC-vision benchmark of DreamerV3 (Hafner et al., 2023) and the papers it compares with. The
+names are resolved in ``diffworld.games`` (which the configuration checks ``game=`` with) and re-exported
+here.
 
 The protocol is the literature's (DreamerV3, DrQ-v2): 64x64 RGB frames rendered by MuJoCo from camera 0
 (camera 2, the one that follows the body, for the quadruped), each action repeated for ``action_repeat``
@@ -29,136 +31,52 @@ from one state.
 
 from __future__ import annotations
 
-import difflib
-import functools
 import os
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
+from diffworld.envs.continuous import InvalidActionError, check_box_action
 from diffworld.errors import UserError
+from diffworld.games import (
+    DEFAULT_ACTION_REPEAT,
+    DMC_PREFIX,
+    DMC_VISION_TASKS,
+    DMCNotInstalledError,
+    UnknownDMCTaskError,
+    available_dmc_tasks,
+    import_dmc_suite,
+    resolve_dmc_task,
+)
 
 if TYPE_CHECKING:
     from dm_control.rl.control import Environment
 
-DMC_PREFIX = "dmc:"
-
-DMC_VISION_TASKS: tuple[str, ...] = (
-    "dmc:acrobot-swingup",
-    "dmc:cartpole-balance",
-    "dmc:cartpole-balance_sparse",
-    "dmc:cartpole-swingup",
-    "dmc:cartpole-swingup_sparse",
-    "dmc:cheetah-run",
-    "dmc:cup-catch",
-    "dmc:finger-spin",
-    "dmc:finger-turn_easy",
-    "dmc:finger-turn_hard",
-    "dmc:hopper-hop",
-    "dmc:hopper-stand",
-    "dmc:pendulum-swingup",
-    "dmc:quadruped-run",
-    "dmc:quadruped-walk",
-    "dmc:reacher-easy",
-    "dmc:reacher-hard",
-    "dmc:walker-run",
-    "dmc:walker-stand",
-    "dmc:walker-walk",
-)
-"""The 20 tasks of the DMC-vision benchmark (DreamerV3's "DMC Visual Control"), canonical names."""
-
-_DOMAIN_ALIASES = {"ball_in_cup": "cup"}
-"""dm_control domain -> the short name in diffworld's canonical task names."""
+__all__ = [
+    "DEFAULT_ACTION_REPEAT",
+    "DMC_PREFIX",
+    "DMC_VISION_TASKS",
+    "DMCEnv",
+    "DMCNotInstalledError",
+    "DMCRenderError",
+    "InvalidActionError",
+    "UnknownDMCTaskError",
+    "available_dmc_tasks",
+    "make_dmc_env",
+    "resolve_dmc_task",
+]
 
 _QUADRUPED_CAMERA = 2
 """The quadruped's tracking camera; every other domain is seen from camera 0 (DreamerV3, DrQ-v2)."""
-
-DEFAULT_ACTION_REPEAT = 2
-
-
-class UnknownDMCTaskError(UserError, ValueError):
-    """A task name that is not one of dm_control's suite tasks."""
-
-
-class InvalidActionError(UserError, ValueError):
-    """An action of the wrong shape, not finite, or outside the action space's bounds."""
-
-
-class DMCNotInstalledError(UserError, ImportError):
-    """dm_control (the ``dmc`` extra) is missing."""
 
 
 class DMCRenderError(UserError, RuntimeError):
     """MuJoCo could not render headless with the chosen ``MUJOCO_GL`` backend."""
 
 
-def _import_suite() -> Any:
-    """``dm_control.suite``, with ``MUJOCO_GL=egl`` unless the user chose another backend."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    try:
-        from dm_control import suite
-    except ImportError as err:
-        raise DMCNotInstalledError(
-            f"DeepMind Control Suite tasks need dm_control ({err}): pip install -e '.[dmc]'"
-        ) from err
-    return suite
-
-
-def _normalise(name: str) -> str:
-    """Case-, dash-, underscore-insensitive key, without the ``dmc:`` prefix."""
-    name = name.strip().lower()
-    name = name.removeprefix(DMC_PREFIX)
-    return "".join(ch for ch in name if ch.isalnum())
-
-
-def _canonical(domain: str, task: str) -> str:
-    return f"{DMC_PREFIX}{_DOMAIN_ALIASES.get(domain, domain)}-{task}"
-
-
-@functools.cache
-def _tasks_by_key() -> dict[str, tuple[str, str, str]]:
-    """Normalised key -> (canonical name, dm_control domain, dm_control task), for every suite task; the
-    aliased domains under both names."""
-    suite = _import_suite()
-    by_key = {}
-    for domain, task in suite.ALL_TASKS:
-        entry = (_canonical(domain, task), domain, task)
-        by_key[_normalise(f"{domain}-{task}")] = entry
-        by_key[_normalise(entry[0])] = entry
-    return by_key
-
-
-def available_dmc_tasks() -> tuple[str, ...]:
-    """Every task ``make_dmc_env`` can make (canonical names, sorted): all of dm_control's suite."""
-    return tuple(sorted({entry[0] for entry in _tasks_by_key().values()}))
-
-
-def resolve_dmc_task(name: str) -> tuple[str, str, str]:
-    """(canonical name, dm_control domain, dm_control task) for ``name`` (``dmc:cartpole-swingup``,
-    ``dmc:cup-catch``, ``dmc:ball_in_cup-catch``, ...).
-
-    Raises:
-        UnknownDMCTaskError: no such task; the message suggests the closest names and says how to list them.
-        DMCNotInstalledError: dm_control is missing.
-    """
-    if not name.strip().lower().startswith(DMC_PREFIX):
-        raise UnknownDMCTaskError(
-            f"Unknown DMC task {name!r}: DeepMind Control tasks are named dmc:<domain>-<task>, "
-            f"e.g. dmc:cartpole-swingup"
-        )
-    tasks = _tasks_by_key()
-    key = _normalise(name)
-    if key in tasks:
-        return tasks[key]
-    # Best match first; an aliased domain's task is under two keys.
-    close = list(dict.fromkeys(tasks[k][0] for k in difflib.get_close_matches(key, tasks, n=4, cutoff=0.6)))
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise UnknownDMCTaskError(
-        f"Unknown DMC task {name!r}.{hint} The 20 of the benchmark are in "
-        f"diffworld.envs.dmc.DMC_VISION_TASKS; all {len(set(tasks.values()))}: "
-        "python -c 'from diffworld.envs.dmc import available_dmc_tasks as t; print(*t())'"
-    )
+# The task names are resolved in ``diffworld.games``, below the configuration that checks them.
+_import_suite = import_dmc_suite
 
 
 class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -184,13 +102,14 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         size: int = 64,
         camera: int | None = None,
         render_mode: str | None = "rgb_array",
+        max_episode_steps: int | None = None,
     ) -> None:
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
         self.task_name, domain, task_name = resolve_dmc_task(task)
-        suite = _import_suite()
+        suite = import_dmc_suite()
         self._env: Environment = suite.load(domain, task_name)
         self.action_repeat = action_repeat
         self.camera = (_QUADRUPED_CAMERA if domain == "quadruped" else 0) if camera is None else camera
@@ -207,7 +126,12 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         self.control_steps_per_episode = int(self._env._step_limit)
         """dm_control's time limit in control steps (1,000 for every suite task)."""
         self.max_episode_steps = -(-self.control_steps_per_episode // action_repeat)
-        """Agent steps in an episode (500 at repeat 2)."""
+        """Agent steps in an episode (500 at repeat 2), or ``max_episode_steps`` if it is given and fewer:
+        the episode is truncated then."""
+        if max_episode_steps is not None:
+            if max_episode_steps < 1:
+                raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+            self.max_episode_steps = min(self.max_episode_steps, max_episode_steps)
         self._pending_seed = seed
         self._steps = 0
         self._over = True
@@ -217,6 +141,13 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
     def physics(self) -> Any:
         """dm_control's ``Physics`` of the task (read it; changing it bypasses ``get_state``)."""
         return self._env.physics
+
+    @property
+    def action_meanings(self) -> list[str]:
+        """The names of the action's components: the task's MuJoCo actuators (``right_hip``, ... for the
+        walker), ``a<i>`` for one without a name."""
+        model = self.physics.model
+        return [model.id2name(i, "actuator") or f"a{i}" for i in range(model.nu)]
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -257,7 +188,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         self._steps += 1
         discount = 1.0 if time_step.discount is None else float(time_step.discount)
         terminated = bool(time_step.last() and discount == 0.0)
-        truncated = bool(time_step.last() and not terminated)
+        truncated = bool((time_step.last() or self._steps >= self.max_episode_steps) and not terminated)
         self._over = terminated or truncated
         self._frame = self._render()
         return self._frame.copy(), reward, terminated, truncated, self._info(discount)
@@ -322,26 +253,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _check_action(self, action: Any) -> np.ndarray:
         space = self._action_box
-        try:
-            values = np.asarray(action, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise InvalidActionError(
-                f"{self.task_name}: action {action!r} is not an array of numbers"
-            ) from err
-        if values.shape != space.shape:
-            raise InvalidActionError(
-                f"{self.task_name}: action of shape {values.shape}, expected {space.shape}"
-            )
-        if not np.isfinite(values).all():
-            raise InvalidActionError(f"{self.task_name}: action {values.tolist()} has NaN or infinite values")
-        outside = (values < space.low) | (values > space.high)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise InvalidActionError(
-                f"{self.task_name}: action {values.tolist()} outside the bounds: component {i} is "
-                f"{values.flat[i]}, not in [{space.low.flat[i]}, {space.high.flat[i]}]"
-            )
-        return values.astype(np.float64)
+        return check_box_action(action, space.low, space.high, self.task_name).astype(np.float64)
 
     def _render(self) -> np.ndarray:
         try:
@@ -372,6 +284,14 @@ def make_dmc_env(
     action_repeat: int = DEFAULT_ACTION_REPEAT,
     size: int = 64,
     camera: int | None = None,
+    max_episode_steps: int | None = None,
 ) -> DMCEnv:
     """One DeepMind Control Suite task from pixels (see ``DMCEnv``)."""
-    return DMCEnv(task, seed, action_repeat=action_repeat, size=size, camera=camera)
+    return DMCEnv(
+        task,
+        seed,
+        action_repeat=action_repeat,
+        size=size,
+        camera=camera,
+        max_episode_steps=max_episode_steps,
+    )

@@ -19,12 +19,29 @@ def make_envs(
     ``max_frames_per_episode`` frames (None: ``env.max_frames_per_episode``).
 
     Atari games step in one process each when there are several; Catch's steps cost microseconds, less
-    than passing them between processes, so its environments all step in this one.
+    than passing them between processes, so its environments all step in this one, as the continuous-control
+    games' do (MuJoCo's headless rendering is made once per process).
     """
+    return seeded_envs(
+        cfg, num_envs, derive_seed(cfg.seed, purpose), life_loss_terminal, max_frames_per_episode
+    )
+
+
+def seeded_envs(
+    cfg: Config,
+    num_envs: int,
+    seed: int,
+    life_loss_terminal: bool,
+    max_frames_per_episode: int | None = None,
+    asynchronous: bool | None = None,
+) -> AtariEnvs:
+    """``make_envs`` seeded with ``seed`` as it is: every setting of ``cfg.env`` that the game uses, the one
+    place that passes them. ``asynchronous`` None: as ``make_envs`` says (Atari games in processes of their
+    own when there are several)."""
     return AtariEnvs(
         cfg.game,
         num_envs,
-        derive_seed(cfg.seed, purpose),
+        seed,
         life_loss_terminal,
         max_frames_per_episode=(
             cfg.env.max_frames_per_episode if max_frames_per_episode is None else max_frames_per_episode
@@ -32,5 +49,6 @@ def make_envs(
         noop_max=cfg.env.noop_max,
         frame_skip=cfg.env.frame_skip,
         size=cfg.env.size,
-        asynchronous=None if is_atari(cfg.game) else False,
+        asynchronous=(None if is_atari(cfg.game) else False) if asynchronous is None else asynchronous,
+        action_repeat=cfg.env.action_repeat,
     )

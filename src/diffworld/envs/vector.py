@@ -1,4 +1,5 @@
-"""Several Atari 100k (or Catch) environments stepped in parallel, with the optional life-loss layer."""
+"""Several environments of one game stepped in parallel, with the optional life-loss layer: Atari 100k games,
+Catch, and the continuous-control games (their actions in ``[-1, 1]^D``, ``envs.continuous``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from diffworld.envs.make import make_env
-from diffworld.games import resolve_game
+from diffworld.games import DEFAULT_ACTION_REPEAT, resolve_game
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class StepResult:
 
 
 class AtariEnvs:
-    """``num_envs`` preprocessed Atari games stepped together, auto-resetting in the same step.
+    """``num_envs`` preprocessed Atari games (or any game of ``make_env``) stepped together, auto-resetting in
+    the same step.
 
     Env ``i`` is seeded with ``seed + i`` at its first reset; later resets (automatic at game over or frame
     cap, or explicit ``reset()`` calls) continue that env's own RNG, so a run is reproducible from ``seed``.
@@ -47,7 +49,11 @@ class AtariEnvs:
     is set and ``final_obs`` is the current observation, but the game is not reset, so the next episode starts
     from that very frame. Without it (test episodes), episodes run to game over.
 
+    A continuous game's actions are (n, D) float arrays in ``[-1, 1]`` (``continuous``, ``action_space``);
+    its ``num_actions`` is D and its ``action_meanings`` name the components.
+
     Args:
+        action_repeat: control steps per agent step of a continuous-control game (see ``make_env``).
         asynchronous: one process per env (``AsyncVectorEnv``); default: only when ``num_envs > 1``.
     """
 
@@ -62,6 +68,7 @@ class AtariEnvs:
         frame_skip: int = 4,
         size: int = 64,
         asynchronous: bool | None = None,
+        action_repeat: int = DEFAULT_ACTION_REPEAT,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -78,6 +85,7 @@ class AtariEnvs:
                 noop_max=noop_max,
                 frame_skip=frame_skip,
                 size=size,
+                action_repeat=action_repeat,
             )
             for i in range(num_envs)
         ]
@@ -87,10 +95,17 @@ class AtariEnvs:
         self._envs: gym.vector.SyncVectorEnv | gym.vector.AsyncVectorEnv = vector_cls(
             env_fns, autoreset_mode=same_step
         )
+        self.action_space = self._envs.single_action_space
+        """One env's action space: ``Discrete(num_actions)``, or a ``Box`` in ``[-1, 1]^D``."""
+        self.continuous = isinstance(self.action_space, gym.spaces.Box)
         self.action_meanings: list[str] = list(self._envs.get_attr("action_meanings")[0])
+        """The names of the discrete actions, or of a continuous action's components."""
 
     @property
     def num_actions(self) -> int:
+        """The number of discrete actions, or of the components D of a continuous action."""
+        if self.continuous:
+            return int(self.action_space.shape[0])  # type: ignore[index]
         return len(self.action_meanings)
 
     def reset(self) -> np.ndarray:
@@ -99,7 +114,8 @@ class AtariEnvs:
         return obs
 
     def step(self, actions: np.ndarray) -> StepResult:
-        """Step every env with its action (shape (n,), integers in ``[0, num_actions)``)."""
+        """Step every env with its action (shape (n,), integers in ``[0, num_actions)``; (n, D) floats in
+        ``[-1, 1]`` for a continuous game)."""
         obs, reward, terminated, truncated, info = self._envs.step(np.asarray(actions))
         final_obs = obs.copy()
         life_loss = np.asarray(info["life_loss"], dtype=bool).copy()

@@ -18,23 +18,36 @@ Inputs are sweep folders (every run folder below them), run folders and ``eval.j
 is the mean return of its final evaluation), and score JSON files in the paper-scores format
 (``{game: [score of each run]}``). :func:`build_report` writes ``report.json``, ``report.md`` and the PNG
 plots of :mod:`diffworld.evaluation.report_plots`.
+
+Games without reference scores (DeepMind Control tasks, continuous-control games, Atari games outside the
+benchmark) are reported by their returns instead (:mod:`diffworld.evaluation.report_returns`), when none of
+the report's games is an Atari 100k game. A report that mixes the two kinds is refused in one line (report
+them separately), so that a stray run in a sweep folder never turns an Atari report into one without its
+human-normalized aggregates.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from diffworld.errors import UserError
-from diffworld.evaluation.report_metrics import METRIC_TITLES, METRICS, PAPER_LABEL
+from diffworld.evaluation.report_metrics import (
+    CONFIDENCE,
+    METRIC_TITLES,
+    METRICS,
+    PAPER_LABEL,
+    ReportError,
+    global_numpy_seed,
+    interval_estimates,
+)
 from diffworld.evaluation.report_plots import draw_plots
+from diffworld.evaluation.report_returns import compute_returns_report, draw_returns_plots, returns_markdown
 from diffworld.evaluation.scores import human_normalized_score, paper_scores, reference_scores
 from diffworld.run.folder import CONFIG_FILE, EVAL_FILE, is_run_dir_locked, run_dir_holder
 from diffworld.utils.atomic import atomic_write_text
@@ -45,12 +58,7 @@ MAX_PROFILE_REPS = 2_000
 """rliable's default for performance-profile bands: each replication evaluates every threshold."""
 PROFILE_TAUS = np.linspace(0.0, 8.0, 81)
 """HNS thresholds of the performance profile, as in rliable's Atari 100k figures."""
-CONFIDENCE = 0.95
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
-
-
-class ReportError(UserError, ValueError):
-    """Inputs that cannot make a report: the message names the file and the fix."""
 
 
 @dataclass
@@ -62,11 +70,6 @@ class Scores:
     """One entry per eval.json read: game, seed, preset, env_steps, score, path."""
 
     def add(self, game: str, score: float) -> None:
-        if game not in reference_scores():
-            raise ReportError(
-                f"{game} is not an Atari 100k game, so it has no human-normalized score; report only the 26 "
-                "benchmark games ('diffworld games --atari100k')."
-            )
         if not math.isfinite(score):
             raise ReportError(f"A score of {game} is {score}: every run needs a finite final score.")
         self.per_game.setdefault(game, []).append(float(score))
@@ -198,32 +201,13 @@ def _aggregates(matrix: np.ndarray) -> np.ndarray:
     )
 
 
-@contextlib.contextmanager
-def _global_numpy_seed(seed: int) -> Iterator[None]:
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
-def _estimates(
-    matrices: dict[str, np.ndarray], func: Callable[[np.ndarray], np.ndarray], reps: int, seed: int
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    from rliable import library
-
-    with _global_numpy_seed(seed):
-        return library.get_interval_estimates(matrices, func, reps=reps, confidence_interval_size=CONFIDENCE)
-
-
 def _profiles(
     matrices: dict[str, np.ndarray], reps: int, seed: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Score distributions: the fraction of all runs x games with HNS above each threshold, with bands."""
     from rliable import library
 
-    with _global_numpy_seed(seed):
+    with global_numpy_seed(seed):
         return library.create_performance_profile(
             matrices, PROFILE_TAUS, reps=reps, confidence_interval_size=CONFIDENCE
         )
@@ -235,17 +219,31 @@ def compute_report(
     """The report's content (what ``report.json`` holds), for scores per game and run.
 
     The paper's DIAMOND scores on the same games are computed alongside, unless the scores are the
-    paper's own.
+    paper's own. Where no game is an Atari 100k game, the report of returns instead
+    (``report_returns.compute_returns_report``; its ``scores`` is ``"returns"``); a mix of both kinds is
+    refused.
     """
     if reps < 1:
         raise ReportError(f"--reps must be at least 1 (got {reps}).")
     _check_dependencies()
+    others = [game for game in per_game if game not in reference_scores()]
+    if others:
+        atari = [game for game in per_game if game in reference_scores()]
+        if atari:
+            raise ReportError(
+                f"{others[0]} is not an Atari 100k game, so it has no human-normalized score, unlike "
+                f"{atari[0]}: report the 26 benchmark games ('diffworld games --atari100k') and the other "
+                "games (by their returns) separately."
+            )
+        if not all(per_game.values()):
+            raise ReportError("Nothing to report: every game needs the final score of at least one run.")
+        return compute_returns_report(per_game, label=label, reps=reps, seed=seed)
     games, matrix = hns_matrix(per_game)
     paper = {game: paper_scores()[game] for game in games}
     matrices = {label: matrix}
     if paper != per_game:
         matrices[PAPER_LABEL] = hns_matrix(paper)[1]
-    points, intervals = _estimates(matrices, _aggregates, reps, seed)
+    points, intervals = interval_estimates(matrices, _aggregates, reps, seed)
     profile_points, profile_intervals = _profiles(matrices, min(reps, MAX_PROFILE_REPS), seed)
     return {
         "label": label,
@@ -315,9 +313,10 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     """``report.json``, ``report.md`` and the plots, in ``out`` (created; earlier report files replaced)."""
     _check_dependencies()
     out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = draw_plots(report, out)
+    returns = report.get("scores") == "returns"
+    report["plots"] = draw_returns_plots(report, out) if returns else draw_plots(report, out)
     atomic_write_text(out / REPORT_JSON, json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / REPORT_MD, to_markdown(report))
+    atomic_write_text(out / REPORT_MD, returns_markdown(report) if returns else to_markdown(report))
 
 
 def to_markdown(report: dict[str, Any]) -> str:

@@ -1,13 +1,33 @@
-"""The figure of the world-model quality report (``wm_quality.png``), drawn from the report alone: an Atari
-run's (``plot_report``) or an engine's (``plot_engine_report``), on the same grid of PSNR and SSIM against
-the horizon."""
+"""The files of the world-model quality report (``diffworld wm-eval``, either product's): the report
+(``wm_quality.json``) and its figure (``wm_quality.png``), drawn from the report alone: an Atari run's
+(``plot_report``) or an engine's (``plot_engine_report``), on the same grid of PSNR and SSIM against the
+horizon."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from diffworld.utils.atomic import atomic_write_text
+
+JSON_FILE = "wm_quality.json"
+"""The world-model evaluation's report (``diffworld wm-eval``, either product's)."""
+PNG_FILE = "wm_quality.png"
+"""Its figure."""
+
+
+def write_wm_quality(
+    report: dict[str, Any], out_dir: Path, plot: Callable[[dict[str, Any], Path], None]
+) -> None:
+    """``report`` as ``out_dir/wm_quality.json`` (strict JSON: no NaN) and its figure, drawn by ``plot``
+    (``plot_report`` or ``plot_engine_report``), as ``out_dir/wm_quality.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / JSON_FILE, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    plot(report, out_dir / PNG_FILE)
 
 
 def _figure() -> tuple[Any, Any, Any]:

@@ -1,4 +1,4 @@
-"""What every trainer of the project shares: the agent's (``training/trainer.py``) and the engine's
+"""What every trainer of the project shares: the agent's (``agent/trainer.py``) and the engine's
 (``engine/trainer.py``).
 
 A run folder has one writer: the trainer takes the folder's lock before it reads or writes anything and

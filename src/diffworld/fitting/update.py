@@ -1,9 +1,10 @@
 """The optimizer updates every model trains with (docs/method.md §6): accumulate, clip, step, schedule.
 
-``train_updates`` is the one loop: the run's trainer, the benchmarks and the precision comparison call it.
-Batches come from a ``BatchSource``: a dataset's segments (``SampledBatches``), or the model-free baseline's
-real rollouts (``diffworld.model_free.RealRolloutBatches``), which its loss takes itself and whose number
-the real-step budget bounds.
+``train_updates`` is the one loop: both products' trainers call it through a ``TrainingSlot`` (one per
+model), the benchmarks and the precision comparison directly. Batches come from a ``BatchSource``: a
+dataset's segments (``SampledBatches``), or the model-free baseline's real rollouts
+(``agent.model_free.RealRolloutBatches``), which its loss takes itself and whose number the real-step
+budget bounds.
 """
 
 from __future__ import annotations
@@ -11,23 +12,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from diffworld.config.schema import BatchesConfig, GradAccumulation, OptimizerConfig
 from diffworld.data.batch import Batch
-from diffworld.data.sampler import SegmentSampler
+from diffworld.data.store import SegmentSource
 
 
 class BatchSource(Protocol):
     """What a model's ``forward(batch) -> (loss, metrics)`` is called on, one batch per call."""
 
     def sample(self) -> object:
-        """The next batch, what the model's forward takes (a ``Batch``, an engine's ``EngineBatch``); None
-        where the model draws its own data (the model-free baseline's rollouts)."""
+        """The next batch, what the model's forward takes (a ``Batch``); None where the model draws its own
+        data (the model-free baseline's rollouts)."""
         ...
 
     def batches_left(self) -> int | None:
@@ -36,13 +40,13 @@ class BatchSource(Protocol):
 
 
 class SampledBatches:
-    """Segments drawn from a dataset by ``sampler``, without end."""
+    """Segments drawn from a dataset by ``segments`` (either product's segment sampler), without end."""
 
-    def __init__(self, sampler: SegmentSampler) -> None:
-        self.sampler = sampler
+    def __init__(self, segments: SegmentSource) -> None:
+        self.segments = segments
 
     def sample(self) -> Batch:
-        return self.sampler.sample()
+        return self.segments.sample()
 
     def batches_left(self) -> None:
         return None
@@ -111,3 +115,46 @@ def train_updates(
     if num_batches_done:
         metrics["lr"] = float(scheduler.get_last_lr()[0])
     return UpdateResult(metrics, num_updates)
+
+
+@dataclass(kw_only=True)
+class TrainingSlot:
+    """One model with what trains it, in either product's trainer: its batches, optimizer and schedule, how
+    an update combines its batches and clips their gradient, and the average of its weights where it keeps
+    one (``fitting/ema.py``). ``train`` is the trainers' one call of ``train_updates``."""
+
+    model: nn.Module
+    """The model trained, ``model(batch) -> (loss, metrics)``: the weights saved and averaged."""
+    batches: BatchSource
+    optimizer: Optimizer
+    scheduler: LRScheduler
+    training: BatchesConfig
+    """Its batches per update and how their gradients combine."""
+    optim_cfg: OptimizerConfig
+    """Its optimizer's settings, of which ``train`` reads ``max_grad_norm`` at each call (the configuration,
+    not a copy of its value)."""
+    replica: nn.Module | None = None
+    """What the updates call where it is not ``model`` itself: ``model`` in DistributedDataParallel (an
+    engine trained by several processes)."""
+    ema: AveragedModel | None = None
+    """The exponential moving average of ``model``'s weights, updated after each optimizer step; None
+    without."""
+
+    def train(
+        self, steps: int, autocast: Callable[[], AbstractContextManager[object]], desc: str
+    ) -> UpdateResult:
+        """``steps`` optimizer updates (``train_updates``), each followed by the average's."""
+        return train_updates(
+            self.model if self.replica is None else self.replica,
+            self.batches,
+            self.optimizer,
+            self.scheduler,
+            steps=steps,
+            grad_acc_steps=self.training.grad_acc_steps,
+            max_grad_norm=self.optim_cfg.max_grad_norm,
+            autocast=autocast,
+            desc=desc,
+            sum_accumulated=self.training.grad_accumulation is GradAccumulation.sum,
+            # Of the unwrapped module, whose parameters a DistributedDataParallel replica shares.
+            after_step=None if self.ema is None else partial(self.ema.update_parameters, self.model),
+        )

@@ -1,5 +1,8 @@
 """The actor-critic: a small conv encoder, an LSTM cell, zero-initialized policy and value heads
-(docs/method.md §5)."""
+(docs/method.md §5). Its policy is categorical over discrete actions, a tanh-squashed Gaussian over
+continuous ones (``models/policy_distributions.py``); with ``actor_critic.return_normalization=percentile``
+it also holds the running percentiles of the returns that scale the advantages (``PercentileReturnScale``,
+docs/method.md §9)."""
 
 from __future__ import annotations
 
@@ -8,16 +11,38 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Categorical
 
-from diffworld.config.schema import ActorCriticConfig
+from diffworld.config.schema import ActorCriticConfig, ReturnNormalization
+from diffworld.data.actions import ActionSpec, action_spec_of, is_box_spec, is_index_spec
 from diffworld.models.blocks import channels_last
+from diffworld.models.policy_distributions import (
+    CategoricalPolicy,
+    PolicyDistribution,
+    SquashedNormalPolicy,
+    sample_actions,
+)
 from diffworld.models.returns import lambda_returns
+
+__all__ = [
+    "ActorCritic",
+    "ActorCriticLossTerms",
+    "LSTMState",
+    "PercentileReturnScale",
+    "actor_critic_loss",
+    "actor_critic_loss_terms",
+    "init_lstm",
+    "make_policy",
+    "sample_actions",
+]
 
 LSTMState = tuple[Tensor, Tensor]
 """``(h, c)`` of an LSTM: each (B, lstm_dim) for an ``nn.LSTMCell``, (1, B, lstm_dim) for an ``nn.LSTM``."""
 
 _GROUP_SIZE = 32
+RETURN_PERCENTILES = (0.05, 0.95)
+"""The percentiles of the lambda-returns whose spread scales the advantages (``return_normalization``)."""
+RETURN_SCALE_DECAY = 0.99
+"""The decay of their moving averages (DreamerV3's)."""
 
 
 def init_lstm(lstm: nn.LSTM | nn.LSTMCell) -> None:
@@ -51,15 +76,74 @@ class SmallResBlock(nn.Module):
         return self.skip(x) + self.conv(F.silu(self.norm(x)))
 
 
+class PercentileReturnScale(nn.Module):
+    """DreamerV3's return normalisation (``actor_critic.return_normalization=percentile``): the advantages
+    are divided by ``scale() = max(1, high - low)``, where ``low`` and ``high`` are exponential moving
+    averages (decay ``RETURN_SCALE_DECAY``, starting from 0 with no bias correction, as DreamerV3's) of the
+    5th and 95th percentiles (linear interpolation) of each update's lambda-returns. Both are buffers: they
+    are saved and restored with the actor-critic's state. They draw no random number."""
+
+    low: Tensor
+    high: Tensor
+
+    def __init__(self, decay: float = RETURN_SCALE_DECAY) -> None:
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, returns: Tensor, mask: Tensor | None = None) -> None:
+        """Move ``low`` and ``high`` towards the percentiles of ``returns`` (over the steps where ``mask``
+        is True, if given; none: no change)."""
+        x = returns.detach().float()
+        x = x[mask] if mask is not None else x.flatten()
+        if x.numel() == 0:
+            return
+        q = torch.quantile(x, torch.tensor(RETURN_PERCENTILES, device=x.device))
+        self.low.copy_(self.decay * self.low + (1 - self.decay) * q[0])
+        self.high.copy_(self.decay * self.high + (1 - self.decay) * q[1])
+
+    def scale(self) -> Tensor:
+        """``max(1, high - low)``: what the advantages are divided by."""
+        return (self.high - self.low).clamp(min=1.0)
+
+
+def make_policy(actions: int | ActionSpec, cfg: ActorCriticConfig) -> PolicyDistribution:
+    """The policy distribution of an action space: categorical over ``actions`` discrete actions (an int, or a
+    spec of one discrete component), the tanh-squashed Gaussian over a spec of continuous components (the
+    agent's ``[-1, 1]^D``, ``data.actions.box_spec``)."""
+    spec = action_spec_of(actions)
+    if is_index_spec(spec):
+        return CategoricalPolicy(spec.components[0].n)  # type: ignore[union-attr]
+    if is_box_spec(spec) and all(
+        (c.low, c.high) == (-1.0, 1.0)  # type: ignore[union-attr]
+        for c in spec.components
+    ):
+        return SquashedNormalPolicy(spec.width, cfg.continuous)
+    raise ValueError(
+        f"the actor-critic takes one discrete component or continuous ones within [-1, 1], not "
+        f"{spec.describe()}"
+    )
+
+
 class ActorCritic(nn.Module):
-    """Policy and value of an observation given the recurrent state; the heads start at zero (uniform policy).
+    """Policy and value of an observation given the recurrent state; the heads start at zero (uniform policy
+    over discrete actions; over continuous ones, every component at mean 0 and the std of
+    ``actor_critic.continuous``).
 
     Encoder: 3x3 conv (3 to ``channels[0]``), then per entry of ``cfg.channels`` one ``SmallResBlock`` and a
     2x2 max-pooling (64x64 to 4x4 with four entries), flattened into an ``nn.LSTMCell`` of ``cfg.lstm_dim``.
     About 3.23 M parameters at the paper's settings.
+
+    ``actions``: the number of discrete actions, or the action space (``make_policy``). ``num_actions`` is
+    the number of discrete actions, or of continuous components; ``policy`` turns the actor head's output
+    (``logits``, for continuous actions the Gaussian's parameters) into actions. ``return_scale``: the
+    running percentiles of the returns with ``return_normalization=percentile`` (buffers, after every
+    parameter), else None (no state added).
     """
 
-    def __init__(self, cfg: ActorCriticConfig, num_actions: int, img_size: int = 64) -> None:
+    def __init__(self, cfg: ActorCriticConfig, actions: int | ActionSpec, img_size: int = 64) -> None:
         super().__init__()
         channels = list(cfg.channels)
         feat_size = img_size // 2 ** len(channels)
@@ -69,15 +153,18 @@ class ActorCritic(nn.Module):
         for c_in, c_out in zip([channels[0], *channels[:-1]], channels, strict=True):
             layers += [SmallResBlock(c_in, c_out), nn.MaxPool2d(2)]
         self.encoder = nn.Sequential(*layers, nn.Flatten())
-        self.num_actions = num_actions
+        self.policy = make_policy(actions, cfg)
+        self.num_actions = self.policy.num_params // 2 if self.policy.continuous else self.policy.num_params
         self.lstm_dim = cfg.lstm_dim
         self.lstm = nn.LSTMCell(channels[-1] * feat_size**2, cfg.lstm_dim)
-        self.actor = nn.Linear(cfg.lstm_dim, num_actions)
+        self.actor = nn.Linear(cfg.lstm_dim, self.policy.num_params)
         self.critic = nn.Linear(cfg.lstm_dim, 1)
         init_lstm(self.lstm)
         for head in (self.actor, self.critic):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        percentile = ReturnNormalization(cfg.return_normalization) is ReturnNormalization.percentile
+        self.return_scale = PercentileReturnScale() if percentile else None
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> LSTMState:
         """Zero ``(hx, cx)`` for ``batch_size`` trajectories."""
@@ -90,7 +177,8 @@ class ActorCritic(nn.Module):
         return self.actor(hx).float(), self.critic(hx).squeeze(1).float()
 
     def step(self, obs: Tensor, hx_cx: LSTMState | None = None) -> tuple[Tensor, Tensor, LSTMState]:
-        """One step: ``obs`` (B, 3, H, W) in [-1, 1] -> logits (B, A), value (B,), new ``(hx, cx)``.
+        """One step: ``obs`` (B, 3, H, W) in [-1, 1] -> logits (B, A) (continuous actions: the policy's
+        parameters (B, 2D), see ``policy``), value (B,), new ``(hx, cx)``.
 
         ``hx_cx=None`` starts from the zero state.
         """
@@ -126,24 +214,12 @@ class ActorCritic(nn.Module):
         """Actions for collection and test episodes, and the new recurrent state to pass to the next call.
 
         Each action is sampled from ``softmax(logits / temperature)``, or with probability ``epsilon``
-        replaced by a uniformly random one. ``generator`` (on ``obs``'s device) makes the draws reproducible.
+        replaced by a uniformly random one; continuous actions (B, D) in [-1, 1] from the squashed Gaussian
+        with its std times ``temperature``, or uniformly in [-1, 1]^D with probability ``epsilon``
+        (``policy.act``). ``generator`` (on ``obs``'s device) makes the draws reproducible.
         """
         logits, _, hx_cx = self.step(obs, hx_cx)
-        return sample_actions(logits, epsilon, temperature, generator), hx_cx
-
-
-def sample_actions(
-    logits: Tensor, epsilon: float, temperature: float, generator: torch.Generator | None = None
-) -> Tensor:
-    """Epsilon-greedy over sampling from ``softmax(logits / temperature)``: (B, A) logits -> (B,) int64."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-    b, num_actions = logits.shape
-    explore = torch.rand(b, device=logits.device, generator=generator) < epsilon
-    random_actions = torch.randint(num_actions, (b,), device=logits.device, generator=generator)
-    return torch.where(explore, random_actions, actions)
+        return self.policy.act(logits, epsilon, temperature, generator), hx_cx
 
 
 @dataclass(frozen=True)
@@ -172,15 +248,26 @@ def actor_critic_loss_terms(
     next_values: Tensor,
     cfg: ActorCriticConfig,
     mask: Tensor | None = None,
+    policy: PolicyDistribution | None = None,
+    clip_rewards: bool = True,
+    return_scale: PercentileReturnScale | None = None,
+    update_return_scale: bool = True,
 ) -> ActorCriticLossTerms:
     """``actor_critic_loss`` with its terms kept apart: their gradients can be measured one by one (the
     actor's and the critic's share the encoder and the LSTM)."""
-    returns = lambda_returns(rew, end, trunc, next_values.detach(), cfg.gamma, cfg.lambda_)
-    dist = Categorical(logits=logits)
-    log_probs = dist.log_prob(actions)
-    entropy = dist.entropy()
-    # The REINFORCE weights as they are: no normalisation of their scale.
+    returns = lambda_returns(rew, end, trunc, next_values.detach(), cfg.gamma, cfg.lambda_, clip_rewards)
+    if policy is None:
+        policy = CategoricalPolicy(logits.size(-1))
+    log_probs, entropy = policy.log_prob_and_entropy(logits, actions)
     advantages = (returns - values).detach()
+    # The REINFORCE weights: the advantages as they are (the paper's), or divided by the returns' running
+    # percentile spread (return_normalization=percentile, updated with these returns first, as DreamerV3).
+    scale: Tensor | None = None
+    if return_scale is not None:
+        if update_return_scale:
+            return_scale.update(returns, mask)
+        scale = return_scale.scale()
+    weights = advantages if scale is None else advantages / scale
 
     def mean(x: Tensor) -> Tensor:
         if mask is None:
@@ -191,7 +278,7 @@ def actor_critic_loss_terms(
         # Over the same steps as ``mean``, with the population's normalisation (1 / n).
         return mean((x - mean(x)) ** 2).sqrt()
 
-    policy_loss = mean(-log_probs * advantages)
+    policy_loss = mean(-log_probs * weights)
     value_loss = cfg.value_loss_weight * mean((values - returns) ** 2)
     entropy_mean = mean(entropy)
     loss = policy_loss + value_loss - cfg.entropy_weight * entropy_mean
@@ -210,6 +297,13 @@ def actor_critic_loss_terms(
         # world model imagines the events that are rewarded: a rate far below it leaves the actor no signal.
         "reward_rate": mean((rew != 0).float()),
     }
+    if not clip_rewards:
+        # Rewards taken as they are (reward_model.reward_kind=value): nearly all nonzero on dense tasks, so
+        # their mean says more than the rate.
+        metrics["reward_mean"] = mean(rew.to(values.dtype))
+    if scale is not None:
+        metrics["return_scale"] = scale
+    metrics |= policy.metrics(logits)
     return ActorCriticLossTerms(policy_loss, value_loss, entropy_mean, loss, metrics)
 
 
@@ -223,24 +317,53 @@ def actor_critic_loss(
     next_values: Tensor,
     cfg: ActorCriticConfig,
     mask: Tensor | None = None,
+    policy: PolicyDistribution | None = None,
+    clip_rewards: bool = True,
+    return_scale: PercentileReturnScale | None = None,
+    update_return_scale: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """REINFORCE with a value baseline, value regression and an entropy bonus on imagined steps
     (docs/method.md §5).
 
     ``logits`` (B, H, A) and ``values`` (B, H) carry gradients; ``actions``, ``rew``, ``end``, ``trunc``,
     ``next_values`` are (B, H) (``next_values[:, t]``: critic's value after step ``t``, of the true final
-    observation where truncated). Targets are ``lambda_returns`` (sign-clipped rewards, no gradient)::
+    observation where truncated). ``policy`` (the actor-critic's ``policy``; None: categorical over the
+    logits) reads ``logits`` and ``actions``: for continuous actions the Gaussian's parameters (B, H, 2D)
+    and the pre-squash values of the actions taken (B, H, D), the log-density with its squashing correction
+    and the entropy estimate of ``models/policy_distributions.py``. Targets are ``lambda_returns``
+    (no gradient) of sign-clipped rewards, or with ``clip_rewards=False`` of the rewards as they are
+    (``reward_model.reward_kind=value``; the metrics then add ``reward_mean``)::
 
         loss = mean(-log pi(a) * (G - V).detach()) + value_loss_weight * mean((V - G)^2)
                - entropy_weight * mean(entropy)
 
-    The advantages ``G - V`` weigh the REINFORCE term as they are (no normalisation of their scale).
+    The advantages ``G - V`` weigh the REINFORCE term as they are (the paper's), or, given ``return_scale``
+    (the actor-critic's, ``actor_critic.return_normalization=percentile``), divided by its ``scale()``
+    after it is updated with these returns (unless ``update_return_scale`` is False: the diagnostics read it
+    without moving it); the value loss takes the raw returns either way, and the metrics add
+    ``return_scale``.
 
     Means run over the (B, H) steps, or over those where ``mask`` (B, H) is True. Metrics are detached: the
     three terms and the loss, the policy's mean ``entropy``, the means of the lambda-returns ``return``, of
     the values ``value``, of their absolute values ``value_abs_mean``, of the advantages ``advantage``, the
     standard deviations (over the same steps, population normalisation) ``return_std`` and
-    ``advantage_std``, and ``reward_rate``, the share of steps with a nonzero reward.
+    ``advantage_std``, and ``reward_rate``, the share of steps with a nonzero reward; for continuous actions
+    also ``policy_std`` and ``policy_mean_abs``, the means of the pre-squash Gaussian's std and of the size
+    of its mean.
     """
-    terms = actor_critic_loss_terms(logits, values, actions, rew, end, trunc, next_values, cfg, mask)
+    terms = actor_critic_loss_terms(
+        logits,
+        values,
+        actions,
+        rew,
+        end,
+        trunc,
+        next_values,
+        cfg,
+        mask,
+        policy,
+        clip_rewards,
+        return_scale,
+        update_return_scale,
+    )
     return terms.loss, terms.metrics

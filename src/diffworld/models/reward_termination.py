@@ -1,5 +1,6 @@
-"""Reward and termination model: a conv encoder of frame pairs conditioned on the action, an LSTM, and
-classifier heads over sign(reward) and termination (docs/method.md §4)."""
+"""Reward and termination model: a conv encoder of frame pairs conditioned on the action, an LSTM, a reward
+head (a classifier over sign(reward), or a regression of symlog(reward)) and a termination classifier
+(docs/method.md §4)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffworld.config.schema import RewardTerminationConfig
+from diffworld.config.schema import RewardKind, RewardTerminationConfig
+from diffworld.data.actions import ActionSpec, action_spec_of, is_index_spec
 from diffworld.data.batch import Batch
+from diffworld.models.action_encoder import ActionEncoder
 from diffworld.models.actor_critic import LSTMState, init_lstm
 from diffworld.models.blocks import Downsample, ResBlocks, channels_last, conv3x3
 
 NUM_REWARD_CLASSES = 3
 """sign(r) in {-1, 0, +1} is class ``sign(r) + 1``."""
 NUM_END_CLASSES = 2
+
+
+def symlog(x: Tensor) -> Tensor:
+    """``sign(x) * log(1 + |x|)``: the scale the ``value`` reward head regresses in (DreamerV3)."""
+    return x.sign() * x.abs().log1p()
+
+
+def symexp(x: Tensor) -> Tensor:
+    """The inverse of ``symlog``: ``sign(x) * (exp(|x|) - 1)``."""
+    return x.sign() * x.abs().expm1()
 
 
 class RewardTerminationEncoder(nn.Module):
@@ -54,31 +67,50 @@ class RewardTerminationEncoder(nn.Module):
 
 
 class RewardTerminationModel(nn.Module):
-    """Predicts sign(r_t) and the termination of step t from (x_t, x_{t+1}, a_t) and the LSTM's memory.
+    """Predicts the reward and the termination of step t from (x_t, x_{t+1}, a_t) and the LSTM's memory.
 
     The encoder reads both frames concatenated along channels (6 channels); its adaptive group norms are
-    driven by an embedding of a_t. The flattened features (2,048 at the paper's settings) go through an
-    ``nn.LSTM`` and one Linear-SiLU-Linear head whose 5 outputs are split into 3 reward logits and
-    2 termination logits (the official code's head; 5.90 M parameters at the paper's settings).
+    driven by an embedding of a_t (``nn.Embedding`` of discrete actions; the ``ActionEncoder`` of action
+    vectors for continuous ones, ``actions`` being then the action space). The flattened features (2,048 at
+    the paper's settings) go through an ``nn.LSTM`` and one Linear-SiLU-Linear head whose outputs are split
+    into the reward's and 2 termination logits. ``reward_model.reward_kind`` decides the reward's
+    (``config.schema.RewardKind``): ``sign``, 3 logits over sign(r) (the official code's head, 5 outputs;
+    5.90 M parameters at the paper's settings); ``value``, one output, the prediction of symlog(r) (3 outputs;
+    the parameters keep their names, only the last layer has 2 rows fewer), and a buffer ``reward_bound``,
+    the largest ``|symlog(r)|`` trained on, that bounds imagination's rewards (``sample_reward``).
     """
 
-    def __init__(self, cfg: RewardTerminationConfig, num_actions: int, img_size: int = 64) -> None:
+    reward_bound: Tensor
+
+    def __init__(self, cfg: RewardTerminationConfig, actions: int | ActionSpec, img_size: int = 64) -> None:
         super().__init__()
         channels = list(cfg.channels)
         feat_size = img_size // 2 ** (len(channels) - 1)
         if feat_size * 2 ** (len(channels) - 1) != img_size:
             raise ValueError(f"img_size {img_size} is not divisible by 2^{len(channels) - 1}")
-        self.act_emb = nn.Embedding(num_actions, cfg.cond_channels)
+        # Discrete actions: the paper's nn.Embedding over indices; any other action space: the world model's
+        # generic encoder of action vectors (for continuous actions a linear map of the vector), in its place.
+        self.act_emb: nn.Module
+        spec = action_spec_of(actions)
+        if is_index_spec(spec):
+            self.act_emb = nn.Embedding(spec.components[0].n, cfg.cond_channels)  # type: ignore[union-attr]
+        else:
+            self.act_emb = ActionEncoder(spec, cfg.cond_channels)
         self.encoder = RewardTerminationEncoder(
             6, cfg.cond_channels, channels, list(cfg.depths), list(cfg.attn_depths)
         )
         self.lstm = nn.LSTM(channels[-1] * feat_size**2, cfg.lstm_dim, batch_first=True)
+        self.reward_kind = RewardKind(cfg.reward_kind)
+        self.num_reward_outputs = NUM_REWARD_CLASSES if self.reward_kind is RewardKind.sign else 1
         self.head = nn.Sequential(
             nn.Linear(cfg.lstm_dim, cfg.lstm_dim),
             nn.SiLU(),
-            nn.Linear(cfg.lstm_dim, NUM_REWARD_CLASSES + NUM_END_CLASSES, bias=False),
+            nn.Linear(cfg.lstm_dim, self.num_reward_outputs + NUM_END_CLASSES, bias=False),
         )
         init_lstm(self.lstm)
+        if self.reward_kind is RewardKind.value:
+            # A buffer, saved with the parameters. The sign head is bounded by its classes: no buffer.
+            self.register_buffer("reward_bound", torch.zeros(()))
 
     def predict(
         self,
@@ -92,7 +124,7 @@ class RewardTerminationModel(nn.Module):
 
         Args:
             obs, next_obs: (B, T, 3, H, W) frames x_t and x_{t+1} in [-1, 1].
-            act: (B, T) int64 actions a_t.
+            act: (B, T) int64 actions a_t, or (B, T, D) action vectors.
             state: ``(h, c)``, each (1, B, lstm_dim), as returned by an earlier call; None: zeros.
             mask: (B, T) bool, False for padding steps: these leave the LSTM state as it was (their logits
                 are meaningless). None: every step is real. The frames are encoded in one batch. Where each
@@ -101,11 +133,13 @@ class RewardTerminationModel(nn.Module):
                 (``_packed_lstm``); any other mask falls back to running it step by step.
 
         Returns:
-            ``logits_rew`` (B, T, 3), ``logits_end`` (B, T, 2), and the LSTM state after the last step.
+            ``logits_rew``, the reward head's outputs: (B, T, 3) logits over sign(r) + 1 (``reward_kind``
+            ``sign``), or (B, T, 1) the prediction of symlog(r) (``value``; ``reward_of`` reads either);
+            ``logits_end`` (B, T, 2); and the LSTM state after the last step.
         """
-        b, t = act.shape
+        b, t = act.shape[:2]
         pairs = torch.cat([obs, next_obs], dim=2).flatten(0, 1)
-        x = self.encoder(pairs, self.act_emb(act.flatten())).reshape(b, t, -1)
+        x = self.encoder(pairs, self.act_emb(act.flatten(0, 1))).reshape(b, t, -1)
         if mask is None:
             out, state = self.lstm(x, state)
         else:
@@ -114,7 +148,28 @@ class RewardTerminationModel(nn.Module):
         # keep full precision.
         logits = self.head(out).float()
         h, c = state
-        return logits[..., :NUM_REWARD_CLASSES], logits[..., NUM_REWARD_CLASSES:], (h.float(), c.float())
+        n = self.num_reward_outputs
+        return logits[..., :n], logits[..., n:], (h.float(), c.float())
+
+    def sample_reward(self, logits_rew: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Imagination's reward from the reward head's outputs (..., 3) or (..., 1): ``sign``, a class drawn
+        from the categorical, minus 1 (one ``torch.multinomial`` draw from ``generator``); ``value``, the
+        predicted reward ``symexp(output)`` with the output clamped to ``[-reward_bound, reward_bound]``, the
+        symlog rewards trained on (no draw): an imagined frame unlike the data cannot give a reward
+        exponentially beyond any seen. Float, of the shape of ``logits_rew`` less its last dim."""
+        if self.reward_kind is RewardKind.sign:
+            flat = logits_rew.reshape(-1, NUM_REWARD_CLASSES)
+            drawn = torch.multinomial(flat.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+            return (drawn - 1).float().reshape(logits_rew.shape[:-1])
+        bound = self.reward_bound
+        return symexp(torch.minimum(torch.maximum(logits_rew[..., 0], -bound), bound))
+
+    def reward_of(self, logits_rew: Tensor) -> Tensor:
+        """The most likely reward: ``sign``, the likeliest class minus 1 (int64 in {-1, 0, 1}); ``value``,
+        ``symexp(output)`` (float)."""
+        if self.reward_kind is RewardKind.sign:
+            return logits_rew.argmax(dim=-1) - 1
+        return symexp(logits_rew[..., 0])
 
     def _masked_lstm(self, x: Tensor, mask: Tensor, state: LSTMState | None) -> tuple[Tensor, LSTMState]:
         """The LSTM over (B, T, F) features where padding steps (``mask`` False) leave the state alone."""
@@ -172,29 +227,46 @@ class RewardTerminationModel(nn.Module):
         return out, (h, c)
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Cross-entropy of sign(reward) and termination, each averaged over the real steps of ``batch``.
+        """The reward loss plus the cross-entropy of termination, each averaged over the real steps of
+        ``batch``.
 
-        Step t pairs frame t with frame t+1 (the true final frame where the episode ended at step t).
-        Padding steps neither contribute to the loss nor touch the LSTM state. Returns ``loss_rew +
-        loss_end`` and detached metrics: the two losses and the accuracies of both heads.
+        The reward loss: ``sign``, the cross-entropy of sign(reward); ``value``, the squared error of the
+        prediction against symlog(reward). Step t pairs frame t with frame t+1 (the true final frame where the
+        episode ended at step t). Padding steps neither contribute to the loss nor touch the LSTM state.
+        Returns ``loss_rew + loss_end`` and detached metrics: the two losses, the termination's accuracy
+        ``acc_end``, and the reward's accuracy ``acc_rew`` (``sign``) or, for ``value``, its mean absolute
+        error in reward units ``rew_abs_error`` (of ``symexp(output)``). In training mode a ``value`` model
+        raises ``reward_bound`` to the largest ``|symlog(reward)|`` of the batch's real steps.
         """
-        mask = batch.mask_padding
+        rew, end, _, mask = batch.step_targets()
         logits_rew, logits_end, _ = self.predict(batch.obs[:, :-1], batch.act, batch.obs[:, 1:], mask=mask)
-        target_rew = batch.rew.sign().long() + 1
-        target_end = batch.end.long()
+        target_end = end.long()
         count = mask.sum().clamp(min=1)
 
         def masked_mean(x: Tensor) -> Tensor:
             return torch.where(mask, x, 0).sum() / count
 
-        loss_rew = masked_mean(F.cross_entropy(logits_rew.transpose(1, 2), target_rew, reduction="none"))
+        reward_metrics: dict[str, Tensor] = {}
+        if self.reward_kind is RewardKind.sign:
+            target_rew = rew.sign().long() + 1
+            loss_rew = masked_mean(F.cross_entropy(logits_rew.transpose(1, 2), target_rew, reduction="none"))
+            reward_metrics["acc_rew"] = masked_mean((logits_rew.argmax(-1) == target_rew).float())
+        else:
+            rew = rew.float()
+            target = symlog(rew)
+            if self.training:
+                with torch.no_grad():
+                    seen = torch.where(mask, target.abs(), 0).max()
+                    self.reward_bound.copy_(torch.maximum(self.reward_bound, seen))
+            loss_rew = masked_mean((logits_rew[..., 0] - target).pow(2))
+            reward_metrics["rew_abs_error"] = masked_mean((self.reward_of(logits_rew.detach()) - rew).abs())
         loss_end = masked_mean(F.cross_entropy(logits_end.transpose(1, 2), target_end, reduction="none"))
         loss = loss_rew + loss_end
         metrics = {
             "loss": loss.detach(),
             "loss_rew": loss_rew.detach(),
             "loss_end": loss_end.detach(),
-            "acc_rew": masked_mean((logits_rew.argmax(-1) == target_rew).float()),
+            **reward_metrics,
             "acc_end": masked_mean((logits_end.argmax(-1) == target_end).float()),
         }
         return loss, metrics

@@ -66,6 +66,12 @@ class SquashedNormal:
         low: ``(D,)`` or broadcastable lower bounds of the actions (e.g. ``action_space.low``).
         high: upper bounds, each above its ``low``.
         validate_args: check that ``std > 0`` and ``high > low`` (a device synchronization on a GPU).
+
+    Every method that draws takes an optional ``generator``, so that any draw can come from a stream of its
+    own (the agent's come from the imagination's or the collector's). The agent's policy uses
+    ``rsample_pre_tanh``, ``log_prob_pre_tanh`` and ``entropy_at``; ``rsample_with_log_prob`` and
+    ``entropy`` (SAC's estimate and the many-sample one, which the tests compare with it) complete the
+    distribution's interface and take ``generator`` too, for the same reason.
     """
 
     def __init__(
@@ -108,26 +114,34 @@ class SquashedNormal:
         # clamp, not minimum / maximum: its gradient is 1 on the bounds too (theirs is halved at ties).
         return torch.clamp(self.loc + self.scale * torch.tanh(u), self.low, self.high)
 
-    def rsample_pre_tanh(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
-        """``u = mean + std * eps``, ``eps ~ N(0, I)``: shape ``sample_shape + mean.shape``, differentiable in
-        ``mean`` and ``std``."""
+    def rsample_pre_tanh(
+        self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``u = mean + std * eps``, ``eps ~ N(0, I)`` drawn from ``generator`` (None: torch's global one,
+        on ``mean``'s device): shape ``sample_shape + mean.shape``, differentiable in ``mean`` and ``std``."""
         shape = torch.Size(sample_shape) + self.mean.shape
-        eps = torch.randn(shape, dtype=self.mean.dtype, device=self.mean.device)
+        eps = torch.randn(shape, dtype=self.mean.dtype, device=self.mean.device, generator=generator)
         return self.mean + self.std * eps
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(
+        self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
         """Actions in ``[low, high]``, reparameterized (gradients flow to ``mean`` and ``std``)."""
-        return self.squash(self.rsample_pre_tanh(sample_shape))
+        return self.squash(self.rsample_pre_tanh(sample_shape, generator))
 
     @torch.no_grad()
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(
+        self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> Tensor:
         """Actions in ``[low, high]``, without gradient."""
-        return self.rsample(sample_shape)
+        return self.rsample(sample_shape, generator)
 
-    def rsample_with_log_prob(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
+    def rsample_with_log_prob(
+        self, sample_shape: torch.Size | tuple[int, ...] = (), generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Reparameterized actions and their exact log-densities (from ``u``, so finite even where ``tanh``
         saturates): shapes ``sample_shape + mean.shape`` and ``sample_shape + batch_shape``."""
-        u = self.rsample_pre_tanh(sample_shape)
+        u = self.rsample_pre_tanh(sample_shape, generator)
         return self.squash(u), self.log_prob_pre_tanh(u)
 
     def gaussian_log_prob(self, u: Tensor) -> Tensor:
@@ -161,14 +175,23 @@ class SquashedNormal:
         """Closed-form entropy of the pre-squash Gaussian, ``sum_i (1/2) log(2 pi e std_i^2)``."""
         return (0.5 + _HALF_LOG_2PI + self.std.log()).sum(-1)
 
-    def entropy(self, num_samples: int = 1) -> Tensor:
+    def entropy(self, num_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """Unbiased Monte Carlo estimate of the squashed distribution's entropy (shape ``batch_shape``):
         ``gaussian_entropy() + mean over num_samples draws of log_abs_det_jacobian(u)``, differentiable
-        through the reparameterized draws (see the module's docstring)."""
+        through the reparameterized draws (see the module's docstring), drawn from ``generator``."""
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        u = self.rsample_pre_tanh((num_samples,))
+        u = self.rsample_pre_tanh((num_samples,), generator)
         return self.gaussian_entropy() + self.log_abs_det_jacobian(u).mean(0)
+
+    def entropy_at(self, u: Tensor) -> Tensor:
+        """The one-sample estimate of ``entropy`` at a draw ``u`` already made (shape ``batch_shape``), e.g.
+        the pre-squash value of the action a policy took: ``gaussian_entropy() + log_abs_det_jacobian(u')``
+        with ``u' = mean + std * eps``, ``eps = (u - mean) / std`` held fixed. ``u'`` equals ``u``; the
+        gradient is the reparameterized one, as if ``u`` had been drawn by ``rsample_pre_tanh``. Unbiased when
+        ``u`` is a draw of this distribution; it draws nothing."""
+        eps = ((u - self.mean) / self.std).detach()
+        return self.gaussian_entropy() + self.log_abs_det_jacobian(self.mean + self.std * eps)
 
     @property
     def mode(self) -> Tensor:

@@ -145,10 +145,3 @@ class VideoWriter:
             raise
         self._images = []
         self._stack.__exit__(kind, error, trace)
-
-
-def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
-    """Write (T, H, W, 3) uint8 frames as ``.gif`` (Pillow) or ``.mp4`` (H.264 through imageio-ffmpeg)."""
-    with VideoWriter(path, fps) as video:
-        for frame in frames:
-            video.append(frame)

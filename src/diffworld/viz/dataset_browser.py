@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from diffworld.data.actions import format_action_vector
 from diffworld.viz.display import Window, WindowApp, import_pygame
 from diffworld.viz.episodes import RECORDING_INFO, EpisodeFiles, find_episode_folder
 
@@ -106,7 +107,10 @@ class DatasetBrowser:
             f"episode {self.index + 1}/{len(self.episodes)} (id {self.episodes.ids[self.index]}) | "
             f"step {self.t}/{length} | return {ret:g}"
         )
-        if self.t < length:
+        if self.t < length and episode.act.ndim == 2:  # a continuous action vector
+            values = format_action_vector(episode.act[self.t])
+            second = f"action {values} | reward {float(episode.rew[self.t]):g}"
+        elif self.t < length:
             a = int(episode.act[self.t])
             name = (
                 self.action_meanings[a] if self.action_meanings and a < len(self.action_meanings) else str(a)

@@ -72,10 +72,13 @@ class EpisodeFiles:
         return episode
 
 
-def recent_episodes(folder: Path, max_episodes: int, frame_shape: tuple[int, int, int]) -> EpisodeDataset:
-    """An in-RAM dataset of the last ``max_episodes`` episodes of ``folder`` (world-model starting points)."""
+def recent_episodes(
+    folder: Path, max_episodes: int, frame_shape: tuple[int, int, int], action_shape: tuple[int, ...] = ()
+) -> EpisodeDataset:
+    """An in-RAM dataset of the last ``max_episodes`` episodes of ``folder`` (world-model starting points);
+    ``action_shape``: ``(D,)`` for the action vectors of a continuous-control game."""
     files = EpisodeFiles(folder)
-    dataset = EpisodeDataset(frame_shape=frame_shape)
+    dataset = EpisodeDataset(frame_shape=frame_shape, action_shape=action_shape)
     for index in range(max(0, len(files) - max_episodes), len(files)):
         dataset.add(files[index])
     return dataset

@@ -53,7 +53,7 @@ def buttons_of(meaning: str) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
-class KeyMap:
+class ButtonMap:
     """Which action the held buttons select in one game."""
 
     game: str
@@ -62,7 +62,7 @@ class KeyMap:
     """The buttons of each action, in action-index order."""
 
     @classmethod
-    def for_game(cls, game: str, action_meanings: Sequence[str]) -> KeyMap:
+    def for_game(cls, game: str, action_meanings: Sequence[str]) -> ButtonMap:
         overrides = GAME_OVERRIDES.get(game, {})
         combos = tuple(overrides.get(m, buttons_of(m)) for m in action_meanings)
         return cls(game, tuple(action_meanings), combos)

@@ -6,7 +6,7 @@ what it did look like. Optionally a strip under them shows each denoising step o
 noisy input of every denoiser call and the denoised estimate it returned.
 
 Making the frames needs numpy, OpenCV and torch only: the trainer writes a short clip to TensorBoard at each
-test (``training.test_video``), and ``diffworld video`` writes one to a file (``viz.video``).
+test (``agent.test_video``), and ``diffworld video`` writes one to a file (``viz.video_out``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 
 from diffworld.config.schema import SamplerConfig
 from diffworld.data import Episode
+from diffworld.data.actions import format_action_vector
 from diffworld.data.frames import frames_to_tensor, tensor_to_frames
 from diffworld.models.diffusion import Denoiser, SamplingStep
 from diffworld.models.diffusion.open_loop import predict_open_loop
@@ -43,7 +44,7 @@ class DenoisingStep:
 
 
 @dataclass(frozen=True)
-class Imagination:
+class PredictedClip:
     """The world model's predictions along a real episode."""
 
     start: int
@@ -70,7 +71,7 @@ def imagine_along(
     start: int = 0,
     generator: torch.Generator | None = None,
     record_denoising: bool = False,
-) -> Imagination:
+) -> PredictedClip:
     """Predict up to ``num_steps`` frames from the episode's frames ``start .. start + L - 1`` (the context)
     with the episode's own actions, each prediction conditioned on the previous ones (not the real frames).
 
@@ -86,7 +87,8 @@ def imagine_along(
         )
     device = next(denoiser.parameters()).device
     context = frames_to_tensor(episode.obs[start : start + num_cond], device)[None]  # (1, L, 3, H, W)
-    actions = torch.tensor(episode.act[start:], dtype=torch.long, device=device)
+    # (T,) int64 indices, or (T, D) float32 vectors of continuous actions, as stored.
+    actions = torch.tensor(episode.act[start:], device=device)
     steps: list[DenoisingStep] = []
 
     def record(step: SamplingStep) -> None:
@@ -100,7 +102,7 @@ def imagine_along(
         frames.append(tensor_to_frames(next_obs[0]))
         denoising.append(steps.copy())
         steps.clear()
-    return Imagination(start, np.stack(frames), denoising if record_denoising else None)
+    return PredictedClip(start, np.stack(frames), denoising if record_denoising else None)
 
 
 def _text(image: np.ndarray, text: str, x: int, y: int, scale: float, color: tuple[int, int, int]) -> None:
@@ -158,7 +160,7 @@ def compose_frame(
 
 def compose_frames(
     episode: Episode,
-    imagination: Imagination,
+    imagination: PredictedClip,
     num_cond: int,
     *,
     scale: int = 4,
@@ -181,7 +183,9 @@ def compose_frames(
         context = t < num_cond
         imagined = real if context else imagination.frames[t - num_cond]
         action = ""
-        if index < len(episode):
+        if index < len(episode) and episode.act.ndim == 2:  # a continuous action vector
+            action = " action " + format_action_vector(episode.act[index])
+        elif index < len(episode):
             a = int(episode.act[index])
             named = action_meanings is not None and a < len(action_meanings)
             action = f" {action_meanings[a]}" if action_meanings is not None and named else f" action {a}"
@@ -204,7 +208,7 @@ def real_vs_imagined(
     start: int = 0,
     scale: int = 4,
     generator: torch.Generator | None = None,
-    denoising_steps: bool = False,
+    show_denoising: bool = False,
     action_meanings: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The side-by-side video of ``episode`` (see the module docstring): (L + n, H', W', 3) uint8 frames,
@@ -216,7 +220,7 @@ def real_vs_imagined(
         num_steps,
         start=start,
         generator=generator,
-        record_denoising=denoising_steps,
+        record_denoising=show_denoising,
     )
     return compose_frames(
         episode, imagination, denoiser.cfg.num_cond_frames, scale=scale, action_meanings=action_meanings

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.engine.actions import ActionSpec, bins, keys
-from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.data.actions import ActionSpec, bins, keys
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.errors import UserError
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-from diffworld.engine.actions import ActionComponent, ActionSpec, continuous, discrete, keys
-from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.config.schema import EnvConfig
+from diffworld.data.actions import ActionComponent, ActionSpec, continuous, discrete, keys
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.errors import UserError
 
 ActionMap = Callable[[Any], np.ndarray]
@@ -34,6 +35,35 @@ class Policy(Protocol):
 
     def act(self, obs: Any) -> Any:
         """The action to take after ``obs``."""
+
+
+class LoadedPolicy(Policy, Protocol):
+    """A trained diffworld agent as a policy (``agent.policy.AgentPolicy``): it plays ``game`` with the
+    environment settings it was trained with."""
+
+    game: str
+    env: EnvConfig
+
+
+PolicyLoader = Callable[[Path, str, int], LoadedPolicy]
+"""(agent or run folder, device, seed) -> its policy. The command line passes the agent's
+(``agent.policy.load_agent_policy``): the engine imports nothing of the agent."""
+
+
+class NoPolicyLoaderError(UserError):
+    """A diffworld agent's game was to be played or rebuilt, but no ``PolicyLoader`` was given (a call from
+    Python: the command line always passes one)."""
+
+
+def load_policy(loader: PolicyLoader | None, source: Path, device: str, seed: int) -> LoadedPolicy:
+    """``loader(source, device, seed)``; a one-line ``NoPolicyLoaderError`` when no loader was given."""
+    if loader is None:
+        raise NoPolicyLoaderError(
+            f"{source} is a diffworld agent: playing or rebuilding its game needs an agent policy loader "
+            "(the diffworld command passes one; from Python, pass "
+            "policy_loader=diffworld.agent.policy.load_agent_policy)"
+        )
+    return loader(source, device, seed)
 
 
 def action_spec_for(space: gym.Space[Any]) -> tuple[ActionSpec, ActionMap]:
@@ -86,36 +116,6 @@ class RandomPolicy:
         return self.space.sample()
 
 
-class AgentPolicy:
-    """A diffworld agent acting on its 64x64 observations, with its recurrent state and test-time settings."""
-
-    def __init__(self, source: Path, device: str, seed: int) -> None:
-        import torch
-
-        from diffworld.run.trained_agent import load_trained_agent
-
-        trained = load_trained_agent(source, device)
-        self.cfg = trained.cfg
-        self.device = trained.device
-        self.actor_critic = trained.agent.actor_critic
-        self.epsilon = trained.cfg.collection.test_epsilon
-        self.temperature = trained.cfg.policy_temperature()
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.state: Any = None
-
-    def reset(self) -> None:
-        self.state = None
-
-    def act(self, obs: Any) -> Any:
-        from diffworld.data.frames import frames_to_tensor
-
-        x = frames_to_tensor(np.asarray(obs)[None], self.device)
-        action, self.state = self.actor_critic.act(
-            x, self.state, self.epsilon, self.temperature, self.generator
-        )
-        return int(action.item())
-
-
 def _make_gym_env(env_id: str, env_kwargs: Mapping[str, Any]) -> gym.Env[Any, Any]:
     import ale_py
 
@@ -153,31 +153,33 @@ def record_gym(
     env_kwargs: Mapping[str, Any] | None = None,
     device: str = "cpu",
     resume: bool = False,
+    policy_loader: PolicyLoader | None = None,
 ) -> Path:
     """Play until the engine dataset ``out`` holds ``steps`` frames (or a few more); return ``out``.
 
     ``policy`` is ``"random"`` (needs ``env_id``) or the path of a diffworld agent or run folder (its game is
-    played; ``env_id``, if given, must be that game). ``resume`` goes on recording into an unfinished ``out``
-    (each episode's seed is ``seed`` plus its number, so a resumed recording does not repeat itself).
+    played; ``env_id``, if given, must be that game), loaded by ``policy_loader``. ``resume`` goes on
+    recording into an unfinished ``out`` (each episode's seed is ``seed`` plus its number, so a resumed
+    recording does not repeat itself).
     """
     if steps < 1 or max_episode_steps < 1:
         raise UserError(f"steps and max_episode_steps must be >= 1, got {steps} and {max_episode_steps}")
-    agent: AgentPolicy | None = None
+    agent: LoadedPolicy | None = None
     if policy == "random":
         if env_id is None:
             raise UserError("give the environment to record (env=<Gymnasium id>) for the random policy")
         env = _make_gym_env(env_id, env_kwargs or {})
         frame_of = _frame_source(env, env_id)
     else:
-        agent = AgentPolicy(Path(policy), device, seed)
+        agent = load_policy(policy_loader, Path(policy), device, seed)
         env = _make_agent_env(agent, env_id, env_kwargs)
-        frame_of = _frame_source(env, agent.cfg.game, use_render=True)
+        frame_of = _frame_source(env, agent.game, use_render=True)
     try:
         spec, to_vector = action_spec_for(env.action_space)
         obs, _ = env.reset(seed=seed)
         source = {
             "converter": "gym",
-            "env": env_id if agent is None else agent.cfg.game,
+            "env": env_id if agent is None else agent.game,
             "policy": policy if agent is None else str(Path(policy).resolve()),
             "seed": seed,
             "env_kwargs": dict(env_kwargs or {}) if agent is None else {},
@@ -214,25 +216,26 @@ def record_gym(
 
 
 def _make_agent_env(
-    agent: AgentPolicy, env_id: str | None, env_kwargs: Mapping[str, Any] | None
+    agent: LoadedPolicy, env_id: str | None, env_kwargs: Mapping[str, Any] | None
 ) -> gym.Env[Any, Any]:
     from diffworld.envs.make import make_env
     from diffworld.games import resolve_game
 
-    game = agent.cfg.game
+    game = agent.game
     if env_id is not None and _game_or_none(env_id) != resolve_game(game):
         raise UserError(f"the agent plays {game}, not {env_id}: leave env out or name its game")
     if env_kwargs:
         raise UserError(
             "an agent plays its game with the settings it was trained with: give no env arguments"
         )
-    env = agent.cfg.env
+    env = agent.env
     made: gym.Env[Any, Any] = make_env(
         game,
         max_frames_per_episode=env.max_frames_per_episode,
         noop_max=env.noop_max,
         frame_skip=env.frame_skip,
         size=env.size,
+        action_repeat=env.action_repeat,
     )
     return made
 

@@ -1,5 +1,7 @@
 """A diffworld episode folder (a run's training dataset, or ``diffworld play --record`` recordings) as an
-engine dataset: its frames as they are (64x64) and its actions as one discrete component.
+engine dataset: its frames as they are (64x64) and its actions as one discrete component, or, for a
+continuous-control game (action vectors stored), as its D continuous components ``a0`` .. within [-1, 1]
+(``data.actions.box_spec``, the agent's action unit).
 
 A stored episode of T steps holds T+1 frames, the last one following the last action. Every frame is kept;
 the action of the last frame, which no frame follows (so no prediction uses it), repeats the episode's last
@@ -14,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from diffworld.engine.actions import ActionSpec, discrete
-from diffworld.engine.dataset import EngineDatasetWriter
+from diffworld.data.actions import ActionSpec, box_spec, discrete
+from diffworld.data.folder_store import EngineDatasetWriter
 from diffworld.errors import UserError
 from diffworld.viz.dataset_browser import action_meanings_for
 from diffworld.viz.episodes import EpisodeFiles, find_episode_folder
@@ -55,7 +57,6 @@ def convert_run(
     source_info: dict[str, Any] = {"converter": "run", "path": str(folder.resolve())}
     if meanings is not None:
         source_info["action_meanings"] = meanings
-    spec = ActionSpec.of(discrete("action", n))
     writer: EngineDatasetWriter | None = None
     done: set[str] = set()  # converted before an interruption
     for index, episode_id in enumerate(files.ids):
@@ -67,7 +68,8 @@ def convert_run(
                 raise
             logger.warning("Skipping episode %d of %s: %s", episode_id, folder, e)
             continue
-        if writer is None:  # the first readable episode gives the frame size
+        if writer is None:  # the first readable episode gives the frame size and the kind of actions
+            spec = _action_spec(episode.act, n, folder)
             writer = EngineDatasetWriter(out, spec, episode.obs.shape[1:3], source_info, resume=resume)
             done = set(writer.episode_names)
         if name in done:
@@ -77,3 +79,16 @@ def convert_run(
     if writer is None:
         raise UserError(f"no episode of {folder} could be read")
     return writer.finish(test_fraction)
+
+
+def _action_spec(act: np.ndarray, n: int, folder: Path) -> ActionSpec:
+    """One discrete component of ``n`` actions for stored indices; ``n`` continuous components within
+    [-1, 1] for stored action vectors (a continuous-control game's, ``n`` of them per step)."""
+    if act.ndim == 1:
+        return ActionSpec.of(discrete("action", n))
+    if act.ndim != 2 or act.shape[1] != n:
+        raise UserError(
+            f"the episodes of {folder} hold actions of shape {act.shape[1:]}, but their game has {n} action "
+            "components"
+        )
+    return box_spec(n)

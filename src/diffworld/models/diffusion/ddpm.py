@@ -16,11 +16,13 @@ import torch
 from torch import Tensor
 
 from diffworld.config.schema import DenoiserConfig, SamplerConfig
+from diffworld.data.actions import ActionSpec
 from diffworld.data.batch import Batch
-from diffworld.models.diffusion.denoiser import Denoiser, FrameSampler, SamplingStep, StepCallback
+from diffworld.models.diffusion.denoiser import Denoiser, SamplingStep, StepCallback
 from diffworld.models.diffusion.edm import autoregressive_loss, check_segment_length, offset_noise
+from diffworld.models.diffusion.layout import WorldModelLayout
 from diffworld.models.diffusion.sampling import quantize
-from diffworld.models.diffusion.unet import DenoiserNetwork
+from diffworld.models.diffusion.unet import ConditionedUNet
 
 
 def linear_alphas_cumprod(beta_start: float, beta_end: float, num_train_timesteps: int) -> Tensor:
@@ -41,10 +43,10 @@ class DDPMDenoiser(Denoiser):
 
     alphas_cumprod: Tensor
 
-    def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
+    def __init__(self, cfg: DenoiserConfig, actions: int | ActionSpec) -> None:
         super().__init__()
         self.cfg = cfg
-        self.net = DenoiserNetwork(cfg, num_actions)
+        self.net = ConditionedUNet(cfg, WorldModelLayout.agent(actions))
         alphas_cumprod = linear_alphas_cumprod(
             cfg.ddpm_beta_start, cfg.ddpm_beta_end, cfg.ddpm_num_train_timesteps
         )
@@ -53,7 +55,7 @@ class DDPMDenoiser(Denoiser):
     def predict_epsilon(self, x_t: Tensor, t: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
         """F's estimate of the noise in ``x_t`` (B, 3, H, W) at integer timesteps ``t`` (B,)."""
         c_noise = t.float() / self.cfg.ddpm_num_train_timesteps
-        return self.net(x_t, c_noise, prev_obs / self.cfg.sigma_data, prev_act)
+        return self.net(x_t, c_noise, None, prev_obs / self.cfg.sigma_data, prev_act)
 
     def _training_prediction(
         self, prev_obs: Tensor, prev_act: Tensor, next_obs: Tensor
@@ -70,7 +72,9 @@ class DDPMDenoiser(Denoiser):
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """(loss, metrics) on segments of num_cond_frames + num_autoregressive_steps frames."""
-        check_segment_length(batch, self.cfg)
+        check_segment_length(
+            batch.obs.size(1), self.cfg.num_cond_frames, self.cfg.training.num_autoregressive_steps
+        )
         loss = autoregressive_loss(
             batch.obs, batch.act, batch.frame_mask, self.cfg.num_cond_frames, self._training_prediction
         )
@@ -80,7 +84,7 @@ class DDPMDenoiser(Denoiser):
         return DDIMSampler(self, sampler_cfg)
 
 
-class DDIMSampler(FrameSampler):
+class DDIMSampler:
     """Deterministic DDIM over ``sampler_cfg.num_steps`` timesteps (see ``ddim_timesteps``), chosen once; the
     rest of ``sampler_cfg`` (the EDM sigmas, order and churn) does not apply."""
 

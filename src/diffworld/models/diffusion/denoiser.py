@@ -1,10 +1,10 @@
-"""The one interface of the world model's denoisers, EDM (the paper) and DDPM (the ablation): a training loss,
-and a frame sampler with its noise schedule bound once (docs/method.md §3).
+"""The one interface of the Atari world model's denoisers, EDM (the paper) and DDPM (the ablation): a
+training loss, and a frame sampler with its noise schedule bound once (docs/method.md §3).
 
 ``denoiser.sampler(sampler_cfg)`` computes the schedule (Karras sigmas for EDM, DDIM timesteps for DDPM) and
-returns a :class:`FrameSampler`; its ``predict_next`` samples the next frames. As k-diffusion's samplers do,
-``predict_next`` takes an optional ``callback``, called after each denoiser call with a
-:class:`SamplingStep`, which lets a caller watch the denoising without changing it.
+returns a :class:`FrameSampler` (the engine's models return EDM's too); its ``predict_next`` samples the next
+frames. As k-diffusion's samplers do, ``predict_next`` takes an optional ``callback``, called after each
+denoiser call with a :class:`SamplingStep`, which lets a caller watch the denoising without changing it.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from diffworld.config.schema import DenoiserConfig, SamplerConfig
 from diffworld.data.batch import Batch
-from diffworld.models.diffusion.unet import DenoiserNetwork
+from diffworld.models.diffusion.unet import ConditionedUNet
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ class SamplingStep:
 StepCallback = Callable[[SamplingStep], None]
 
 
-class FrameSampler(ABC):
-    """Samples next frames with one denoiser and one sampler configuration, whose schedule it holds."""
+class FrameSampler(Protocol):
+    """Samples next frames with one denoiser and one sampler configuration, whose schedule it holds: what
+    imagination and open-loop prediction need of a sampler (``EDMSampler``, ``DDIMSampler``)."""
 
-    @abstractmethod
     def predict_next(
         self,
         prev_obs: Tensor,
@@ -48,14 +49,16 @@ class FrameSampler(ABC):
         callback: StepCallback | None = None,
     ) -> Tensor:
         """The next frames (B, 3, H, W), clamped and quantized, given ``prev_obs`` (B, L, 3, H, W) in [-1, 1]
-        and ``prev_act`` (B, L); every random draw comes from ``generator``."""
+        and ``prev_act`` (B, L) indices or (B, L, D) action vectors; every random draw comes from
+        ``generator``."""
+        ...
 
 
 class Denoiser(nn.Module, ABC):
     """A diffusion world model around the network F: ``forward(batch) -> (loss, metrics)`` and ``sampler``."""
 
     cfg: DenoiserConfig
-    net: DenoiserNetwork
+    net: ConditionedUNet
 
     @abstractmethod
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:

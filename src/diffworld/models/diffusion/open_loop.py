@@ -6,29 +6,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from diffworld.models.diffusion.denoiser import StepCallback
-
-
-class NextFrameSampler(Protocol):
-    """What open-loop prediction needs of a sampler: a ``FrameSampler`` or an engine's frame sampler."""
-
-    def predict_next(
-        self,
-        prev_obs: Tensor,
-        prev_act: Tensor,
-        generator: torch.Generator | None = None,
-        callback: StepCallback | None = None,
-    ) -> Tensor: ...
+from diffworld.models.diffusion.denoiser import FrameSampler, StepCallback
 
 
 @torch.no_grad()
 def predict_open_loop(
-    sampler: NextFrameSampler,
+    sampler: FrameSampler,
     context: Tensor,
     actions: Sequence[Tensor],
     horizons: Sequence[int],

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffworld.config.schema import SamplerConfig
+
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 """``denoise_fn(x, sigma)``: the denoised estimate D(x; sigma) of ``x`` (B, ...) at noise levels (B,)."""
 
@@ -47,20 +49,18 @@ def sample(
     denoise_fn: DenoiseFn,
     x: Tensor,
     sigmas: Tensor,
-    order: int = 1,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
-    s_noise: float = 1.0,
+    cfg: SamplerConfig,
     generator: torch.Generator | None = None,
     churned_call_at_sigma: bool = False,
     before_denoising: Callable[[], None] | None = None,
 ) -> Tensor:
-    """EDM Algorithm 2 from ``x`` (noise at level ``sigmas[0]``) down to ``sigmas[-1]`` (0).
+    """EDM Algorithm 2 from ``x`` (noise at level ``sigmas[0]``) down to ``sigmas[-1]`` (0), with the
+    order and the churn of ``cfg`` (its schedule is ``sigmas``).
 
-    ``order`` 1 takes Euler steps; ``order`` 2 adds Heun's correction on every step whose next sigma is
-    not 0. With ``s_churn > 0``, noise is first added to raise sigma to sigma_hat (steps 4-6). Each step
-    calls ``denoise_fn`` once on the whole batch (twice with a Heun correction).
+    ``cfg.order`` 1 takes Euler steps; 2 adds Heun's correction on every step whose next sigma is not 0.
+    With ``cfg.s_churn > 0``, noise is first added to raise sigma to sigma_hat (steps 4-6) where sigma is
+    within [``s_tmin``, ``s_tmax``], its scale ``s_noise``. Each step calls ``denoise_fn`` once on the
+    whole batch (twice with a Heun correction).
 
     ``churned_call_at_sigma``: a step's first denoiser call is told the level before churn, sigma, while the
     step itself goes from sigma_hat, as the official CS:GO sampler does (its upsampler is used that way);
@@ -69,6 +69,7 @@ def sample(
     ``before_denoising``: called at every step after the churn, before the step's first denoiser call (the
     official CS:GO sampler noises its conditioning frames there).
     """
+    order, s_churn, s_tmin, s_tmax, s_noise = cfg.order, cfg.s_churn, cfg.s_tmin, cfg.s_tmax, cfg.s_noise
     if order not in (1, 2):
         raise ValueError(f"order must be 1 (Euler) or 2 (Heun), got {order}")
     levels = sigmas.tolist()  # a single sync: the control flow below uses Python floats

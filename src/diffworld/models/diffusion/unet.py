@@ -1,8 +1,11 @@
-"""The network F of the diffusion world model: a conditional U-Net (docs/method.md §3).
+"""The network F of the diffusion world model: a conditional U-Net (docs/method.md §3; docs/engine.md,
+"Models").
 
-F takes the scaled noisy next frame stacked with the L past frames, and a noise-level input ``c_noise``
-and the L past actions that drive adaptive group norm in every residual block. Both the EDM and the DDPM
-denoisers wrap the same network.
+F takes the scaled noisy next frame stacked with the conditioning frames (the L past frames, and the
+upsampler's low-resolution frame), and a conditioning vector from the noise level ``c_noise``, the
+conditioning frames' noise level (engine) and the L past actions, which drives adaptive group norm in every
+residual block. The Atari world model (EDM and the DDPM ablation) and the engine's two models are this one
+network in their ``WorldModelLayout``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffworld.config.schema import DenoiserConfig
+from diffworld.config.schema import WorldModelConfig
+from diffworld.models.action_encoder import make_action_encoder
 from diffworld.models.blocks import (
     Downsample,
     FourierFeatures,
@@ -24,6 +28,7 @@ from diffworld.models.blocks import (
     conv3x3,
     zero_init,
 )
+from diffworld.models.diffusion.layout import WorldModelLayout
 
 IMG_CHANNELS = 3
 
@@ -75,38 +80,74 @@ class UNet(nn.Module):
         return x
 
 
-class DenoiserNetwork(nn.Module):
-    """F(c_in * x, c_noise, past frames, past actions) -> (B, 3, H, W).
+class ConditionedUNet(nn.Module):
+    """F(c_in x, c_noise, c_noise_cond, conditioning frames, actions) -> (B, 3, H, W), in ``layout``.
 
-    Conditioning vector: ``FourierFeatures(c_noise)`` plus the concatenated embeddings of the L actions
-    (``cond_channels // L`` dims each), through Linear-SiLU-Linear. Input: the L past frames (3L channels)
-    concatenated with the scaled noisy frame (3 channels), through a 3x3 convolution into the U-Net; output:
-    GroupNorm-SiLU-Conv3x3, zero-initialized so that F starts at 0.
+    Conditioning vector: ``FourierFeatures(c_noise)``, plus ``FourierFeatures(c_noise_cond)`` with the
+    layout's noise-level input, plus the concatenated embeddings of the L actions (``cond_channels // L`` dims
+    each) if it has actions, through Linear-SiLU-Linear. Input: the conditioning frames (L, plus the layout's
+    extra images) concatenated with the scaled noisy frame, through a 3x3 convolution into the U-Net; output:
+    GroupNorm-SiLU-Conv3x3, zero-initialized so that F starts at 0. The modules are registered in this order,
+    which fixes the initial draws, the ``state_dict`` and the optimizer's parameter order.
     """
 
-    def __init__(self, cfg: DenoiserConfig, num_actions: int) -> None:
+    def __init__(self, cfg: WorldModelConfig, layout: WorldModelLayout) -> None:
         super().__init__()
-        if cfg.cond_channels % cfg.num_cond_frames != 0:
+        if layout.actions is not None and cfg.cond_channels % cfg.num_cond_frames != 0:
             raise ValueError(
                 f"cond_channels ({cfg.cond_channels}) must be divisible by "
                 f"num_cond_frames ({cfg.num_cond_frames})"
             )
+        self.pad_to_multiple = layout.pad_to_multiple
         self.noise_emb = FourierFeatures(cfg.cond_channels)
-        self.act_emb = nn.Embedding(num_actions, cfg.cond_channels // cfg.num_cond_frames)
+        self.noise_cond_emb = FourierFeatures(cfg.cond_channels) if layout.noise_level_input else None
+        self.act_emb = (
+            None
+            if layout.actions is None
+            else make_action_encoder(
+                layout.actions, cfg.cond_channels // cfg.num_cond_frames, indices=layout.action_indices
+            )
+        )
         self.cond_proj = nn.Sequential(
             nn.Linear(cfg.cond_channels, cfg.cond_channels),
             nn.SiLU(),
             nn.Linear(cfg.cond_channels, cfg.cond_channels),
         )
-        self.conv_in = conv3x3((cfg.num_cond_frames + 1) * IMG_CHANNELS, cfg.channels[0])
+        num_cond_images = cfg.num_cond_frames + layout.extra_images
+        self.conv_in = conv3x3((num_cond_images + 1) * IMG_CHANNELS, cfg.channels[0])
         self.unet = UNet(cfg.cond_channels, cfg.depths, cfg.channels, cfg.attn_depths)
         self.norm_out = GroupNorm(cfg.channels[0])
         self.conv_out = zero_init(conv3x3(cfg.channels[0], IMG_CHANNELS))
 
-    def forward(self, noisy_next_obs: Tensor, c_noise: Tensor, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
-        """``noisy_next_obs``: (B, 3, H, W), already scaled by c_in; ``c_noise``: (B,); ``prev_obs``:
-        (B, L, 3, H, W), already rescaled; ``prev_act``: (B, L) int64."""
-        cond = self.cond_proj(self.noise_emb(c_noise) + self.act_emb(prev_act).flatten(1))
-        x = self.conv_in(channels_last(torch.cat([prev_obs.flatten(1, 2), noisy_next_obs], dim=1)))
-        x = self.unet(x, cond)
+    def forward(
+        self,
+        noisy: Tensor,
+        c_noise: Tensor,
+        c_noise_cond: Tensor | None,
+        cond_images: Tensor,
+        act: Tensor | None,
+        act_valid: Tensor | None = None,
+    ) -> Tensor:
+        """``noisy``: (B, 3, H, W), already scaled by c_in; ``c_noise``: (B,); ``c_noise_cond``: (B,) with the
+        layout's noise-level input, else None; ``cond_images``: (B, L + extra images, 3, H, W), already
+        rescaled; ``act``: (B, L) int64 indices or (B, L, D) action vectors as the layout says, None without
+        actions; ``act_valid``: (B, L) bool, False for padding steps (no action), None when all are real."""
+        cond = self.noise_emb(c_noise)
+        if self.noise_cond_emb is not None:
+            if c_noise_cond is None:
+                raise ValueError("this network is told the conditioning frames' noise level: give it")
+            cond = cond + self.noise_cond_emb(c_noise_cond)
+        if self.act_emb is not None:
+            if act is None:
+                raise ValueError("this network is conditioned on actions: give them")
+            cond = cond + self.act_emb(act, act_valid).flatten(1)
+        cond = self.cond_proj(cond)
+        x = self.conv_in(channels_last(torch.cat([cond_images.flatten(1, 2), noisy], dim=1)))
+        if self.pad_to_multiple:
+            h, w = x.shape[-2:]
+            multiple = 2**self.unet.num_downsamplings
+            x = F.pad(x, (0, -w % multiple, 0, -h % multiple))
+            x = self.unet(x, cond)[..., :h, :w]
+        else:
+            x = self.unet(x, cond)
         return self.conv_out(F.silu(self.norm_out(x))).contiguous()
