@@ -142,6 +142,8 @@ def test_semantic_checks_name_the_key() -> None:
         build_config(["game=Pong", "collection.initial_min_steps=5050"])
     with pytest.raises(ConfigError, match="order"):
         build_config(["game=Pong", "denoiser.sampler.order=3"])
+    with pytest.raises(ConfigError, match="denoiser.sigma_cond_distribution must be null"):
+        build_config(["game=Pong", "denoiser.sigma_cond_distribution={loc: 0.5}"])
     assert build_config(["game=Pong", "training.model_free=true"]).training.model_free
     with pytest.raises(ConfigError, match="model_free"):
         build_config(["game=Pong", "training.model_free=true", "actor_critic.training.steps_per_epoch=0"])

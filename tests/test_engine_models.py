@@ -191,9 +191,23 @@ def noised(x: torch.Tensor, sigma: torch.Tensor, offset: float) -> torch.Tensor:
     return x + shift + sigma[:, None, None, None] * eps
 
 
-@pytest.mark.parametrize("noise_previous_obs", [True, False])
-def test_denoiser_loss_with_noise_augmentation(noise_previous_obs: bool) -> None:
-    cfg = small_cfg(noise_previous_obs=noise_previous_obs)
+COND_LAW = SigmaDistributionConfig(loc=-1.2, scale=1.2, sigma_min=2e-3, sigma_max=20.0)
+"""A law of the conditioning frames' noise of its own (the ``cpu`` preset's), other than the training law."""
+
+
+@pytest.mark.parametrize(
+    ("noise_previous_obs", "cond_law"),
+    [(True, None), (True, COND_LAW), (False, None)],
+    ids=["noised context, the training law", "noised context, a law of its own", "clean context"],
+)
+def test_denoiser_loss_with_noise_augmentation(
+    noise_previous_obs: bool, cond_law: SigmaDistributionConfig | None
+) -> None:
+    cfg = small_cfg(
+        noise_previous_obs=noise_previous_obs,
+        sigma_distribution=SigmaDistributionConfig(loc=1.2, scale=0.5, sigma_min=2e-3, sigma_max=20.0),
+        sigma_cond_distribution=cond_law,
+    )
     model = EngineDenoiser(cfg, SPEC)
     nonzero_init(model)
     batch = make_batch(3, 3, (6, 10), SPEC)
@@ -206,7 +220,7 @@ def test_denoiser_loss_with_noise_augmentation(noise_previous_obs: bool) -> None
     prev, target_frame, act = batch.obs[:, :2], batch.obs[:, 2], batch.act[:, :2]
     noise_cond = torch.zeros(3)
     if noise_previous_obs:
-        sigma_cond = sigma_training(3, cfg.sigma_distribution)
+        sigma_cond = sigma_training(3, cond_law or cfg.sigma_distribution)
         prev = noised(prev.flatten(1, 2), sigma_cond, cfg.sigma_offset_noise).view_as(prev)
         noise_cond = sigma_cond.log() / 4
     sigma = sigma_training(3, cfg.sigma_distribution)
@@ -339,6 +353,11 @@ def test_presets_build_and_the_csgo_sizes() -> None:
     assert with_low_res(csgo, (150, 280)).full_res() == (150, 280)
     cpu = with_low_res(build_engine_config(["data=x", "preset=cpu"]), (210, 160))  # Atari frames
     assert cpu.low_res == [42, 32] and cpu.full_res() == (210, 160)
+    # The cpu preset's training sigmas are its own; its context noise has the official law and s_cond.
+    assert csgo.denoiser.noise_previous_obs and csgo.denoiser.sigma_cond_distribution is None
+    assert cpu.denoiser.noise_previous_obs and cpu.denoiser.sigma_cond_distribution == COND_LAW
+    assert cpu.denoiser.sampler.s_cond == csgo.denoiser.sampler.s_cond == 0.005
+    assert (cpu.denoiser.sigma_distribution.loc, cpu.denoiser.sigma_distribution.scale) == (1.2, 0.5)
     smoke = build_engine_config(["data=x", "preset=smoke", "upsampler=null", "seed=3"])
     assert smoke.upsampler is None and smoke.seed == 3 and smoke.full_res() is None
     assert with_low_res(smoke, (12, 20)).low_res == [12, 20]  # no upsampler: the frames' size
@@ -382,6 +401,14 @@ def test_low_res_from_the_data_or_given() -> None:
         (["data=x", "denoiser.chanels=[1]"], "denoiser.channels"),
         (["data=x", "denoiser.num_cond_frames=3"], "divisible"),
         (["data=x", "training.num_updates=__import__('os')"], "Bad value"),
+        (
+            ["data=x", "denoiser.noise_previous_obs=false", "denoiser.sigma_cond_distribution={loc: 0}"],
+            "denoiser.sigma_cond_distribution is set but denoiser.noise_previous_obs is false: set "
+            "denoiser.noise_previous_obs=true or denoiser.sigma_cond_distribution=null",
+        ),
+        (["data=x", "denoiser.sigma_cond_distribution={scale: 0}"], "need 0 < sigma_min < sigma_max"),
+        (["data=x", "denoiser.sigma_cond_distribution={lok: 0}"], "Key 'lok' not in"),
+        (["data=x", "denoiser.sigma_cond_distribution.loc=0"], "is null; set the whole section"),
     ],
 )
 def test_bad_engine_configs_are_one_line_errors(args: list[str], match: str) -> None:

@@ -317,6 +317,8 @@ NEW_CONFIG_KEYS: dict[str, object] = {
     "upsampler.convention": "official",
     "denoiser.noise_previous_obs": False,
     "denoiser.sampler.s_cond": 0.0,
+    "denoiser.sigma_cond_distribution": None,
+    "upsampler.sigma_cond_distribution": None,
     "denoiser.training.grad_accumulation": "mean",
     "reward_model.training.grad_accumulation": "mean",
     "actor_critic.training.grad_accumulation": "mean",

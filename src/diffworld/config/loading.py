@@ -149,18 +149,27 @@ def apply_override(
 ) -> None:
     """Set ``cfg.key`` (a structured config of ``schema``) to ``value``, parsed as YAML if
     ``parsed_from_text``; a ``ConfigError`` naming the key (and close valid ones) if it cannot be."""
+    fills_null_section = False
     try:
-        if parsed_from_text:
-            # from_dotlist parses the value as YAML (numbers, booleans, lists) and never evaluates code.
-            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
-        else:
-            OmegaConf.update(cfg, key, value, merge=False)
-    except (ConfigKeyError, ConfigAttributeError):
+        # from_dotlist parses the value as YAML (numbers, booleans, lists, {a: 1}) and never evaluates code.
+        parsed = OmegaConf.from_dotlist([f"v={value}"]).v if parsed_from_text else value
+        # A mapping given to an optional section that is null (such as denoiser.sigma_cond_distribution) is
+        # merged into it, which builds the section from its schema's defaults and checks its keys.
+        fills_null_section = isinstance(parsed, (Mapping, DictConfig)) and OmegaConf.select(cfg, key) is None
+        OmegaConf.update(cfg, key, parsed, merge=fills_null_section)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        if fills_null_section:
+            raise ConfigError(f"Bad value {value!r} for {key!r}: {str(e).splitlines()[0]}") from None
         raise ConfigError(f"Unknown configuration key {key!r}.{_suggest(key, schema)}") from None
     except ValidationError as e:
         raise ConfigError(f"Bad value {value!r} for {key!r}: {_first_line(e)}") from None
     except OmegaConfBaseException as e:
-        raise ConfigError(f"Cannot set {key!r} to {value!r}: {str(e).splitlines()[0]}") from None
+        message = str(e).splitlines()[0]
+        section = key.rsplit(".", 1)[0]
+        if "." in key and OmegaConf.select(cfg, section, default=0) is None:
+            leaf = key.rsplit(".", 1)[1]
+            message = f"{section} is null; set the whole section, e.g. {section}='{{{leaf}: ...}}'"
+        raise ConfigError(f"Cannot set {key!r} to {value!r}: {message}") from None
 
 
 def preset_config(
@@ -287,6 +296,11 @@ def validate(cfg: Config) -> None:
         s.s_cond == 0,
         "denoiser.sampler.s_cond must be 0: the Atari world model's network is not told the conditioning "
         "frames' noise level (an engine's is).",
+    )
+    check(
+        cfg.denoiser.sigma_cond_distribution is None,
+        "denoiser.sigma_cond_distribution must be null: the Atari world model's conditioning frames are not "
+        "noised in training (an engine's are, with noise_previous_obs).",
     )
     sd = cfg.denoiser.sigma_distribution
     check(0 < sd.sigma_min < sd.sigma_max, "Need 0 < sigma_distribution.sigma_min < sigma_max.")

@@ -251,12 +251,16 @@ class WorldModelConfig:
     sigma_offset_noise: float = 0.3
     """Std of the per-image, per-channel constant added to the Gaussian noise (offset noise)."""
     noise_previous_obs: bool = False
-    """Noise augmentation of the conditioning frames in training: per sample, a level sigma_cond drawn like
-    the training sigmas, the L past frames noised at it (offset noise included), and c_noise_cond =
+    """Noise augmentation of the conditioning frames in training: per sample, a level sigma_cond drawn from
+    ``sigma_cond_distribution``, the L past frames noised at it (offset noise included), and c_noise_cond =
     log(sigma_cond) / 4 fed to the network beside c_noise. Makes long autoregressive rollouts robust to the
     model's own errors (the official CS:GO recipe; the engine's models only, whose network has that
     input)."""
     sigma_distribution: SigmaDistributionConfig = field(default_factory=SigmaDistributionConfig)
+    sigma_cond_distribution: SigmaDistributionConfig | None = None
+    """The law of sigma_cond (``noise_previous_obs``); None: ``sigma_distribution``'s, as the official CS:GO
+    recipe draws both levels from one law. A law of its own keeps the conditioning frames' noise at the
+    official levels when the training sigmas move (the engine's ``cpu`` preset)."""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     training: WorldModelTrainingConfig = field(default_factory=WorldModelTrainingConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

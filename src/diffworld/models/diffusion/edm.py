@@ -9,8 +9,9 @@ world model (``EDMDenoiser``, the facade of the agent's calls) and the engine's 
 autoregressive structure are shared with the DDPM ablation (``ddpm.py``).
 
 Noise augmentation (the engine's ``noise_previous_obs``, the official CS:GO recipe): in training, each sample
-draws a level sigma_cond like the training sigmas and its conditioning frames are noised at it (offset noise
-included); the network is told c_noise_cond = log(sigma_cond) / 4 (0 without augmentation). In sampling the
+draws a level sigma_cond (from the training sigmas' law, or from ``sigma_cond_distribution``) and its
+conditioning frames are noised at it (offset noise included); the network is told c_noise_cond =
+log(sigma_cond) / 4 (0 without augmentation). In sampling the
 conditioning frames get noise of the sampler's ``s_cond`` (no offset) before every denoising step, added to
 that of the steps before as the official sampler does, and c_noise_cond = log(s_cond) / 4.
 """
@@ -218,7 +219,8 @@ class ConditionedEDM(nn.Module):
         b, device = next_frame.size(0), next_frame.device
         sigma_cond = None
         if noise_previous_frames:
-            sigma_cond = sample_sigma_training(b, self.cfg.sigma_distribution, device)
+            cond_law = self.cfg.sigma_cond_distribution or self.cfg.sigma_distribution
+            sigma_cond = sample_sigma_training(b, cond_law, device)
             prev_frames = noise_frames(prev_frames, sigma_cond, self.cfg.sigma_offset_noise)
         frames = prev_frames if extra_images is None else torch.cat([prev_frames, extra_images], dim=1)
         sigma = sample_sigma_training(b, self.cfg.sigma_distribution, device)
