@@ -1,6 +1,7 @@
-"""The Atari agent, one of the two products over the shared core (the other is ``engine/``): its models and
-their portable folder format (``model.py``), its trainer, collection, imagination, model-free baseline,
-evaluation, official import, play and video. It never imports the engine, nor the engine it.
+"""The agent (Atari, Catch, continuous control), one of the two products over the shared core (the other is
+``engine/``): its models and their portable folder format (``model.py``), its trainer, collection,
+imagination, model-free baseline, evaluation, official import, play and video. It never imports the engine,
+nor the engine it.
 
 ``diffworld.agent`` keeps the API of the module it was (``Agent``, ``load_agent``, ``export_agent``, ...).
 They need torch, whose import takes over a second: they are imported on first access, so that the command

@@ -225,7 +225,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_train(sub: argparse._SubParsersAction[Parser]) -> None:
-    p = command(sub, "train", _cmd_train, help="train an agent on an Atari game")
+    p = command(sub, "train", _cmd_train, help="train an agent on a game (Atari, Catch, dmc:..., gym:...)")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     p.add_argument(

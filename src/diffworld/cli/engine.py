@@ -264,7 +264,7 @@ def add_engine(sub: argparse._SubParsersAction[Parser]) -> None:
         _cmd_engine_convert,
         help="convert a diffworld run's dataset, play recordings or the official CS:GO HDF5 files",
         description="Convert episodes into an engine dataset: a run folder or a folder of episode_*.npz "
-        "files (diffworld play --record recordings), or a folder of the official CS:GO .hdf5 files "
+        "files (episodes recorded in diffworld play), or a folder of the official CS:GO .hdf5 files "
         "(found by their extension; --from forces the kind).",
     )
     p.add_argument("source", help="a run folder, a folder of episodes, or a folder of CS:GO .hdf5 files")

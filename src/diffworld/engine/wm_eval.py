@@ -1,5 +1,5 @@
 """``diffworld wm-eval <engine>...``: the world-model quality curves of engines, as ``diffworld wm-eval``
-draws an Atari run's (docs/engine.md, "Evaluating").
+draws an Atari run's (docs/engine.md, "Evaluation").
 
 An engine's held-out data is the test split of its dataset (or of ``--data``), and its prediction is
 open-loop imagination: the numbers are those of ``diffworld engine eval`` (``engine.quality``, the same

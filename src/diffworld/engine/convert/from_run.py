@@ -1,4 +1,4 @@
-"""A diffworld episode folder (a run's training dataset, or ``diffworld play --record`` recordings) as an
+"""A diffworld episode folder (a run's training dataset, or episodes recorded in ``diffworld play``) as an
 engine dataset: its frames as they are (64x64) and its actions as one discrete component, or, for a
 continuous-control game (action vectors stored), as its D continuous components ``a0`` .. within [-1, 1]
 (``data.actions.box_spec``, the agent's action unit).
